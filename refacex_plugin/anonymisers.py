@@ -1,0 +1,123 @@
+"""Anonymisers: ``(crops, donors, strength) -> crops`` on aligned face crops.
+
+The classical baselines - gaussian blur, pixelation, a solid mask - are pure tensor functions and
+stay our comparison baselines forever. Learned methods register themselves in the same registry;
+:func:`default_method` picks the best one that is available.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+import torch.nn.functional as F
+from kornia.filters import gaussian_blur2d
+
+from .errors import ModelNotAvailableError
+
+
+def blur_faces(crops: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+    """Gaussian blur with sigma = 5% of the crop side times ``strength``.
+
+    Args:
+        crops: ``(B, 3, S, S)`` in [0, 1].
+    Returns:
+        ``(B, 3, S, S)``.
+    """
+    s = crops.shape[-1]
+    sigma = max(0.05 * s * strength, 0.5)
+    k = int(2 * round(3 * sigma) + 1)
+    return gaussian_blur2d(crops, (k, k), (sigma, sigma), border_type="replicate")
+
+
+def pixelate_faces(crops: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+    """Mosaic of ``16 / strength`` blocks across the crop (area-averaged, nearest-upsampled).
+
+    Args:
+        crops: ``(B, 3, S, S)`` in [0, 1].
+    Returns:
+        ``(B, 3, S, S)``.
+    """
+    s = crops.shape[-1]
+    blocks = max(int(round(16 / max(strength, 1e-3))), 2)
+    small = F.adaptive_avg_pool2d(crops, blocks)
+    return F.interpolate(small, size=(s, s), mode="nearest")
+
+
+def mask_faces(crops: torch.Tensor, strength: float = 1.0, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Fill each crop with one flat colour: its mean colour under ``mask`` (keeps skin tone, no detail).
+
+    Args:
+        crops: ``(B, 3, S, S)`` in [0, 1].
+        mask: ``(B, 1, S, S)`` weights; default uniform.
+    Returns:
+        ``(B, 3, S, S)``.
+    """
+    if mask is None:
+        mask = torch.ones_like(crops[:, :1])
+    mean = (crops * mask).sum((2, 3), keepdim=True) / mask.sum((2, 3), keepdim=True).clamp_min(1e-6)
+    flat = mean.expand_as(crops)
+    return crops + strength * (flat - crops) if strength < 1 else flat.contiguous()
+
+
+class Anonymiser(Protocol):
+    """Changes who is in an aligned crop. ``reversible``: whether a recovery code can undo it."""
+
+    name: str
+    reversible: bool
+
+    def __call__(self, crops: torch.Tensor, donors: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor: ...
+
+
+@dataclass
+class BaselineAnonymiser:
+    """Wraps one of the classical functions; ignores donors."""
+
+    name: str
+    fn: Callable[..., torch.Tensor]
+    reversible: bool = False
+
+    def __call__(self, crops: torch.Tensor, donors: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor:
+        return self.fn(crops, strength)
+
+
+_FACTORIES: dict[str, Callable[[], Anonymiser]] = {
+    "blur": lambda: BaselineAnonymiser("blur", blur_faces),
+    "pixelate": lambda: BaselineAnonymiser("pixelate", pixelate_faces),
+    "mask": lambda: BaselineAnonymiser("mask", mask_faces),
+}
+_UNAVAILABLE: dict[str, str] = {
+    "refacex": "the learned refacex anonymiser has no trained weights in this version yet; use blur, pixelate or mask",
+}
+
+#: Preference order for :func:`default_method`: learned first, then the baselines.
+PREFERENCE = ("refacex", "pixelate", "blur", "mask")
+BASELINES = ("blur", "pixelate", "mask")
+
+
+def register_anonymiser(name: str, factory: Callable[[], Anonymiser]) -> None:
+    """Make a method available by name (learned models call this when their weights are found)."""
+    _FACTORIES[name] = factory
+    _UNAVAILABLE.pop(name, None)
+
+
+def known_methods() -> list[str]:
+    return list(dict.fromkeys([*PREFERENCE, *_FACTORIES]))
+
+
+def available_methods() -> list[str]:
+    return [m for m in known_methods() if m in _FACTORIES]
+
+
+def default_method() -> str:
+    """The best method this installation can run."""
+    return next(m for m in PREFERENCE if m in _FACTORIES)
+
+
+def get_anonymiser(name: str) -> Anonymiser:
+    if name in _FACTORIES:
+        return _FACTORIES[name]()
+    if name in _UNAVAILABLE:
+        raise ModelNotAvailableError(f"method {name!r} not available: {_UNAVAILABLE[name]}")
+    raise ModelNotAvailableError(f"unknown method {name!r} (choose from {', '.join(known_methods())})")

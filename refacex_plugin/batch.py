@@ -1,0 +1,106 @@
+"""Running an operation over many files: input discovery, output mirroring, failures, summary.
+
+Folders in, mirrored tree out: for a folder INPUT each file goes to ``OUTDIR/<path relative to
+INPUT>``; a file INPUT goes to ``OUTDIR/<its name>``. One bad file never stops the run.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from tqdm import tqdm
+
+from .errors import RefacexError
+from .image_io import IMAGE_SUFFIXES
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input file and the path its output would take (before any format change)."""
+
+    src: Path
+    rel: Path
+    dst: Path | None
+
+
+@dataclass
+class Summary:
+    images: int = 0
+    faces: int = 0
+    no_face: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def line(self, verb: str = "processed") -> str:
+        return (
+            f"{self.images} image(s) {verb}, {self.faces} face(s), "
+            f"{self.no_face} without a face, {len(self.failed)} failed"
+        )
+
+
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def iter_jobs(inputs: Iterable[str | Path], outdir: Path | None, recursive: bool = False) -> Iterator[Job]:
+    """Expand files and folders into jobs; ``outdir=None`` means in place (``dst = src``).
+
+    Files named explicitly are always tried (a non-image gives a clear error later); inside folders
+    only image suffixes are picked, and the output folder itself is never descended into.
+    """
+    out_resolved = outdir.resolve() if outdir is not None else None
+    seen: set[Path] = set()
+    for raw in inputs:
+        root = Path(raw)
+        if root.is_dir():
+            pattern = root.rglob("*") if recursive else root.glob("*")
+            files = sorted(p for p in pattern if p.is_file() and _is_image_name(p))
+            for p in files:
+                if out_resolved is not None and out_resolved in p.resolve().parents:
+                    continue
+                rel = p.relative_to(root)
+                yield from _job(p, rel, outdir, seen)
+        else:
+            yield from _job(root, Path(root.name), outdir, seen)
+
+
+def _job(src: Path, rel: Path, outdir: Path | None, seen: set[Path]) -> Iterator[Job]:
+    key = src.resolve()
+    if key in seen:
+        return
+    seen.add(key)
+    yield Job(src=src, rel=rel, dst=src if outdir is None else outdir / rel)
+
+
+def run_jobs(
+    jobs: list[Job],
+    process: Callable[[Job, Summary], None],
+    progress: bool | None = None,
+    desc: str = "refacex",
+    log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
+) -> Summary:
+    """Call ``process(job, summary)`` for each job; a :class:`RefacexError` is logged as one line
+    and recorded, and the run goes on. ``progress=None`` shows a bar when stderr is a terminal."""
+    summary = Summary()
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(jobs, desc=desc, unit="img", disable=not show or len(jobs) < 2, file=sys.stderr, dynamic_ncols=True)
+    for job in bar:
+        try:
+            process(job, summary)
+            summary.images += 1
+        except Exception as exc:  # one bad file never stops the run
+            msg = str(exc) if isinstance(exc, RefacexError) else f"unexpected {type(exc).__name__}: {exc}"
+            msg = msg.splitlines()[0] if msg else type(exc).__name__
+            if not msg.startswith(str(job.src)):
+                msg = f"{job.src}: {msg}"
+            summary.failed.append((str(job.src), msg))
+            (bar.write if show else log)(f"error: {msg}")
+        if show:
+            bar.set_postfix(faces=summary.faces, failed=len(summary.failed), refresh=False)
+    return summary

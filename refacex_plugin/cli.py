@@ -1,0 +1,227 @@
+"""The ``refacex`` command line. Every command is a thin shell over the core API."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .anonymisers import available_methods, default_method, known_methods
+from .batch import Job, Summary, iter_jobs, run_jobs
+from .detection import DEFAULT_DETECTOR, DetectorConfig, detector_names
+from .errors import RefacexError
+from .geometry import AlignConfig
+from .image_io import atomic_write_bytes, encode_image, output_format, output_path, read_image
+from .keys import key_id, read_key_file, write_key_file
+
+_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(code)
+
+
+def _finish(summary: Summary, verb: str) -> None:
+    click.echo(summary.line(verb), err=True)
+    sys.exit(0 if summary.ok else 1)
+
+
+def _run(inputs: tuple[str, ...], outdir: Path | None, recursive: bool, process, desc: str, progress=None) -> Summary:
+    """Run ``process`` over every file of ``inputs``; missing inputs count as failures."""
+    missing = [r for r in inputs if not Path(r).exists()]
+    for raw in missing:
+        click.echo(f"error: {raw}: no such file or folder", err=True)
+    jobs = list(iter_jobs([r for r in inputs if r not in missing], outdir, recursive))
+    summary = run_jobs(jobs, process, progress, desc=desc)
+    summary.failed.extend((r, "no such file or folder") for r in missing)
+    return summary
+
+
+@click.group(context_settings=_SETTINGS)
+@click.version_option(__version__, "-V", "--version", prog_name="refacex")
+def main() -> None:
+    """refacex - reversible, donor-driven face anonymisation for image datasets.
+
+    \b
+    Typical use:
+      refacex anonymise photos/ -o anonymised/ --recursive
+      refacex keygen -o admin.key            # then add --key-file admin.key to make faces recoverable
+      refacex recover anonymised/ --key-file admin.key -o restored/ --recursive
+    """
+
+
+detector_options = [
+    click.option("--detector", type=click.Choice(detector_names()), default=DEFAULT_DETECTOR, show_default=True, help="Face detector."),
+    click.option("--threshold", type=float, default=DetectorConfig.threshold, show_default=True, help="Minimum detection score."),
+    click.option("--min-face", type=int, default=DetectorConfig.min_size, show_default=True, help="Minimum face size in pixels."),
+]
+
+
+def _with(options):
+    def deco(fn):
+        for opt in reversed(options):
+            fn = opt(fn)
+        return fn
+
+    return deco
+
+
+@main.command(context_settings=_SETTINGS)
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", "outdir", type=click.Path(file_okay=False), help="Output folder (mirrors the input tree).")
+@click.option("--method", type=click.Choice(known_methods()), default=None, help=f"Anonymisation method [default: best available, now {default_method()}].")
+@click.option("--strength", type=float, default=1.0, show_default=True, help="Privacy/utility dial of the method.")
+@click.option("--key-file", type=click.Path(dir_okay=False), help="Embed an encrypted recovery payload with this key.")
+@click.option("--in-place", is_flag=True, help="Replace each input atomically instead of writing to -o.")
+@click.option("-r", "--recursive", is_flag=True, help="Descend into sub-folders of folder inputs.")
+@click.option("--format", "fmt", type=click.Choice(["jpeg", "png", "webp"]), default=None, help="Output format [default: the input's].")
+@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
+@click.option("--records", type=click.Path(dir_okay=False), help="Write one JSON line per image with its face records.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal].")
+@_with(detector_options)
+def anonymise(inputs, outdir, method, strength, key_file, in_place, recursive, fmt, quality, device, records, progress, detector, threshold, min_face):
+    """Anonymise every face in INPUTS (files or folders).
+
+    Pixels outside the face masks are kept; EXIF (with its thumbnail), XMP, IPTC and ICC data are
+    never written. Files that cannot be read are reported and skipped; the exit code is 1 if any failed.
+    """
+    from .pipeline import Pipeline
+
+    if bool(outdir) == bool(in_place):
+        _fail("give exactly one of -o/--output OUTDIR or --in-place")
+    if in_place and fmt:
+        _fail("--format cannot be combined with --in-place (the file would change type)")
+    try:
+        key = read_key_file(key_file) if key_file else None
+        pipe = Pipeline(
+            method=method, detector=detector, detector_config=DetectorConfig(threshold=threshold, min_size=min_face),
+            align=AlignConfig(), strength=strength, key=key, device=device,
+        )
+    except RefacexError as exc:
+        _fail(str(exc))
+    records_fh = open(records, "w", encoding="utf-8") if records else None
+
+    def process(job: Job, summary: Summary) -> None:
+        img = read_image(job.src)
+        out_fmt = output_format(img.format, fmt)
+        if in_place and out_fmt != img.format:
+            raise RefacexError(f"{job.src}: cannot rewrite a {img.format} file in place; use -o")
+        dst = job.dst if in_place else output_path(job.dst, out_fmt)
+        if not in_place and dst.resolve() == job.src.resolve():
+            raise RefacexError(f"{job.src}: output would overwrite the input; use --in-place to mean that")
+        result = pipe.anonymise_image(img.rgb)
+        atomic_write_bytes(dst, encode_image(result.image, out_fmt, quality, img.alpha))
+        summary.faces += len(result.faces)
+        summary.no_face += not result.faces
+        if records_fh:
+            records_fh.write(json.dumps({"input": str(job.src), "output": str(dst), "faces": [f.to_dict() for f in result.faces]}) + "\n")
+
+    try:
+        summary = _run(inputs, Path(outdir) if outdir else None, recursive, process, "anonymise", progress)
+    finally:
+        if records_fh:
+            records_fh.close()
+    click.echo(f"method: {pipe.method}" + ("" if key is None else f", key id {key_id(key)}"), err=True)
+    _finish(summary, "anonymised")
+
+
+@main.command(context_settings=_SETTINGS)
+@click.option("-o", "--output", "path", required=True, type=click.Path(dir_okay=False), help="Key file to create (0600).")
+def keygen(path):
+    """Create a new 256-bit secret key file (refuses to overwrite). Keep it offline and backed up."""
+    try:
+        kid = write_key_file(path)
+    except RefacexError as exc:
+        _fail(str(exc))
+    click.echo(f"wrote {path} (key id {kid}); anyone holding this file can restore original faces")
+
+
+@main.command(context_settings=_SETTINGS)
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--key-file", "key_files", multiple=True, type=click.Path(dir_okay=False), help="Key(s) to authenticate payloads with.")
+@click.option("-r", "--recursive", is_flag=True, help="Descend into sub-folders of folder inputs.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image.")
+@_with(detector_options)
+def extract(inputs, key_files, recursive, as_json, detector, threshold, min_face):
+    """Report the recovery payload of each face in INPUTS."""
+    pipe, _ = _admin_pipeline(key_files, detector, threshold, min_face)
+    def process(job: Job, summary: Summary) -> None:
+        img = read_image(job.src)
+        payloads = pipe.extract_image(img.rgb)
+        click.echo(json.dumps({"input": str(job.src), "payloads": payloads}) if as_json else f"{job.src}: {payloads}")
+
+    _finish(_run(inputs, None, recursive, process, "extract"), "read")
+
+
+@main.command(context_settings=_SETTINGS)
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--key-file", "key_files", multiple=True, required=True, type=click.Path(dir_okay=False), help="Secret key file(s).")
+@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("-r", "--recursive", is_flag=True, help="Descend into sub-folders of folder inputs.")
+@_with(detector_options)
+def recover(inputs, key_files, outdir, recursive, detector, threshold, min_face):
+    """Restore original faces in INPUTS with the secret key (admin only)."""
+    pipe, _ = _admin_pipeline(key_files, detector, threshold, min_face)
+    def process(job: Job, summary: Summary) -> None:
+        img = read_image(job.src)
+        pipe.recover_image(img.rgb)
+
+    _finish(_run(inputs, Path(outdir), recursive, process, "recover"), "restored")
+
+
+def _admin_pipeline(key_files, detector, threshold, min_face):
+    from . import operators
+    from .pipeline import Pipeline
+
+    if not (operators.watermark_available() and operators.recovery_available()):
+        _fail("payload extraction and recovery need the watermark and recovery models, which are not available in this version")
+    try:
+        keys = [read_key_file(k) for k in key_files]
+        pipe = Pipeline(method=available_methods()[0], detector=detector, detector_config=DetectorConfig(threshold=threshold, min_size=min_face))
+    except RefacexError as exc:
+        _fail(str(exc))
+    return pipe, keys
+
+
+@main.command(context_settings=_SETTINGS)
+def info():
+    """Versions, compute device, detectors, methods and models found."""
+    import cv2
+    import numpy
+    import torch
+
+    from . import operators
+    from .detection import centerface_weights, dlib_model_path
+
+    def probe(fn):
+        try:
+            return str(fn())
+        except RefacexError as exc:
+            return f"missing ({exc})"
+
+    rows = [
+        ("refacex", __version__),
+        ("python", sys.version.split()[0]),
+        ("torch", torch.__version__),
+        ("numpy", numpy.__version__),
+        ("opencv", cv2.__version__),
+        ("cuda", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available"),
+        ("methods", ", ".join(available_methods()) + f" (default {default_method()})"),
+        ("detectors", ", ".join(detector_names()) + f" (default {DEFAULT_DETECTOR})"),
+        ("centerface weights", probe(centerface_weights)),
+        ("dlib landmarks", probe(lambda: dlib_model_path("shape_predictor_68_face_landmarks.dat"))),
+        ("watermark model", "available" if operators.watermark_available() else "not available"),
+        ("recovery model", "available" if operators.recovery_available() else "not available"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        click.echo(f"{k:<{width}}  {v}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""Face geometry: 5-point similarity alignment to a canonical crop, the face mask, and paste-back.
+
+Pure tensor functions (shapes in docstrings) plus two numpy-facing helpers that work on a region
+of interest only, so a 100-megapixel photo costs no more than the faces in it.
+
+Landmark order everywhere: eye with the smaller x, the other eye, nose tip, mouth corner with the
+smaller x, the other mouth corner (the ArcFace convention, "as seen in the image").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from kornia.geometry.transform import warp_affine
+
+#: ArcFace 5-point template for a 112x112 crop (x, y).
+ARCFACE_TEMPLATE_112 = torch.tensor(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ]
+)
+
+# Face ellipse in ArcFace-112 units: centre, semi-axes. It covers brows to chin and cheek to cheek;
+# the hairline and ears lie outside (a donor method may extend it).
+_FACE_CENTRE_112 = (56.0, 66.0)
+_FACE_AXES_112 = (44.0, 58.0)
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """Canonical crop: ``size`` pixels square; ``zoom`` < 1 leaves margin around the ArcFace face box
+    (0.75 keeps forehead and some hair); ``feather`` is the soft mask edge as a fraction of the radius."""
+
+    size: int = 256
+    zoom: float = 0.75
+    feather: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.size < 128:
+            raise ValueError("crop size must be at least 128 px")
+        if not 0.3 <= self.zoom <= 1.5:
+            raise ValueError("zoom must be in [0.3, 1.5]")
+
+
+def canonical_template(cfg: AlignConfig) -> torch.Tensor:
+    """Landmark positions in the canonical crop. Returns ``(5, 2)`` float32."""
+    unit = ARCFACE_TEMPLATE_112 / 112.0
+    return ((unit - 0.5) * cfg.zoom + 0.5) * cfg.size
+
+
+def estimate_similarity(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """Least-squares similarity transform (rotation, uniform scale, translation; Umeyama 1991).
+
+    Args:
+        src: ``(B, N, 2)`` points.
+        dst: ``(B, N, 2)`` or ``(N, 2)`` target points.
+
+    Returns:
+        ``(B, 2, 3)`` matrices ``M`` with ``dst ~ M @ [src; 1]``.
+    """
+    src = src.double()
+    dst = dst.double().expand_as(src)
+    mu_s, mu_d = src.mean(1, keepdim=True), dst.mean(1, keepdim=True)
+    xs, xd = src - mu_s, dst - mu_d
+    # For 2-D similarity the closed form is a + ib = sum(conj(xs) * xd) / sum(|xs|^2).
+    denom = (xs**2).sum(dim=(1, 2)).clamp_min(1e-12)
+    a = (xs[..., 0] * xd[..., 0] + xs[..., 1] * xd[..., 1]).sum(1) / denom
+    b = (xs[..., 0] * xd[..., 1] - xs[..., 1] * xd[..., 0]).sum(1) / denom
+    rot = torch.stack([torch.stack([a, -b], -1), torch.stack([b, a], -1)], -2)  # (B, 2, 2)
+    t = mu_d.squeeze(1) - (rot @ mu_s.squeeze(1).unsqueeze(-1)).squeeze(-1)
+    return torch.cat([rot, t.unsqueeze(-1)], dim=-1).float()
+
+
+def invert_affine(m: torch.Tensor) -> torch.Tensor:
+    """Invert ``(B, 2, 3)`` affine matrices."""
+    full = torch.cat([m, m.new_tensor([0.0, 0.0, 1.0]).expand(m.shape[0], 1, 3)], dim=1)
+    return torch.linalg.inv(full.double()).float()[:, :2]
+
+
+def translate(m: torch.Tensor, dx: float, dy: float) -> torch.Tensor:
+    """Compose ``(B, 2, 3)`` affines with a translation applied after them."""
+    out = m.clone()
+    out[:, 0, 2] += dx
+    out[:, 1, 2] += dy
+    return out
+
+
+def face_mask(cfg: AlignConfig, batch: int = 1, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Feathered elliptical face mask in canonical crop coordinates.
+
+    Exactly 0 outside the ellipse, exactly 1 well inside, a smoothstep ramp of width
+    ``cfg.feather`` (fraction of the radius) at the edge. Returns ``(B, 1, S, S)`` float32.
+    """
+    s = cfg.size
+    cx, cy = (((torch.tensor(_FACE_CENTRE_112) / 112.0) - 0.5) * cfg.zoom + 0.5) * s
+    ax, ay = torch.tensor(_FACE_AXES_112) / 112.0 * cfg.zoom * s
+    ys, xs = torch.meshgrid(torch.arange(s, dtype=torch.float32), torch.arange(s, dtype=torch.float32), indexing="ij")
+    r = torch.sqrt(((xs - cx) / ax) ** 2 + ((ys - cy) / ay) ** 2)
+    t = ((1.0 - r) / cfg.feather).clamp(0.0, 1.0)
+    m = t * t * (3.0 - 2.0 * t)
+    return m.to(device).expand(batch, 1, s, s).contiguous()
+
+
+def warp_to_crops(image: torch.Tensor, m_img2crop: torch.Tensor, size: int) -> torch.Tensor:
+    """Warp one image into aligned crops.
+
+    Args:
+        image: ``(1, C, H, W)`` or ``(B, C, H, W)`` float.
+        m_img2crop: ``(B, 2, 3)`` image-to-crop affines (pixel coordinates).
+        size: crop side ``S``.
+
+    Returns:
+        ``(B, C, S, S)`` crops (border-replicated outside the image).
+    """
+    src = image.expand(m_img2crop.shape[0], -1, -1, -1)
+    return warp_affine(src, m_img2crop.to(image), (size, size), mode="bilinear", padding_mode="border", align_corners=True)
+
+
+# --------------------------------------------------------------------------- numpy-facing helpers
+
+
+def _footprint(m_crop2img: np.ndarray, size: int, height: int, width: int) -> tuple[int, int, int, int] | None:
+    """Integer ROI ``(x0, y0, x1, y1)`` covering the crop square mapped into the image, or None."""
+    corners = np.array([[0, 0, 1], [size - 1, 0, 1], [0, size - 1, 1], [size - 1, size - 1, 1]], dtype=np.float64)
+    pts = corners @ m_crop2img.T
+    x0 = max(int(math.floor(pts[:, 0].min())) - 1, 0)
+    y0 = max(int(math.floor(pts[:, 1].min())) - 1, 0)
+    x1 = min(int(math.ceil(pts[:, 0].max())) + 2, width)
+    y1 = min(int(math.ceil(pts[:, 1].max())) + 2, height)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1, y1
+
+
+def alignment_matrices(landmarks: np.ndarray, cfg: AlignConfig) -> torch.Tensor:
+    """Image-to-crop similarity transforms for ``(N, 5, 2)`` landmarks. Returns ``(N, 2, 3)``."""
+    pts = torch.as_tensor(np.asarray(landmarks, dtype=np.float32)).reshape(-1, 5, 2)
+    return estimate_similarity(pts, canonical_template(cfg))
+
+
+def extract_crops(rgb: np.ndarray, m_img2crop: torch.Tensor, cfg: AlignConfig, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Aligned face crops from an ``(H, W, 3) uint8`` image.
+
+    Only the region each crop covers is converted to float. Returns ``(N, 3, S, S)`` in [0, 1].
+    """
+    h, w = rgb.shape[:2]
+    s = cfg.size
+    crops = []
+    inv = invert_affine(m_img2crop).numpy().astype(np.float64)
+    for i in range(m_img2crop.shape[0]):
+        roi = _footprint(inv[i], s, h, w)
+        if roi is None:  # face entirely outside the image: replicate the nearest border
+            x0, y0, x1, y1 = 0, 0, w, h
+        else:
+            x0, y0, x1, y1 = roi
+        patch = torch.from_numpy(np.ascontiguousarray(rgb[y0:y1, x0:x1])).to(device)
+        patch = patch.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+        m = translate(m_img2crop[i : i + 1], float(x0), float(y0)).to(device)  # roi -> crop
+        crops.append(warp_to_crops(patch, m, s))
+    if not crops:
+        return torch.empty(0, 3, s, s, device=device)
+    return torch.cat(crops, dim=0)
+
+
+def paste_crops(
+    rgb: np.ndarray,
+    crops: torch.Tensor,
+    m_img2crop: torch.Tensor,
+    cfg: AlignConfig,
+    mask: torch.Tensor | None = None,
+) -> np.ndarray:
+    """Paste edited crops back into a copy of ``rgb`` through the feathered face mask.
+
+    Pixels where the warped mask is 0 keep their exact original bytes. Faces are composited in
+    order, so a later face wins where masks overlap.
+
+    Args:
+        rgb: ``(H, W, 3) uint8`` original image.
+        crops: ``(N, 3, S, S)`` edited crops in [0, 1].
+        m_img2crop: ``(N, 2, 3)`` the affines the crops were extracted with.
+        mask: ``(N, 1, S, S)`` blend masks; default :func:`face_mask`.
+
+    Returns:
+        ``(H, W, 3) uint8`` new image.
+    """
+    out = rgb.copy()
+    n = crops.shape[0]
+    if n == 0:
+        return out
+    h, w = rgb.shape[:2]
+    s = cfg.size
+    device = crops.device
+    if mask is None:
+        mask = face_mask(cfg, n, device)
+    m_crop2img = invert_affine(m_img2crop.cpu())
+    inv64 = m_crop2img.numpy().astype(np.float64)
+    for i in range(n):
+        roi = _footprint(inv64[i], s, h, w)
+        if roi is None:
+            continue
+        x0, y0, x1, y1 = roi
+        m = translate(m_crop2img[i : i + 1], -float(x0), -float(y0)).to(device)  # crop -> roi
+        src = torch.cat([crops[i : i + 1].clamp(0, 1), mask[i : i + 1].to(crops)], dim=1)
+        warped = warp_affine(src, m, (y1 - y0, x1 - x0), mode="bilinear", padding_mode="zeros", align_corners=True)
+        face, alpha = warped[0, :3], warped[0, 3:4]
+        base = torch.from_numpy(np.ascontiguousarray(out[y0:y1, x0:x1])).to(device).permute(2, 0, 1).float()
+        blended = base + alpha * (face * 255.0 - base)
+        blended = torch.where(alpha > 0, blended.round().clamp(0, 255), base)
+        out[y0:y1, x0:x1] = blended.permute(1, 2, 0).to(torch.uint8).cpu().numpy()
+    return out
+
+
+def warp_mask_to_image(m_img2crop: torch.Tensor, cfg: AlignConfig, height: int, width: int) -> np.ndarray:
+    """Union of the faces' blend masks in image coordinates: ``(H, W) float32`` in [0, 1]."""
+    out = np.zeros((height, width), dtype=np.float32)
+    n = m_img2crop.shape[0]
+    if n == 0:
+        return out
+    mask = face_mask(cfg, n)
+    m_crop2img = invert_affine(m_img2crop.cpu())
+    inv64 = m_crop2img.numpy().astype(np.float64)
+    for i in range(n):
+        roi = _footprint(inv64[i], cfg.size, height, width)
+        if roi is None:
+            continue
+        x0, y0, x1, y1 = roi
+        m = translate(m_crop2img[i : i + 1], -float(x0), -float(y0))
+        warped = warp_affine(mask[i : i + 1], m, (y1 - y0, x1 - x0), mode="bilinear", padding_mode="zeros", align_corners=True)
+        out[y0:y1, x0:x1] = np.maximum(out[y0:y1, x0:x1], warped[0, 0].numpy())
+    return out

@@ -1,0 +1,54 @@
+"""The four operators on batches of aligned face crops ``(B, 3, S, S)`` in [0, 1].
+
+``anonymise`` works today with every available method. ``embed``, ``extract`` and ``recover`` need
+the learned watermark and recovery networks; until those weights ship they raise
+:class:`ModelNotAvailableError` with a clear message rather than pretending.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .anonymisers import default_method, get_anonymiser
+from .errors import ModelNotAvailableError
+
+_NO_WATERMARK = "the recovery watermark model is not available in this version (no weights in models/)"
+_NO_RECOVERY = "the recovery network is not available in this version (no weights in models/)"
+
+
+def anonymise(crops: torch.Tensor, donor: torch.Tensor | None = None, method: str | None = None, strength: float = 1.0) -> torch.Tensor:
+    """Replace the identity in each crop.
+
+    Args:
+        crops: ``(B, 3, S, S)`` aligned faces in [0, 1].
+        donor: ``(B, D)`` donor identity codes, or None for the method's default.
+        method: a name from :func:`~refacex_plugin.anonymisers.available_methods`; default the best.
+        strength: privacy/utility dial, 1.0 = the method's default.
+
+    Returns:
+        ``(B, 3, S, S)`` anonymised crops in [0, 1].
+    """
+    return get_anonymiser(method or default_method())(crops, donor, strength).clamp(0.0, 1.0)
+
+
+def embed(crops: torch.Tensor, payload_bits: torch.Tensor) -> torch.Tensor:
+    """Hide ``payload_bits`` ``(B, K)`` in ``crops``; returns watermarked ``(B, 3, S, S)``."""
+    raise ModelNotAvailableError(_NO_WATERMARK)
+
+
+def extract(crops: torch.Tensor) -> torch.Tensor:
+    """Read payload bit logits ``(B, K)`` back from ``crops``."""
+    raise ModelNotAvailableError(_NO_WATERMARK)
+
+
+def recover(crops: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+    """Reconstruct the original faces ``(B, 3, S, S)`` from anonymised crops and recovery codes."""
+    raise ModelNotAvailableError(_NO_RECOVERY)
+
+
+def watermark_available() -> bool:
+    return False
+
+
+def recovery_available() -> bool:
+    return False
