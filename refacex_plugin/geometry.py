@@ -84,11 +84,18 @@ def invert_affine(m: torch.Tensor) -> torch.Tensor:
     return torch.linalg.inv(full.double()).float()[:, :2]
 
 
-def translate(m: torch.Tensor, dx: float, dy: float) -> torch.Tensor:
-    """Compose ``(B, 2, 3)`` affines with a translation applied after them."""
+def translate_after(m: torch.Tensor, dx: float, dy: float) -> torch.Tensor:
+    """``T(dx, dy) o M`` for ``(B, 2, 3)`` affines: shift their output."""
     out = m.clone()
     out[:, 0, 2] += dx
     out[:, 1, 2] += dy
+    return out
+
+
+def translate_before(m: torch.Tensor, dx: float, dy: float) -> torch.Tensor:
+    """``M o T(dx, dy)`` for ``(B, 2, 3)`` affines: shift their input."""
+    out = m.clone()
+    out[:, :, 2] += m[:, :, 0] * dx + m[:, :, 1] * dy
     return out
 
 
@@ -162,7 +169,7 @@ def extract_crops(rgb: np.ndarray, m_img2crop: torch.Tensor, cfg: AlignConfig, d
             x0, y0, x1, y1 = roi
         patch = torch.from_numpy(np.ascontiguousarray(rgb[y0:y1, x0:x1])).to(device)
         patch = patch.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-        m = translate(m_img2crop[i : i + 1], float(x0), float(y0)).to(device)  # roi -> crop
+        m = translate_before(m_img2crop[i : i + 1], float(x0), float(y0)).to(device)  # roi -> crop
         crops.append(warp_to_crops(patch, m, s))
     if not crops:
         return torch.empty(0, 3, s, s, device=device)
@@ -206,7 +213,7 @@ def paste_crops(
         if roi is None:
             continue
         x0, y0, x1, y1 = roi
-        m = translate(m_crop2img[i : i + 1], -float(x0), -float(y0)).to(device)  # crop -> roi
+        m = translate_after(m_crop2img[i : i + 1], -float(x0), -float(y0)).to(device)  # crop -> roi
         src = torch.cat([crops[i : i + 1].clamp(0, 1), mask[i : i + 1].to(crops)], dim=1)
         warped = warp_affine(src, m, (y1 - y0, x1 - x0), mode="bilinear", padding_mode="zeros", align_corners=True)
         face, alpha = warped[0, :3], warped[0, 3:4]
@@ -231,7 +238,7 @@ def warp_mask_to_image(m_img2crop: torch.Tensor, cfg: AlignConfig, height: int, 
         if roi is None:
             continue
         x0, y0, x1, y1 = roi
-        m = translate(m_crop2img[i : i + 1], -float(x0), -float(y0))
+        m = translate_after(m_crop2img[i : i + 1], -float(x0), -float(y0))
         warped = warp_affine(mask[i : i + 1], m, (y1 - y0, x1 - x0), mode="bilinear", padding_mode="zeros", align_corners=True)
         out[y0:y1, x0:x1] = np.maximum(out[y0:y1, x0:x1], warped[0, 0].numpy())
     return out

@@ -1,0 +1,106 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import DEVICES
+from refacex_plugin.detection import load_detector
+from refacex_plugin.geometry import (
+    AlignConfig,
+    alignment_matrices,
+    canonical_template,
+    estimate_similarity,
+    extract_crops,
+    face_mask,
+    invert_affine,
+    paste_crops,
+    warp_mask_to_image,
+)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_similarity_recovers_a_known_transform(dtype):
+    g = torch.Generator().manual_seed(0)
+    src = (torch.rand(4, 5, 2, generator=g, dtype=dtype) * 200).to(dtype)
+    angle, scale = torch.tensor([0.1, -0.5, 1.0, 2.5]), torch.tensor([0.5, 1.0, 2.0, 0.8])
+    rot = torch.stack([torch.stack([scale * angle.cos(), -scale * angle.sin()], -1), torch.stack([scale * angle.sin(), scale * angle.cos()], -1)], -2)
+    t = torch.tensor([[3.0, -4.0], [10.0, 0.0], [-7.0, 2.0], [0.0, 0.0]])
+    dst = (src.float() @ rot.transpose(1, 2)) + t[:, None]
+    m = estimate_similarity(src, dst)
+    assert m.shape == (4, 2, 3)
+    torch.testing.assert_close(m[:, :, :2], rot, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(m[:, :, 2], t, atol=1e-3, rtol=1e-3)
+    full = invert_affine(m)
+    back = (dst - full[:, None, :, 2]) @ torch.linalg.inv(rot).transpose(1, 2) * 0 + (dst @ full[:, :, :2].transpose(1, 2) + full[:, None, :, 2])
+    torch.testing.assert_close(back, src.float(), atol=1e-3, rtol=1e-3)
+
+
+def test_template_is_centred_and_scaled():
+    cfg = AlignConfig(size=256, zoom=0.75)
+    tpl = canonical_template(cfg)
+    assert tpl.shape == (5, 2)
+    assert abs(tpl[:, 0].mean().item() - 128) < 3
+    eye_dist = (tpl[1] - tpl[0]).norm().item()
+    assert math.isclose(eye_dist, 35.24 / 112 * 0.75 * 256, rel_tol=0.01)
+
+
+def test_mask_is_zero_outside_one_inside_and_smooth():
+    cfg = AlignConfig(size=128)
+    m = face_mask(cfg, batch=2)
+    assert m.shape == (2, 1, 128, 128)
+    assert m[0, 0, 0, 0] == 0 and m[0, 0, -1, -1] == 0
+    c = canonical_template(cfg)[2].round().long()
+    assert m[0, 0, c[1], c[0]] == 1
+    assert ((m >= 0) & (m <= 1)).all()
+    assert m[0, 0].diff(dim=1).abs().max() < 0.25  # feathered, no hard edge
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("size", [128, 256])
+def test_round_trip_with_identity_anonymiser(device, size, group_rgb):
+    """Crop -> paste back unchanged: only interpolation error inside the mask, nothing outside."""
+    cfg = AlignConfig(size=size)
+    det = load_detector("centerface")(group_rgb)
+    m = alignment_matrices(det.landmarks, cfg)
+    crops = extract_crops(group_rgb, m, cfg, device)
+    assert crops.shape == (6, 3, size, size) and crops.device.type == device
+    out = paste_crops(group_rgb, crops, m, cfg)
+    mask = warp_mask_to_image(m, cfg, *group_rgb.shape[:2])
+    diff = np.abs(out.astype(int) - group_rgb.astype(int))
+    assert diff[mask == 0].max() == 0
+    inside = mask > 0.5
+    assert inside.sum() > 6 * 2000
+    assert diff[inside].mean() < 3.0, diff[inside].mean()
+
+
+def test_crops_are_aligned_to_the_template(group_rgb):
+    cfg = AlignConfig(size=256)
+    det = load_detector("centerface")(group_rgb)
+    m = alignment_matrices(det.landmarks, cfg)
+    pts = torch.cat([torch.as_tensor(det.landmarks), torch.ones(len(det), 5, 1)], -1) @ m.transpose(1, 2)
+    err = (pts - canonical_template(cfg)).norm(dim=-1).mean(1)
+    assert (err < 0.1 * 256 / 4).all()  # residual of a 5-point similarity fit is small
+
+
+def test_face_outside_the_image_is_handled(example_rgb):
+    cfg = AlignConfig(size=128)
+    lm = np.array([[[-300, -300], [-260, -300], [-280, -280], [-295, -260], [-265, -260]]], np.float32)
+    m = alignment_matrices(lm, cfg)
+    crops = extract_crops(example_rgb, m, cfg)
+    out = paste_crops(example_rgb, crops, m, cfg)
+    assert np.array_equal(out, example_rgb)
+
+
+def test_huge_image_only_touches_the_face_region(example_rgb):
+    big = np.zeros((6000, 8000, 3), np.uint8)
+    big[3000:3250, 5000:5250] = example_rgb
+    cfg = AlignConfig()
+    det = load_detector("centerface")(big)
+    assert len(det) == 1
+    m = alignment_matrices(det.landmarks, cfg)
+    crops = extract_crops(big, m, cfg)
+    out = paste_crops(big, 1 - crops, m, cfg)
+    changed = np.argwhere((out != big).any(-1))
+    assert changed[:, 0].min() >= 3000 and changed[:, 0].max() < 3250
+    assert changed[:, 1].min() >= 5000 and changed[:, 1].max() < 5250
