@@ -61,9 +61,10 @@ def iter_jobs(inputs: Iterable[str | Path], outdir: Path | None, recursive: bool
         if root.is_dir():
             pattern = root.rglob("*") if recursive else root.glob("*")
             files = sorted(p for p in pattern if p.is_file() and _is_image_name(p))
+            nested_out = out_resolved is not None and out_resolved != root.resolve()
             for p in files:
-                if out_resolved is not None and out_resolved in p.resolve().parents:
-                    continue
+                if nested_out and out_resolved in p.resolve().parents:
+                    continue  # our own earlier outputs inside the input tree
                 rel = p.relative_to(root)
                 yield from _job(p, rel, outdir, seen)
         else:

@@ -1,0 +1,186 @@
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from refacex_plugin.cli import main
+from refacex_plugin.image_io import read_image
+from test_image_io import METADATA_MARKERS, jpeg_with_all_metadata
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def tree(tmp_path, lfw_sample):
+    """A small nested folder of real LFW images."""
+    src = tmp_path / "in"
+    for i, p in enumerate(lfw_sample[:4]):
+        d = src / ("a" if i < 2 else "a/b")
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, d / p.name)
+    (src / "notes.txt").write_text("not an image, not picked up from a folder")
+    return src
+
+
+def test_help_reads_well():
+    code, out = run("--help")
+    assert code == 0
+    for cmd in ("anonymise", "keygen", "extract", "recover", "info"):
+        assert cmd in out
+
+
+def test_anonymise_mirrors_the_tree(tree, tmp_path):
+    out = tmp_path / "out"
+    code, text = run("anonymise", tree, "-o", out, "--method", "blur", "--recursive")
+    assert code == 0, text
+    srcs = sorted(p.relative_to(tree) for p in tree.rglob("*.jpg"))
+    outs = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert srcs == outs and len(outs) == 4
+    assert "4 image(s) anonymised" in text and "0 failed" in text
+    for rel in srcs:
+        a, b = read_image(tree / rel).rgb, read_image(out / rel).rgb
+        assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).mean() > 1
+
+
+def test_folder_without_recursive_takes_top_level_only(tree, tmp_path):
+    code, text = run("anonymise", tree / "a", "-o", tmp_path / "o", "--method", "mask")
+    assert code == 0 and "2 image(s)" in text
+
+
+def test_bad_files_are_reported_and_the_run_goes_on(tree, tmp_path):
+    good = next(tree.rglob("*.jpg"))
+    (tree / "corrupt.jpg").write_bytes(good.read_bytes()[:1500])
+    (tree / "empty.png").write_bytes(b"")
+    (tree / "fake.jpg").write_text("hello")
+    out = tmp_path / "out"
+    code, text = run("anonymise", tree, tmp_path / "missing.jpg", "-o", out, "--method", "pixelate", "-r")
+    assert code == 1
+    for name in ("corrupt.jpg: corrupt image", "empty.png: empty file", "fake.jpg: not an image", "missing.jpg: no such file"):
+        assert name in text, text
+    assert len(list(out.rglob("*.jpg"))) == 4
+    assert "4 failed" in text
+
+
+def test_image_without_face_is_written_and_counted(tmp_path):
+    p = tmp_path / "flat.png"
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(p)
+    code, text = run("anonymise", p, "-o", tmp_path / "o", "--method", "blur")
+    assert code == 0 and "1 without a face" in text
+    assert np.array_equal(read_image(tmp_path / "o" / "flat.png").rgb, read_image(p).rgb)
+
+
+def test_output_strips_metadata_and_keeps_format(tmp_path, example_rgb):
+    p = tmp_path / "meta.jpg"
+    p.write_bytes(jpeg_with_all_metadata(example_rgb))
+    code, text = run("anonymise", p, "-o", tmp_path / "o", "--method", "blur", "--records", tmp_path / "r.jsonl")
+    assert code == 0, text
+    data = (tmp_path / "o" / "meta.jpg").read_bytes()
+    assert data[:3] == b"\xff\xd8\xff" and data.count(b"\xff\xd8\xff") == 1
+    for marker in METADATA_MARKERS.values():
+        assert marker not in data
+    rec = json.loads((tmp_path / "r.jsonl").read_text())
+    assert len(rec["faces"]) == 1 and rec["faces"][0]["method"] == "blur"
+
+
+def test_format_option_and_alpha(tmp_path, example_rgb):
+    rgba = np.dstack([example_rgb, np.full((250, 250), 128, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "x.png")
+    code, _ = run("anonymise", tmp_path / "x.png", "-o", tmp_path / "o", "--method", "blur")
+    assert code == 0
+    with Image.open(tmp_path / "o" / "x.png") as im:
+        assert im.mode == "RGBA" and im.getpixel((0, 0))[3] == 128
+    code, _ = run("anonymise", tmp_path / "x.png", "-o", tmp_path / "w", "--method", "blur", "--format", "webp")
+    assert code == 0 and (tmp_path / "w" / "x.webp").is_file()
+
+
+def test_refuses_to_overwrite_input_without_in_place(tree):
+    before = {p: p.read_bytes() for p in tree.rglob("*.jpg")}
+    code, text = run("anonymise", tree, "-o", tree, "--method", "blur", "-r")
+    assert code == 1 and "use --in-place" in text
+    assert all(p.read_bytes() == b for p, b in before.items())
+
+
+def test_usage_errors():
+    assert run("anonymise", "x.jpg")[0] == 2
+    assert run("anonymise", "x.jpg", "-o", "o", "--in-place")[0] == 2
+
+
+def test_in_place_replaces_atomically(tmp_path, example_rgb):
+    p = tmp_path / "face.jpg"
+    p.write_bytes(jpeg_with_all_metadata(example_rgb))
+    code, text = run("anonymise", p, "--in-place", "--method", "pixelate")
+    assert code == 0, text
+    assert [q.name for q in tmp_path.iterdir()] == ["face.jpg"]
+    data = p.read_bytes()
+    assert b"Exif\x00\x00" not in data
+    assert np.abs(read_image(p).rgb.astype(int) - example_rgb.astype(int)).mean() > 1
+
+
+def test_crash_mid_write_leaves_the_original_intact(tmp_path, example_image):
+    """SIGKILL the real CLI process while it writes the replacement: the original must survive."""
+    p = tmp_path / "face.jpg"
+    shutil.copy(example_image, p)
+    original = p.read_bytes()
+    script = textwrap.dedent(f"""
+        import os, signal
+        def crash(fd):  # the replacement's bytes are written, not yet renamed over the original
+            os.kill(os.getpid(), signal.SIGKILL)
+        os.fsync = crash
+        from refacex_plugin.cli import main
+        main(["anonymise", {str(p)!r}, "--in-place", "--method", "blur"])
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert proc.returncode == -9
+    assert p.read_bytes() == original
+    leftovers = [q for q in tmp_path.iterdir() if q.name != "face.jpg"]
+    assert all(q.name.startswith(".face.jpg.") and q.name.endswith(".refacex-tmp") for q in leftovers)
+
+
+def test_key_file_without_watermark_model_fails_closed(tmp_path, example_image):
+    key = tmp_path / "k.key"
+    assert run("keygen", "-o", key)[0] == 0
+    code, text = run("anonymise", example_image, "-o", tmp_path / "o", "--key-file", key)
+    assert code == 2 and "watermark" in text
+    assert not (tmp_path / "o").exists()
+
+
+def test_keygen_permissions_and_no_overwrite(tmp_path):
+    key = tmp_path / "admin.key"
+    code, text = run("keygen", "-o", key)
+    assert code == 0 and "key id" in text
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    secret = key.read_text().split()[1]
+    assert secret not in text
+    before = key.read_bytes()
+    code, text = run("keygen", "-o", key)
+    assert code == 2 and "refusing to overwrite" in text
+    assert key.read_bytes() == before
+    os.chmod(key, 0o644)
+    code, text = run("anonymise", key, "-o", tmp_path / "o", "--key-file", key)
+    assert code == 2 and "readable by others" in text
+
+
+def test_extract_and_recover_say_models_are_missing(tmp_path, example_image):
+    key = tmp_path / "k.key"
+    run("keygen", "-o", key)
+    code, text = run("extract", example_image, "--key-file", key)
+    assert code == 2 and "not available" in text
+    code, text = run("recover", example_image, "--key-file", key, "-o", tmp_path / "o")
+    assert code == 2 and "not available" in text
+
+
+def test_info_lists_models():
+    code, text = run("info")
+    assert code == 0
+    assert "centerface weights" in text and "blur" in text and "torch" in text
