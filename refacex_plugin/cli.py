@@ -189,6 +189,55 @@ def _admin_pipeline(key_files, detector, threshold, min_face):
 
 
 @main.command(context_settings=_SETTINGS)
+@click.argument("sections", nargs=-1, type=click.Choice(["privacy", "utility", "recovery", "robustness", "speed", "all"]))
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Identity-labelled folder (<Name>/<Name>_NNNN.jpg).")
+@click.option("--method", "methods", multiple=True, type=click.Choice(known_methods()), help="Method(s) to measure [default: all available].")
+@click.option("--recognizer", "recognizers", multiple=True, help="dlib or onnx:PATH[:imagenet|arcface] [default: dlib + ../shared MobileFaceNet if present].")
+@click.option("--quick", is_flag=True, help="Fixed seeded sample, under 5 minutes.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--probes-per-person", type=int, default=1, show_default=True, help="Full mode: probes per identity (0 = all).")
+@click.option("--far", type=float, default=1e-3, show_default=True, help="False-accept rate for the recognisers' thresholds.")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=str(Path.home() / ".cache" / "refacex" / "bench"), show_default=True, help="Cache of the originals' measurements.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the results as JSON.")
+@click.option("--report", "report_out", type=click.Path(dir_okay=False), help="Write a Markdown report.")
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False), help="Write PNG plots here.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--progress/--no-progress", default=None)
+def bench(sections, data, methods, recognizers, quick, seed, probes_per_person, far, cache_dir, json_out, report_out, plots_dir, device, progress):
+    """Measure privacy, utility, recovery, robustness and speed on real faces.
+
+    SECTIONS: privacy, utility, recovery, robustness, speed or all (default all).
+    """
+    from .bench.recognizers import default_recognizer_specs
+    from .bench.report import markdown, plots
+    from .bench.runner import SECTIONS, BenchConfig, run
+
+    chosen = SECTIONS if not sections or "all" in sections else tuple(s for s in SECTIONS if s in sections)
+    cfg = BenchConfig(
+        data=Path(data), methods=list(methods) or available_methods(), sections=chosen,
+        recognizers=list(recognizers) or default_recognizer_specs(), quick=quick, seed=seed, far=far,
+        probes_per_person=probes_per_person, cache_dir=Path(cache_dir) if cache_dir else None, device=device,
+        progress=sys.stderr.isatty() if progress is None else progress,
+        command="refacex bench " + " ".join(sys.argv[2:]),
+    )
+    try:
+        res = run(cfg)
+    except (RefacexError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    text = markdown(res)
+    if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(res, indent=2))
+    if report_out:
+        Path(report_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(report_out).write_text(text + "\n")
+    if plots_dir:
+        for p in plots(res, Path(plots_dir)):
+            click.echo(f"wrote {p}", err=True)
+    click.echo(text)
+
+
+@main.command(context_settings=_SETTINGS)
 def info():
     """Versions, compute device, detectors, methods and models found."""
     import cv2

@@ -1,0 +1,1 @@
+"""``refacex bench``: privacy, utility, recovery, robustness and speed on identity-labelled faces."""

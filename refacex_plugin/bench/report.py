@@ -1,0 +1,177 @@
+"""Markdown report and PNG plots from a benchmark result dictionary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _f(v, fmt="{:.3f}", none="–"):
+    if v is None:
+        return none
+    if isinstance(v, float) and v != v:
+        return "nan"
+    return fmt.format(v)
+
+
+def _pct(v):
+    return _f(None if v is None else 100 * v, "{:.1f} %")
+
+
+def markdown(res: dict) -> str:
+    d = res["data"]
+    lines = [
+        f"# refacex benchmark ({res['mode']} mode)",
+        "",
+        f"- command: `{res.get('command') or 'refacex bench'}`",
+        f"- refacex {res['refacex_version']}, commit `{res.get('git_commit') or 'unknown'}`, seed {res['seed']}, device {res['device']}, "
+        f"created {res['created']}, {res.get('elapsed_s', '?')} s",
+        f"- data: `{d['path']}`: gallery {d['gallery_images']} images of {d['gallery_identities']} identities; "
+        f"{d['probe_images']} probe images of {d['probe_identities']} identities "
+        f"(up to {d['probes_per_person']} per identity); "
+        f"{d.get('images_without_central_face', 0)} images without a detected central face left out",
+        f"- detector: {res['detector']}",
+        "",
+    ]
+    methods = res["methods"]
+    if res.get("recognizers"):
+        lines += ["## Recognisers (calibrated on original images)", "",
+                  "| recogniser | metric | threshold at FAR | observed FAR | impostor pairs | TAR on originals | pairs.txt accuracy |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for name, c in res["recognizers"].items():
+            pt = c.get("pairs_txt") or {}
+            lines.append(
+                f"| {name} | {c['metric']} | {abs(c['threshold']) if c['metric'] == 'euclidean' else c['threshold']:.4f} (FAR {c['far']:.1%}) | {_pct(c['observed_far'])} | {c['impostor_pairs']:,} | "
+                f"{_pct(c['tar'])} ({c['genuine_pairs']} pairs) | {_pct(pt.get('accuracy'))} ({pt.get('pairs', 0)} pairs) |"
+            )
+        lines.append("")
+    recs = list(res.get("recognizers", {}))
+    if recs and any("privacy" in m for m in methods.values()):
+        lines += ["## Privacy (anonymised vs original; lower is more private)", "",
+                  "Match rate: share of (original, anonymised) pairs of the same face that the recogniser still "
+                  "calls the same person at its FAR threshold. Rank-1/5: anonymised probe against a gallery of one "
+                  "*different* original image of every identity. The anonymised face is embedded where the original "
+                  "face was. `none` is the un-anonymised reference.", ""]
+        def sim_name(r):
+            return "mean distance" if res["recognizers"][r]["metric"] == "euclidean" else "mean cosine"
+
+        head = "| method | " + " | ".join(f"{r} match | {r} rank-1 | {r} rank-5 | {r} {sim_name(r)}" for r in recs) + " |"
+        lines += [head, "| --- " * (1 + 4 * len(recs)) + "|"]
+        rows = [("none", res.get("reference", {}))] + list(methods.items())
+        for m, e in rows:
+            p = e.get("privacy")
+            if not p:
+                continue
+            cells = []
+            for r in recs:
+                q = p[r]
+                sim = -q["mean_similarity"] if res["recognizers"][r]["metric"] == "euclidean" else q["mean_similarity"]
+                cells += [_pct(q["match_rate"]), _pct(q["rank1"]), _pct(q["rank5"]), _f(sim)]
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if any("utility" in m for m in methods.values()):
+        lines += ["## Utility (anonymised vs original)", "",
+                  "| method | detection retained | landmark NME | head-pose diff (°) | yaw / pitch / roll (°) | background PSNR (dB) | background SSIM | face PSNR (dB) |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for m, e in methods.items():
+            u = e.get("utility")
+            if not u:
+                continue
+            ypr = " / ".join(f"{v:.1f}" for v in u["yaw_pitch_roll_diff_deg"])
+            lines.append(f"| {m} | {_pct(u['detection_retention'])} | {_f(u['landmark_nme'])} | {_f(u['head_pose_diff_deg'], '{:.2f}')} | {ypr} | "
+                         f"{_f(u['background_psnr_db'], '{:.1f}')} | {_f(u['background_ssim'], '{:.4f}')} | {_f(u['face_psnr_db'], '{:.1f}')} |")
+        lines += ["", "Background PSNR is capped at 100 dB (identical pixels). Landmarks: dlib's 68-point predictor on the "
+                  "original face box; NME normalised by the outer-eye-corner distance.", ""]
+    for section, title in (("recovery", "Recovery"), ("robustness", "Payload robustness")):
+        if any(section in m for m in methods.values()):
+            lines += [f"## {title}", "", "| method | result |", "| --- | --- |"]
+            for m, e in methods.items():
+                s = e.get(section)
+                if s is None:
+                    continue
+                lines.append(f"| {m} | {'not available: ' + s['reason'] if not s.get('available') else 'see JSON'} |")
+            lines.append("")
+    if any("speed" in m for m in methods.values()):
+        lines += ["## Speed (this machine, decoded images in memory)", "",
+                  "| method | pipeline img/s | faces/s | anonymise op faces/s | detect img/s | peak RSS (MB) | time vs blur | RSS vs blur |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for m, e in methods.items():
+            s = e.get("speed")
+            if not s:
+                continue
+            if "error" in s:
+                lines.append(f"| {m} | error: {s['error']} | | | | | | |")
+                continue
+            lines.append(f"| {m}{' (baseline)' if s.get('baseline_only') else ''} | {s['pipeline_images_per_s']:.1f} | {s['pipeline_faces_per_s']:.1f} | "
+                         f"{_f(s['anonymise_faces_per_s'], '{:.1f}')} | {s['detect_images_per_s']:.1f} | {s['peak_rss_mb']:.0f} | "
+                         f"{_f(s.get('time_ratio_vs_blur'), '{:.2f}×')} | {_f(s.get('rss_ratio_vs_blur'), '{:.2f}×')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plots(res: dict, out_dir: Path) -> list[Path]:
+    """Privacy-vs-utility scatter (and robustness bars once a watermark exists). Returns the files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    methods = {m: e for m, e in res["methods"].items() if "privacy" in e and "utility" in e}
+    if methods:
+        recs = list(res["recognizers"])
+        fig, axes = plt.subplots(1, len(recs), figsize=(5.2 * len(recs), 4.2), squeeze=False)
+        for ax, r in zip(axes[0], recs):
+            for m, e in methods.items():
+                x, y = 100 * e["privacy"][r]["match_rate"], e["utility"]["landmark_nme"]
+                ax.scatter(x, y, s=60)
+                ax.annotate(m, (x, y), textcoords="offset points", xytext=(6, 4))
+            ax.set_xlabel(f"match rate vs original, {r} (%)  ← more private")
+            ax.set_ylabel("landmark NME  ← more useful")
+            ax.set_xlim(left=-2)
+            ax.set_ylim(bottom=0)
+            ax.grid(alpha=0.3)
+        fig.suptitle(f"Privacy vs utility ({res['mode']} mode, {res['data']['probe_images']} probes)")
+        fig.tight_layout()
+        path = out_dir / "privacy_vs_utility.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    rob = {m: e["robustness"] for m, e in res["methods"].items() if e.get("robustness", {}).get("available")}
+    if rob:
+        fig, ax = plt.subplots(figsize=(10, 4))
+        for k, (m, r) in enumerate(rob.items()):
+            names = list(r["exact_decode_rate"])
+            ax.bar([i + 0.8 * k / len(rob) for i in range(len(names))], [100 * r["exact_decode_rate"][n] for n in names], width=0.8 / len(rob), label=m)
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+        ax.set_ylabel("exact decode (%)")
+        ax.legend()
+        fig.tight_layout()
+        path = out_dir / "robustness.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def main() -> None:
+    """Re-render a report and plots from a saved JSON result."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("json", type=Path)
+    ap.add_argument("--report", type=Path)
+    ap.add_argument("--plots", type=Path)
+    args = ap.parse_args()
+    res = json.loads(args.json.read_text())
+    text = markdown(res)
+    if args.report:
+        args.report.write_text(text + "\n")
+    if args.plots:
+        plots(res, args.plots)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""Runs the benchmark sections and assembles the result dictionary (schema: docs/benchmarks/SCHEMA.md)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .. import __version__, operators
+from ..detection import DEFAULT_DETECTOR, load_detector
+from ..geometry import alignment_matrices, warp_mask_to_image
+from ..image_io import read_image
+from ..pipeline import Pipeline
+from . import metrics as M
+from .dataset import make_split, read_pairs
+from .originals import Landmarks68, measure_originals
+from .recognizers import load_recognizer
+
+SCHEMA = "refacex-bench/1"
+SECTIONS = ("privacy", "utility", "recovery", "robustness", "speed")
+
+
+@dataclass
+class BenchConfig:
+    data: Path
+    methods: list[str]
+    sections: tuple[str, ...] = SECTIONS
+    recognizers: list[str] = field(default_factory=lambda: ["dlib"])
+    quick: bool = False
+    seed: int = 0
+    far: float = 1e-3
+    probes_per_person: int = 1
+    cache_dir: Path | None = None
+    device: str = "cpu"
+    speed_images: int | None = None
+    progress: bool = True
+    command: str = ""
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def calibrate(recognizer, orig, idx, split, far: float, data: Path, quick: bool) -> dict:
+    """Decision threshold at ``far`` over different-person pairs of original gallery images, with
+    the true-accept rate it gives on same-person (probe, gallery) original pairs."""
+    g = [idx[str(p)] for p in split.gallery]
+    g = [i for i in g if orig.ok[i]]
+    labels = np.array([orig.paths[i].split("/")[-2] for i in g])
+    emb = orig.embedding[recognizer.name][g]
+    imp = M.impostor_scores(emb, labels, recognizer.metric)
+    thr = M.threshold_at_far(imp, far)
+    gal = {lab: i for lab, i in zip(labels, g)}
+    pairs = [(idx[str(p)], gal[lab]) for p, lab in zip(split.probes, split.probe_labels) if lab in gal and orig.ok[idx[str(p)]]]
+    gen = M.paired_similarity(orig.embedding[recognizer.name][[a for a, _ in pairs]], orig.embedding[recognizer.name][[b for _, b in pairs]], recognizer.metric) if pairs else np.zeros(0)
+    return {
+        "metric": recognizer.metric,
+        "far": far,
+        "threshold": thr,
+        "impostor_pairs": int(len(imp)),
+        "observed_far": float((imp >= thr).mean()) if len(imp) else None,
+        "genuine_pairs": int(len(gen)),
+        "tar": float((gen >= thr).mean()) if len(gen) else None,
+    }
+
+
+def pairs_accuracy(recognizers, detector, data: Path, orig=None, limit: int | None = None) -> dict:
+    """Best-threshold verification accuracy of each recogniser on the folder's ``pairs.txt`` (LFW
+    View 2). Embeddings already measured in ``orig`` are reused. Returns ``{name: {...} | None}``."""
+    if not (data / "pairs.txt").is_file():
+        return {r.name: None for r in recognizers}
+    from .originals import central_face
+
+    pairs = read_pairs(data)
+    if limit:
+        pairs = _balanced(pairs, limit)
+    known = orig.index() if orig is not None else {}
+    cache: dict[Path, dict | None] = {}
+
+    def emb(p: Path):
+        if p not in cache:
+            i = known.get(str(p))
+            if i is not None:
+                cache[p] = {r.name: orig.embedding[r.name][i] for r in recognizers} if orig.ok[i] else None
+            else:
+                rgb = read_image(p).rgb
+                det = detector(rgb)
+                c = central_face(det, *rgb.shape[:2])
+                cache[p] = None if c is None else {
+                    r.name: r.embed(rgb, [r.geometry(rgb, det.boxes[c], det.landmarks[c])])[0] for r in recognizers
+                }
+        return cache[p]
+
+    scores = {r.name: [] for r in recognizers}
+    same = []
+    for a, b, s in pairs:
+        if not (a.is_file() and b.is_file()):
+            continue
+        ea, eb = emb(a), emb(b)
+        if ea is None or eb is None:
+            continue
+        for r in recognizers:
+            scores[r.name].append(float(M.paired_similarity(ea[r.name][None], eb[r.name][None], r.metric)[0]))
+        same.append(s)
+    out = {}
+    for r in recognizers:
+        acc, thr = M.best_threshold_accuracy(np.array(scores[r.name]), np.array(same))
+        out[r.name] = {"pairs": len(same), "accuracy": acc, "best_threshold": thr}
+    return out
+
+
+def _balanced(pairs, limit):
+    pos = [p for p in pairs if p[2]][: limit // 2]
+    neg = [p for p in pairs if not p[2]][: limit - limit // 2]
+    return pos + neg
+
+
+def evaluate_method(method: str, cfg: BenchConfig, split, orig, idx, recognizers, calib) -> dict:
+    """Privacy and utility of one method over the probes (``method='none'``: the originals)."""
+    detector = load_detector(DEFAULT_DETECTOR)
+    lm68 = Landmarks68()
+    pipe = Pipeline(method=method, device=cfg.device) if method != "none" else None
+    probes = [(idx[str(p)], lab) for p, lab in zip(split.probes, split.probe_labels) if orig.ok[idx[str(p)]]]
+    anon_emb = {r.name: [] for r in recognizers}
+    retained, nmes, pose_d, bg_psnr, bg_ssim, face_psnr = [], [], [], [], [], []
+    for i, _ in tqdm(probes, desc=method, unit="img", disable=not cfg.progress, file=sys.stderr):
+        rgb = read_image(orig.paths[i]).rgb
+        if pipe is None:
+            out = rgb
+        else:
+            out = pipe.anonymise_image(rgb, orig.detections(i)).image
+        for r in recognizers:
+            anon_emb[r.name].append(r.embed(out, [orig.geometry[r.name][i]])[0])
+        if pipe is None or "utility" not in cfg.sections:
+            continue
+        det = detector(out)
+        retained.append(any(M.box_iou(b, orig.box[i]) >= 0.5 for b in det.boxes))
+        p68 = lm68(out, orig.box[i])
+        nmes.append(M.nme(p68, orig.pts68[i]))
+        pose_d.append(M.angle_diff(M.head_pose(p68, out.shape[:2]), orig.pose[i]))
+        dets = orig.detections(i)
+        mask = warp_mask_to_image(alignment_matrices(dets.landmarks, pipe.align), pipe.align, *rgb.shape[:2])
+        bg = (mask == 0).astype(np.uint8)
+        bg_psnr.append(M.psnr(out, rgb, bg))
+        bg_ssim.append(M.ssim(out, rgb, bg))
+        face_psnr.append(M.psnr(out, rgb, (mask > 0.5).astype(np.uint8)))
+
+    res: dict = {"probes": len(probes)}
+    if "privacy" in cfg.sections:
+        priv = {}
+        g_idx = [idx[str(p)] for p in split.gallery]
+        g_ok = [j for j in g_idx if orig.ok[j]]
+        g_labels = np.array([orig.paths[j].split("/")[-2] for j in g_ok])
+        p_labels = np.array([lab for _, lab in probes])
+        for r in recognizers:
+            a = np.asarray(anon_emb[r.name], np.float32)
+            o = orig.embedding[r.name][[i for i, _ in probes]]
+            sim = M.paired_similarity(a, o, r.metric)
+            ranks = M.rank_k(a, orig.embedding[r.name][g_ok], p_labels, g_labels, (1, 5), r.metric)
+            priv[r.name] = {
+                "mean_similarity": float(sim.mean()),
+                "match_rate": float((sim >= calib[r.name]["threshold"]).mean()),
+                "rank1": ranks[1],
+                "rank5": ranks[5],
+                "gallery_identities": int(len(g_ok)),
+                "donor_match_rate": None,  # baselines use no donor
+            }
+        res["privacy"] = priv
+    if "utility" in cfg.sections and pipe is not None:
+        pose_arr = np.array(pose_d)
+        res["utility"] = {
+            "detection_retention": float(np.mean(retained)),
+            "landmark_nme": float(np.mean(nmes)),
+            "landmark_nme_median": float(np.median(nmes)),
+            "head_pose_diff_deg": float(np.nanmean(pose_arr)),
+            "yaw_pitch_roll_diff_deg": [float(v) for v in np.nanmean(pose_arr, axis=0)],
+            "background_psnr_db": float(np.mean(bg_psnr)),
+            "background_ssim": float(np.mean(bg_ssim)),
+            "face_psnr_db": float(np.mean(face_psnr)),
+        }
+    return res
+
+
+def run(cfg: BenchConfig) -> dict:
+    started = dt.datetime.now(dt.timezone.utc)
+    split = make_split(cfg.data, cfg.seed, cfg.quick, cfg.probes_per_person)
+    detector = load_detector(DEFAULT_DETECTOR)
+    recognizers = [load_recognizer(s) for s in cfg.recognizers]
+    result: dict = {
+        "schema": SCHEMA,
+        "refacex_version": __version__,
+        "git_commit": git_commit(),
+        "created": started.isoformat(timespec="seconds"),
+        "command": cfg.command,
+        "mode": "quick" if cfg.quick else "full",
+        "seed": cfg.seed,
+        "device": cfg.device,
+        "sections": list(cfg.sections),
+        "data": {
+            "path": str(cfg.data),
+            "gallery_images": len(split.gallery),
+            "gallery_identities": len(set(split.gallery_labels)),
+            "probe_images": len(split.probes),
+            "probe_identities": len(set(split.probe_labels)),
+            "probes_per_person": cfg.probes_per_person if not cfg.quick else 1,
+        },
+        "detector": DEFAULT_DETECTOR,
+        "recognizers": {},
+        "methods": {},
+    }
+    need_faces = bool({"privacy", "utility"} & set(cfg.sections))
+    if need_faces:
+        orig = measure_originals(split.images, detector, recognizers, cfg.cache_dir, cfg.progress)
+        idx = orig.index()
+        result["data"]["images_without_central_face"] = int((~orig.ok).sum())
+        calib = {r.name: calibrate(r, orig, idx, split, cfg.far, cfg.data, cfg.quick) for r in recognizers}
+        for name, acc in pairs_accuracy(recognizers, detector, cfg.data, orig, 400 if cfg.quick else None).items():
+            calib[name]["pairs_txt"] = acc
+        result["recognizers"] = calib
+        result["reference"] = evaluate_method("none", cfg, split, orig, idx, recognizers, calib)
+        for m in cfg.methods:
+            result["methods"].setdefault(m, {}).update(evaluate_method(m, cfg, split, orig, idx, recognizers, calib))
+    for m in cfg.methods:
+        entry = result["methods"].setdefault(m, {})
+        if "recovery" in cfg.sections:
+            entry["recovery"] = _unavailable_recovery(m)
+        if "robustness" in cfg.sections:
+            entry["robustness"] = _unavailable_robustness()
+    if "speed" in cfg.sections:
+        from .speed import measure_speed
+
+        speed = measure_speed(cfg, split)
+        for m, s in speed.items():
+            result["methods"].setdefault(m, {})["speed"] = s
+    result["elapsed_s"] = round((dt.datetime.now(dt.timezone.utc) - started).total_seconds(), 1)
+    return result
+
+
+def _unavailable_recovery(method: str) -> dict:
+    from ..anonymisers import get_anonymiser
+
+    if not get_anonymiser(method).reversible:
+        return {"available": False, "reason": f"{method} is irreversible (no recovery code)"}
+    if not operators.recovery_available():
+        return {"available": False, "reason": "recovery network not available in this version"}
+    return {"available": False, "reason": "not implemented"}
+
+
+def _unavailable_robustness() -> dict:
+    if not operators.watermark_available():
+        return {"available": False, "reason": "watermark model not available in this version"}
+    return {"available": False, "reason": "not implemented"}

@@ -1,0 +1,106 @@
+"""Speed of each method, each measured in its own process (so peak memory is its own).
+
+Images are decoded beforehand; timings cover detection, the operators and paste-back on this
+machine's CPU (or ``--device cuda``). The blur baseline is always measured in the same run, and
+every figure is also given as a ratio to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _worker(method: str, files: list[str], device: str, repeats: int = 1) -> dict:
+    import torch
+
+    from ..detection import DEFAULT_DETECTOR, load_detector
+    from ..geometry import alignment_matrices, extract_crops
+    from ..image_io import read_image
+    from ..operators import anonymise
+    from ..pipeline import Pipeline
+
+    images = [read_image(f).rgb for f in files]
+    det = load_detector(DEFAULT_DETECTOR)
+    pipe = Pipeline(method=method, device=device)
+    pipe.anonymise_image(images[0])  # warm-up
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    t0 = time.perf_counter()
+    dets = [det(im) for im in images]
+    t_det = time.perf_counter() - t0
+    faces = sum(len(d) for d in dets)
+
+    crops = [extract_crops(im, alignment_matrices(d.landmarks, pipe.align), pipe.align, pipe.device) for im, d in zip(images, dets) if len(d)]
+    batch = torch.cat(crops) if crops else torch.zeros(0, 3, pipe.align.size, pipe.align.size)
+    sync()
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(batch), 16):
+            anonymise(batch[i : i + 16], method=method)
+    sync()
+    t_op = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        for im in images:
+            pipe.anonymise_image(im)
+    sync()
+    t_pipe = (time.perf_counter() - t0) / repeats
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "images": len(images),
+        "faces": faces,
+        "pipeline_images_per_s": len(images) / t_pipe,
+        "pipeline_faces_per_s": faces / t_pipe,
+        "detect_images_per_s": len(images) / t_det,
+        "anonymise_faces_per_s": len(batch) / t_op if t_op > 0 else None,
+        "peak_rss_mb": rss_mb,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def measure_speed(cfg, split) -> dict:
+    """Run :func:`_worker` for blur (the baseline) and each method; add ratios to blur."""
+    n = cfg.speed_images or (30 if cfg.quick else 200)
+    pool = [str(p) for p in split.probes] or [str(p) for p in split.gallery]
+    files = random.Random(cfg.seed).sample(pool, min(n, len(pool)))
+    out = {}
+    for method in dict.fromkeys(["blur", *cfg.methods]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "refacex_plugin.bench.speed", "--method", method, "--device", cfg.device, *files],
+            capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            out[method] = {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+            continue
+        out[method] = json.loads(proc.stdout.strip().splitlines()[-1])
+    base = out.get("blur", {})
+    for m, s in out.items():
+        if "error" in s or "error" in base:
+            continue
+        s["baseline"] = "blur"
+        s["time_ratio_vs_blur"] = base["pipeline_images_per_s"] / s["pipeline_images_per_s"]
+        s["rss_ratio_vs_blur"] = s["peak_rss_mb"] / base["peak_rss_mb"]
+    if "blur" not in cfg.methods and "blur" in out:
+        out["blur"]["baseline_only"] = True
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="refacex speed worker (one method, one process)")
+    ap.add_argument("--method", required=True)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("files", nargs="+")
+    args = ap.parse_args()
+    print(json.dumps(_worker(args.method, args.files, args.device)))
+
+
+if __name__ == "__main__":
+    main()
