@@ -139,9 +139,10 @@ def nme(pred: np.ndarray, ref: np.ndarray) -> float:
     return float(np.linalg.norm(pred - ref, axis=1).mean() / max(iod, 1e-6))
 
 
-# Generic 3-D face (mm) for the six points: nose tip 30, chin 8, eye corners 36/45, mouth 48/54.
+# Generic 3-D face for the six points nose tip 30, chin 8, eye corners 36/45, mouth corners 48/54,
+# in camera axes (x right, y down, z away from the camera), so a frontal face has zero rotation.
 _MODEL_3D = np.array(
-    [[0.0, 0.0, 0.0], [0.0, -330.0, -65.0], [-225.0, 170.0, -135.0], [225.0, 170.0, -135.0], [-150.0, -150.0, -125.0], [150.0, -150.0, -125.0]]
+    [[0.0, 0.0, 0.0], [0.0, 330.0, 65.0], [-225.0, -170.0, 135.0], [225.0, -170.0, 135.0], [-150.0, 150.0, 125.0], [150.0, 150.0, 125.0]]
 )
 _POSE_IDX = [30, 8, 36, 45, 48, 54]
 

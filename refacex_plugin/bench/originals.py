@@ -22,7 +22,7 @@ from ..image_io import read_image
 from .metrics import head_pose
 from .recognizers import Recognizer
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 class Landmarks68:

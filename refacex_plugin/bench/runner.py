@@ -38,6 +38,9 @@ class BenchConfig:
     cache_dir: Path | None = None
     device: str = "cpu"
     speed_images: int | None = None
+    pairs_limit: int | None = None  # pairs.txt pairs to verify: None = 400 quick / all full; 0 = skip
+    quick_identities: int = 120
+    quick_distractors: int = 380
     progress: bool = True
     command: str = ""
 
@@ -191,7 +194,7 @@ def evaluate_method(method: str, cfg: BenchConfig, split, orig, idx, recognizers
 
 def run(cfg: BenchConfig) -> dict:
     started = dt.datetime.now(dt.timezone.utc)
-    split = make_split(cfg.data, cfg.seed, cfg.quick, cfg.probes_per_person)
+    split = make_split(cfg.data, cfg.seed, cfg.quick, cfg.probes_per_person, cfg.quick_identities, cfg.quick_distractors)
     detector = load_detector(DEFAULT_DETECTOR)
     recognizers = [load_recognizer(s) for s in cfg.recognizers]
     result: dict = {
@@ -222,8 +225,10 @@ def run(cfg: BenchConfig) -> dict:
         idx = orig.index()
         result["data"]["images_without_central_face"] = int((~orig.ok).sum())
         calib = {r.name: calibrate(r, orig, idx, split, cfg.far, cfg.data, cfg.quick) for r in recognizers}
-        for name, acc in pairs_accuracy(recognizers, detector, cfg.data, orig, 400 if cfg.quick else None).items():
-            calib[name]["pairs_txt"] = acc
+        limit = (400 if cfg.quick else None) if cfg.pairs_limit is None else cfg.pairs_limit
+        if limit != 0:
+            for name, acc in pairs_accuracy(recognizers, detector, cfg.data, orig, limit).items():
+                calib[name]["pairs_txt"] = acc
         result["recognizers"] = calib
         result["reference"] = evaluate_method("none", cfg, split, orig, idx, recognizers, calib)
         for m in cfg.methods:
