@@ -31,6 +31,7 @@ class Summary:
     images: int = 0
     faces: int = 0
     no_face: int = 0
+    skipped: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -40,7 +41,9 @@ class Summary:
     def line(self, verb: str = "processed") -> str:
         return (
             f"{self.images} image(s) {verb}, {self.faces} face(s), "
-            f"{self.no_face} without a face, {len(self.failed)} failed"
+            f"{self.no_face} without a face, "
+            + (f"{self.skipped} already done (skipped), " if self.skipped else "")
+            + f"{len(self.failed)} failed"
         )
 
 

@@ -76,6 +76,7 @@ def _with(options):
 @click.option("--method", type=click.Choice(known_methods()), default=None, help=f"Anonymisation method [default: best available, now {default_method()}].")
 @click.option("--strength", type=float, default=1.0, show_default=True, help="Privacy/utility dial of the method.")
 @click.option("--key-file", type=click.Path(dir_okay=False), help="Embed an encrypted recovery payload with this key.")
+@click.option("--vault", "vault_path", type=click.Path(dir_okay=False), help="Store each original face region, encrypted, in this vault file (needs --key-file) for exact recovery.")
 @click.option("--in-place", is_flag=True, help="Replace each input atomically instead of writing to -o.")
 @click.option("-r", "--recursive", is_flag=True, help="Descend into sub-folders of folder inputs.")
 @click.option("--format", "fmt", type=click.Choice(["jpeg", "png", "webp"]), default=None, help="Output format [default: the input's].")
@@ -84,49 +85,61 @@ def _with(options):
 @click.option("--records", type=click.Path(dir_okay=False), help="Write one JSON line per image with its face records.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal].")
 @_with(detector_options)
-def anonymise(inputs, outdir, method, strength, key_file, in_place, recursive, fmt, quality, device, records, progress, detector, threshold, min_face):
+def anonymise(inputs, outdir, method, strength, key_file, vault_path, in_place, recursive, fmt, quality, device, records, progress, detector, threshold, min_face):
     """Anonymise every face in INPUTS (files or folders).
 
     Pixels outside the face masks are kept; EXIF (with its thumbnail), XMP, IPTC and ICC data are
     never written. Files that cannot be read are reported and skipped; the exit code is 1 if any failed.
     """
+    from . import operators
+    from .files import anonymise_file
     from .pipeline import Pipeline
+    from .vault import Vault
 
     if bool(outdir) == bool(in_place):
         _fail("give exactly one of -o/--output OUTDIR or --in-place")
     if in_place and fmt:
         _fail("--format cannot be combined with --in-place (the file would change type)")
+    if vault_path and not key_file:
+        _fail("--vault needs --key-file (vault records are encrypted with the key)")
+    if key_file and not vault_path and not operators.watermark_available():
+        _fail("--key-file asks for recoverable faces, but the watermark model is not available in this "
+              "version; add --vault PATH for exact recovery from an encrypted vault")
     try:
         key = read_key_file(key_file) if key_file else None
         pipe = Pipeline(
             method=method, detector=detector, detector_config=DetectorConfig(threshold=threshold, min_size=min_face),
-            align=AlignConfig(), strength=strength, key=key, device=device,
+            align=AlignConfig(), strength=strength, device=device,
+            key=key if operators.watermark_available() else None,
         )
+        vault = Vault(vault_path, key) if vault_path else None
     except RefacexError as exc:
         _fail(str(exc))
     records_fh = open(records, "w", encoding="utf-8") if records else None
 
     def process(job: Job, summary: Summary) -> None:
-        img = read_image(job.src)
-        out_fmt = output_format(img.format, fmt)
-        if in_place and out_fmt != img.format:
-            raise RefacexError(f"{job.src}: cannot rewrite a {img.format} file in place; use -o")
-        dst = job.dst if in_place else output_path(job.dst, out_fmt)
-        if not in_place and dst.resolve() == job.src.resolve():
-            raise RefacexError(f"{job.src}: output would overwrite the input; use --in-place to mean that")
-        result = pipe.anonymise_image(img.rgb)
-        atomic_write_bytes(dst, encode_image(result.image, out_fmt, quality, img.alpha))
-        summary.faces += len(result.faces)
-        summary.no_face += not result.faces
+        res = anonymise_file(pipe, job.src, job.dst, fmt, quality, vault, in_place)
+        if res.skipped:
+            summary.skipped += 1
+            return
+        summary.faces += len(res.faces)
+        summary.no_face += not res.faces
         if records_fh:
-            records_fh.write(json.dumps({"input": str(job.src), "output": str(dst), "faces": [f.to_dict() for f in result.faces]}) + "\n")
+            records_fh.write(json.dumps({"input": str(res.src), "output": str(res.dst), "faces": [f.to_dict() for f in res.faces]}) + "\n")
 
     try:
         summary = _run(inputs, Path(outdir) if outdir else None, recursive, process, "anonymise", progress)
     finally:
         if records_fh:
             records_fh.close()
-    click.echo(f"method: {pipe.method}" + ("" if key is None else f", key id {key_id(key)}"), err=True)
+        if vault is not None:
+            vault.close()
+    note = f"method: {pipe.method}"
+    if key is not None:
+        note += f", key id {key_id(key)}"
+    if vault is not None:
+        note += f", originals in vault {vault_path}"
+    click.echo(note, err=True)
     _finish(summary, "anonymised")
 
 
@@ -161,17 +174,38 @@ def extract(inputs, key_files, recursive, as_json, detector, threshold, min_face
 @main.command(context_settings=_SETTINGS)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--key-file", "key_files", multiple=True, required=True, type=click.Path(dir_okay=False), help="Secret key file(s).")
+@click.option("--vault", "vault_path", type=click.Path(dir_okay=False), help="Restore bit-exact face regions from this vault.")
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("-r", "--recursive", is_flag=True, help="Descend into sub-folders of folder inputs.")
 @_with(detector_options)
-def recover(inputs, key_files, outdir, recursive, detector, threshold, min_face):
-    """Restore original faces in INPUTS with the secret key (admin only)."""
-    pipe, _ = _admin_pipeline(key_files, detector, threshold, min_face)
-    def process(job: Job, summary: Summary) -> None:
-        img = read_image(job.src)
-        pipe.recover_image(img.rgb)
+def recover(inputs, key_files, vault_path, outdir, recursive, detector, threshold, min_face):
+    """Restore original faces in INPUTS with the secret key (admin only).
 
-    _finish(_run(inputs, Path(outdir), recursive, process, "recover"), "restored")
+    Writes an output only for images in which a face was restored; lists the others and why, and
+    exits 1 if any image could not be restored.
+    """
+    from .files import recover_file
+    from .vault import Vault
+
+    if not vault_path:
+        _admin_pipeline(key_files, detector, threshold, min_face)  # fails clearly while no recovery model ships
+    try:
+        keys = [read_key_file(k) for k in key_files]
+        if len(keys) != 1:
+            raise RefacexError("a vault is opened with exactly one --key-file")
+        vault = Vault(vault_path, keys[0], create=False)
+    except RefacexError as exc:
+        _fail(str(exc))
+
+    def process(job: Job, summary: Summary) -> None:
+        res = recover_file(job.src, job.dst, vault)
+        summary.faces += res.vault_records
+
+    try:
+        summary = _run(inputs, Path(outdir), recursive, process, "recover")
+    finally:
+        vault.close()
+    _finish(summary, "restored")
 
 
 def _admin_pipeline(key_files, detector, threshold, min_face):

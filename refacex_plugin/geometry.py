@@ -224,6 +224,12 @@ def paste_crops(
     return out
 
 
+def face_footprints(m_img2crop: torch.Tensor, cfg: AlignConfig, height: int, width: int) -> list[tuple[int, int, int, int] | None]:
+    """Per face, the image rectangle ``(x0, y0, x1, y1)`` that :func:`paste_crops` may change."""
+    inv = invert_affine(m_img2crop.cpu()).numpy().astype(np.float64)
+    return [_footprint(inv[i], cfg.size, height, width) for i in range(len(inv))]
+
+
 def warp_mask_to_image(m_img2crop: torch.Tensor, cfg: AlignConfig, height: int, width: int) -> np.ndarray:
     """Union of the faces' blend masks in image coordinates: ``(H, W) float32`` in [0, 1]."""
     out = np.zeros((height, width), dtype=np.float32)

@@ -16,7 +16,7 @@ from . import operators
 from .anonymisers import default_method, get_anonymiser
 from .detection import DEFAULT_DETECTOR, DetectorConfig, Detections, FaceDetector, load_detector
 from .errors import ModelNotAvailableError, RefacexError
-from .geometry import AlignConfig, alignment_matrices, extract_crops, face_mask, paste_crops
+from .geometry import AlignConfig, alignment_matrices, extract_crops, face_footprints, face_mask, paste_crops
 
 
 @dataclass
@@ -37,8 +37,12 @@ class FaceRecord:
 
 @dataclass
 class ImageResult:
+    """``image``: the new ``(H, W, 3) uint8`` image; ``regions``: per face, the rectangle
+    ``(x0, y0, x1, y1)`` outside which no pixel changed (None for a face outside the image)."""
+
     image: np.ndarray
     faces: list[FaceRecord] = field(default_factory=list)
+    regions: list[tuple[int, int, int, int] | None] = field(default_factory=list)
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -127,7 +131,7 @@ class Pipeline:
             )
             for i in range(len(det))
         ]
-        return ImageResult(out, faces)
+        return ImageResult(out, faces, face_footprints(m, self.align, *rgb.shape[:2]))
 
     def extract_image(self, image):
         """Read the recovery payload of every face (needs the watermark model)."""

@@ -167,17 +167,19 @@ def test_keygen_permissions_and_no_overwrite(tmp_path):
     assert code == 2 and "refusing to overwrite" in text
     assert key.read_bytes() == before
     os.chmod(key, 0o644)
-    code, text = run("anonymise", key, "-o", tmp_path / "o", "--key-file", key)
+    code, text = run("anonymise", key, "-o", tmp_path / "o", "--key-file", key, "--vault", tmp_path / "v.db")
     assert code == 2 and "readable by others" in text
 
 
-def test_extract_and_recover_say_models_are_missing(tmp_path, example_image):
+def test_extract_and_recover_without_vault_say_models_are_missing(tmp_path, example_image):
     key = tmp_path / "k.key"
     run("keygen", "-o", key)
     code, text = run("extract", example_image, "--key-file", key)
     assert code == 2 and "not available" in text
     code, text = run("recover", example_image, "--key-file", key, "-o", tmp_path / "o")
     assert code == 2 and "not available" in text
+    code, text = run("anonymise", example_image, "-o", tmp_path / "o", "--vault", tmp_path / "v.db")
+    assert code == 2 and "--vault needs --key-file" in text
 
 
 def test_info_lists_models():

@@ -1,0 +1,179 @@
+"""Exact-recovery vault: original face regions, losslessly stored and encrypted, in one SQLite file.
+
+Each record holds the rectangle of the original image that anonymisation changed for one face
+(PNG-compressed, so lossless) encrypted with AES-256-GCM under a key derived from the secret key
+(HKDF, ``refacex/vault/v1``); the record's id, image hash, face index and box are bound as
+associated data, so records cannot be swapped or edited undetected. Records are found by the
+SHA-256 of the anonymised image's decoded pixels (as written) and the face index, or by the
+random record id a payload carries.
+
+Writes are committed (SQLite ``synchronous=FULL``) before the caller replaces any original.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import secrets
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from PIL import Image
+
+from .errors import RefacexError
+from .keys import key_id
+
+_INFO = b"refacex/vault/v1"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS faces (
+    record_id   BLOB PRIMARY KEY,
+    image_hash  TEXT NOT NULL,
+    face_index  INTEGER NOT NULL,
+    key_id      TEXT NOT NULL,
+    box         TEXT NOT NULL,
+    nonce       BLOB NOT NULL,
+    ciphertext  BLOB NOT NULL,
+    created     TEXT NOT NULL DEFAULT (datetime('now'))
+);
+CREATE INDEX IF NOT EXISTS faces_by_image ON faces (image_hash, face_index);
+"""
+
+
+class VaultError(RefacexError):
+    """The vault is unreadable, or a record fails authentication (wrong key or tampering)."""
+
+
+def pixel_hash(rgb: np.ndarray) -> str:
+    """SHA-256 of an ``(H, W, 3) uint8`` image's shape and pixels (metadata-independent)."""
+    h = hashlib.sha256(f"{rgb.shape}".encode())
+    h.update(np.ascontiguousarray(rgb, np.uint8).tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class FaceRegion:
+    """A rectangle ``box = (x0, y0, x1, y1)`` of original pixels ``(y1 - y0, x1 - x0, 3) uint8``."""
+
+    box: tuple[int, int, int, int]
+    pixels: np.ndarray
+
+
+def _vault_key(key: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(key)
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels, np.uint8), "RGB").save(buf, "PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def _aad(record_id: bytes, image_hash: str, face_index: int, box: str) -> bytes:
+    return b"|".join([_INFO, record_id, image_hash.encode(), str(face_index).encode(), box.encode()])
+
+
+class Vault:
+    """``with Vault(path, key) as v: ids = v.put(image_hash, regions)``; ``v.get(image_hash)``."""
+
+    def __init__(self, path: str | os.PathLike, key: bytes, create: bool = True):
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise VaultError(f"{self.path}: no such vault")
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise VaultError(f"{self.path}: not a refacex vault ({exc})") from None
+        if create:
+            os.chmod(self.path, 0o600)
+        self._aes = AESGCM(_vault_key(key))
+        self.key_id = key_id(key)
+
+    def __enter__(self) -> "Vault":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def put(self, image_hash: str, regions: list[FaceRegion]) -> list[bytes]:
+        """Store one image's face regions in one committed transaction; returns their record ids."""
+        ids = []
+        rows = []
+        for i, region in enumerate(regions):
+            rid = secrets.token_bytes(16)
+            box = ",".join(str(int(v)) for v in region.box)
+            nonce = secrets.token_bytes(12)
+            ct = self._aes.encrypt(nonce, _png(region.pixels), _aad(rid, image_hash, i, box))
+            rows.append((rid, image_hash, i, self.key_id, box, nonce, ct))
+            ids.append(rid)
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany(
+                "INSERT INTO faces (record_id, image_hash, face_index, key_id, box, nonce, ciphertext) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+            )
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.db.execute("ROLLBACK") if self.db.in_transaction else None
+            raise VaultError(f"{self.path}: cannot write ({exc})") from None
+        return ids
+
+    def _decrypt(self, row) -> FaceRegion:
+        rid, image_hash, idx, box, nonce, ct = row
+        try:
+            png = self._aes.decrypt(nonce, ct, _aad(rid, image_hash, idx, box))
+        except InvalidTag:
+            raise VaultError(f"{self.path}: record fails authentication (wrong key or tampered vault)") from None
+        with Image.open(io.BytesIO(png)) as im:
+            pixels = np.asarray(im.convert("RGB")).copy()
+        x0, y0, x1, y1 = (int(v) for v in box.split(","))
+        return FaceRegion((x0, y0, x1, y1), pixels)
+
+    def get(self, image_hash: str) -> list[FaceRegion]:
+        """All face regions stored for an anonymised image, in face order (empty if none)."""
+        rows = self.db.execute(
+            "SELECT record_id, image_hash, face_index, box, nonce, ciphertext FROM faces WHERE image_hash = ? ORDER BY face_index, created",
+            (image_hash,),
+        ).fetchall()
+        seen, out = set(), []
+        for row in rows:
+            if row[2] in seen:
+                continue
+            seen.add(row[2])
+            out.append(self._decrypt(row))
+        return out
+
+    def has(self, image_hash: str) -> bool:
+        """Whether an image with these pixels was anonymised into this vault (no key needed)."""
+        return self.db.execute("SELECT 1 FROM faces WHERE image_hash = ? LIMIT 1", (image_hash,)).fetchone() is not None
+
+    def get_record(self, record_id: bytes) -> FaceRegion | None:
+        row = self.db.execute(
+            "SELECT record_id, image_hash, face_index, box, nonce, ciphertext FROM faces WHERE record_id = ?", (record_id,)
+        ).fetchone()
+        return None if row is None else self._decrypt(row)
+
+    def __len__(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM faces").fetchone()[0]
+
+
+def restore(rgb: np.ndarray, regions: list[FaceRegion]) -> np.ndarray:
+    """Paste original regions back into a copy of ``rgb``."""
+    out = rgb.copy()
+    for r in regions:
+        x0, y0, x1, y1 = r.box
+        if y1 > out.shape[0] or x1 > out.shape[1]:
+            raise VaultError("vault record does not fit this image (was it resized?)")
+        out[y0:y1, x0:x1] = r.pixels
+    return out

@@ -1,0 +1,116 @@
+import math
+
+import numpy as np
+import pytest
+
+from refacex_plugin import ecc, payload as P
+from refacex_plugin.keys import generate_key, key_from_passphrase, key_id
+
+
+@pytest.fixture(scope="module")
+def keys():
+    return [generate_key() for _ in range(3)]
+
+
+def test_published_sizes():
+    assert P.CODE_BITS == 128 and P.TAG_BITS >= 32
+    assert P.CHANNEL_BITS == 252 == P.ECC.coded_bits
+
+
+def test_round_trip_with_several_keys(keys):
+    rng = np.random.default_rng(0)
+    code = rng.integers(0, 2, P.CODE_BITS).astype(np.uint8)
+    ch = P.seal(code, keys[1], kind=P.KIND_VAULT_REF)
+    assert ch.shape == (P.CHANNEL_BITS,)
+    out = P.open_payload(P.bits_to_logits(ch), [keys[0], keys[2], keys[1]])
+    assert np.array_equal(out.code, code) and out.kind == P.KIND_VAULT_REF and out.version == 1
+    assert out.key_id == key_id(keys[1])
+
+
+def test_wrong_key_and_tampering_are_refused(keys):
+    rng = np.random.default_rng(1)
+    code = rng.integers(0, 2, P.CODE_BITS).astype(np.uint8)
+    ch = P.seal(code, keys[0])
+    assert P.open_payload(P.bits_to_logits(ch), [keys[1], keys[2]]) is None
+    assert P.open_payload(P.bits_to_logits(ch), []) is None
+    for trial in range(200):  # heavy tampering: beyond what the code corrects
+        t = ch.copy()
+        idx = rng.choice(P.CHANNEL_BITS, 30, replace=False)
+        t[idx] ^= 1
+        out = P.open_payload(P.bits_to_logits(t), [keys[0]], chase_depth=0)
+        assert out is None or np.array_equal(out.code, code)  # never a wrong face code
+    # Tampering with the plaintext bits consistently (re-encoding the ECC) breaks the tag.
+    msg = ch[: P.MESSAGE_BITS].copy()
+    msg[-1] ^= 1
+    forged = P.ECC.encode(msg)
+    assert P.open_payload(P.bits_to_logits(forged), [keys[0]]) is None
+
+
+def test_error_correction_hard_and_soft(keys):
+    rng = np.random.default_rng(2)
+    code = rng.integers(0, 2, P.CODE_BITS).astype(np.uint8)
+    ch = P.seal(code, keys[0])
+    for _ in range(50):
+        t = ch.copy()
+        t[rng.choice(P.CHANNEL_BITS, P.ECC.t, replace=False)] ^= 1
+        assert np.array_equal(P.open_payload(P.bits_to_logits(t), keys[0], chase_depth=0).code, code)
+    # 14 errors exceed t = 10 but soft (Chase) decoding recovers them when they are the weak bits.
+    ok = 0
+    for _ in range(50):
+        logits = P.bits_to_logits(ch) * rng.uniform(0.6, 1.4, P.CHANNEL_BITS)
+        idx = rng.choice(P.CHANNEL_BITS, 14, replace=False)
+        logits[idx] = -0.2 * logits[idx]
+        out = P.open_payload(logits, keys[0])
+        ok += out is not None and np.array_equal(out.code, code)
+    assert ok == 50
+
+
+def test_reed_solomon_alternative():
+    rng = np.random.default_rng(3)
+    rs = ecc.ReedSolomonCode(data_bits=P.MESSAGE_BITS, nsym=9)
+    assert rs.coded_bits == 248
+    data = rng.integers(0, 2, P.MESSAGE_BITS).astype(np.uint8)
+    coded = rs.encode(data)
+    coded[[0, 1, 2, 3, 100]] ^= 1  # 2 corrupted bytes
+    assert np.array_equal(rs.decode_hard(coded)[0], data)
+
+
+def test_payload_bits_look_random_without_the_key(keys):
+    """Channel bits of many payloads (same code!) under one key: monobit, per-position bias, runs,
+    and byte chi-square tests all at the 0.1% level."""
+    code = np.zeros(P.CODE_BITS, np.uint8)  # the most regular plaintext there is
+    rng = np.random.default_rng(4)
+    bits = []
+    for i in range(2000):
+        c = code.copy()
+        c[:16] = rng.integers(0, 2, 16)  # distinct codes (SIV is deterministic for equal codes)
+        bits.append(P.seal(c, keys[0])[: P.MESSAGE_BITS])  # the message part; ECC parity is a function of it
+    bits = np.array(bits)
+    n = bits.size
+    z = abs(bits.sum() - n / 2) / math.sqrt(n / 4)
+    assert z < 3.3, z  # monobit
+    per_pos = np.abs(bits.mean(0) - 0.5) / math.sqrt(0.25 / len(bits))
+    assert per_pos.max() < 4.5, per_pos.max()  # no position biased (Bonferroni over 176 positions)
+    flat = bits.reshape(-1)
+    runs = 1 + np.count_nonzero(np.diff(flat))
+    z_runs = abs(runs - (n + 1) / 2) / math.sqrt((n - 1) / 4)
+    assert z_runs < 3.3, z_runs
+    byte_counts = np.bincount(np.packbits(bits, axis=1).reshape(-1), minlength=256)
+    expected = byte_counts.sum() / 256
+    chi2 = ((byte_counts - expected) ** 2 / expected).sum()
+    assert chi2 < 330, chi2  # 255 dof, p ~ 0.001
+
+
+def test_same_code_under_two_keys_is_unrelated(keys):
+    code = np.ones(P.CODE_BITS, np.uint8)
+    a, b = P.seal(code, keys[0]), P.seal(code, keys[1])
+    agree = (a[: P.MESSAGE_BITS] == b[: P.MESSAGE_BITS]).mean()
+    assert 0.35 < agree < 0.65
+
+
+def test_passphrase_keys():
+    k1 = key_from_passphrase("correct horse battery staple")
+    assert len(k1) == 32 and k1 == key_from_passphrase("correct horse battery staple")
+    assert k1 != key_from_passphrase("correct horse battery stapler")
+    with pytest.raises(Exception, match="too short"):
+        key_from_passphrase("short")
