@@ -81,7 +81,23 @@ def markdown(res: dict) -> str:
                          f"{_f(u['background_psnr_db'], '{:.1f}')} | {_f(u['background_ssim'], '{:.4f}')} | {_f(u['face_psnr_db'], '{:.1f}')} |")
         lines += ["", "Background PSNR is capped at 100 dB (identical pixels). Landmarks: dlib's 68-point predictor on the "
                   "original face box; NME normalised by the outer-eye-corner distance.", ""]
-    for section, title in (("recovery", "Recovery"), ("robustness", "Payload robustness")):
+    wms = {n: w for n, w in (res.get("watermarks") or {}).items() if w.get("available")}
+    if wms:
+        names = list(wms)
+        lines += ["## Payload robustness", "",
+                  f"Each face carries a fresh {next(iter(wms.values()))['code_bits']}-bit code sealed with a random key "
+                  f"({next(iter(wms.values()))['channel_bits']} channel bits after BCH). Exact decode: the code comes back "
+                  "authenticated and identical after the distortion, re-detection and re-alignment. Hosts: "
+                  + ", ".join(f"{n}: {w['host']} ({w['faces']} faces)" for n, w in wms.items()) + ".", "",
+                  "| distortion | " + " | ".join(f"{n} exact decode | {n} bit accuracy" for n in names) + " |",
+                  "| --- " * (1 + 2 * len(names)) + "|"]
+        for k in next(iter(wms.values()))["exact_decode_rate"]:
+            lines.append(f"| {k} | " + " | ".join(f"{_pct(wms[n]['exact_decode_rate'][k])} | {_pct(wms[n]['bit_accuracy'][k])}" for n in names) + " |")
+        lines.append("| face-region PSNR (dB) | " + " | ".join(f"{_f(wms[n]['face_psnr_db'], '{:.1f}')} | " for n in names) + " |")
+        lines.append("| whole-image PSNR (dB) | " + " | ".join(f"{_f(wms[n]['image_psnr_db'], '{:.1f}')} | " for n in names) + " |")
+        lines.append("| false detections | " + " | ".join(f"{wms[n].get('false_detect_authenticated', '–')} of {wms[n].get('false_detect_faces', '–')} faces | " for n in names) + " |")
+        lines.append("")
+    for section, title in (("recovery", "Recovery"),):
         if any(section in m for m in methods.values()):
             lines += [f"## {title}", "", "| method | result |", "| --- | --- |"]
             for m, e in methods.items():
@@ -137,7 +153,7 @@ def plots(res: dict, out_dir: Path) -> list[Path]:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
-    rob = {m: e["robustness"] for m, e in res["methods"].items() if e.get("robustness", {}).get("available")}
+    rob = {n: w for n, w in (res.get("watermarks") or {}).items() if w.get("available")}
     if rob:
         fig, ax = plt.subplots(figsize=(10, 4))
         for k, (m, r) in enumerate(rob.items()):
@@ -145,6 +161,8 @@ def plots(res: dict, out_dir: Path) -> list[Path]:
             ax.bar([i + 0.8 * k / len(rob) for i in range(len(names))], [100 * r["exact_decode_rate"][n] for n in names], width=0.8 / len(rob), label=m)
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
         ax.set_ylabel("exact decode (%)")
+        ax.set_ylim(0, 105)
+        ax.set_title("Payload exact-decode rate under distortions")
         ax.legend()
         fig.tight_layout()
         path = out_dir / "robustness.png"

@@ -38,6 +38,9 @@ class BenchConfig:
     cache_dir: Path | None = None
     device: str = "cpu"
     speed_images: int | None = None
+    watermarks: list[str] | None = None  # None = every available watermark (incl. the dct-qim baseline)
+    robustness_faces: int | None = None  # None = 40 quick / 500 full
+    false_detect_images: int | None = None  # None = 200 quick / 10,000 full
     pairs_limit: int | None = None  # pairs.txt pairs to verify: None = 400 quick / all full; 0 = skip
     quick_identities: int = 120
     quick_distractors: int = 380
@@ -234,11 +237,10 @@ def run(cfg: BenchConfig) -> dict:
         for m in cfg.methods:
             result["methods"].setdefault(m, {}).update(evaluate_method(m, cfg, split, orig, idx, recognizers, calib))
     for m in cfg.methods:
-        entry = result["methods"].setdefault(m, {})
         if "recovery" in cfg.sections:
-            entry["recovery"] = _unavailable_recovery(m)
-        if "robustness" in cfg.sections:
-            entry["robustness"] = _unavailable_robustness()
+            result["methods"].setdefault(m, {})["recovery"] = _unavailable_recovery(m)
+    if "robustness" in cfg.sections:
+        result["watermarks"] = measure_robustness(cfg, split)
     if "speed" in cfg.sections:
         from .speed import measure_speed
 
@@ -259,7 +261,18 @@ def _unavailable_recovery(method: str) -> dict:
     return {"available": False, "reason": "not implemented"}
 
 
-def _unavailable_robustness() -> dict:
-    if not operators.watermark_available():
-        return {"available": False, "reason": "watermark model not available in this version"}
-    return {"available": False, "reason": "not implemented"}
+def measure_robustness(cfg: BenchConfig, split) -> dict:
+    """Every watermark on the same faces: hosts anonymised by the first reversible method given,
+    else the original faces."""
+    from ..anonymisers import get_anonymiser
+    from ..watermark import available_watermarks
+    from .robustness import evaluate_watermark, sample_files
+
+    names = cfg.watermarks or available_watermarks()
+    host = next((m for m in cfg.methods if get_anonymiser(m).reversible), None)
+    n = cfg.robustness_faces or (40 if cfg.quick else 500)
+    nf = cfg.false_detect_images if cfg.false_detect_images is not None else (200 if cfg.quick else 10_000)
+    files = sample_files(split.probes or split.gallery, n, cfg.seed)
+    pool = sorted(set(split.gallery) | set(split.probes)) if nf <= len(split.gallery) + len(split.probes) else sorted(cfg.data.glob("*/*.jpg"))
+    fd_files = sample_files(pool, nf, cfg.seed + 1)
+    return {name: evaluate_watermark(name, files, host, cfg.seed, fd_files, cfg.progress) for name in names}

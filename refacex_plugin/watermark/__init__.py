@@ -1,0 +1,70 @@
+"""Watermarks that carry the payload's channel bits inside aligned face crops.
+
+A watermark is two calls on ``(B, 3, S, S)`` crops in [0, 1] (TrustMark's shape):
+``embed(crops, bits) -> crops`` and ``extract(crops) -> logits`` with ``logits (B, CHANNEL_BITS)``,
+> 0 meaning 1 and the magnitude the confidence. The decoder runs on crops that were re-detected
+and re-aligned after the image went through the world.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import torch
+
+from ..errors import ModelNotAvailableError
+
+
+class Watermark(Protocol):
+    name: str
+    bits: int
+
+    def embed(self, crops: torch.Tensor, bits: torch.Tensor, strength: float = 1.0) -> torch.Tensor: ...
+
+    def extract(self, crops: torch.Tensor) -> torch.Tensor: ...
+
+
+def _classical() -> Watermark:
+    from .classical import DctQimWatermark
+
+    return DctQimWatermark()
+
+
+def _learned() -> Watermark:
+    from .learned import load_learned_watermark
+
+    return load_learned_watermark()
+
+
+_FACTORIES: dict[str, Callable[[], Watermark]] = {"dct-qim": _classical, "learned": _learned}
+#: Preference order; the first that loads is the default.
+PREFERENCE = ("learned", "dct-qim")
+_CACHE: dict[str, Watermark] = {}
+
+
+def load_watermark(name: str | None = None) -> Watermark:
+    """The named watermark, or the best available one."""
+    names = [name] if name else list(PREFERENCE)
+    errors = []
+    for n in names:
+        if n in _CACHE:
+            return _CACHE[n]
+        if n not in _FACTORIES:
+            raise ModelNotAvailableError(f"unknown watermark {n!r} (choose from {', '.join(_FACTORIES)})")
+        try:
+            _CACHE[n] = _FACTORIES[n]()
+            return _CACHE[n]
+        except ModelNotAvailableError as exc:
+            errors.append(str(exc))
+    raise ModelNotAvailableError("; ".join(errors))
+
+
+def available_watermarks() -> list[str]:
+    out = []
+    for n in _FACTORIES:
+        try:
+            load_watermark(n)
+            out.append(n)
+        except ModelNotAvailableError:
+            pass
+    return out
