@@ -1,0 +1,1 @@
+"""Training commands (``refacex train ...``): seeded, resumable, logged, with sample grids."""

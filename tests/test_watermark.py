@@ -1,0 +1,121 @@
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from refacex_plugin import payload as P
+from refacex_plugin.channel import match_faces
+from refacex_plugin.detection import Detections
+from refacex_plugin.errors import ModelNotAvailableError
+from refacex_plugin.geometry import AlignConfig, alignment_matrices, extract_crops, face_mask
+from refacex_plugin.training import augment as A
+from refacex_plugin.watermark import available_watermarks, load_watermark
+from refacex_plugin.watermark.classical import DctQimWatermark, dct_matrix
+from refacex_plugin.watermark.learned import LearnedWatermark, normalise_residual
+
+
+@pytest.fixture(scope="module")
+def face_crops(group_rgb):
+    from refacex_plugin.detection import load_detector
+
+    cfg = AlignConfig()
+    det = load_detector()(group_rgb)
+    return extract_crops(group_rgb, alignment_matrices(det.landmarks, cfg), cfg)
+
+
+def test_dct_matrix_is_orthonormal():
+    d = dct_matrix(8, torch.float64)
+    torch.testing.assert_close(d @ d.T, torch.eye(8, dtype=torch.float64))
+
+
+def test_classical_round_trip_in_the_crop_and_locality(face_crops):
+    wm = DctQimWatermark()
+    bits = torch.randint(0, 2, (len(face_crops), P.CHANNEL_BITS), generator=torch.Generator().manual_seed(0))
+    marked = wm.embed(face_crops, bits)
+    assert torch.equal((wm.extract(marked) > 0).long(), bits)
+    quantised = (marked * 255).round() / 255  # 8-bit storage alone does not break it
+    assert torch.equal((wm.extract(quantised) > 0).long(), bits)
+    outside = face_mask(AlignConfig())[0, 0] == 0
+    assert (marked - face_crops)[:, :, outside].abs().max() == 0
+    mse = ((marked - face_crops) ** 2).mean()
+    assert 10 * torch.log10(1 / mse) > 40
+
+
+def test_registry_knows_both_and_the_learned_needs_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("REFACEX_MODELS", str(tmp_path))
+    assert "dct-qim" in available_watermarks()
+    with pytest.raises(ModelNotAvailableError, match="no entry"):
+        load_watermark("learned")
+    with pytest.raises(ModelNotAvailableError, match="unknown watermark"):
+        load_watermark("nope")
+
+
+def test_zoo_refuses_a_hash_mismatch(tmp_path, monkeypatch):
+    from refacex_plugin.zoo import weights_path
+
+    monkeypatch.setenv("REFACEX_MODELS", str(tmp_path))
+    (tmp_path / "w.pt").write_bytes(b"weights")
+    (tmp_path / "manifest.json").write_text(json.dumps({"m": {"file": "w.pt", "sha256": "0" * 64}}))
+    with pytest.raises(ModelNotAvailableError, match="does not match"):
+        weights_path("m")
+
+
+@pytest.mark.parametrize("size", [128, 256])
+def test_learned_watermark_shapes_and_strength(size):
+    torch.manual_seed(0)
+    wm = LearnedWatermark(width=8).eval()
+    x = torch.rand(2, 3, size, size)
+    bits = torch.randint(0, 2, (2, wm.bits)).float()
+    with torch.no_grad():
+        y = wm.embed(x, bits)
+        assert y.shape == x.shape and wm.extract(y).shape == (2, wm.bits)
+        r = normalise_residual(torch.randn(2, 3, 16, 16), torch.ones(2, 1, 16, 16), 0.01)
+        assert r.pow(2).mean((1, 2, 3)).sqrt().sub(0.01).abs().max() < 1e-6
+
+
+def test_match_faces():
+    lm = np.array([[[10, 10], [30, 10], [20, 20], [12, 30], [28, 30]]], np.float32)
+    found = Detections(np.zeros((2, 4), np.float32), np.ones(2, np.float32), np.stack([lm[0] + 100, lm[0] + 1]))
+    assert match_faces(lm, found) == [1]
+    assert match_faces(lm + 500, found) == [None]
+    assert match_faces(lm, Detections()) == [None]
+
+
+def test_differentiable_jpeg_tracks_a_real_encoder(example_rgb):
+    x = torch.from_numpy(example_rgb[:240, :240].copy()).permute(2, 0, 1)[None].float() / 255
+    for q in (90, 50):
+        buf = io.BytesIO()
+        Image.fromarray(example_rgb[:240, :240]).save(buf, "JPEG", quality=q)
+        ref = torch.from_numpy(np.asarray(Image.open(buf)).copy()).permute(2, 0, 1)[None].float() / 255
+        assert (A.jpeg(x, torch.tensor([float(q)])) - ref).abs().mean() * 255 < 3.0
+    x.requires_grad_(True)
+    A.jpeg(x, torch.tensor([50.0])).sum().backward()
+    assert x.grad.abs().sum() > 0
+
+
+def test_augment_shapes_and_identity():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 3, 64, 64)
+    torch.testing.assert_close(A.jitter(x, 0, 0, 0, g), x, atol=1e-4, rtol=0)
+    for y in (A.resample(x, 0.5), A.colour(x, g), A.noise(x, 0.02, g), A.random_distortion(x, g, 1.0)):
+        assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+
+
+def test_watermark_training_runs_and_resumes(lfw, tmp_path, monkeypatch):
+    from refacex_plugin.training.watermark import WatermarkTrainConfig, train
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # crop cache under tmp
+    cfg = WatermarkTrainConfig(steps=4, batch=4, width=4, train_images=12, val_images=6, warmup_steps=2, ramp_steps=3, log_every=2, ckpt_every=2)
+    out = tmp_path / "run"
+    path = train(cfg, lfw, out, log=lambda m: None)
+    assert path.is_file() and (out / "samples.png").is_file()
+    lines = (out / "log.jsonl").read_text().splitlines()
+    assert [json.loads(l)["step"] for l in lines] == [2, 4]
+    cfg2 = WatermarkTrainConfig(**{**cfg.__dict__, "steps": 6})
+    msgs = []
+    train(cfg2, lfw, out, log=msgs.append)
+    assert any("resumed" in m and "step 4" in m for m in msgs)
+    assert json.loads((out / "log.jsonl").read_text().splitlines()[-1])["step"] == 6
