@@ -231,13 +231,17 @@ def _admin_pipeline(key_files, detector, threshold, min_face):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--probes-per-person", type=int, default=1, show_default=True, help="Full mode: probes per identity (0 = all).")
 @click.option("--far", type=float, default=1e-3, show_default=True, help="False-accept rate for the recognisers' thresholds.")
+@click.option("--watermark", "watermarks", multiple=True, help="Watermark(s) for the robustness section [default: all available].")
+@click.option("--robustness-faces", type=int, help="Faces for the robustness section [default: 40 quick / 500 full].")
+@click.option("--false-detect-images", type=int, help="Unmarked images for the false-detection count [default: 200 quick / 10,000 full].")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=str(Path.home() / ".cache" / "refacex" / "bench"), show_default=True, help="Cache of the originals' measurements.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the results as JSON.")
 @click.option("--report", "report_out", type=click.Path(dir_okay=False), help="Write a Markdown report.")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False), help="Write PNG plots here.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--progress/--no-progress", default=None)
-def bench(sections, data, methods, recognizers, quick, seed, probes_per_person, far, cache_dir, json_out, report_out, plots_dir, device, progress):
+def bench(sections, data, methods, recognizers, quick, seed, probes_per_person, far, watermarks, robustness_faces, false_detect_images,
+          cache_dir, json_out, report_out, plots_dir, device, progress):
     """Measure privacy, utility, recovery, robustness and speed on real faces.
 
     SECTIONS: privacy, utility, recovery, robustness, speed or all (default all).
@@ -251,6 +255,7 @@ def bench(sections, data, methods, recognizers, quick, seed, probes_per_person, 
         data=Path(data), methods=list(methods) or available_methods(), sections=chosen,
         recognizers=list(recognizers) or default_recognizer_specs(), quick=quick, seed=seed, far=far,
         probes_per_person=probes_per_person, cache_dir=Path(cache_dir) if cache_dir else None, device=device,
+        watermarks=list(watermarks) or None, robustness_faces=robustness_faces, false_detect_images=false_detect_images,
         progress=sys.stderr.isatty() if progress is None else progress,
         command="refacex bench " + " ".join(sys.argv[2:]),
     )
@@ -271,6 +276,27 @@ def bench(sections, data, methods, recognizers, quick, seed, probes_per_person, 
     click.echo(text)
 
 
+@main.group(context_settings=_SETTINGS)
+def train():
+    """Train refacex's networks (seeded, resumable, logged)."""
+
+
+@train.command("watermark", context_settings=_SETTINGS)
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Identity-labelled face folder.")
+@click.option("--config", type=click.Choice(["tiny", "cpu", "gpu"]), default="cpu", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default="runs/watermark", show_default=True, help="Run folder (checkpoint, log, samples).")
+@click.option("--steps", type=int, help="Override the config's number of steps.")
+@click.option("--device", default="cpu", show_default=True)
+def train_watermark(data, config, out, steps, device):
+    """Train the learned watermark; re-run the same command to resume."""
+    from .training.watermark import main as run_training
+
+    argv = ["--data", data, "--config", config, "--out", out, "--device", device]
+    if steps:
+        argv += ["--steps", str(steps)]
+    run_training(argv)
+
+
 @main.command(context_settings=_SETTINGS)
 def info():
     """Versions, compute device, detectors, methods and models found."""
@@ -280,6 +306,7 @@ def info():
 
     from . import operators
     from .detection import centerface_weights, dlib_model_path
+    from .watermark import available_watermarks
 
     def probe(fn):
         try:
@@ -298,6 +325,7 @@ def info():
         ("detectors", ", ".join(detector_names()) + f" (default {DEFAULT_DETECTOR})"),
         ("centerface weights", probe(centerface_weights)),
         ("dlib landmarks", probe(lambda: dlib_model_path("shape_predictor_68_face_landmarks.dat"))),
+        ("watermarks", ", ".join(available_watermarks()) + " (payload embedding needs the learned one)"),
         ("watermark model", "available" if operators.watermark_available() else "not available"),
         ("recovery model", "available" if operators.recovery_available() else "not available"),
     ]

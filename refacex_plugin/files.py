@@ -27,6 +27,7 @@ class FileResult:
     faces: list[FaceRecord] = field(default_factory=list)
     vault_records: int = 0
     skipped: bool = False  # already anonymised into the vault: nothing done
+    size: tuple[int, int] = (0, 0)  # (height, width) of the upright image
 
 
 def decode_bytes(data: bytes) -> np.ndarray:
@@ -66,7 +67,7 @@ def anonymise_file(
         ]
         stored = len(vault.put(pixel_hash(decode_bytes(data)), regions))
     atomic_write_bytes(dst, data)
-    return FileResult(src, dst, result.faces, stored)
+    return FileResult(src, dst, result.faces, stored, size=img.rgb.shape[:2])
 
 
 def recover_file(src: Path, dst: Path, vault: Vault, fmt: str | None = None, quality: int = 95) -> FileResult:

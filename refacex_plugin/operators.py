@@ -12,7 +12,7 @@ import torch
 from .anonymisers import default_method, get_anonymiser
 from .errors import ModelNotAvailableError
 
-_NO_WATERMARK = "the recovery watermark model is not available in this version (no weights in models/)"
+_NO_WATERMARK = "the learned watermark is not available in this version"
 _NO_RECOVERY = "the recovery network is not available in this version (no weights in models/)"
 
 
@@ -31,14 +31,23 @@ def anonymise(crops: torch.Tensor, donor: torch.Tensor | None = None, method: st
     return get_anonymiser(method or default_method())(crops, donor, strength).clamp(0.0, 1.0)
 
 
-def embed(crops: torch.Tensor, payload_bits: torch.Tensor) -> torch.Tensor:
-    """Hide ``payload_bits`` ``(B, K)`` in ``crops``; returns watermarked ``(B, 3, S, S)``."""
-    raise ModelNotAvailableError(_NO_WATERMARK)
+def _watermark():
+    from .watermark import load_watermark
+
+    try:
+        return load_watermark("learned")
+    except ModelNotAvailableError as exc:
+        raise ModelNotAvailableError(f"{_NO_WATERMARK}: {exc}") from None
+
+
+def embed(crops: torch.Tensor, payload_bits: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+    """Hide channel bits ``(B, CHANNEL_BITS)`` in ``crops``; returns watermarked ``(B, 3, S, S)``."""
+    return _watermark().embed(crops, payload_bits, strength)
 
 
 def extract(crops: torch.Tensor) -> torch.Tensor:
-    """Read payload bit logits ``(B, K)`` back from ``crops``."""
-    raise ModelNotAvailableError(_NO_WATERMARK)
+    """Read channel-bit logits ``(B, CHANNEL_BITS)`` back from ``crops`` (> 0 means 1)."""
+    return _watermark().extract(crops)
 
 
 def recover(crops: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
@@ -47,7 +56,11 @@ def recover(crops: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
 
 
 def watermark_available() -> bool:
-    return False
+    try:
+        _watermark()
+        return True
+    except ModelNotAvailableError:
+        return False
 
 
 def recovery_available() -> bool:

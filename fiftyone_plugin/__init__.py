@@ -1,0 +1,158 @@
+"""refacex FiftyOne plugin: anonymise faces in a dataset in place, evaluate, extract, recover.
+
+Point ``FIFTYONE_PLUGINS_DIR`` at the folder holding this one (or ``fiftyone plugins create``
+/ copy it there). The key comes from the ``REFACEX_KEY_FILE`` plugin secret (an environment
+variable in open-source FiftyOne): the path of a key file made by ``refacex keygen``. It is
+never a parameter, so it is never stored in the dataset. Every operator calls
+:mod:`refacex_plugin.fiftyone_api`, which calls the core pipeline.
+"""
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from refacex_plugin import fiftyone_api as api
+from refacex_plugin.anonymisers import available_methods, default_method
+from refacex_plugin.errors import RefacexError
+
+_DELEGATE_ABOVE = 200  # samples
+
+
+def _progress(ctx):
+    return lambda frac, label: ctx.set_progress(progress=frac, label=label)
+
+
+def _secret(ctx, name):
+    try:
+        return ctx.secrets.get(name) or None
+    except Exception:  # secrets resolver unavailable
+        return None
+
+
+def _target(ctx, inputs):
+    inputs.view_target(ctx)
+    return ctx.target_view()
+
+
+def _delegate(ctx):
+    if "delegate" in ctx.params:
+        return bool(ctx.params["delegate"])
+    return len(ctx.target_view()) > _DELEGATE_ABOVE
+
+
+class AnonymizeFaces(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="anonymize_faces", label="refacex: anonymize faces", dynamic=True,
+            allow_immediate_execution=True, allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        view = _target(ctx, inputs)
+        methods = available_methods()
+        inputs.enum("method", methods, default=default_method(), label="Method", view=types.DropdownView())
+        inputs.float("strength", default=1.0, label="Strength", description="Privacy/utility dial (1 = the method's default)")
+        inputs.enum("target", ["replace", "field"], default="replace", label="Write to",
+                    description="replace: point filepath at the anonymised media; field: store it in a new media field")
+        inputs.str("media_field", default="anonymized_filepath", label="Media field (target=field)")
+        inputs.bool("keep_originals", default=False, label="Keep original paths in a field")
+        inputs.str("output_dir", required=False, label="Output folder (default: FiftyOne's dataset dir)")
+        key = _secret(ctx, "REFACEX_KEY_FILE")
+        inputs.str("vault", default=_secret(ctx, "REFACEX_VAULT") or "", required=False, label="Vault file (needs the key secret)")
+        inputs.bool("delegate", default=len(view) > _DELEGATE_ABOVE, label="Delegate (background)")
+        if not key:
+            inputs.view("warning", types.Warning(label="No REFACEX_KEY_FILE secret: anonymisation will be irreversible"))
+        return types.Property(inputs, view=types.View(label=f"Anonymize faces in {len(view)} samples"))
+
+    def resolve_delegation(self, ctx):
+        return _delegate(ctx)
+
+    def execute(self, ctx):
+        p = ctx.params
+        key = _secret(ctx, "REFACEX_KEY_FILE")
+        vault = (p.get("vault") or None) if key else None
+        try:
+            return api.anonymize_samples(
+                ctx.target_view(), method=p.get("method"), strength=float(p.get("strength", 1.0)),
+                key_file=key, vault=vault, output_dir=p.get("output_dir") or None, target=p.get("target", "replace"),
+                media_field=p.get("media_field") or "anonymized_filepath", keep_originals=bool(p.get("keep_originals")),
+                progress=_progress(ctx),
+            )
+        except RefacexError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class EvaluateAnonymization(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(name="evaluate_anonymization", label="refacex: evaluate anonymization", dynamic=True,
+                                  allow_immediate_execution=True, allow_delegated_execution=True)
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        _target(ctx, inputs)
+        return types.Property(inputs, view=types.View(label="Evaluate anonymization"))
+
+    def resolve_delegation(self, ctx):
+        return _delegate(ctx)
+
+    def execute(self, ctx):
+        return api.evaluate_samples(ctx.target_view(), progress=_progress(ctx))
+
+
+class ExtractPayloads(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(name="extract_payloads", label="refacex: extract payloads", dynamic=True)
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        _target(ctx, inputs)
+        return types.Property(inputs)
+
+    def execute(self, ctx):
+        try:
+            return api.extract_sample_payloads(ctx.target_view(), _secret(ctx, "REFACEX_KEY_FILE"))
+        except RefacexError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class RecoverFaces(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(name="recover_faces", label="refacex: recover faces (admin)", dynamic=True,
+                                  allow_immediate_execution=True, allow_delegated_execution=True)
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        _target(ctx, inputs)
+        inputs.str("vault", default=_secret(ctx, "REFACEX_VAULT") or "", required=True, label="Vault file")
+        inputs.enum("target", ["field", "replace"], default="field", label="Write to")
+        inputs.str("media_field", default="recovered_filepath", label="Media field (target=field)")
+        inputs.str("output_dir", required=False, label="Output folder")
+        if not _secret(ctx, "REFACEX_KEY_FILE"):
+            inputs.view("error", types.Error(label="Recovery needs the REFACEX_KEY_FILE secret"))
+        return types.Property(inputs, view=types.View(label="Recover original faces"))
+
+    def resolve_delegation(self, ctx):
+        return _delegate(ctx)
+
+    def execute(self, ctx):
+        key = _secret(ctx, "REFACEX_KEY_FILE")
+        if not key:
+            raise ValueError("recovery needs the REFACEX_KEY_FILE secret")
+        p = ctx.params
+        try:
+            return api.recover_samples(ctx.target_view(), key, p["vault"], output_dir=p.get("output_dir") or None,
+                                       target=p.get("target", "field"), media_field=p.get("media_field") or "recovered_filepath",
+                                       progress=_progress(ctx))
+        except RefacexError as exc:
+            raise ValueError(str(exc)) from None
+
+
+def register(p):
+    p.register(AnonymizeFaces)
+    p.register(EvaluateAnonymization)
+    p.register(ExtractPayloads)
+    p.register(RecoverFaces)

@@ -1,0 +1,275 @@
+"""FiftyOne integration: anonymise a dataset (or view) in place, keep its labels, evaluate utility,
+and recover under control. The plugin's operators (``fiftyone_plugin/``) call these functions,
+and notebooks can too::
+
+    import refacex_plugin.fiftyone_api as rfo
+    rfo.anonymize_samples(dataset.take(100), method="pixelate", key_file="admin.key", vault="faces.vault")
+
+Every sample is updated by one document write after its anonymised file is fully written (and
+its vault record committed), so an interrupted run leaves each sample either fully anonymised or
+untouched; re-running skips the samples already done. Labels already on a sample are never
+touched; refacex adds ``refacex_faces`` (detections), ``refacex_landmarks`` (5-point keypoints)
+and ``refacex`` (status, method, key id, payload and vault state).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import RefacexError
+from .files import anonymise_file, recover_file
+from .image_io import read_image
+from .keys import key_id, read_key_file
+from .pipeline import Pipeline
+from .vault import Vault
+
+FACES_FIELD = "refacex_faces"
+LANDMARKS_FIELD = "refacex_landmarks"
+STATUS_FIELD = "refacex"
+ORIGINAL_FIELD = "refacex_original_filepath"
+EVAL_PREFIX = "refacex_eval_"
+
+Progress = Callable[[float, str], None]
+
+
+def _fo():
+    import fiftyone as fo
+
+    return fo
+
+
+def is_done(sample) -> bool:
+    status = sample[STATUS_FIELD] if sample.has_field(STATUS_FIELD) else None
+    return bool(status) and status.get("status") == "anonymized"
+
+
+def _labels(faces, height: int, width: int):
+    fo = _fo()
+    dets, kps = [], []
+    for f in faces:
+        x0, y0, x1, y1 = f.box
+        dets.append(fo.Detection(label="face", bounding_box=[x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height],
+                                 confidence=f.score, face_index=f.index, method=f.method, payload=f.payload))
+        kps.append(fo.Keypoint(label="face", points=[[x / width, y / height] for x, y in f.landmarks], face_index=f.index))
+    return fo.Detections(detections=dets), fo.Keypoints(keypoints=kps)
+
+
+def _output_path(src: Path, root: Path, output_dir: Path, sample_id: str) -> Path:
+    try:
+        rel = src.resolve().relative_to(root)
+    except ValueError:
+        rel = Path(f"{sample_id}{src.suffix}")
+    return output_dir / rel
+
+
+def default_output_dir(samples) -> Path:
+    fo = _fo()
+    return Path(fo.config.default_dataset_dir) / "refacex" / samples._dataset.name
+
+
+def anonymize_samples(
+    samples,
+    method: str | None = None,
+    strength: float = 1.0,
+    key_file: str | os.PathLike | None = None,
+    vault: str | os.PathLike | None = None,
+    output_dir: str | os.PathLike | None = None,
+    target: str = "replace",
+    media_field: str = "anonymized_filepath",
+    keep_originals: bool = False,
+    detector: str = "centerface",
+    progress: Progress | None = None,
+) -> dict:
+    """Anonymise every face in ``samples`` (a dataset or view).
+
+    Args:
+        target: ``replace`` points each sample's ``filepath`` at its anonymised file (the original
+            path is kept in ``refacex_original_filepath`` only if ``keep_originals``); ``field``
+            stores the anonymised path in ``media_field`` and leaves ``filepath`` alone.
+        key_file, vault: with both, each original face region is stored encrypted in the vault
+            and can be restored by :func:`recover_samples`; without, anonymisation is irreversible.
+
+    Returns:
+        a summary dict (counts, output folder, whether the result is reversible).
+    """
+    fo = _fo()
+    if target not in ("replace", "field"):
+        raise ValueError("target must be 'replace' or 'field'")
+    if vault and not key_file:
+        raise RefacexError("a vault needs a key file (set the REFACEX_KEY_FILE secret)")
+    key = read_key_file(key_file) if key_file else None
+    pipe = Pipeline(method=method, strength=strength, detector=detector)
+    out_dir = Path(output_dir) if output_dir else default_output_dir(samples)
+    ids, paths = samples.values("id"), samples.values("filepath")
+    root = Path(os.path.commonpath([str(Path(p).resolve().parent) for p in paths])) if paths else Path("/")
+    done = skipped = faces = 0
+    failed: list[str] = []
+    v = Vault(vault, key) if vault else None
+    try:
+        for n, sample in enumerate(samples.iter_samples(autosave=False, progress=False)):
+            if is_done(sample):
+                skipped += 1
+                continue
+            src = Path(sample.filepath)
+            try:
+                res = anonymise_file(pipe, src, _output_path(src, root, out_dir, sample.id), vault=v)
+            except RefacexError as exc:
+                failed.append(str(exc))
+                continue
+            dets, kps = _labels(res.faces, *res.size)
+            sample[FACES_FIELD] = dets
+            sample[LANDMARKS_FIELD] = kps
+            sample[STATUS_FIELD] = {
+                "status": "anonymized", "method": pipe.method, "faces": len(res.faces),
+                "reversible": v is not None, "key_id": key_id(key) if key else None,
+                "vault_records": res.vault_records, "payload": "none",
+            }
+            if target == "replace":
+                if keep_originals:
+                    sample[ORIGINAL_FIELD] = str(src)
+                sample.filepath = str(res.dst)
+                sample.metadata = None
+            else:
+                sample[media_field] = str(res.dst)
+            sample.save()  # one document write: the sample is either done or untouched
+            done += 1
+            faces += len(res.faces)
+            if progress:
+                progress((n + 1) / max(len(ids), 1), f"{n + 1}/{len(ids)} samples")
+    finally:
+        if v is not None:
+            v.close()
+    if target == "field":
+        ds = samples._dataset
+        if media_field not in (ds.app_config.media_fields or []):
+            ds.app_config.media_fields = list(dict.fromkeys([*(ds.app_config.media_fields or ["filepath"]), media_field]))
+            ds.save()
+    return {
+        "anonymized": done, "skipped_already_done": skipped, "failed": len(failed), "errors": failed[:20],
+        "faces": faces, "method": pipe.method, "output_dir": str(out_dir), "reversible": v is not None,
+        "note": None if v is not None else "irreversible: no key/vault configured, originals cannot be restored by refacex",
+    }
+
+
+def evaluate_samples(samples, detector: str = "centerface", progress: Progress | None = None) -> dict:
+    """Re-detect faces and landmarks on the anonymised media and store per-sample utility figures.
+
+    Per sample: ``refacex_eval_detection_retained`` (share of the faces found at anonymisation that
+    the detector still finds, IoU >= 0.5), ``refacex_eval_landmark_nme`` (5-point landmark error vs
+    the stored ``refacex_landmarks``, over the inter-ocular distance) and, when the original media
+    is known, ``refacex_eval_identity_distance`` (dlib descriptor distance, original vs anonymised;
+    >= 0.6 means "another person" to dlib). The dataset summary goes to ``dataset.info``.
+    """
+    from .bench.metrics import box_iou
+    from .detection import load_detector
+
+    fo = _fo()
+    ds = samples._dataset
+    for name in ("detection_retained", "landmark_nme", "identity_distance"):
+        if not ds.has_sample_field(EVAL_PREFIX + name):
+            ds.add_sample_field(EVAL_PREFIX + name, fo.FloatField)
+    det = load_detector(detector)
+    recognizer = None
+    retained_all, nme_all, dist_all = [], [], []
+    n_total = len(samples)
+    for n, sample in enumerate(samples.iter_samples(autosave=True, progress=False)):
+        if not is_done(sample):
+            continue
+        media = sample["anonymized_filepath"] if sample.has_field("anonymized_filepath") and sample["anonymized_filepath"] else sample.filepath
+        rgb = read_image(media).rgb
+        h, w = rgb.shape[:2]
+        found = det(rgb)
+        faces = sample[FACES_FIELD].detections if sample[FACES_FIELD] else []
+        kps = {k.face_index: np.array(k.points) * [w, h] for k in (sample[LANDMARKS_FIELD].keypoints if sample[LANDMARKS_FIELD] else [])}
+        retained, nmes = [], []
+        for f in faces:
+            bx, by, bw, bh = f.bounding_box
+            box = np.array([bx * w, by * h, (bx + bw) * w, (by + bh) * h])
+            ious = [box_iou(box, b) for b in found.boxes]
+            hit = int(np.argmax(ious)) if ious and max(ious) >= 0.5 else None
+            retained.append(hit is not None)
+            ref = kps.get(f.face_index)
+            if hit is not None and ref is not None:
+                iod = max(np.linalg.norm(ref[0] - ref[1]), 1e-6)
+                nmes.append(float(np.linalg.norm(found.landmarks[hit] - ref, axis=1).mean() / iod))
+        sample[EVAL_PREFIX + "detection_retained"] = float(np.mean(retained)) if retained else None
+        sample[EVAL_PREFIX + "landmark_nme"] = float(np.mean(nmes)) if nmes else None
+        original = sample[ORIGINAL_FIELD] if sample.has_field(ORIGINAL_FIELD) else None
+        if original is None and media != sample.filepath:
+            original = sample.filepath
+        if original and faces:
+            if recognizer is None:
+                from .bench.recognizers import DlibRecognizer
+
+                recognizer = DlibRecognizer()
+            orig = read_image(original).rgb
+            f = faces[0]
+            bx, by, bw, bh = f.bounding_box
+            g = recognizer.geometry(orig, np.array([bx * w, by * h, (bx + bw) * w, (by + bh) * h]), kps.get(f.face_index))
+            a, b = recognizer.embed(orig, [g]), recognizer.embed(rgb, [g])
+            sample[EVAL_PREFIX + "identity_distance"] = float(np.linalg.norm(a - b))
+            dist_all.append(sample[EVAL_PREFIX + "identity_distance"])
+        retained_all += retained
+        nme_all += nmes
+        if progress:
+            progress((n + 1) / max(n_total, 1), f"evaluated {n + 1}/{n_total}")
+    summary = {
+        "faces": len(retained_all),
+        "detection_retention": float(np.mean(retained_all)) if retained_all else None,
+        "landmark_nme_mean": float(np.mean(nme_all)) if nme_all else None,
+        "identity_distance_mean": float(np.mean(dist_all)) if dist_all else None,
+        "identity_still_matching_dlib_0.6": float(np.mean(np.array(dist_all) < 0.6)) if dist_all else None,
+    }
+    ds.info["refacex_evaluation"] = summary
+    ds.save()
+    return summary
+
+
+def extract_sample_payloads(samples, key_file) -> dict:
+    """Report payload presence/authentication per face (needs the learned watermark)."""
+    from . import operators
+
+    if not operators.watermark_available():
+        operators.extract(None)  # raises the clear "not available" error
+    raise RefacexError("payload extraction is wired once the learned watermark ships")
+
+
+def recover_samples(
+    samples,
+    key_file: str | os.PathLike,
+    vault: str | os.PathLike,
+    output_dir: str | os.PathLike | None = None,
+    target: str = "field",
+    media_field: str = "recovered_filepath",
+    progress: Progress | None = None,
+) -> dict:
+    """Admin: restore original faces from the vault, into ``media_field`` or back into ``filepath``."""
+    key = read_key_file(key_file)
+    out_dir = Path(output_dir) if output_dir else default_output_dir(samples).with_name(samples._dataset.name + "-recovered")
+    restored, failed = 0, []
+    with Vault(vault, key, create=False) as v:
+        n_total = len(samples)
+        for n, sample in enumerate(samples.iter_samples(autosave=False, progress=False)):
+            if not is_done(sample):
+                continue
+            src = Path(sample.filepath)
+            try:
+                res = recover_file(src, out_dir / f"{sample.id}{src.suffix}", v)
+            except RefacexError as exc:
+                failed.append(str(exc))
+                continue
+            if target == "replace":
+                sample.filepath = str(res.dst)
+                sample[STATUS_FIELD] = {**sample[STATUS_FIELD], "status": "recovered"}
+                sample.metadata = None
+            else:
+                sample[media_field] = str(res.dst)
+            sample.save()
+            restored += 1
+            if progress:
+                progress((n + 1) / max(n_total, 1), f"recovered {n + 1}/{n_total}")
+    return {"recovered": restored, "failed": len(failed), "errors": failed[:20], "output_dir": str(out_dir)}

@@ -1,0 +1,182 @@
+"""The FiftyOne plugin against a real FiftyOne database (the bundled mongod) and real LFW faces."""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+_DB = tempfile.mkdtemp(prefix="refacex-fodb-")
+_PLUGINS = tempfile.mkdtemp(prefix="refacex-foplugins-")
+os.environ.setdefault("FIFTYONE_DATABASE_DIR", _DB)
+os.environ["FIFTYONE_PLUGINS_DIR"] = _PLUGINS
+os.environ.update(FIFTYONE_DO_NOT_TRACK="true", FIFTYONE_SHOW_PROGRESS_BARS="false", FIFTYONE_DATABASE_VALIDATION="false")
+fo = pytest.importorskip("fiftyone")
+
+from PIL import Image  # noqa: E402
+
+import refacex_plugin.fiftyone_api as api  # noqa: E402
+from refacex_plugin.image_io import read_image  # noqa: E402
+from refacex_plugin.keys import write_key_file  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+URI = "@refacex/refacex"
+os.symlink(REPO / "fiftyone_plugin", Path(_PLUGINS) / "refacex")
+
+
+@pytest.fixture
+def key_file(tmp_path, monkeypatch):
+    path = tmp_path / "admin.key"
+    write_key_file(path)
+    monkeypatch.setenv("REFACEX_KEY_FILE", str(path))
+    return path
+
+
+def make_dataset(name, lfw_sample, tmp_path, n=6):
+    """Real LFW faces (as PNG, so recovery can be checked bit for bit) with labels of their own."""
+    media = tmp_path / f"media-{name}"
+    media.mkdir()
+    ds = fo.Dataset(name, overwrite=True, persistent=True)
+    samples = []
+    for i, p in enumerate(lfw_sample[:n]):
+        dst = media / (p.stem + ".png")
+        Image.open(p).save(dst)
+        samples.append(fo.Sample(
+            filepath=str(dst),
+            person=fo.Classification(label=p.parent.name),
+            ground_truth=fo.Detections(detections=[fo.Detection(label="head", bounding_box=[0.3, 0.25, 0.4, 0.5])]),
+            gt_landmarks=fo.Keypoints(keypoints=[fo.Keypoint(label="eyes", points=[[0.42, 0.45], [0.58, 0.45]])]),
+            tags=["lfw"],
+        ))
+    ds.add_samples(samples)
+    return ds
+
+
+def _labels(ds):
+    return {s.id: (s.person.to_dict(), s.ground_truth.to_dict(), s.gt_landmarks.to_dict(), list(s.tags)) for s in ds}
+
+
+def _pixels(ds):
+    return {s.id: read_image(s.filepath).rgb for s in ds}
+
+
+def test_plugin_is_discovered_with_every_operator():
+    import fiftyone.plugins as fop
+    import yaml
+
+    names = {o.name for o in __import__("fiftyone.operators", fromlist=["list_operators"]).list_operators(enabled=True)}
+    declared = yaml.safe_load((REPO / "fiftyone_plugin" / "fiftyone.yml").read_text())["operators"]
+    assert set(declared) <= names, names
+    assert "REFACEX_KEY_FILE" in yaml.safe_load((REPO / "fiftyone_plugin" / "fiftyone.yml").read_text())["secrets"]
+    assert any(p.name == URI for p in fop.list_plugins())
+
+
+def test_anonymize_evaluate_recover_round_trip(lfw_sample, tmp_path, key_file):
+    import fiftyone.operators as foo
+
+    ds = make_dataset("refacex-roundtrip", lfw_sample, tmp_path)
+    labels, originals = _labels(ds), _pixels(ds)
+    vault = tmp_path / "faces.vault"
+    params = {"method": "pixelate", "target": "replace", "vault": str(vault), "output_dir": str(tmp_path / "anon"), "delegate": False}
+    res = foo.execute_operator(f"{URI}/anonymize_faces", ctx={"dataset": ds, "view": ds.view(), "params": params})
+    assert res.error is None, res.error
+    out = res.result
+    assert out["anonymized"] == 6 and out["reversible"] and out["failed"] == 0
+    ds.reload()
+    assert _labels(ds) == labels  # existing labels untouched
+    for s in ds:
+        assert Path(s.filepath).is_file() and str(tmp_path / "anon") in s.filepath
+        assert not np.array_equal(read_image(s.filepath).rgb, originals[s.id])
+        assert s.refacex["status"] == "anonymized" and s.refacex["vault_records"] >= 1
+        assert len(s.refacex_faces.detections) >= 1 and len(s.refacex_landmarks.keypoints[0].points) == 5
+        assert not s.has_field(api.ORIGINAL_FIELD) or s[api.ORIGINAL_FIELD] is None  # originals not referenced
+        assert str(key_file) not in str(s.to_dict())  # the key never lands in the dataset
+
+    again = foo.execute_operator(f"{URI}/anonymize_faces", ctx={"dataset": ds, "view": ds.view(), "params": params}).result
+    assert again["anonymized"] == 0 and again["skipped_already_done"] == 6
+
+    ev = foo.execute_operator(f"{URI}/evaluate_anonymization", ctx={"dataset": ds, "view": ds.view(), "params": {"delegate": False}})
+    assert ev.error is None, ev.error
+    ds.reload()
+    assert 0 <= ev.result["detection_retention"] <= 1 and ds.info["refacex_evaluation"]["faces"] >= 6
+    assert all(s[api.EVAL_PREFIX + "detection_retained"] is not None for s in ds)
+    worst = ds.sort_by(api.EVAL_PREFIX + "landmark_nme", reverse=True).first()  # sortable in the App
+    assert worst is not None
+
+    rec = foo.execute_operator(f"{URI}/recover_faces", ctx={"dataset": ds, "view": ds.view(), "params": {
+        "vault": str(vault), "target": "field", "output_dir": str(tmp_path / "rec"), "delegate": False}})
+    assert rec.error is None, rec.error
+    assert rec.result["recovered"] == 6
+    ds.reload()
+    for s in ds:
+        assert np.array_equal(read_image(s.recovered_filepath).rgb, originals[s.id])  # bit for bit
+
+
+def test_without_a_key_it_still_anonymizes_irreversibly(lfw_sample, tmp_path, monkeypatch):
+    import fiftyone.operators as foo
+
+    monkeypatch.delenv("REFACEX_KEY_FILE", raising=False)
+    ds = make_dataset("refacex-nokey", lfw_sample, tmp_path, n=3)
+    res = foo.execute_operator(f"{URI}/anonymize_faces", ctx={"dataset": ds, "view": ds.view(), "params": {
+        "target": "field", "output_dir": str(tmp_path / "anon"), "delegate": False}}).result
+    assert res["anonymized"] == 3 and not res["reversible"] and "irreversible" in res["note"]
+    ds.reload()
+    for s in ds:  # target=field: filepath untouched, anonymised media in a new media field
+        assert Path(s.filepath).parent.name.startswith("media-") and Path(s.anonymized_filepath).is_file()
+    assert "anonymized_filepath" in ds.app_config.media_fields
+    with pytest.raises(Exception, match="watermark is not available"):
+        foo.execute_operator(f"{URI}/extract_payloads", ctx={"dataset": ds, "view": ds.view(), "params": {}}).raise_exceptions()
+
+
+def test_delegated_execution(lfw_sample, tmp_path, key_file):
+    import fiftyone.operators as foo
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    ds = make_dataset("refacex-delegated", lfw_sample, tmp_path, n=3)
+    queued = foo.execute_operator(f"{URI}/anonymize_faces", ctx={"dataset": ds, "view": ds.view(), "request_delegation": True, "params": {
+        "method": "blur", "output_dir": str(tmp_path / "anon"), "vault": str(tmp_path / "v.vault"), "delegate": True}})
+    assert queued.delegated
+    svc = DelegatedOperationService()
+    svc.execute_queued_operations(dataset_name=ds.name)
+    ds.reload()
+    assert all(s.refacex["status"] == "anonymized" for s in ds)
+
+
+def test_killed_run_leaves_samples_whole_and_rerun_finishes(lfw_sample, tmp_path, key_file):
+    ds = make_dataset("refacex-killed", lfw_sample, tmp_path, n=6)
+    labels, originals = _labels(ds), {s.id: s.filepath for s in ds}
+    vault = tmp_path / "v.vault"
+    script = textwrap.dedent(f"""
+        import os, signal
+        calls = [0]
+        real = os.fsync
+        def fsync(fd):
+            import stat
+            calls[0] += stat.S_ISREG(os.fstat(fd).st_mode)  # count file writes, not folder syncs
+            if calls[0] == 3:  # the third anonymised file is written but not yet renamed or saved
+                os.kill(os.getpid(), signal.SIGKILL)
+            real(fd)
+        os.fsync = fsync
+        import fiftyone as fo
+        import refacex_plugin.fiftyone_api as api
+        api.anonymize_samples(fo.load_dataset({ds.name!r}), method="pixelate", key_file={str(key_file)!r},
+                              vault={str(vault)!r}, output_dir={str(tmp_path / "anon")!r})
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300, env=os.environ.copy())
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    ds.reload()
+    done = [s for s in ds if api.is_done(s)]
+    assert len(done) == 2
+    for s in ds:
+        if api.is_done(s):
+            assert Path(s.filepath).is_file() and s.filepath != originals[s.id]
+        else:  # untouched: original media, no refacex fields
+            assert s.filepath == originals[s.id] and not s.has_field("refacex_faces") or s["refacex_faces"] is None
+    assert _labels(ds) == labels
+    res = api.anonymize_samples(ds, method="pixelate", key_file=key_file, vault=vault, output_dir=tmp_path / "anon")
+    assert res["anonymized"] == 4 and res["skipped_already_done"] == 2
