@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+
+import numpy as np
 import random
 import resource
 import subprocess
@@ -66,6 +69,40 @@ def _worker(method: str, files: list[str], device: str, repeats: int = 1) -> dic
     }
 
 
+def _fiftyone_worker(method: str, files: list[str]) -> dict:
+    """Same images, same method: the core file loop vs the FiftyOne operator API on a real database."""
+    import os
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="refacex-speed-"))
+    os.environ.setdefault("FIFTYONE_DATABASE_DIR", str(tmp / "db"))
+    os.environ.update(FIFTYONE_DO_NOT_TRACK="true", FIFTYONE_SHOW_PROGRESS_BARS="false", FIFTYONE_DATABASE_VALIDATION="false")
+    import fiftyone as fo
+
+    from .. import fiftyone_api
+    from ..files import anonymise_file
+    from ..pipeline import Pipeline
+
+    pipe = Pipeline(method=method)
+
+    def core() -> float:
+        t0 = time.perf_counter()
+        for i, f in enumerate(files):
+            anonymise_file(pipe, Path(f), tmp / "core" / f"{i}{Path(f).suffix}")
+        return time.perf_counter() - t0
+
+    core()  # warm-up: models loaded, files in the page cache
+    t_core = core()
+    ds = fo.Dataset(f"refacex-speed-{os.getpid()}")
+    ds.add_samples([fo.Sample(filepath=f) for f in files])
+    t0 = time.perf_counter()
+    fiftyone_api.anonymize_samples(ds, method=method, output_dir=tmp / "fo")
+    t_fo = time.perf_counter() - t0
+    ds.delete()
+    return {"images": len(files), "core_images_per_s": len(files) / t_core, "fiftyone_images_per_s": len(files) / t_fo,
+            "fiftyone_vs_core": t_core / t_fo}
+
+
 def measure_speed(cfg, split) -> dict:
     """Run :func:`_worker` for blur (the baseline) and each method; add ratios to blur."""
     n = cfg.speed_images or (30 if cfg.quick else 200)
@@ -90,6 +127,15 @@ def measure_speed(cfg, split) -> dict:
         s["rss_ratio_vs_blur"] = s["peak_rss_mb"] / base["peak_rss_mb"]
     if "blur" not in cfg.methods and "blur" in out:
         out["blur"]["baseline_only"] = True
+    import importlib.util
+
+    if importlib.util.find_spec("fiftyone") is not None:
+        proc = subprocess.run([sys.executable, "-m", "refacex_plugin.bench.speed", "--fiftyone", "--method", "blur", *files],
+                              capture_output=True, text=True)
+        if proc.returncode == 0:
+            out["blur"]["fiftyone"] = json.loads(proc.stdout.strip().splitlines()[-1])
+        else:
+            out["blur"]["fiftyone"] = {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
     return out
 
 
@@ -97,9 +143,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="refacex speed worker (one method, one process)")
     ap.add_argument("--method", required=True)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--fiftyone", action="store_true", help="measure the FiftyOne operator's overhead instead")
     ap.add_argument("files", nargs="+")
     args = ap.parse_args()
-    print(json.dumps(_worker(args.method, args.files, args.device)))
+    if args.fiftyone:
+        print(json.dumps(_fiftyone_worker(args.method, args.files)))
+    else:
+        print(json.dumps(_worker(args.method, args.files, args.device)))
 
 
 if __name__ == "__main__":
