@@ -1,0 +1,66 @@
+"""Reading a Label Studio labeling config: which controls want face boxes and landmarks."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+#: Landmark label names we recognise (case-insensitive), in refacex's landmark order.
+LANDMARK_NAMES = (
+    ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right"),
+    ("eye_left", "eye_right", "nose", "mouth_left", "mouth_right"),
+)
+
+
+class LabelConfigError(ValueError):
+    """The labeling config has nothing refacex can pre-annotate."""
+
+
+@dataclass
+class Control:
+    kind: str  # "rectanglelabels" | "keypointlabels"
+    from_name: str
+    to_name: str
+    data_key: str  # task data key of the image, e.g. "image" for value="$image"
+    labels: list[str] = field(default_factory=list)
+
+    def face_label(self) -> str | None:
+        for lab in self.labels:
+            if lab.lower() in ("face", "faces", "head"):
+                return lab
+        return self.labels[0] if self.labels else None
+
+    def landmark_labels(self) -> list[str | None]:
+        """Label for each of the 5 landmarks: named ones when the config has them, else one label."""
+        lower = {lab.lower(): lab for lab in self.labels}
+        for names in LANDMARK_NAMES:
+            if all(n in lower for n in names):
+                return [lower[n] for n in names]
+        return [self.face_label()] * 5
+
+
+def parse_label_config(xml: str) -> list[Control]:
+    """Controls (RectangleLabels / KeyPointLabels) that label an Image. Raises :class:`LabelConfigError`."""
+    if not xml or not xml.strip():
+        raise LabelConfigError("empty labeling config")
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
+        raise LabelConfigError(f"labeling config is not valid XML ({exc})") from None
+    images = {el.get("name"): el.get("value", "") for el in root.iter() if el.tag.lower() == "image"}
+    controls = []
+    for el in root.iter():
+        kind = el.tag.lower()
+        if kind not in ("rectanglelabels", "keypointlabels"):
+            continue
+        to_name = el.get("toName") or el.get("toname") or ""
+        if to_name not in images:
+            continue
+        labels = [lab.get("value") for lab in el.iter() if lab.tag.lower() == "label" and lab.get("value")]
+        controls.append(Control(kind, el.get("name", ""), to_name, images[to_name].lstrip("$"), labels))
+    if not controls:
+        raise LabelConfigError(
+            "the labeling config has no RectangleLabels or KeyPointLabels on an Image: "
+            "refacex pre-annotates face boxes and 5 face landmarks"
+        )
+    return controls

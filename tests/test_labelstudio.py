@@ -1,0 +1,214 @@
+"""The Label Studio ML backend through its Flask test client, with real LFW images and real task
+payloads for every image reference kind (and the refused ones)."""
+
+import base64
+import http.server
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MODEL_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / "refacex-ls-model-state"))
+pytest.importorskip("label_studio_ml")
+
+from labelstudio_backend._wsgi import app  # noqa: E402
+from labelstudio_backend.config import LabelConfigError, parse_label_config  # noqa: E402
+
+BOX_CONFIG = """<View><Image name="image" value="$image"/>
+  <RectangleLabels name="face" toName="image"><Label value="Face"/><Label value="Other"/></RectangleLabels></View>"""
+FULL_CONFIG = """<View><Image name="img" value="$photo"/>
+  <RectangleLabels name="boxes" toName="img"><Label value="face"/></RectangleLabels>
+  <KeyPointLabels name="points" toName="img">
+    <Label value="left_eye"/><Label value="right_eye"/><Label value="nose"/><Label value="mouth_left"/><Label value="mouth_right"/>
+  </KeyPointLabels></View>"""
+
+
+class _Server:
+    """A real HTTP server on 127.0.0.1 standing in for a Label Studio host's /data/upload."""
+
+    def __init__(self, root: Path, token: str | None, host: str = "127.0.0.1"):
+        self.requests = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                outer.requests.append((self.path, self.headers.get("Authorization")))
+                if token and self.headers.get("Authorization") != f"Token {token}":
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                f = root / self.path.lstrip("/")
+                if not f.is_file():
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                data = f.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer((host, 0), Handler)
+        self.url = f"http://{host}:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+@pytest.fixture
+def client():
+    return app.test_client()
+
+
+@pytest.fixture
+def docroot(tmp_path, lfw_sample, monkeypatch):
+    root = tmp_path / "docroot"
+    (root / "faces").mkdir(parents=True)
+    for p in lfw_sample[:3]:
+        shutil.copy(p, root / "faces" / p.name)
+    monkeypatch.setenv("LOCAL_FILES_DOCUMENT_ROOT", str(root))
+    for var in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "REFACEX_LS_ALLOWED_HOSTS", "REFACEX_LS_ALLOWED_ROOTS", "REFACEX_LS_ANONYMIZE"):
+        monkeypatch.delenv(var, raising=False)
+    return root
+
+
+def predict(client, refs, config=BOX_CONFIG, key="image", project="7.1700000000"):
+    tasks = [{"id": i + 1, "data": {key: ref}} for i, ref in enumerate(refs)]
+    r = client.post("/predict", json={"tasks": tasks, "project": project, "label_config": config, "params": {}})
+    return r
+
+
+def _one_face_box(pred):
+    boxes = [r for r in pred["result"] if r["type"] == "rectanglelabels"]
+    assert boxes, pred
+    v = boxes[0]["value"]
+    assert 0 < v["x"] < 100 and 0 < v["y"] < 100 and 5 < v["width"] < 100 and 5 < v["height"] < 100
+    assert v["x"] < 50 < v["x"] + v["width"] and v["y"] < 50 < v["y"] + v["height"]  # LFW's centred face
+    assert boxes[0]["original_width"] == 250 and 0 < boxes[0]["score"] <= 1
+    return boxes
+
+
+def test_health_setup_and_fit(client, tmp_path):
+    assert client.get("/health").json["status"] == "UP"
+    assert client.post("/setup", json={"project": "1.1", "schema": BOX_CONFIG}).status_code == 200
+    r = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 1, "label_config": BOX_CONFIG}, "annotation": {"id": 1}})
+    assert r.status_code == 201 and "job_id" in r.json
+
+
+def test_local_files_data_uri_plain_path_and_file_url(client, docroot, monkeypatch):
+    files = sorted((docroot / "faces").iterdir())
+    monkeypatch.setenv("REFACEX_LS_ALLOWED_ROOTS", str(docroot))
+    data_uri = "data:image/jpeg;base64," + base64.b64encode(files[0].read_bytes()).decode()
+    refs = [f"/data/local-files/?d=faces/{files[0].name}", data_uri, str(files[1]), f"file://{files[2]}"]
+    r = predict(client, refs)
+    assert r.status_code == 200, r.json
+    preds = r.json["results"]
+    assert len(preds) == 4
+    for p in preds:
+        assert "error" not in p, p
+        boxes = _one_face_box(p)
+        assert boxes[0]["from_name"] == "face" and boxes[0]["to_name"] == "image"
+        assert boxes[0]["value"]["rectanglelabels"] == ["Face"]
+
+
+def test_upload_and_http_urls_on_the_label_studio_host(client, docroot, monkeypatch):
+    upload_root = docroot / "ls"
+    (upload_root / "data" / "upload" / "3").mkdir(parents=True)
+    src = next((docroot / "faces").iterdir())
+    shutil.copy(src, upload_root / "data" / "upload" / "3" / "face.jpg")
+    ls = _Server(upload_root, token="secret-token")
+    try:
+        monkeypatch.setenv("LABEL_STUDIO_URL", ls.url)
+        monkeypatch.setenv("LABEL_STUDIO_API_KEY", "secret-token")
+        preds = predict(client, ["/data/upload/3/face.jpg", f"{ls.url}/data/upload/3/face.jpg"]).json["results"]
+        for p in preds:
+            _one_face_box(p)
+        assert all(auth == "Token secret-token" for _, auth in ls.requests) and len(ls.requests) == 2
+        monkeypatch.setenv("LABEL_STUDIO_API_KEY", "wrong")
+        p = predict(client, ["/data/upload/3/face.jpg"]).json["results"][0]
+        assert p["result"] == [] and "download failed" in p["error"]
+    finally:
+        ls.close()
+
+
+def test_refused_references_fetch_nothing(client, docroot, tmp_path, monkeypatch):
+    other_root = tmp_path / "elsewhere"
+    other_root.mkdir()
+    shutil.copy(next((docroot / "faces").iterdir()), other_root / "x.jpg")
+    other = _Server(other_root, token=None)  # a host that is not Label Studio
+    try:
+        monkeypatch.setenv("LABEL_STUDIO_URL", "http://127.0.0.1:9")  # Label Studio lives elsewhere
+        refs = [
+            f"{other.url}/x.jpg",  # foreign host
+            "http://169.254.169.254/latest/meta-data/",  # cloud metadata endpoint
+            f"{other.url}/data/upload/1/x.jpg",  # an upload path on the wrong host
+            "/data/local-files/?d=../../../etc/passwd",  # traversal out of the document root
+            str(other_root / "x.jpg"),  # plain path outside the allowed roots
+            "file:///etc/passwd",
+            "ftp://example.com/x.jpg",
+            "data:text/plain;base64,aGVsbG8=",
+            "",
+        ]
+        preds = predict(client, refs).json["results"]
+        assert len(preds) == len(refs)
+        for ref, p in zip(refs, preds):
+            assert p["result"] == [] and p["error"], ref
+        assert other.requests == []  # not one byte was fetched from a refused host
+        monkeypatch.setenv("REFACEX_LS_ALLOWED_HOSTS", "127.0.0.1")  # explicitly allowed: now fine
+        _one_face_box(predict(client, [f"{other.url}/x.jpg"]).json["results"][0])
+    finally:
+        other.close()
+
+
+def test_size_caps(client, docroot, monkeypatch):
+    f = next((docroot / "faces").iterdir())
+    monkeypatch.setenv("REFACEX_LS_MAX_PIXELS", "10000")
+    p = predict(client, [f"/data/local-files/?d=faces/{f.name}"]).json["results"][0]
+    assert "too large" in p["error"]
+    monkeypatch.setenv("REFACEX_LS_MAX_PIXELS", "50000000")
+    monkeypatch.setenv("REFACEX_LS_MAX_BYTES", "1000")
+    p = predict(client, [f"/data/local-files/?d=faces/{f.name}"]).json["results"][0]
+    assert "larger than" in p["error"]
+
+
+def test_keypoints_follow_the_configs_own_names(client, docroot):
+    f = next((docroot / "faces").iterdir())
+    p = predict(client, [f"/data/local-files/?d=faces/{f.name}"], FULL_CONFIG, key="photo", project="8.1").json["results"][0]
+    boxes = _one_face_box(p)
+    assert boxes[0]["from_name"] == "boxes" and boxes[0]["to_name"] == "img" and boxes[0]["value"]["rectanglelabels"] == ["face"]
+    kps = [r for r in p["result"] if r["type"] == "keypointlabels" and r["id"].startswith("face0")]
+    assert [k["value"]["keypointlabels"][0] for k in kps] == ["left_eye", "right_eye", "nose", "mouth_left", "mouth_right"]
+    assert kps[0]["value"]["x"] < kps[1]["value"]["x"] and kps[2]["value"]["y"] < kps[3]["value"]["y"]
+    assert p["model_version"].startswith("refacex-")
+
+
+def test_unknown_config_is_a_clear_error_not_a_crash(client, docroot):
+    f = next((docroot / "faces").iterdir())
+    r = predict(client, [f"/data/local-files/?d=faces/{f.name}"], '<View><Text name="t" value="$text"/></View>')
+    assert r.status_code >= 400 and "RectangleLabels or KeyPointLabels" in r.json["detail"]
+    with pytest.raises(LabelConfigError, match="not valid XML"):
+        parse_label_config("<View>")
+    assert client.get("/health").json["status"] == "UP"  # still serving
+
+
+def test_anonymisation_mode_writes_and_references_media(client, docroot, monkeypatch):
+    from refacex_plugin.image_io import read_image
+
+    monkeypatch.setenv("REFACEX_LS_ANONYMIZE", "1")
+    monkeypatch.setenv("REFACEX_LS_METHOD", "pixelate")
+    monkeypatch.setenv("REFACEX_LS_STORAGE", str(docroot / "anonymized"))
+    f = next((docroot / "faces").iterdir())
+    p = predict(client, [f"/data/local-files/?d=faces/{f.name}"]).json["results"][0]
+    _one_face_box(p)
+    ref = p["anonymized_image"]
+    assert ref.startswith("/data/local-files/?d=anonymized/")
+    out = docroot / ref.split("?d=")[1]
+    a, b = read_image(out).rgb, read_image(f).rgb
+    assert a.shape == b.shape and abs(a.astype(int) - b.astype(int)).mean() > 1
