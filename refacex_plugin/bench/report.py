@@ -8,6 +8,8 @@ from pathlib import Path
 def _f(v, fmt="{:.3f}", none="–"):
     if v is None:
         return none
+    if v == 0:
+        v = 0.0  # no "-0.000"
     if isinstance(v, float) and v != v:
         return "nan"
     return fmt.format(v)

@@ -20,6 +20,18 @@ import time
 from pathlib import Path
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process since it started (VmHWM; ru_maxrss would include the
+    parent's peak inherited across fork)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _worker(method: str, files: list[str], device: str, repeats: int = 1) -> dict:
     import torch
 
@@ -56,7 +68,7 @@ def _worker(method: str, files: list[str], device: str, repeats: int = 1) -> dic
             pipe.anonymise_image(im)
     sync()
     t_pipe = (time.perf_counter() - t0) / repeats
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_mb = peak_rss_mb()
     return {
         "images": len(images),
         "faces": faces,
