@@ -49,8 +49,9 @@ def main() -> None:
     \b
     Typical use:
       refacex anonymise photos/ -o anonymised/ --recursive
-      refacex keygen -o admin.key            # then add --key-file admin.key to make faces recoverable
-      refacex recover anonymised/ --key-file admin.key -o restored/ --recursive
+      refacex keygen -o admin.key
+      refacex anonymise photos/ -r --in-place --key-file admin.key --vault faces.vault
+      refacex recover photos/ -r --key-file admin.key --vault faces.vault -o restored/
     """
 
 
@@ -75,7 +76,7 @@ def _with(options):
 @click.option("-o", "--output", "outdir", type=click.Path(file_okay=False), help="Output folder (mirrors the input tree).")
 @click.option("--method", type=click.Choice(known_methods()), default=None, help=f"Anonymisation method [default: best available, now {default_method()}].")
 @click.option("--strength", type=float, default=1.0, show_default=True, help="Privacy/utility dial of the method.")
-@click.option("--key-file", type=click.Path(dir_okay=False), help="Embed an encrypted recovery payload with this key.")
+@click.option("--key-file", type=click.Path(dir_okay=False), help="Secret key: encrypts vault records (and recovery payloads, once the learned watermark ships).")
 @click.option("--vault", "vault_path", type=click.Path(dir_okay=False), help="Store each original face region, encrypted, in this vault file (needs --key-file) for exact recovery.")
 @click.option("--in-place", is_flag=True, help="Replace each input atomically instead of writing to -o.")
 @click.option("-r", "--recursive", is_flag=True, help="Descend into sub-folders of folder inputs.")
