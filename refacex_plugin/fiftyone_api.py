@@ -233,8 +233,7 @@ def extract_sample_payloads(samples, key_file) -> dict:
     """Report payload presence/authentication per face (needs the learned watermark)."""
     from . import operators
 
-    if not operators.watermark_available():
-        operators.extract(None)  # raises the clear "not available" error
+    operators.require_watermark()
     raise RefacexError("payload extraction is wired once the learned watermark ships")
 
 

@@ -55,6 +55,11 @@ def recover(crops: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
     raise ModelNotAvailableError(_NO_RECOVERY)
 
 
+def require_watermark() -> None:
+    """Raise :class:`ModelNotAvailableError` (with the reason) unless the learned watermark loads."""
+    _watermark()
+
+
 def watermark_available() -> bool:
     try:
         _watermark()

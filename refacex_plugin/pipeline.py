@@ -145,8 +145,7 @@ class Pipeline:
         return operators.recover(crops, bits)
 
     def _crops(self, image) -> torch.Tensor:
-        if not (operators.watermark_available() and operators.recovery_available()):
-            operators.extract(torch.empty(0))  # raises the clear "not available" error
+        operators.require_watermark()
         rgb = as_rgb_array(image)
         det = self.detector(rgb)
         m = alignment_matrices(det.landmarks, self.align)

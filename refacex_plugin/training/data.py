@@ -7,13 +7,13 @@ import random
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..detection import load_detector
 from ..geometry import AlignConfig, alignment_matrices, extract_crops
+from ..bench.originals import central_face
 from ..image_io import read_image
 
 
@@ -40,8 +40,9 @@ def prepare_crops(data: Path, split: str, limit: int, res: int = 128, seed: int 
         d = det(rgb)
         if len(d) == 0:
             continue
-        h, w = rgb.shape[:2]
-        i = int(np.argmin([abs((b[0] + b[2]) / 2 - w / 2) + abs((b[1] + b[3]) / 2 - h / 2) for b in d.boxes]))
+        i = central_face(d, *rgb.shape[:2])
+        if i is None:
+            continue
         crop = extract_crops(rgb, alignment_matrices(d.landmarks[i : i + 1], align), align)
         crop = F.interpolate(crop, size=(res, res), mode="bilinear", align_corners=False, antialias=True)
         out.append((crop[0] * 255).round().to(torch.uint8))
