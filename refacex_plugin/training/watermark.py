@@ -131,7 +131,7 @@ def train(cfg: WatermarkTrainConfig, data: Path, out: Path, device: str = "cpu",
         if step % cfg.log_every == 0 or step == cfg.steps:
             acc = float(((logits > 0).float() == bits).float().mean())
             ev = evaluate(model, val_crops, rms, max(level, 0.15), cfg.seed, device)
-            rec = {"step": step, "loss": float(loss), "train_bit_acc": acc, "rms": rms, "level": level, "lr": sched.get_last_lr()[0],
+            rec = {"step": step, "loss": loss.item(), "train_bit_acc": acc, "rms": rms, "level": level, "lr": sched.get_last_lr()[0],
                    "elapsed_s": round(time.time() - t0, 1), **ev}
             logf.write(json.dumps(rec) + "\n")
             logf.flush()
