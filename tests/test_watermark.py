@@ -108,14 +108,17 @@ def test_watermark_training_runs_and_resumes(lfw, tmp_path, monkeypatch):
     from refacex_plugin.training.watermark import WatermarkTrainConfig, train
 
     monkeypatch.setenv("HOME", str(tmp_path))  # crop cache under tmp
-    cfg = WatermarkTrainConfig(steps=4, batch=4, width=4, train_images=12, val_images=6, warmup_steps=2, ramp_steps=3, log_every=2, ckpt_every=2)
+    cfg = WatermarkTrainConfig(steps=4, batch=4, width=4, train_images=12, val_images=6, warmup_steps=2, ramp_steps=3, log_every=2,
+                               ckpt_every=2, start_bits=8, bits_threshold=0.0)  # grow the message every step
     out = tmp_path / "run"
     path = train(cfg, lfw, out, log=lambda m: None)
     assert path.is_file() and (out / "samples.png").is_file()
     lines = (out / "log.jsonl").read_text().splitlines()
-    assert [json.loads(l)["step"] for l in lines] == [2, 4]
+    recs = [json.loads(line) for line in lines]
+    assert [r["step"] for r in recs] == [2, 4]
+    assert recs[0]["active_bits"] == 8 + 2 * 32 and recs[1]["active_bits"] == 8 + 4 * 32  # the curriculum grows
     cfg2 = WatermarkTrainConfig(**{**cfg.__dict__, "steps": 6})
     msgs = []
     train(cfg2, lfw, out, log=msgs.append)
-    assert any("resumed" in m and "step 4" in m for m in msgs)
+    assert any("resumed" in m and "step 4" in m and "136 active bits" in m for m in msgs)
     assert json.loads((out / "log.jsonl").read_text().splitlines()[-1])["step"] == 6

@@ -4,7 +4,8 @@ Hosts are aligned LFW face crops (training identities only); each step embeds ra
 bits at the current strength, distorts the result (alignment jitter, resampling, blur, colour,
 noise, differentiable JPEG; severity ramps up), and trains both networks on the bits' BCE.
 The residual's RMS is fixed by construction and anneals from ``rms_start`` to ``rms`` (≈ 40 dB),
-so there is no image-loss weight to tune. Checkpoints make runs resumable; a log line and a
+so there is no image-loss weight to tune. The message is learnt by curriculum (see
+``start_bits``); the RMS and distortion ramps start once all of it is active. Checkpoints make runs resumable; a log line and a
 sample grid are written as it goes.
 """
 
@@ -41,6 +42,13 @@ class WatermarkTrainConfig:
     log_every: int = 50
     ckpt_every: int = 250
     seed: int = 0
+    # Message curriculum: the loss covers only the first ``active_bits`` bits (the rest stay random
+    # inputs), growing by ``bits_step`` whenever the batch's accuracy on them passes
+    # ``bits_threshold``. Without it 252 bits stall at 50% (measured: 500 steps, width 16); with it
+    # 32 bits are learnt in ~200 steps and 64 by ~450.
+    start_bits: int = 32
+    bits_step: int = 32
+    bits_threshold: float = 0.97
 
 
 CONFIGS = {
@@ -51,7 +59,8 @@ CONFIGS = {
 
 
 def _schedule(cfg: WatermarkTrainConfig, step: int) -> tuple[float, float]:
-    """(residual RMS, distortion level) at ``step``."""
+    """(residual RMS, distortion level) ``step`` steps after the whole message became active
+    (before that: the starting RMS and no distortion but mild jitter)."""
     t = min(step / max(cfg.ramp_steps, 1), 1.0)
     rms = cfg.rms_start * (cfg.rms / cfg.rms_start) ** t
     level = 0.0 if step < cfg.warmup_steps else min((step - cfg.warmup_steps) / max(cfg.ramp_steps - cfg.warmup_steps, 1), 1.0)
@@ -99,6 +108,8 @@ def train(cfg: WatermarkTrainConfig, data: Path, out: Path, device: str = "cpu",
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / cfg.steps, 1.0))))
     step = 0
+    active = min(cfg.start_bits, model.bits)
+    full_step = 0 if active == model.bits else None  # when the whole message became active
     ckpt = out / "checkpoint.pt"
     if resume and ckpt.is_file():
         state = torch.load(ckpt, map_location=device, weights_only=False)
@@ -106,13 +117,15 @@ def train(cfg: WatermarkTrainConfig, data: Path, out: Path, device: str = "cpu",
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         step = state["step"]
-        log(f"resumed from {ckpt} at step {step}")
+        active = state.get("active_bits", active)
+        full_step = state.get("full_step", full_step)
+        log(f"resumed from {ckpt} at step {step} ({active} active bits)")
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     g = torch.Generator().manual_seed(cfg.seed + step)
     logf = open(out / "log.jsonl", "a")
     t0 = time.time()
     while step < cfg.steps:
-        rms, level = _schedule(cfg, step)
+        rms, level = _schedule(cfg, step - full_step) if full_step is not None else (cfg.rms_start, 0.0)
         idx = torch.randint(0, len(train_crops), (cfg.batch,), generator=g)
         x = train_crops[idx].to(device).float() / 255
         if torch.rand(1, generator=g) < 0.5:
@@ -121,24 +134,31 @@ def train(cfg: WatermarkTrainConfig, data: Path, out: Path, device: str = "cpu",
         marked = (x + model.residual(x, bits, rms)).clamp(0, 1)
         distorted = random_distortion(marked, g, level) if level > 0 else random_distortion(marked, g, 0.15)
         logits = model.decoder(distorted)
-        loss = F.binary_cross_entropy_with_logits(logits, bits)
+        loss = F.binary_cross_entropy_with_logits(logits[:, :active], bits[:, :active])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
         sched.step()
         step += 1
+        active_acc = float(((logits[:, :active] > 0).float() == bits[:, :active]).float().mean())
+        if active < model.bits and active_acc >= cfg.bits_threshold:
+            active = min(active + cfg.bits_step, model.bits)
+            if active == model.bits:
+                full_step = step
         if step % cfg.log_every == 0 or step == cfg.steps:
             acc = float(((logits > 0).float() == bits).float().mean())
             ev = evaluate(model, val_crops, rms, max(level, 0.15), cfg.seed, device)
-            rec = {"step": step, "loss": loss.item(), "train_bit_acc": acc, "rms": rms, "level": level, "lr": sched.get_last_lr()[0],
+            rec = {"step": step, "loss": loss.item(), "train_bit_acc": acc, "active_bits": active, "active_bit_acc": active_acc,
+                   "rms": rms, "level": level, "lr": sched.get_last_lr()[0],
                    "elapsed_s": round(time.time() - t0, 1), **ev}
             logf.write(json.dumps(rec) + "\n")
             logf.flush()
             log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             tmp = ckpt.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step, "config": asdict(cfg)}, tmp)
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step,
+                        "active_bits": active, "full_step": full_step, "config": asdict(cfg)}, tmp)
             tmp.replace(ckpt)
             save_grid(model, val_crops, rms, out / "samples.png", device)
     logf.close()
