@@ -14,7 +14,7 @@ from .batch import Job, Summary, iter_jobs, run_jobs
 from .detection import DEFAULT_DETECTOR, DetectorConfig, detector_names
 from .errors import RefacexError
 from .geometry import AlignConfig
-from .image_io import atomic_write_bytes, encode_image, output_format, output_path, read_image
+from .image_io import read_image
 from .keys import key_id, read_key_file, write_key_file
 
 _SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -92,7 +92,6 @@ def anonymise(inputs, outdir, method, strength, key_file, vault_path, in_place, 
     Pixels outside the face masks are kept; EXIF (with its thumbnail), XMP, IPTC and ICC data are
     never written. Files that cannot be read are reported and skipped; the exit code is 1 if any failed.
     """
-    from . import operators
     from .files import anonymise_file
     from .pipeline import Pipeline
     from .vault import Vault
@@ -103,7 +102,7 @@ def anonymise(inputs, outdir, method, strength, key_file, vault_path, in_place, 
         _fail("--format cannot be combined with --in-place (the file would change type)")
     if vault_path and not key_file:
         _fail("--vault needs --key-file (vault records are encrypted with the key)")
-    if key_file and not vault_path and not operators.watermark_available():
+    if key_file and not vault_path:
         _fail("--key-file asks for recoverable faces, but the watermark model is not available in this "
               "version; add --vault PATH for exact recovery from an encrypted vault")
     try:
@@ -111,7 +110,6 @@ def anonymise(inputs, outdir, method, strength, key_file, vault_path, in_place, 
         pipe = Pipeline(
             method=method, detector=detector, detector_config=DetectorConfig(threshold=threshold, min_size=min_face),
             align=AlignConfig(), strength=strength, device=device,
-            key=key if operators.watermark_available() else None,
         )
         vault = Vault(vault_path, key) if vault_path else None
     except RefacexError as exc:

@@ -96,7 +96,6 @@ def anonymize_samples(
     Returns:
         a summary dict (counts, output folder, whether the result is reversible).
     """
-    fo = _fo()
     if target not in ("replace", "field"):
         raise ValueError("target must be 'replace' or 'field'")
     if vault and not key_file:

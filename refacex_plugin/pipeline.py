@@ -76,7 +76,8 @@ class Pipeline:
         detector_config: thresholds for the detector.
         align: canonical crop configuration.
         strength: privacy/utility dial passed to the method.
-        key: secret key bytes; asks for a recovery payload in every face.
+        key: secret key bytes asking for a recovery payload in every face; refused (fail closed)
+            until payload embedding ships, rather than silently anonymising without one.
         device: ``cpu``, ``cuda`` or ``auto``.
     """
 
@@ -96,11 +97,10 @@ class Pipeline:
         self.align = align
         self.strength = strength
         self.device = resolve_device(device)
-        self._key = key
-        if key is not None and not operators.watermark_available():
+        if key is not None:
             raise ModelNotAvailableError(
                 "a key was given but recovery payloads cannot be embedded: "
-                "the watermark model is not available in this version"
+                "the learned watermark is not available in this version (use a vault for recovery)"
             )
         self._mask = face_mask(align, 1, self.device)
 
@@ -137,12 +137,6 @@ class Pipeline:
         """Read the recovery payload of every face (needs the watermark model)."""
         crops = self._crops(image)
         return operators.extract(crops)
-
-    def recover_image(self, image):
-        """Restore the original faces (needs the watermark and recovery models and the key)."""
-        crops = self._crops(image)
-        bits = operators.extract(crops)
-        return operators.recover(crops, bits)
 
     def _crops(self, image) -> torch.Tensor:
         operators.require_watermark()

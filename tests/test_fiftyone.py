@@ -1,7 +1,6 @@
 """The FiftyOne plugin against a real FiftyOne database (the bundled mongod) and real LFW faces."""
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile

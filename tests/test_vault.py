@@ -1,4 +1,3 @@
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -14,7 +13,7 @@ from PIL import Image
 from refacex_plugin.cli import main
 from refacex_plugin.image_io import read_image
 from refacex_plugin.keys import generate_key, write_key_file
-from refacex_plugin.vault import FaceRegion, Vault, VaultError, pixel_hash, restore
+from refacex_plugin.vault import FaceRegion, Vault, VaultError, restore
 
 
 def run(*args):

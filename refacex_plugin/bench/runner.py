@@ -55,7 +55,7 @@ def git_commit() -> str | None:
         return None
 
 
-def calibrate(recognizer, orig, idx, split, far: float, data: Path, quick: bool) -> dict:
+def calibrate(recognizer, orig, idx, split, far: float) -> dict:
     """Decision threshold at ``far`` over different-person pairs of original gallery images, with
     the true-accept rate it gives on same-person (probe, gallery) original pairs."""
     g = [idx[str(p)] for p in split.gallery]
@@ -227,7 +227,7 @@ def run(cfg: BenchConfig) -> dict:
         orig = measure_originals(split.images, detector, recognizers, cfg.cache_dir, cfg.progress)
         idx = orig.index()
         result["data"]["images_without_central_face"] = int((~orig.ok).sum())
-        calib = {r.name: calibrate(r, orig, idx, split, cfg.far, cfg.data, cfg.quick) for r in recognizers}
+        calib = {r.name: calibrate(r, orig, idx, split, cfg.far) for r in recognizers}
         limit = (400 if cfg.quick else None) if cfg.pairs_limit is None else cfg.pairs_limit
         if limit != 0:
             for name, acc in pairs_accuracy(recognizers, detector, cfg.data, orig, limit).items():

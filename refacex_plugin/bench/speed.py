@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
-
-import numpy as np
 import random
 import resource
 import subprocess
