@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .detection import Detections, FaceDetector
-from .geometry import AlignConfig, alignment_matrices, extract_crops, paste_crops
+from .geometry import AlignConfig, alignment_matrices, extract_crops, face_footprints, paste_residuals
 from .watermark import Watermark
 
 
@@ -38,8 +38,15 @@ def match_faces(wanted: np.ndarray, found: Detections, tolerance: float = 0.25) 
 
 @dataclass
 class EmbedResult:
+    """``image``: the watermarked image; ``status`` per face: ``embedded`` (in the frame the
+    decoder will re-detect) or ``embedded-unverified`` (the face was not re-detected; embedded
+    in the given frame); ``regions``: per face, the rectangle outside which nothing changed;
+    ``frames``: per face, the ``(5, 2)`` landmarks it was embedded in."""
+
     image: np.ndarray
-    status: list[str]  # per face: "embedded" (decoder frame) or "embedded-unverified" (original frame)
+    status: list[str]
+    regions: list[tuple[int, int, int, int] | None]
+    frames: np.ndarray
 
 
 def embed_in_image(
@@ -54,7 +61,7 @@ def embed_in_image(
 ) -> EmbedResult:
     """Embed ``channel_bits[i]`` in face ``i`` (``landmarks (N, 5, 2)``) of an anonymised image."""
     if len(channel_bits) == 0:
-        return EmbedResult(rgb.copy(), [])
+        return EmbedResult(rgb.copy(), [], [], np.zeros((0, 5, 2), np.float32))
     found = detector(rgb)
     match = match_faces(np.asarray(landmarks, np.float32), found)
     frames = np.stack([found.landmarks[j] if j is not None else landmarks[i] for i, j in enumerate(match)])
@@ -62,9 +69,10 @@ def embed_in_image(
     crops = extract_crops(rgb, m, align, device)
     bits = torch.as_tensor(np.stack(channel_bits), dtype=crops.dtype, device=crops.device)
     with torch.inference_mode():
-        marked = watermark.embed(crops, bits, strength)
-    out = paste_crops(rgb, marked, m, align)
-    return EmbedResult(out, ["embedded" if j is not None else "embedded-unverified" for j in match])
+        residual = watermark.embed(crops, bits, strength) - crops
+    out = paste_residuals(rgb, residual, m, align)
+    status = ["embedded" if j is not None else "embedded-unverified" for j in match]
+    return EmbedResult(out, status, face_footprints(m, align, *rgb.shape[:2]), frames.astype(np.float32))
 
 
 def read_from_image(
@@ -78,3 +86,56 @@ def read_from_image(
     with torch.inference_mode():
         logits = watermark.extract(crops)
     return det, logits.float().cpu().numpy()
+
+
+@dataclass
+class FacePayload:
+    """What one re-detected face carries.
+
+    ``found``: the channel bits error-correct to a valid codeword (an unmarked face does so with
+    probability about 2^-16); ``authenticated``: they also open under one of the given keys.
+    ``payload`` is the opened :class:`~refacex_plugin.payload.Payload` (secret: never print its code).
+    """
+
+    index: int
+    box: list[float]
+    landmarks: np.ndarray
+    found: bool
+    authenticated: bool
+    payload: object | None = None
+    bit_errors: int | None = None  # channel bits corrected, when authenticated
+
+    def to_dict(self) -> dict:
+        p = self.payload
+        return {
+            "face": self.index,
+            "box": [round(float(v), 1) for v in self.box],
+            "payload_found": self.found,
+            "authenticated": self.authenticated,
+            "key_id": getattr(p, "key_id", None),
+            "version": getattr(p, "version", None),
+            "kind": {0: "recovery-code", 1: "vault-ref"}.get(getattr(p, "kind", None)),
+            "bit_errors": self.bit_errors,
+        }
+
+
+def read_payloads(rgb: np.ndarray, keys: list[bytes], watermark: Watermark, detector: FaceDetector, align: AlignConfig = AlignConfig(), device="cpu") -> list[FacePayload]:
+    """Detect every face of ``rgb``, read its channel bits and open them with ``keys``."""
+    from . import payload as P
+
+    det, logits = read_from_image(rgb, watermark, detector, align, device)
+    out = []
+    for i in range(len(det)):
+        opened = P.open_payload(logits[i], keys) if keys else None
+        errors = None
+        if opened is not None:
+            errors = int(((logits[i] > 0).astype(np.uint8) != P.seal(opened.code, _key_for(opened, keys), opened.kind)).sum())
+        found = opened is not None or P.ECC.decode_hard((logits[i] > 0).astype(np.uint8)) is not None
+        out.append(FacePayload(i, det.boxes[i].tolist(), det.landmarks[i], found, opened is not None, opened, errors))
+    return out
+
+
+def _key_for(opened, keys: list[bytes]) -> bytes:
+    from .keys import key_id
+
+    return next(k for k in keys if key_id(k) == opened.key_id)

@@ -76,8 +76,10 @@ def _with(options):
 @click.option("-o", "--output", "outdir", type=click.Path(file_okay=False), help="Output folder (mirrors the input tree).")
 @click.option("--method", type=click.Choice(known_methods()), default=None, help=f"Anonymisation method [default: best available, now {default_method()}].")
 @click.option("--strength", type=float, default=1.0, show_default=True, help="Privacy/utility dial of the method.")
-@click.option("--key-file", type=click.Path(dir_okay=False), help="Secret key: encrypts vault records (and recovery payloads, once the learned watermark ships).")
+@click.option("--key-file", type=click.Path(dir_okay=False), help="Secret key: seals each face's payload and encrypts vault records.")
 @click.option("--vault", "vault_path", type=click.Path(dir_okay=False), help="Store each original face region, encrypted, in this vault file (needs --key-file) for exact recovery.")
+@click.option("--watermark", default=None, help="Watermark that carries the payloads [default: the best available].")
+@click.option("--watermark-strength", type=float, default=1.0, show_default=True, help="Watermark invisibility/robustness dial (residual RMS scale).")
 @click.option("--in-place", is_flag=True, help="Replace each input atomically instead of writing to -o.")
 @click.option("-r", "--recursive", is_flag=True, help="Descend into sub-folders of folder inputs.")
 @click.option("--format", "fmt", type=click.Choice(["jpeg", "png", "webp"]), default=None, help="Output format [default: the input's].")
@@ -86,7 +88,7 @@ def _with(options):
 @click.option("--records", type=click.Path(dir_okay=False), help="Write one JSON line per image with its face records.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal].")
 @_with(detector_options)
-def anonymise(inputs, outdir, method, strength, key_file, vault_path, in_place, recursive, fmt, quality, device, records, progress, detector, threshold, min_face):
+def anonymise(inputs, outdir, method, strength, key_file, vault_path, watermark, watermark_strength, in_place, recursive, fmt, quality, device, records, progress, detector, threshold, min_face):
     """Anonymise every face in INPUTS (files or folders).
 
     Pixels outside the face masks are kept; EXIF (with its thumbnail), XMP, IPTC and ICC data are
@@ -103,13 +105,14 @@ def anonymise(inputs, outdir, method, strength, key_file, vault_path, in_place, 
     if vault_path and not key_file:
         _fail("--vault needs --key-file (vault records are encrypted with the key)")
     if key_file and not vault_path:
-        _fail("--key-file asks for recoverable faces, but the watermark model is not available in this "
-              "version; add --vault PATH for exact recovery from an encrypted vault")
+        _fail("--key-file without --vault asks for learned recovery codes, which need the refacex anonymiser "
+              "(not available in this version); add --vault PATH for exact recovery from an encrypted vault")
     try:
         key = read_key_file(key_file) if key_file else None
         pipe = Pipeline(
             method=method, detector=detector, detector_config=DetectorConfig(threshold=threshold, min_size=min_face),
-            align=AlignConfig(), strength=strength, device=device,
+            align=AlignConfig(), strength=strength, key=key, watermark=watermark,
+            watermark_strength=watermark_strength, device=device,
         )
         vault = Vault(vault_path, key) if vault_path else None
     except RefacexError as exc:
@@ -135,7 +138,7 @@ def anonymise(inputs, outdir, method, strength, key_file, vault_path, in_place, 
             vault.close()
     note = f"method: {pipe.method}"
     if key is not None:
-        note += f", key id {key_id(key)}"
+        note += f", key id {key_id(key)}, payloads in the {pipe.watermark.name} watermark"
     if vault is not None:
         note += f", originals in vault {vault_path}"
     click.echo(note, err=True)
@@ -155,17 +158,30 @@ def keygen(path):
 
 @main.command(context_settings=_SETTINGS)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
-@click.option("--key-file", "key_files", multiple=True, type=click.Path(dir_okay=False), help="Key(s) to authenticate payloads with.")
+@click.option("--key-file", "key_files", multiple=True, type=click.Path(dir_okay=False), help="Key(s) to authenticate payloads with (repeatable).")
+@click.option("--watermark", default=None, help="Watermark to read [default: the best available].")
 @click.option("-r", "--recursive", is_flag=True, help="Descend into sub-folders of folder inputs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image.")
 @_with(detector_options)
-def extract(inputs, key_files, recursive, as_json, detector, threshold, min_face):
-    """Report the recovery payload of each face in INPUTS."""
-    pipe, _ = _admin_pipeline(key_files, detector, threshold, min_face)
+def extract(inputs, key_files, watermark, recursive, as_json, detector, threshold, min_face):
+    """Report, for each face in INPUTS, whether it carries a payload, whether that payload
+    authenticates with one of the keys, and its key id, version and kind. Never prints a code."""
+    pipe, keys = _reader(key_files, watermark, detector, threshold, min_face)
+
     def process(job: Job, summary: Summary) -> None:
-        img = read_image(job.src)
-        payloads = pipe.extract_image(img.rgb)
-        click.echo(json.dumps({"input": str(job.src), "payloads": payloads}) if as_json else f"{job.src}: {payloads}")
+        faces = pipe.read_payloads(read_image(job.src).rgb, keys)
+        summary.faces += len(faces)
+        rows = [f.to_dict() for f in faces]
+        if as_json:
+            click.echo(json.dumps({"input": str(job.src), "faces": rows}))
+            return
+        if not rows:
+            click.echo(f"{job.src}: no face")
+        for r in rows:
+            state = ("authenticated, key id {key_id}, version {version}, {kind}, {bit_errors} bit errors corrected".format(**r)
+                     if r["authenticated"] else "payload found, not authenticated by the given key(s)" if r["payload_found"]
+                     else "no payload")
+            click.echo(f"{job.src}: face {r['face']}: {state}")
 
     _finish(_run(inputs, None, recursive, process, "extract"), "read")
 
@@ -174,20 +190,26 @@ def extract(inputs, key_files, recursive, as_json, detector, threshold, min_face
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--key-file", "key_files", multiple=True, required=True, type=click.Path(dir_okay=False), help="Secret key file(s).")
 @click.option("--vault", "vault_path", type=click.Path(dir_okay=False), help="Restore bit-exact face regions from this vault.")
+@click.option("--watermark", default=None, help="Watermark to read payloads with [default: the best available].")
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("-r", "--recursive", is_flag=True, help="Descend into sub-folders of folder inputs.")
 @_with(detector_options)
-def recover(inputs, key_files, vault_path, outdir, recursive, detector, threshold, min_face):
+def recover(inputs, key_files, vault_path, watermark, outdir, recursive, detector, threshold, min_face):
     """Restore original faces in INPUTS with the secret key (admin only).
 
-    Writes an output only for images in which a face was restored; lists the others and why, and
-    exits 1 if any image could not be restored.
+    With --vault: unchanged images by their pixel hash (bit-exact), changed ones (re-encoded,
+    resized, cropped) through the vault references their faces' payloads carry. Writes an output
+    only for images in which a face was restored; lists the others and why, and exits 1 if any
+    image could not be restored.
     """
     from .files import recover_file
     from .vault import Vault
 
     if not vault_path:
-        _admin_pipeline(key_files, detector, threshold, min_face)  # fails clearly while no recovery model ships
+        from . import operators
+
+        if not operators.recovery_available():
+            _fail("recovery without --vault needs the recovery network, which is not available in this version")
     try:
         keys = [read_key_file(k) for k in key_files]
         if len(keys) != 1:
@@ -195,9 +217,14 @@ def recover(inputs, key_files, vault_path, outdir, recursive, detector, threshol
         vault = Vault(vault_path, keys[0], create=False)
     except RefacexError as exc:
         _fail(str(exc))
+    try:
+        pipe, _ = _reader(key_files, watermark, detector, threshold, min_face)
+    except SystemExit:
+        pipe = None  # no watermark: unchanged images only, by pixel hash
+        click.echo("note: no watermark available; only unchanged images can be restored", err=True)
 
     def process(job: Job, summary: Summary) -> None:
-        res = recover_file(job.src, job.dst, vault)
+        res = recover_file(job.src, job.dst, vault, pipe)
         summary.faces += res.vault_records
 
     try:
@@ -207,15 +234,15 @@ def recover(inputs, key_files, vault_path, outdir, recursive, detector, threshol
     _finish(summary, "restored")
 
 
-def _admin_pipeline(key_files, detector, threshold, min_face):
-    from . import operators
+def _reader(key_files, watermark, detector, threshold, min_face):
+    """A pipeline that reads payloads, and the keys to open them with."""
     from .pipeline import Pipeline
 
-    if not (operators.watermark_available() and operators.recovery_available()):
-        _fail("payload extraction and recovery need the watermark and recovery models, which are not available in this version")
     try:
         keys = [read_key_file(k) for k in key_files]
-        pipe = Pipeline(method=available_methods()[0], detector=detector, detector_config=DetectorConfig(threshold=threshold, min_size=min_face))
+        pipe = Pipeline(method=available_methods()[0], detector=detector, watermark=watermark,
+                        detector_config=DetectorConfig(threshold=threshold, min_size=min_face), key=keys[0] if keys else None)
+        pipe.watermark  # noqa: B018 - fail now, clearly, if none loads
     except RefacexError as exc:
         _fail(str(exc))
     return pipe, keys

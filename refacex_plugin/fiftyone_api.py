@@ -101,7 +101,7 @@ def anonymize_samples(
     if vault and not key_file:
         raise RefacexError("a vault needs a key file (set the REFACEX_KEY_FILE secret)")
     key = read_key_file(key_file) if key_file else None
-    pipe = Pipeline(method=method, strength=strength, detector=detector)
+    pipe = _pipeline(method=method, strength=strength, detector=detector, key=key if vault else None)
     out_dir = Path(output_dir) if output_dir else default_output_dir(samples)
     ids, paths = samples.values("id"), samples.values("filepath")
     root = Path(os.path.commonpath([str(Path(p).resolve().parent) for p in paths])) if paths else Path("/")
@@ -125,7 +125,8 @@ def anonymize_samples(
             sample[STATUS_FIELD] = {
                 "status": "anonymized", "method": pipe.method, "faces": len(res.faces),
                 "reversible": v is not None, "key_id": key_id(key) if key else None,
-                "vault_records": res.vault_records, "payload": "none",
+                "vault_records": res.vault_records,
+                "payload": "vault-ref" if res.faces and all(f.payload.startswith("embedded") for f in res.faces) else "none",
             }
             if target == "replace":
                 if keep_originals:
@@ -228,12 +229,37 @@ def evaluate_samples(samples, detector: str = "centerface", progress: Progress |
     return summary
 
 
-def extract_sample_payloads(samples, key_file) -> dict:
-    """Report payload presence/authentication per face (needs the learned watermark)."""
-    from . import operators
+def _pipeline(key: bytes | None = None, **kw) -> Pipeline:
+    """A pipeline that embeds/reads payloads with ``key`` when a watermark is available, else none."""
+    from .errors import ModelNotAvailableError
 
-    operators.require_watermark()
-    raise RefacexError("payload extraction is wired once the learned watermark ships")
+    try:
+        return Pipeline(key=key, **kw)
+    except ModelNotAvailableError:
+        return Pipeline(**kw)
+
+
+PAYLOADS_FIELD = "refacex_payloads"
+
+
+def extract_sample_payloads(samples, key_file=None, progress: Progress | None = None) -> dict:
+    """Read every face's payload; per sample store ``refacex_payloads`` (found, authenticated, key
+    id, version, kind per face; never a code) and return the totals."""
+    keys = [read_key_file(key_file)] if key_file else []
+    pipe = Pipeline(method="blur")
+    pipe.watermark  # noqa: B018 - fails clearly when no watermark is available
+    faces = found = authenticated = 0
+    n_total = len(samples)
+    for n, sample in enumerate(samples.iter_samples(autosave=False, progress=False)):
+        rows = [f.to_dict() for f in pipe.read_payloads(read_image(sample.filepath).rgb, keys)]
+        sample[PAYLOADS_FIELD] = rows
+        sample.save()
+        faces += len(rows)
+        found += sum(r["payload_found"] for r in rows)
+        authenticated += sum(r["authenticated"] for r in rows)
+        if progress:
+            progress((n + 1) / max(n_total, 1), f"read {n + 1}/{n_total}")
+    return {"faces": faces, "payloads_found": found, "authenticated": authenticated, "key_id": key_id(keys[0]) if keys else None}
 
 
 def recover_samples(
@@ -249,6 +275,9 @@ def recover_samples(
     key = read_key_file(key_file)
     out_dir = Path(output_dir) if output_dir else default_output_dir(samples).with_name(samples._dataset.name + "-recovered")
     restored, failed = 0, []
+    reader = _pipeline(method="blur", key=key)
+    if not reader.has_key:
+        reader = None  # no watermark: unchanged media only, by pixel hash
     with Vault(vault, key, create=False) as v:
         n_total = len(samples)
         for n, sample in enumerate(samples.iter_samples(autosave=False, progress=False)):
@@ -256,7 +285,7 @@ def recover_samples(
                 continue
             src = Path(sample.filepath)
             try:
-                res = recover_file(src, out_dir / f"{sample.id}{src.suffix}", v)
+                res = recover_file(src, out_dir / f"{sample.id}{src.suffix}", v, reader)
             except RefacexError as exc:
                 failed.append(str(exc))
                 continue

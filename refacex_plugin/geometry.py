@@ -224,6 +224,33 @@ def paste_crops(
     return out
 
 
+def paste_residuals(rgb: np.ndarray, residuals: torch.Tensor, m_img2crop: torch.Tensor, cfg: AlignConfig) -> np.ndarray:
+    """Add crop-space residuals (e.g. a watermark) to a copy of ``rgb``, warped into the image.
+
+    Unlike :func:`paste_crops` the image is not resampled: only the residual is, so pixels where
+    it warps to zero keep their exact bytes and the rest change by the residual alone.
+
+    Args:
+        rgb: ``(H, W, 3) uint8``; residuals: ``(N, 3, S, S)`` in [0, 1] units;
+        m_img2crop: ``(N, 2, 3)`` the affines the crops were extracted with.
+    """
+    out = rgb.copy()
+    h, w = rgb.shape[:2]
+    m_crop2img = invert_affine(m_img2crop.cpu())
+    inv64 = m_crop2img.numpy().astype(np.float64)
+    for i in range(residuals.shape[0]):
+        roi = _footprint(inv64[i], cfg.size, h, w)
+        if roi is None:
+            continue
+        x0, y0, x1, y1 = roi
+        m = translate_after(m_crop2img[i : i + 1], -float(x0), -float(y0)).to(residuals.device)
+        warped = warp_affine(residuals[i : i + 1].float(), m, (y1 - y0, x1 - x0), mode="bilinear", padding_mode="zeros", align_corners=True)
+        base = torch.from_numpy(np.ascontiguousarray(out[y0:y1, x0:x1])).to(residuals.device).permute(2, 0, 1).float()
+        new = (base + warped[0] * 255.0).round().clamp(0, 255)
+        out[y0:y1, x0:x1] = new.permute(1, 2, 0).to(torch.uint8).cpu().numpy()
+    return out
+
+
 def face_footprints(m_img2crop: torch.Tensor, cfg: AlignConfig, height: int, width: int) -> list[tuple[int, int, int, int] | None]:
     """Per face, the image rectangle ``(x0, y0, x1, y1)`` that :func:`paste_crops` may change."""
     inv = invert_affine(m_img2crop.cpu()).numpy().astype(np.float64)

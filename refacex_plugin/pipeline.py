@@ -15,7 +15,7 @@ from PIL import Image
 from . import operators
 from .anonymisers import default_method, get_anonymiser
 from .detection import DEFAULT_DETECTOR, DetectorConfig, Detections, FaceDetector, load_detector
-from .errors import ModelNotAvailableError, RefacexError
+from .errors import RefacexError
 from .geometry import AlignConfig, alignment_matrices, extract_crops, face_footprints, face_mask, paste_crops
 
 
@@ -76,8 +76,10 @@ class Pipeline:
         detector_config: thresholds for the detector.
         align: canonical crop configuration.
         strength: privacy/utility dial passed to the method.
-        key: secret key bytes asking for a recovery payload in every face; refused (fail closed)
-            until payload embedding ships, rather than silently anonymising without one.
+        key: secret key bytes: seal payloads with it (:meth:`embed_codes`). Never shown or logged.
+        watermark: watermark name (default: the best available); loaded when first needed.
+        watermark_strength: invisibility/robustness dial of the watermark (1.0 = the shipped,
+            benchmarked setting; residual RMS scales with it).
         device: ``cpu``, ``cuda`` or ``auto``.
     """
 
@@ -89,6 +91,8 @@ class Pipeline:
         align: AlignConfig = AlignConfig(),
         strength: float = 1.0,
         key: bytes | None = None,
+        watermark: str | None = None,
+        watermark_strength: float = 1.0,
         device: str | None = "cpu",
     ):
         self.method = method or default_method()
@@ -97,11 +101,12 @@ class Pipeline:
         self.align = align
         self.strength = strength
         self.device = resolve_device(device)
+        self._key = key
+        self._watermark_name = watermark
+        self._watermark = None
+        self.watermark_strength = watermark_strength
         if key is not None:
-            raise ModelNotAvailableError(
-                "a key was given but recovery payloads cannot be embedded: "
-                "the learned watermark is not available in this version (use a vault for recovery)"
-            )
+            self.watermark  # fail early (closed) when no watermark can carry the payload
         self._mask = face_mask(align, 1, self.device)
 
     def __repr__(self) -> str:  # never shows the key
@@ -133,14 +138,41 @@ class Pipeline:
         ]
         return ImageResult(out, faces, face_footprints(m, self.align, *rgb.shape[:2]))
 
-    def extract_image(self, image):
-        """Read the recovery payload of every face (needs the watermark model)."""
-        crops = self._crops(image)
-        return operators.extract(crops)
+    @property
+    def has_key(self) -> bool:
+        return self._key is not None
 
-    def _crops(self, image) -> torch.Tensor:
-        operators.require_watermark()
-        rgb = as_rgb_array(image)
-        det = self.detector(rgb)
-        m = alignment_matrices(det.landmarks, self.align)
-        return extract_crops(rgb, m, self.align, self.device)
+    @property
+    def watermark(self):
+        if self._watermark is None:
+            from .watermark import load_watermark
+
+            self._watermark = load_watermark(self._watermark_name)
+        return self._watermark
+
+    def embed_codes(self, image, landmarks: np.ndarray, codes: list[np.ndarray], kind: int):
+        """Seal each face's ``(CODE_BITS,)`` code with the key and embed it in that face.
+
+        Args:
+            landmarks: ``(N, 5, 2)`` the faces, as :meth:`anonymise_image` reported them.
+            kind: :data:`~refacex_plugin.payload.KIND_RECOVERY_CODE` or ``KIND_VAULT_REF``.
+
+        Returns:
+            :class:`~refacex_plugin.channel.EmbedResult` (image, per-face status, changed regions
+            and the frames a reader will find the faces in).
+        """
+        from . import payload
+        from .channel import embed_in_image
+
+        if self._key is None:
+            raise RefacexError("embedding a payload needs a key")
+        bits = [payload.seal(c, self._key, kind) for c in codes]
+        return embed_in_image(as_rgb_array(image), np.asarray(landmarks, np.float32), bits, self.watermark, self.detector, self.align, self.watermark_strength, self.device)
+
+    def read_payloads(self, image, keys: list[bytes] = ()) -> list:
+        """Per detected face, a :class:`~refacex_plugin.channel.FacePayload`: whether a payload is
+        there and whether it authenticates under one of ``keys`` (the pipeline's key if none given)."""
+        from .channel import read_payloads
+
+        keys = list(keys) or ([self._key] if self._key is not None else [])
+        return read_payloads(as_rgb_array(image), keys, self.watermark, self.detector, self.align, self.device)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import secrets
 import sqlite3
@@ -38,6 +39,7 @@ CREATE TABLE IF NOT EXISTS faces (
     face_index  INTEGER NOT NULL,
     key_id      TEXT NOT NULL,
     box         TEXT NOT NULL,
+    frame       TEXT NOT NULL DEFAULT '',
     nonce       BLOB NOT NULL,
     ciphertext  BLOB NOT NULL,
     created     TEXT NOT NULL DEFAULT (datetime('now'))
@@ -59,10 +61,22 @@ def pixel_hash(rgb: np.ndarray) -> str:
 
 @dataclass(frozen=True)
 class FaceRegion:
-    """A rectangle ``box = (x0, y0, x1, y1)`` of original pixels ``(y1 - y0, x1 - x0, 3) uint8``."""
+    """A rectangle ``box = (x0, y0, x1, y1)`` of original pixels ``(y1 - y0, x1 - x0, 3) uint8``.
+
+    ``frame`` (optional) places it when the image was resized or cropped since: the anonymised
+    image's ``(height, width)`` and the face's 5 landmarks in it, where a payload reader will
+    re-detect it.
+    """
 
     box: tuple[int, int, int, int]
     pixels: np.ndarray
+    image_size: tuple[int, int] | None = None
+    landmarks: np.ndarray | None = None
+
+    def frame_text(self) -> str:
+        if self.image_size is None or self.landmarks is None:
+            return ""
+        return json.dumps({"size": list(self.image_size), "landmarks": np.round(self.landmarks, 2).tolist()})
 
 
 def _vault_key(key: bytes) -> bytes:
@@ -75,8 +89,8 @@ def _png(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _aad(record_id: bytes, image_hash: str, face_index: int, box: str) -> bytes:
-    return b"|".join([_INFO, record_id, image_hash.encode(), str(face_index).encode(), box.encode()])
+def _aad(record_id: bytes, image_hash: str, face_index: int, box: str, frame: str) -> bytes:
+    return b"|".join([_INFO, record_id, image_hash.encode(), str(face_index).encode(), box.encode(), frame.encode()])
 
 
 class Vault:
@@ -107,21 +121,25 @@ class Vault:
     def close(self) -> None:
         self.db.close()
 
-    def put(self, image_hash: str, regions: list[FaceRegion]) -> list[bytes]:
-        """Store one image's face regions in one committed transaction; returns their record ids."""
+    def put(self, image_hash: str, regions: list[FaceRegion], record_ids: list[bytes] | None = None) -> list[bytes]:
+        """Store one image's face regions in one committed transaction; returns their record ids
+        (``record_ids``, 16 bytes each, when given: the ids the image's payloads carry)."""
+        if record_ids is not None and len(record_ids) != len(regions):
+            raise ValueError("one record id per region")
         ids = []
         rows = []
         for i, region in enumerate(regions):
-            rid = secrets.token_bytes(16)
+            rid = record_ids[i] if record_ids is not None else secrets.token_bytes(16)
             box = ",".join(str(int(v)) for v in region.box)
+            frame = region.frame_text()
             nonce = secrets.token_bytes(12)
-            ct = self._aes.encrypt(nonce, _png(region.pixels), _aad(rid, image_hash, i, box))
-            rows.append((rid, image_hash, i, self.key_id, box, nonce, ct))
+            ct = self._aes.encrypt(nonce, _png(region.pixels), _aad(rid, image_hash, i, box, frame))
+            rows.append((rid, image_hash, i, self.key_id, box, frame, nonce, ct))
             ids.append(rid)
         try:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany(
-                "INSERT INTO faces (record_id, image_hash, face_index, key_id, box, nonce, ciphertext) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+                "INSERT INTO faces (record_id, image_hash, face_index, key_id, box, frame, nonce, ciphertext) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
             )
             self.db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -130,20 +148,23 @@ class Vault:
         return ids
 
     def _decrypt(self, row) -> FaceRegion:
-        rid, image_hash, idx, box, nonce, ct = row
+        rid, image_hash, idx, box, frame, nonce, ct = row
         try:
-            png = self._aes.decrypt(nonce, ct, _aad(rid, image_hash, idx, box))
+            png = self._aes.decrypt(nonce, ct, _aad(rid, image_hash, idx, box, frame))
         except InvalidTag:
             raise VaultError(f"{self.path}: record fails authentication (wrong key or tampered vault)") from None
         with Image.open(io.BytesIO(png)) as im:
             pixels = np.asarray(im.convert("RGB")).copy()
         x0, y0, x1, y1 = (int(v) for v in box.split(","))
-        return FaceRegion((x0, y0, x1, y1), pixels)
+        if not frame:
+            return FaceRegion((x0, y0, x1, y1), pixels)
+        f = json.loads(frame)
+        return FaceRegion((x0, y0, x1, y1), pixels, tuple(f["size"]), np.asarray(f["landmarks"], np.float32))
 
     def get(self, image_hash: str) -> list[FaceRegion]:
         """All face regions stored for an anonymised image, in face order (empty if none)."""
         rows = self.db.execute(
-            "SELECT record_id, image_hash, face_index, box, nonce, ciphertext FROM faces WHERE image_hash = ? ORDER BY face_index, created",
+            "SELECT record_id, image_hash, face_index, box, frame, nonce, ciphertext FROM faces WHERE image_hash = ? ORDER BY face_index, created",
             (image_hash,),
         ).fetchall()
         seen, out = set(), []
@@ -160,7 +181,7 @@ class Vault:
 
     def get_record(self, record_id: bytes) -> FaceRegion | None:
         row = self.db.execute(
-            "SELECT record_id, image_hash, face_index, box, nonce, ciphertext FROM faces WHERE record_id = ?", (record_id,)
+            "SELECT record_id, image_hash, face_index, box, frame, nonce, ciphertext FROM faces WHERE record_id = ?", (record_id,)
         ).fetchone()
         return None if row is None else self._decrypt(row)
 
@@ -177,3 +198,31 @@ def restore(rgb: np.ndarray, regions: list[FaceRegion]) -> np.ndarray:
             raise VaultError("vault record does not fit this image (was it resized?)")
         out[y0:y1, x0:x1] = r.pixels
     return out
+
+
+def restore_into(rgb: np.ndarray, region: FaceRegion, landmarks: np.ndarray) -> np.ndarray:
+    """Paste one original region into a copy of ``rgb`` where its face is now.
+
+    ``landmarks (5, 2)``: the face as re-detected in ``rgb``. When the image kept its size and
+    the face has not moved (re-encoded only), the region goes back pixel for pixel; otherwise
+    (resized, cropped) it is warped by the similarity from its stored frame to ``landmarks``.
+    """
+    import cv2
+
+    from .geometry import estimate_similarity
+
+    if region.landmarks is None:
+        raise VaultError("vault record has no frame to place it in a changed image")
+    h, w = rgb.shape[:2]
+    if tuple(region.image_size) == (h, w) and np.abs(region.landmarks - landmarks).max() < 3.0:
+        return restore(rgb, [region])
+    import torch
+
+    m = estimate_similarity(torch.as_tensor(region.landmarks[None], dtype=torch.float64),
+                            torch.as_tensor(np.asarray(landmarks, np.float64)[None]))[0].numpy()
+    x0, y0 = region.box[:2]
+    m = m @ np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], np.float64)  # region pixels -> rgb
+    warped = cv2.warpAffine(region.pixels, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    inside = cv2.warpAffine(np.ones(region.pixels.shape[:2], np.float32), m, (w, h), flags=cv2.INTER_LINEAR)
+    inside = cv2.erode(inside, np.ones((3, 3), np.uint8))[..., None]
+    return (rgb * (1 - inside) + warped * inside).round().clip(0, 255).astype(np.uint8)

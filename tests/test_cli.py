@@ -147,11 +147,11 @@ def test_crash_mid_write_leaves_the_original_intact(tmp_path, example_image):
     assert all(q.name.startswith(".face.jpg.") and q.name.endswith(".refacex-tmp") for q in leftovers)
 
 
-def test_key_file_without_watermark_model_fails_closed(tmp_path, example_image):
+def test_key_file_without_a_vault_fails_closed_until_recovery_codes_ship(tmp_path, example_image):
     key = tmp_path / "k.key"
     assert run("keygen", "-o", key)[0] == 0
     code, text = run("anonymise", example_image, "-o", tmp_path / "o", "--key-file", key)
-    assert code == 2 and "watermark" in text
+    assert code == 2 and "--vault" in text
     assert not (tmp_path / "o").exists()
 
 
@@ -171,11 +171,9 @@ def test_keygen_permissions_and_no_overwrite(tmp_path):
     assert code == 2 and "readable by others" in text
 
 
-def test_extract_and_recover_without_vault_say_models_are_missing(tmp_path, example_image):
+def test_recover_without_vault_says_the_recovery_model_is_missing(tmp_path, example_image):
     key = tmp_path / "k.key"
     run("keygen", "-o", key)
-    code, text = run("extract", example_image, "--key-file", key)
-    assert code == 2 and "not available" in text
     code, text = run("recover", example_image, "--key-file", key, "-o", tmp_path / "o")
     assert code == 2 and "not available" in text
     code, text = run("anonymise", example_image, "-o", tmp_path / "o", "--vault", tmp_path / "v.db")

@@ -99,6 +99,15 @@ def markdown(res: dict) -> str:
         lines.append("| whole-image PSNR (dB) | " + " | ".join(f"{_f(wms[n]['image_psnr_db'], '{:.1f}')} | " for n in names) + " |")
         lines.append("| false detections | " + " | ".join(f"{wms[n].get('false_detect_authenticated', '–')} of {wms[n].get('false_detect_faces', '–')} faces | " for n in names) + " |")
         lines.append("")
+        for n, w in wms.items():
+            ecc = w.get("ecc_comparison")
+            if not ecc:
+                continue
+            lines += [f"Error correction on {n}'s real channel errors (share of reads each code corrects by hard decision; "
+                      "BCH t = 10 over 252 bits vs Reed-Solomon with 9 parity bytes over 248 bits):", "",
+                      "| distortion | mean bit errors | BCH | RS |", "| --- | --- | --- | --- |"]
+            lines += [f"| {k} | {v['mean_bit_errors']:.1f} | {_pct(v['bch_t10'])} | {_pct(v['rs_nsym9'])} |" for k, v in ecc.items()]
+            lines.append("")
     for section, title in (("recovery", "Recovery"),):
         if any(section in m for m in methods.values()):
             lines += [f"## {title}", "", "| method | result |", "| --- | --- |"]
