@@ -323,6 +323,25 @@ def train_watermark(data, config, out, steps, device):
     run_training(argv)
 
 
+@train.command("anonymiser", context_settings=_SETTINGS)
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Identity-labelled face folder.")
+@click.option("--config", type=click.Choice(["tiny", "cpu", "gpu"]), default="cpu", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default="runs/anonymiser", show_default=True, help="Run folder (checkpoint, log, samples, donors).")
+@click.option("--steps", type=int, help="Override the config's number of steps.")
+@click.option("--no-detach", is_flag=True, help="Ablation: let recovery gradients reach the anonymiser.")
+@click.option("--device", default="cpu", show_default=True)
+def train_anonymiser(data, config, out, steps, no_detach, device):
+    """Train the anonymiser, code encoder and recovery network; re-run the same command to resume."""
+    from .training.anonymiser import main as run_training
+
+    argv = ["--data", data, "--config", config, "--out", out, "--device", device]
+    if steps:
+        argv += ["--steps", str(steps)]
+    if no_detach:
+        argv.append("--no-detach")
+    run_training(argv)
+
+
 @main.group(context_settings=_SETTINGS)
 def labelstudio():
     """Label Studio ML backend."""

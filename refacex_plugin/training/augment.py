@@ -101,10 +101,12 @@ def noise(x: torch.Tensor, sigma: float, g: torch.Generator) -> torch.Tensor:
     return (x + torch.randn(x.shape, generator=g).to(x) * sigma).clamp(0, 1)
 
 
-def random_distortion(x: torch.Tensor, g: torch.Generator, level: float = 1.0) -> torch.Tensor:
-    """One pipeline of random distortions whose severity scales with ``level`` in [0, 1]."""
+def random_distortion(x: torch.Tensor, g: torch.Generator, level: float = 1.0, geometric: bool = True) -> torch.Tensor:
+    """One pipeline of random distortions whose severity scales with ``level`` in [0, 1];
+    ``geometric=False`` leaves out the alignment jitter (pixels stay where they are)."""
     b = x.shape[0]
-    x = jitter(x, 3.0 * level, 3.0 * level, 0.05 * level, g)
+    if geometric:
+        x = jitter(x, 3.0 * level, 3.0 * level, 0.05 * level, g)
     r = torch.rand(6, generator=g)
     if r[0] < 0.5 * level:
         x = resample(x, float(1 - 0.55 * level * torch.rand(1, generator=g)))

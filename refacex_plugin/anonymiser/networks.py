@@ -1,0 +1,118 @@
+"""The refacex networks, on aligned face crops pooled to ``RES = 128`` pixels.
+
+* :class:`Generator` ``G(face, donor) -> face``: a U-Net whose features are modulated (FiLM) by a
+  donor identity vector; it edits only inside the face mask.
+* :class:`CodeEncoder` ``E(face) -> (B, K)`` logits of the K-bit recovery code, quantised with a
+  straight-through sign (:func:`binarise`).
+* :class:`RecoveryNet` ``R(anonymised, code) -> face``: the same U-Net shape, modulated by the code.
+
+All take and return ``(B, 3, RES, RES)`` images in [0, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+RES = 128
+ID_DIM = 128  # dlib descriptor space
+
+
+def binarise(logits: torch.Tensor) -> torch.Tensor:
+    """Straight-through quantisation: forward ``{0, 1}`` bits, backward the gradient of ``sigmoid``."""
+    soft = torch.sigmoid(logits)
+    return (logits > 0).to(logits) + soft - soft.detach()
+
+
+class _Conv(nn.Sequential):
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__(nn.Conv2d(cin, cout, 3, stride, 1), nn.GroupNorm(8, cout), nn.SiLU(inplace=True))
+
+
+class _FiLMBlock(nn.Module):
+    """Residual block whose normalised features are scaled and shifted by a condition vector."""
+
+    def __init__(self, ch: int, cond: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(ch, ch, 3, 1, 1)
+        self.norm = nn.GroupNorm(8, ch, affine=False)
+        self.film = nn.Linear(cond, 2 * ch)
+        self.conv2 = nn.Conv2d(ch, ch, 3, 1, 1)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.film(c).unsqueeze(-1).unsqueeze(-1).chunk(2, 1)
+        h = self.norm(self.conv1(x)) * (1 + gamma) + beta
+        return x + self.conv2(F.silu(h))
+
+
+class ConditionalUNet(nn.Module):
+    """``(B, 3, RES, RES)`` image + ``(B, cond)`` condition -> ``(B, 3, RES, RES)`` residual in [-1, 1]."""
+
+    def __init__(self, cond: int, width: int = 32, cond_hidden: int = 256):
+        super().__init__()
+        w = width
+        self.cond = nn.Sequential(nn.Linear(cond, cond_hidden), nn.SiLU(), nn.Linear(cond_hidden, cond_hidden))
+        self.inc = _Conv(3, w)
+        self.d1, self.d2, self.d3 = _Conv(w, 2 * w, 2), _Conv(2 * w, 4 * w, 2), _Conv(4 * w, 8 * w, 2)  # 64, 32, 16
+        self.mid = nn.ModuleList([_FiLMBlock(8 * w, cond_hidden) for _ in range(3)])
+        self.f32 = _FiLMBlock(4 * w, cond_hidden)
+        self.f64 = _FiLMBlock(2 * w, cond_hidden)
+        self.u3, self.u2, self.u1 = _Conv(12 * w, 4 * w), _Conv(6 * w, 2 * w), _Conv(3 * w, w)
+        self.out = nn.Conv2d(w, 3, 3, 1, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        c = self.cond(cond)
+        x0 = self.inc(x * 2 - 1)
+        x1 = self.d1(x0)
+        x2 = self.d2(x1)
+        h = self.d3(x2)
+        for block in self.mid:
+            h = block(h, c)
+        up = lambda t: F.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False)  # noqa: E731
+        h = self.f32(self.u3(torch.cat([up(h), x2], 1)), c)
+        h = self.f64(self.u2(torch.cat([up(h), x1], 1)), c)
+        h = self.u1(torch.cat([up(h), x0], 1))
+        return torch.tanh(self.out(h))
+
+
+class Generator(nn.Module):
+    """``G(face (B, 3, RES, RES), donor (B, ID_DIM), mask (B, 1, RES, RES)) -> face``; pixels where the
+    mask is 0 are returned unchanged."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        self.unet = ConditionalUNet(ID_DIM, width)
+
+    def forward(self, x: torch.Tensor, donor: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        y = (x + self.unet(x, donor)).clamp(0, 1)
+        return x + mask * (y - x)
+
+
+class CodeEncoder(nn.Module):
+    """``(B, 3, RES, RES)`` original face -> ``(B, bits)`` code logits."""
+
+    def __init__(self, bits: int, width: int = 32):
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(_Conv(3, w, 2), _Conv(w, 2 * w, 2), _Conv(2 * w, 4 * w, 2), _Conv(4 * w, 4 * w, 2), _Conv(4 * w, 8 * w, 2))
+        self.head = nn.Linear(8 * w * 4 * 4, bits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x * 2 - 1).flatten(1))
+
+
+class RecoveryNet(nn.Module):
+    """``R(anonymised (B, 3, RES, RES), code bits (B, bits), mask) -> face``."""
+
+    def __init__(self, bits: int, width: int = 32):
+        super().__init__()
+        self.unet = ConditionalUNet(bits, width)
+
+    def forward(self, y: torch.Tensor, bits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = (y + self.unet(y, bits * 2 - 1)).clamp(0, 1)
+        return y + mask * (x - y)

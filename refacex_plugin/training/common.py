@@ -1,0 +1,44 @@
+"""Small pieces every training loop shares: atomic checkpoints, image grids, JSON-lines logs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def save_checkpoint(path: Path, **state) -> None:
+    """Write ``state`` to ``path`` atomically (a crash never leaves a half-written checkpoint)."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, device) -> dict | None:
+    return torch.load(path, map_location=device, weights_only=False) if path.is_file() else None
+
+
+def save_grid(rows: list[torch.Tensor], path: Path) -> None:
+    """Rows of ``(N, 3, H, W)`` images in [0, 1] -> one PNG (a row per tensor)."""
+    from PIL import Image
+
+    grid = torch.cat([torch.cat(list(r.detach().float().cpu().clamp(0, 1)), dim=2) for r in rows], dim=1)
+    Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(path)
+
+
+class JsonLog:
+    """Append-only JSON-lines log that also prints a compact line."""
+
+    def __init__(self, path: Path, echo=print):
+        self.fh = open(path, "a", encoding="utf-8")
+        self.echo = echo
+
+    def write(self, rec: dict) -> None:
+        self.fh.write(json.dumps(rec) + "\n")
+        self.fh.flush()
+        self.echo(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
+
+    def close(self) -> None:
+        self.fh.close()
