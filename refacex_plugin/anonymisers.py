@@ -112,9 +112,30 @@ _FACTORIES: dict[str, Callable[[], Anonymiser]] = {
     "pixelate": lambda: BaselineAnonymiser("pixelate", pixelate_faces),
     "mask": lambda: BaselineAnonymiser("mask", mask_faces),
 }
-_UNAVAILABLE: dict[str, str] = {
-    "refacex": "the learned refacex anonymiser has no trained weights in this version yet; use blur, pixelate or mask",
-}
+_UNAVAILABLE: dict[str, str] = {}
+#: Learned methods that load their weights from the zoo the first time they are asked for.
+_LEARNED: dict[str, str] = {"refacex": "refacex_plugin.anonymiser.model:load_refacex_model"}
+_LOADED: dict[str, Anonymiser] = {}
+_NOT_DEFAULT: set[str] = set()  # available by name, but not preferred (its manifest says default: false)
+
+
+def _probe_learned() -> None:
+    """Register each learned method whose weights load (once); remember why the others do not."""
+    import importlib
+
+    for name, target in list(_LEARNED.items()):
+        if name in _FACTORIES or name in _UNAVAILABLE:
+            continue
+        module, fn = target.split(":")
+        try:
+            model, default = getattr(importlib.import_module(module), fn)()
+        except ModelNotAvailableError as exc:
+            _UNAVAILABLE[name] = f"the learned {name} anonymiser has no usable weights here ({exc}); use blur, pixelate or mask"
+            continue
+        _LOADED[name] = model
+        if not default:
+            _NOT_DEFAULT.add(name)
+        _FACTORIES[name] = lambda n=name: _LOADED[n]
 
 #: Preference order for :func:`default_method`: learned first, then the baselines.
 PREFERENCE = ("refacex", "pixelate", "blur", "mask")
@@ -132,15 +153,18 @@ def known_methods() -> list[str]:
 
 
 def available_methods() -> list[str]:
+    _probe_learned()
     return [m for m in known_methods() if m in _FACTORIES]
 
 
 def default_method() -> str:
     """The best method this installation can run."""
-    return next(m for m in PREFERENCE if m in _FACTORIES)
+    _probe_learned()
+    return next(m for m in PREFERENCE if m in _FACTORIES and m not in _NOT_DEFAULT)
 
 
 def get_anonymiser(name: str) -> Anonymiser:
+    _probe_learned()
     if name in _FACTORIES:
         return _FACTORIES[name]()
     if name in _UNAVAILABLE:

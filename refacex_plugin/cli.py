@@ -78,6 +78,9 @@ def _with(options):
 @click.option("--strength", type=float, default=1.0, show_default=True, help="Privacy/utility dial of the method.")
 @click.option("--key-file", type=click.Path(dir_okay=False), help="Secret key: seals each face's payload and encrypts vault records.")
 @click.option("--vault", "vault_path", type=click.Path(dir_okay=False), help="Store each original face region, encrypted, in this vault file (needs --key-file) for exact recovery.")
+@click.option("--donor-policy", type=click.Choice(["random", "consistent"]), default="random", show_default=True,
+              help="Donor-driven methods: a new donor per face, or the same donor for the same person (keyed by --key-file).")
+@click.option("--donors", "donors_dir", type=click.Path(exists=True, file_okay=False), help="Folder of consenting real donors' face images (default: the shipped synthetic identities).")
 @click.option("--watermark", default=None, help="Watermark that carries the payloads [default: the best available].")
 @click.option("--watermark-strength", type=float, default=1.0, show_default=True, help="Watermark invisibility/robustness dial (residual RMS scale).")
 @click.option("--in-place", is_flag=True, help="Replace each input atomically instead of writing to -o.")
@@ -88,7 +91,7 @@ def _with(options):
 @click.option("--records", type=click.Path(dir_okay=False), help="Write one JSON line per image with its face records.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal].")
 @_with(detector_options)
-def anonymise(inputs, outdir, method, strength, key_file, vault_path, watermark, watermark_strength, in_place, recursive, fmt, quality, device, records, progress, detector, threshold, min_face):
+def anonymise(inputs, outdir, method, strength, key_file, vault_path, donor_policy, donors_dir, watermark, watermark_strength, in_place, recursive, fmt, quality, device, records, progress, detector, threshold, min_face):
     """Anonymise every face in INPUTS (files or folders).
 
     Pixels outside the face masks are kept; EXIF (with its thumbnail), XMP, IPTC and ICC data are
@@ -104,16 +107,16 @@ def anonymise(inputs, outdir, method, strength, key_file, vault_path, watermark,
         _fail("--format cannot be combined with --in-place (the file would change type)")
     if vault_path and not key_file:
         _fail("--vault needs --key-file (vault records are encrypted with the key)")
-    if key_file and not vault_path:
-        _fail("--key-file without --vault asks for learned recovery codes, which need the refacex anonymiser "
-              "(not available in this version); add --vault PATH for exact recovery from an encrypted vault")
     try:
         key = read_key_file(key_file) if key_file else None
         pipe = Pipeline(
             method=method, detector=detector, detector_config=DetectorConfig(threshold=threshold, min_size=min_face),
             align=AlignConfig(), strength=strength, key=key, watermark=watermark,
-            watermark_strength=watermark_strength, device=device,
+            watermark_strength=watermark_strength, donor_policy=donor_policy, device=device,
+            donor_bank=_donor_bank(donors_dir) if donors_dir else None,
         )
+        if key is not None and vault_path is None and not getattr(pipe.anonymiser, "reversible", False):
+            raise RefacexError(f"method {pipe.method!r} is irreversible: with --key-file give --vault PATH (exact recovery) or use --method refacex")
         vault = Vault(vault_path, key) if vault_path else None
     except RefacexError as exc:
         _fail(str(exc))
@@ -213,13 +216,15 @@ def recover(inputs, key_files, vault_path, watermark, outdir, recursive, detecto
     try:
         keys = [read_key_file(k) for k in key_files]
         if len(keys) != 1:
-            raise RefacexError("a vault is opened with exactly one --key-file")
-        vault = Vault(vault_path, keys[0], create=False)
+            raise RefacexError("recovery takes exactly one --key-file")
+        vault = Vault(vault_path, keys[0], create=False) if vault_path else None
     except RefacexError as exc:
         _fail(str(exc))
     try:
         pipe, _ = _reader(key_files, watermark, detector, threshold, min_face)
     except SystemExit:
+        if vault is None:
+            raise
         pipe = None  # no watermark: unchanged images only, by pixel hash
         click.echo("note: no watermark available; only unchanged images can be restored", err=True)
 
@@ -230,8 +235,16 @@ def recover(inputs, key_files, vault_path, watermark, outdir, recursive, detecto
     try:
         summary = _run(inputs, Path(outdir), recursive, process, "recover")
     finally:
-        vault.close()
+        if vault is not None:
+            vault.close()
     _finish(summary, "restored")
+
+
+def _donor_bank(folder):
+    from .anonymiser.donors import DonorBank
+    from .batch import iter_jobs
+
+    return DonorBank.from_images([j.src for j in iter_jobs([folder], None, True)])
 
 
 def _reader(key_files, watermark, detector, threshold, min_face):
@@ -240,7 +253,7 @@ def _reader(key_files, watermark, detector, threshold, min_face):
 
     try:
         keys = [read_key_file(k) for k in key_files]
-        pipe = Pipeline(method=available_methods()[0], detector=detector, watermark=watermark,
+        pipe = Pipeline(method="blur", detector=detector, watermark=watermark,
                         detector_config=DetectorConfig(threshold=threshold, min_size=min_face), key=keys[0] if keys else None)
         pipe.watermark  # noqa: B018 - fail now, clearly, if none loads
     except RefacexError as exc:

@@ -69,11 +69,14 @@ def anonymise_file(
     result = pipe.anonymise_image(img.rgb)
     image, regions, frames, record_ids = result.image, list(result.regions), [None] * len(result.faces), None
     if pipe.has_key and result.faces:
-        if vault is None:
-            raise ModelNotAvailableError("recovery codes need the refacex anonymiser's code encoder, not available in this version; add a vault")
-        record_ids = [secrets.token_bytes(P.CODE_BITS // 8) for _ in result.faces]
         landmarks = np.asarray([f.landmarks for f in result.faces], np.float32)
-        emb = pipe.embed_codes(image, landmarks, [bytes_to_bits(r) for r in record_ids], P.KIND_VAULT_REF)
+        if vault is not None:  # exact recovery: each face carries its vault record's id
+            record_ids = [secrets.token_bytes(P.CODE_BITS // 8) for _ in result.faces]
+            emb = pipe.embed_codes(image, landmarks, [bytes_to_bits(r) for r in record_ids], P.KIND_VAULT_REF)
+        elif result.codes is not None:  # learned recovery: each face carries its recovery code
+            emb = pipe.embed_codes(image, landmarks, result.codes, P.KIND_RECOVERY_CODE)
+        else:
+            raise ModelNotAvailableError(f"method {pipe.method!r} is irreversible: a key needs a vault (--vault) or the refacex method")
         image, frames = emb.image, list(emb.frames)
         regions = [_union(a, b) for a, b in zip(regions, emb.regions)]
         for face, status in zip(result.faces, emb.status):
@@ -100,7 +103,7 @@ def _union(a, b):
     return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
 
 
-def recover_file(src: Path, dst: Path, vault: Vault, pipe: Pipeline | None = None, fmt: str | None = None, quality: int = 95) -> FileResult:
+def recover_file(src: Path, dst: Path, vault: Vault | None, pipe: Pipeline | None = None, fmt: str | None = None, quality: int = 95) -> FileResult:
     """Restore the original face regions of an anonymised file from ``vault`` into ``dst``.
 
     Unchanged files are found by their pixel hash and restored bit-exactly (the whole image when
@@ -115,6 +118,15 @@ def recover_file(src: Path, dst: Path, vault: Vault, pipe: Pipeline | None = Non
     dst = output_path(dst, out_fmt)
     if dst.exists() and dst.resolve() == src.resolve():
         raise RefacexError(f"{src}: output would overwrite the input")
+    if vault is None:  # learned recovery from the payloads' codes
+        if pipe is None:
+            raise RefacexError("recovery needs a vault or a pipeline with the recovery network")
+        rec = pipe.recover_image(img.rgb)
+        if not rec.restored:
+            why = "; ".join(sorted({w for _, w in rec.failed})) or "no face found"
+            raise RefacexError(f"{src}: not restored: {why}")
+        atomic_write_bytes(dst, encode_image(rec.image, out_fmt, quality if out_fmt != "JPEG" else max(quality, 95), img.alpha))
+        return FileResult(src, dst, [], len(rec.restored))
     regions = vault.get(pixel_hash(img.rgb))
     if regions:
         original = restore(img.rgb, regions)

@@ -1,7 +1,7 @@
 """The four operators on batches of aligned face crops ``(B, 3, S, S)`` in [0, 1].
 
-``anonymise`` works today with every available method. ``embed``, ``extract`` and ``recover`` need
-the learned watermark and recovery networks; until those weights ship they raise
+``anonymise`` works with every available method; ``embed`` and ``extract`` need a watermark and
+``codes``/``recover`` the refacex networks. Without their weights they raise
 :class:`ModelNotAvailableError` with a clear message rather than pretending.
 """
 
@@ -12,7 +12,7 @@ import torch
 from .anonymisers import default_method, get_anonymiser
 from .errors import ModelNotAvailableError
 
-_NO_WATERMARK = "the learned watermark is not available in this version"
+_NO_WATERMARK = "no watermark is available"
 _NO_RECOVERY = "the recovery network is not available in this version (no weights in models/)"
 
 
@@ -35,7 +35,7 @@ def _watermark():
     from .watermark import load_watermark
 
     try:
-        return load_watermark("learned")
+        return load_watermark()
     except ModelNotAvailableError as exc:
         raise ModelNotAvailableError(f"{_NO_WATERMARK}: {exc}") from None
 
@@ -50,9 +50,22 @@ def extract(crops: torch.Tensor) -> torch.Tensor:
     return _watermark().extract(crops)
 
 
-def recover(crops: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-    """Reconstruct the original faces ``(B, 3, S, S)`` from anonymised crops and recovery codes."""
-    raise ModelNotAvailableError(_NO_RECOVERY)
+def _recovery_model():
+    from .anonymisers import available_methods, get_anonymiser
+
+    if "refacex" not in available_methods():
+        raise ModelNotAvailableError(_NO_RECOVERY)
+    return get_anonymiser("refacex")
+
+
+def codes(crops: torch.Tensor):
+    """The ``(B, CODE_BITS)`` uint8 recovery codes of original ``crops``."""
+    return _recovery_model().codes(crops)
+
+
+def recover(crops: torch.Tensor, code) -> torch.Tensor:
+    """Reconstruct the original faces ``(B, 3, S, S)`` from anonymised crops and ``(B, CODE_BITS)`` codes."""
+    return _recovery_model().recover(crops, code)
 
 
 def require_watermark() -> None:
@@ -69,4 +82,8 @@ def watermark_available() -> bool:
 
 
 def recovery_available() -> bool:
-    return False
+    try:
+        _recovery_model()
+        return True
+    except ModelNotAvailableError:
+        return False

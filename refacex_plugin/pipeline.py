@@ -43,6 +43,17 @@ class ImageResult:
     image: np.ndarray
     faces: list[FaceRecord] = field(default_factory=list)
     regions: list[tuple[int, int, int, int] | None] = field(default_factory=list)
+    codes: list[np.ndarray] | None = None  # per face, the recovery code (reversible methods, with a key)
+
+
+@dataclass
+class RecoveryResult:
+    """``image``: the image with every face that could be restored restored; ``restored``: face
+    indices restored; ``failed``: ``(face index, reason)`` for the others."""
+
+    image: np.ndarray
+    restored: list[int] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -80,6 +91,10 @@ class Pipeline:
         watermark: watermark name (default: the best available); loaded when first needed.
         watermark_strength: invisibility/robustness dial of the watermark (1.0 = the shipped,
             benchmarked setting; residual RMS scales with it).
+        donor_policy: for donor-driven methods: ``random`` per face, or ``consistent`` (the same
+            person gets the same donor in this pipeline's run; keyed by ``key`` when given).
+        donor_bank: a :class:`~refacex_plugin.anonymiser.donors.DonorBank` (e.g. of consenting real
+            donors) instead of the method's shipped synthetic identities.
         device: ``cpu``, ``cuda`` or ``auto``.
     """
 
@@ -93,6 +108,8 @@ class Pipeline:
         key: bytes | None = None,
         watermark: str | None = None,
         watermark_strength: float = 1.0,
+        donor_policy: str = "random",
+        donor_bank=None,
         device: str | None = "cpu",
     ):
         self.method = method or default_method()
@@ -105,6 +122,12 @@ class Pipeline:
         self._watermark_name = watermark
         self._watermark = None
         self.watermark_strength = watermark_strength
+        self.donors = None
+        bank = donor_bank if donor_bank is not None else getattr(self.anonymiser, "bank", None)
+        if bank is not None:
+            from .anonymiser.donors import DonorAssigner
+
+            self.donors = DonorAssigner(bank, donor_policy, key)
         if key is not None:
             self.watermark  # fail early (closed) when no watermark can carry the payload
         self._mask = face_mask(align, 1, self.device)
@@ -123,8 +146,14 @@ class Pipeline:
             return ImageResult(rgb.copy(), [])
         m = alignment_matrices(det.landmarks, self.align)
         crops = extract_crops(rgb, m, self.align, self.device)
+        donors, codes = None, None
         with torch.inference_mode():
-            new = operators.anonymise(crops, None, self.method, self.strength)
+            if self.donors is not None:
+                ids = self.anonymiser.identities(crops) if self.donors.policy == "consistent" else np.zeros((len(crops), 128), np.float32)
+                donors = self.donors.vectors(ids).to(crops)
+            if self._key is not None and getattr(self.anonymiser, "reversible", False):
+                codes = list(self.anonymiser.codes(crops))
+            new = operators.anonymise(crops, donors, self.method, self.strength)
         out = paste_crops(rgb, new, m, self.align, self._mask.expand(len(det), -1, -1, -1))
         faces = [
             FaceRecord(
@@ -136,7 +165,7 @@ class Pipeline:
             )
             for i in range(len(det))
         ]
-        return ImageResult(out, faces, face_footprints(m, self.align, *rgb.shape[:2]))
+        return ImageResult(out, faces, face_footprints(m, self.align, *rgb.shape[:2]), codes)
 
     @property
     def has_key(self) -> bool:
@@ -168,6 +197,29 @@ class Pipeline:
             raise RefacexError("embedding a payload needs a key")
         bits = [payload.seal(c, self._key, kind) for c in codes]
         return embed_in_image(as_rgb_array(image), np.asarray(landmarks, np.float32), bits, self.watermark, self.detector, self.align, self.watermark_strength, self.device)
+
+    def recover_image(self, image) -> RecoveryResult:
+        """Restore every face whose payload authenticates under the key and holds a learned
+        recovery code, with the recovery network (vault references are :func:`files.recover_file`'s)."""
+        from . import payload
+
+        rgb = as_rgb_array(image)
+        result = RecoveryResult(rgb.copy())
+        faces = self.read_payloads(rgb)
+        ok = [f for f in faces if f.authenticated and f.payload.kind == payload.KIND_RECOVERY_CODE]
+        for f in faces:
+            if f not in ok:
+                why = ("no payload" if not f.found else "payload does not authenticate with this key" if not f.authenticated
+                       else "payload is a vault reference (use --vault)")
+                result.failed.append((f.index, why))
+        if ok:
+            m = alignment_matrices(np.stack([f.landmarks for f in ok]), self.align)
+            crops = extract_crops(rgb, m, self.align, self.device)
+            with torch.inference_mode():
+                rec = operators.recover(crops, np.stack([f.payload.code for f in ok]))
+            result.image = paste_crops(rgb, rec, m, self.align, self._mask.expand(len(ok), -1, -1, -1))
+            result.restored = [f.index for f in ok]
+        return result
 
     def read_payloads(self, image, keys: list[bytes] = ()) -> list:
         """Per detected face, a :class:`~refacex_plugin.channel.FacePayload`: whether a payload is

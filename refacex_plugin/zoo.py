@@ -47,3 +47,23 @@ def weights_path(name: str) -> Path:
     if digest != entry["sha256"]:
         raise ModelNotAvailableError(f"model {name!r}: {path} does not match its manifest sha256")
     return path
+
+
+def register(name: str, weights: Path, **fields) -> dict:
+    """Copy ``weights`` into the models folder as ``<name>.<suffix>`` and (re)write its manifest
+    entry with the sha256 and ``fields`` (command, data, metrics, ...). Returns the entry."""
+    import shutil
+
+    weights = Path(weights)
+    folder = models_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    dst = folder / f"{name}{weights.suffix}"
+    if weights.resolve() != dst.resolve():
+        shutil.copyfile(weights, dst)
+    entries = manifest()
+    entry = {**entries.get(name, {}), **fields, "file": dst.name, "sha256": sha256_file(dst), "bytes": dst.stat().st_size}
+    entries[name] = entry
+    tmp = folder / "manifest.json.tmp"
+    tmp.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+    tmp.replace(folder / "manifest.json")
+    return entry

@@ -25,7 +25,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -86,6 +85,33 @@ class Models(torch.nn.Module):
         self.G = Generator(width)
         self.E = CodeEncoder(code_bits, width)
         self.R = RecoveryNet(code_bits, width)
+
+
+def step_losses(m: Models, idm: IdentityModel, x, e_x, d, mask, cfg: AnonymiserTrainConfig, g: torch.Generator) -> dict:
+    """All training losses of one batch (see the module docstring); ``total`` is their weighted sum.
+
+    Args:
+        x: ``(B, 3, RES, RES)`` faces; e_x: ``(B, 128)`` their identity embeddings; d: ``(B, 128)``
+        donors; mask: ``(B, 1, RES, RES)``.
+    """
+    y = m.G(x, d, mask)
+    e_y = idm(random_distortion(y, g, cfg.eot_level))
+    dist = (e_y - e_x).norm(dim=1)
+    out = {
+        "away": F.relu(cfg.away_margin - dist).mean(),
+        "donor": (e_y - d).norm(dim=1).mean(),
+        "low": masked_l1(gaussian_blur(y, cfg.low_sigma), gaussian_blur(x, cfg.low_sigma), mask),
+        "pix": masked_l1(y, x, mask),
+    }
+    bits = binarise(m.E(x))
+    y_in = y.detach() if cfg.detach else y  # detached recovery: R's loss never reaches G
+    x_hat = m.R(random_distortion(y_in, g, cfg.rec_distort_level, geometric=False), bits, mask)
+    out["rec"] = masked_l1(x_hat, x, mask)
+    out["rec_id"] = (idm(x_hat) - e_x).norm(dim=1).mean()
+    out["total"] = (cfg.w_away * out["away"] + cfg.w_donor * out["donor"] + cfg.w_low * out["low"] + cfg.w_pix * out["pix"]
+                    + cfg.w_rec * out["rec"] + cfg.w_rec_id * out["rec_id"])
+    out["train_id_dist"] = dist.mean().detach()
+    return out
 
 
 def identity_embeddings(idm: IdentityModel, crops: torch.Tensor, batch: int = 64) -> torch.Tensor:
@@ -160,21 +186,8 @@ def train(cfg: AnonymiserTrainConfig, data: Path, out: Path, device: str = "cpu"
             with torch.no_grad():
                 e_x = idm(x)
         d = donors[torch.randint(0, len(donors), (cfg.batch,), generator=g).to(device)]
-        mk = mask.expand(cfg.batch, -1, -1, -1)
-        y = m.G(x, d, mk)
-        e_y = idm(random_distortion(y, g, cfg.eot_level))
-        dist = (e_y - e_x).norm(dim=1)
-        l_away = F.relu(cfg.away_margin - dist).mean()
-        l_donor = (e_y - d).norm(dim=1).mean()
-        l_low = masked_l1(gaussian_blur(y, cfg.low_sigma), gaussian_blur(x, cfg.low_sigma), mk)
-        l_pix = masked_l1(y, x, mk)
-        bits = binarise(m.E(x))
-        y_in = y.detach() if cfg.detach else y
-        x_hat = m.R(random_distortion(y_in, g, cfg.rec_distort_level, geometric=False), bits, mk)
-        l_rec = masked_l1(x_hat, x, mk)
-        l_rec_id = (idm(x_hat) - e_x).norm(dim=1).mean()
-        loss = (cfg.w_away * l_away + cfg.w_donor * l_donor + cfg.w_low * l_low + cfg.w_pix * l_pix
-                + cfg.w_rec * l_rec + cfg.w_rec_id * l_rec_id)
+        losses = step_losses(m, idm, x, e_x, d, mask.expand(cfg.batch, -1, -1, -1), cfg, g)
+        loss = losses["total"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(m.parameters(), 5.0)
@@ -184,8 +197,7 @@ def train(cfg: AnonymiserTrainConfig, data: Path, out: Path, device: str = "cpu"
         if step % cfg.log_every == 0 or step == cfg.steps:
             ev = evaluate(m, idm, x_val, e_val, d_val, mask.expand(len(x_val), -1, -1, -1), cfg.seed)
             save_grid(ev.pop("_grid"), out / "samples.png")
-            logf.write({"step": step, "loss": loss.item(), "away": l_away.item(), "donor": l_donor.item(), "low": l_low.item(),
-                        "pix": l_pix.item(), "rec": l_rec.item(), "rec_id": l_rec_id.item(), "train_id_dist": float(dist.mean()),
+            logf.write({"step": step, **{k: float(v.detach()) for k, v in losses.items()},
                         "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 1), **ev})
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             save_checkpoint(ckpt, model=m.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), step=step, config=asdict(cfg))

@@ -1,0 +1,111 @@
+"""The trained refacex anonymiser as one object: ``anonymise``, ``codes`` and ``recover`` on aligned
+crops of any size (the networks run at ``RES`` px; their *edit* is upsampled and added to the crop,
+so the crop keeps its own resolution wherever the networks change nothing).
+
+Weights come from the zoo entry ``refacex-anonymiser`` (G, E, R) and ``refacex-donors`` (the
+synthetic donor bank); see ``models/manifest.json``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import ModelNotAvailableError
+from ..geometry import AlignConfig, face_mask
+from .donors import DonorAssigner, DonorBank
+from .networks import RES, CodeEncoder, Generator, RecoveryNet
+
+WEIGHTS = "refacex-anonymiser"
+DONORS = "refacex-donors"
+
+
+def _to_res(crops: torch.Tensor) -> torch.Tensor:
+    s = crops.shape[-1]
+    if s == RES:
+        return crops
+    if s % RES == 0:
+        return F.avg_pool2d(crops, s // RES)
+    return F.interpolate(crops, size=(RES, RES), mode="bilinear", align_corners=False, antialias=True)
+
+
+def _add_edit(crops: torch.Tensor, small_in: torch.Tensor, small_out: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+    edit = small_out - small_in
+    if crops.shape[-1] != RES:
+        edit = F.interpolate(edit, size=crops.shape[-2:], mode="bilinear", align_corners=False)
+    return (crops + strength * edit).clamp(0, 1)
+
+
+class RefacexModel(torch.nn.Module):
+    """G, E and R with the donor bank. ``policy``: ``random`` or ``consistent`` (keyed by ``key``)."""
+
+    name = "refacex"
+    reversible = True
+
+    def __init__(self, width: int = 32, code_bits: int = 128, bank: DonorBank | None = None, align: AlignConfig = AlignConfig()):
+        super().__init__()
+        self.G = Generator(width)
+        self.E = CodeEncoder(code_bits, width)
+        self.R = RecoveryNet(code_bits, width)
+        self.bank = bank
+        self.register_buffer("mask", face_mask(AlignConfig(size=RES, zoom=align.zoom, feather=align.feather)), persistent=False)
+        self.assigner: DonorAssigner | None = None
+        self._identity = None
+
+    def set_policy(self, policy: str = "random", key: bytes | None = None, seed: int | None = None) -> None:
+        if self.bank is None:
+            raise ModelNotAvailableError("no donor bank loaded")
+        self.assigner = DonorAssigner(self.bank, policy, key, seed=seed)
+
+    def identities(self, crops: torch.Tensor) -> np.ndarray:
+        """``(B, 128)`` identity embeddings of original crops (what the ``consistent`` policy keys on)."""
+        return self._identities(_to_res(crops))
+
+    def _identities(self, small: torch.Tensor) -> np.ndarray:
+        from ..identity import IdentityModel
+
+        if self._identity is None:
+            self._identity = IdentityModel().to(small.device)
+        with torch.no_grad():
+            return self._identity(small).cpu().numpy()
+
+    def donors_for(self, crops_small: torch.Tensor) -> torch.Tensor:
+        if self.assigner is None:
+            self.set_policy("random")
+        ids = self._identities(crops_small) if self.assigner.policy == "consistent" else np.zeros((len(crops_small), 128), np.float32)
+        return self.assigner.vectors(ids).to(crops_small)
+
+    @torch.no_grad()
+    def __call__(self, crops: torch.Tensor, donors: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor:
+        """Anonymise ``(B, 3, S, S)`` crops; ``donors (B, 128)`` or None for the policy's choice."""
+        small = _to_res(crops)
+        donors = self.donors_for(small) if donors is None else donors.to(small)
+        out = self.G(small, donors, self.mask.to(small).expand(len(small), -1, -1, -1))
+        return _add_edit(crops, small, out, strength)
+
+    @torch.no_grad()
+    def codes(self, crops: torch.Tensor) -> np.ndarray:
+        """``(B, 3, S, S)`` original crops -> ``(B, code_bits)`` uint8 recovery codes."""
+        return (self.E(_to_res(crops)) > 0).to(torch.uint8).cpu().numpy()
+
+    @torch.no_grad()
+    def recover(self, crops: torch.Tensor, codes) -> torch.Tensor:
+        """``(B, 3, S, S)`` anonymised crops + ``(B, code_bits)`` codes -> reconstructed originals."""
+        small = _to_res(crops)
+        bits = torch.as_tensor(np.asarray(codes), dtype=small.dtype, device=small.device)
+        out = self.R(small, bits, self.mask.to(small).expand(len(small), -1, -1, -1))
+        return _add_edit(crops, small, out)
+
+
+def load_refacex_model() -> tuple[RefacexModel, bool]:
+    """The shipped model and whether the manifest makes it the default method."""
+    from ..zoo import manifest, weights_path
+
+    path = weights_path(WEIGHTS)
+    entry = manifest()[WEIGHTS]
+    bank = DonorBank.load(weights_path(DONORS))
+    model = RefacexModel(entry.get("width", 32), entry.get("code_bits", 128), bank)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"] if "model" in state else state, strict=True)
+    return model.eval(), bool(entry.get("default", False))
