@@ -272,6 +272,7 @@ def _reader(key_files, watermark, detector, threshold, min_face):
 @click.option("--far", type=float, default=1e-3, show_default=True, help="False-accept rate for the recognisers' thresholds.")
 @click.option("--watermark", "watermarks", multiple=True, help="Watermark(s) for the robustness section [default: all available].")
 @click.option("--robustness-faces", type=int, help="Faces for the robustness section [default: 40 quick / 500 full].")
+@click.option("--recovery-faces", type=int, help="Faces for the recovery section [default: 40 quick / 300 full].")
 @click.option("--false-detect-images", type=int, help="Unmarked images for the false-detection count [default: 200 quick / 10,000 full].")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=str(Path.home() / ".cache" / "refacex" / "bench"), show_default=True, help="Cache of the originals' measurements.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the results as JSON.")
@@ -279,7 +280,7 @@ def _reader(key_files, watermark, detector, threshold, min_face):
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False), help="Write PNG plots here.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--progress/--no-progress", default=None)
-def bench(sections, data, methods, recognizers, quick, seed, probes_per_person, far, watermarks, robustness_faces, false_detect_images,
+def bench(sections, data, methods, recognizers, quick, seed, probes_per_person, far, watermarks, robustness_faces, recovery_faces, false_detect_images,
           cache_dir, json_out, report_out, plots_dir, device, progress):
     """Measure privacy, utility, recovery, robustness and speed on real faces.
 
@@ -294,7 +295,7 @@ def bench(sections, data, methods, recognizers, quick, seed, probes_per_person, 
         data=Path(data), methods=list(methods) or available_methods(), sections=chosen,
         recognizers=list(recognizers) or default_recognizer_specs(), quick=quick, seed=seed, far=far,
         probes_per_person=probes_per_person, cache_dir=Path(cache_dir) if cache_dir else None, device=device,
-        watermarks=list(watermarks) or None, robustness_faces=robustness_faces, false_detect_images=false_detect_images,
+        watermarks=list(watermarks) or None, robustness_faces=robustness_faces, recovery_faces=recovery_faces, false_detect_images=false_detect_images,
         progress=sys.stderr.isatty() if progress is None else progress,
         command="refacex bench " + " ".join(sys.argv[2:]),
     )
@@ -370,6 +371,49 @@ def labelstudio_serve(host, port):
     except ImportError as exc:
         _fail(f"the Label Studio backend needs the [labelstudio] extra and the repository's labelstudio_backend/ ({exc})")
     serve(["--host", host, "--port", str(port)])
+
+
+@main.group(context_settings=_SETTINGS)
+def models():
+    """The model zoo in models/ (named, hashed weights with their manifest entries)."""
+
+
+@models.command("add", context_settings=_SETTINGS)
+@click.argument("name")
+@click.argument("weights", type=click.Path(exists=True, dir_okay=False))
+@click.option("--command", "train_command", required=True, help="The command that trained it.")
+@click.option("--data", "train_data", required=True, help="What it was trained on.")
+@click.option("--metrics", type=click.Path(exists=True, dir_okay=False), help="JSON file of measured metrics to record.")
+@click.option("--set", "extra", multiple=True, help="Extra field KEY=JSON_VALUE (e.g. width=16, default=true).")
+@click.option("--half", is_flag=True, help="Store floating-point tensors as float16 (halves the file).")
+def models_add(name, weights, train_command, train_data, metrics, extra, half):
+    """Copy WEIGHTS into models/ as NAME and write its manifest entry (sha256, command, data, metrics)."""
+    import tempfile
+
+    import torch
+
+    from .zoo import register
+
+    fields = {"command": train_command, "data": train_data}
+    if metrics:
+        fields["metrics"] = json.loads(Path(metrics).read_text())
+    for kv in extra:
+        k, _, v = kv.partition("=")
+        fields[k] = json.loads(v)
+    src = Path(weights)
+    if half:
+        state = torch.load(src, map_location="cpu", weights_only=True)
+
+        def cast(v):
+            if isinstance(v, dict):
+                return {k: cast(x) for k, x in v.items()}
+            return v.half() if torch.is_tensor(v) and v.is_floating_point() else v
+
+        tmp = Path(tempfile.mkdtemp()) / src.name
+        torch.save(cast(state), tmp)
+        src = tmp
+    entry = register(name, src, **fields)
+    click.echo(f"{name}: {entry['file']} sha256 {entry['sha256'][:16]}... ({entry['bytes']:,} bytes)")
 
 
 @main.command(context_settings=_SETTINGS)

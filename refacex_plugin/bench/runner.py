@@ -40,6 +40,7 @@ class BenchConfig:
     speed_images: int | None = None
     watermarks: list[str] | None = None  # None = every available watermark (incl. the dct-qim baseline)
     robustness_faces: int | None = None  # None = 40 quick / 500 full
+    recovery_faces: int | None = None  # None = 40 quick / 300 full
     false_detect_images: int | None = None  # None = 200 quick / 10,000 full
     pairs_limit: int | None = None  # pairs.txt pairs to verify: None = 400 quick / all full; 0 = skip
     quick_identities: int = 120
@@ -222,7 +223,7 @@ def run(cfg: BenchConfig) -> dict:
         "recognizers": {},
         "methods": {},
     }
-    need_faces = bool({"privacy", "utility"} & set(cfg.sections))
+    need_faces = bool({"privacy", "utility", "recovery"} & set(cfg.sections))
     if need_faces:
         orig = measure_originals(split.images, detector, recognizers, cfg.cache_dir, cfg.progress)
         idx = orig.index()
@@ -233,12 +234,13 @@ def run(cfg: BenchConfig) -> dict:
             for name, acc in pairs_accuracy(recognizers, detector, cfg.data, orig, limit).items():
                 calib[name]["pairs_txt"] = acc
         result["recognizers"] = calib
-        result["reference"] = evaluate_method("none", cfg, split, orig, idx, recognizers, calib)
-        for m in cfg.methods:
-            result["methods"].setdefault(m, {}).update(evaluate_method(m, cfg, split, orig, idx, recognizers, calib))
+        if {"privacy", "utility"} & set(cfg.sections):
+            result["reference"] = evaluate_method("none", cfg, split, orig, idx, recognizers, calib)
+            for m in cfg.methods:
+                result["methods"].setdefault(m, {}).update(evaluate_method(m, cfg, split, orig, idx, recognizers, calib))
     for m in cfg.methods:
         if "recovery" in cfg.sections:
-            result["methods"].setdefault(m, {})["recovery"] = _unavailable_recovery(m)
+            result["methods"].setdefault(m, {})["recovery"] = measure_recovery(m, cfg, split, orig, idx, recognizers, calib)
     if "robustness" in cfg.sections:
         result["watermarks"] = measure_robustness(cfg, split)
     if "speed" in cfg.sections:
@@ -251,14 +253,17 @@ def run(cfg: BenchConfig) -> dict:
     return result
 
 
-def _unavailable_recovery(method: str) -> dict:
+def measure_recovery(method: str, cfg: BenchConfig, split, orig, idx, recognizers, calib) -> dict:
     from ..anonymisers import get_anonymiser
+    from .recovery import evaluate_recovery
 
     if not get_anonymiser(method).reversible:
         return {"available": False, "reason": f"{method} is irreversible (no recovery code)"}
     if not operators.recovery_available():
         return {"available": False, "reason": "recovery network not available in this version"}
-    return {"available": False, "reason": "not implemented"}
+    n = cfg.recovery_faces or (40 if cfg.quick else 300)
+    probes = [idx[str(p)] for p in split.probes if orig.ok[idx[str(p)]]][:n]
+    return evaluate_recovery(method, probes, orig, recognizers, calib, cfg.device, cfg.progress, cfg.seed)
 
 
 def measure_robustness(cfg: BenchConfig, split) -> dict:
