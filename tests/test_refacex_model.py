@@ -99,3 +99,17 @@ def test_anonymiser_training_runs_and_resumes(lfw, tmp_path, monkeypatch):
     msgs = []
     train(AnonymiserTrainConfig(**{**cfg.__dict__, "steps": 3}), lfw, out, log=msgs.append)
     assert any("resumed" in m and "step 2" in m for m in msgs)
+
+
+def test_keyless_penalty_trains_the_anonymiser_not_the_recovery_network(mask):
+    torch.manual_seed(0)
+    m = Models(8, 128)
+    with torch.no_grad():
+        m.G.unet.out.weight.normal_(0, 0.1)
+    x = torch.rand(2, 3, RES, RES)
+    cfg = AnonymiserTrainConfig(away_margin=100.0)  # make the hinge active
+    losses = step_losses(m, _TinyId(), x, torch.randn(2, 128), torch.randn(2, 128), mask.expand(2, -1, -1, -1), cfg, torch.Generator().manual_seed(0))
+    losses["keyless"].backward()
+    assert sum(float(p.grad.abs().sum()) for p in m.G.parameters() if p.grad is not None) > 0
+    assert all(p.grad is None for p in m.R.parameters())
+    assert all(p.requires_grad for p in m.R.parameters())  # unfrozen again afterwards

@@ -10,7 +10,10 @@ One step, on a batch of aligned training faces ``x`` (``RES`` px) and random syn
   its pixels;
 * recovery: ``E(x)`` gives the K-bit code (straight-through sign), and ``R`` reconstructs ``x``
   from a **detached** (stop-gradient), distorted copy of ``y`` and the code, so recovery never
-  rewards ``G`` for keeping identity. ``detach=False`` is the ablation.
+  rewards ``G`` for keeping identity. ``detach=False`` is the ablation;
+* keyless privacy: ``R`` run on ``y`` with a *random* code stands in for anyone holding our
+  public weights but not the key; ``G`` (only ``G``) is pushed until that output, too, is at least
+  ``away_margin`` from ``x``'s identity - so identity must travel in the code, not in ``y``.
 
 Seeded, resumable (checkpoint every ``ckpt_every`` steps), logs JSON lines and a sample grid
 (originals / anonymised / recovered / recovered from a random code).
@@ -60,6 +63,7 @@ class AnonymiserTrainConfig:
     w_pix: float = 0.3
     w_rec: float = 2.0
     w_rec_id: float = 0.5
+    w_keyless: float = 1.0
     eot_level: float = 0.5
     rec_distort_level: float = 0.6
     donors: int = 1024
@@ -88,6 +92,21 @@ class Models(torch.nn.Module):
         self.R = RecoveryNet(code_bits, width)
 
 
+class _frozen:
+    """Context: the module's parameters take no gradient inside (inputs still do)."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.params = [p for p in module.parameters() if p.requires_grad]
+
+    def __enter__(self):
+        for p in self.params:
+            p.requires_grad_(False)
+
+    def __exit__(self, *exc):
+        for p in self.params:
+            p.requires_grad_(True)
+
+
 def step_losses(m: Models, idm: IdentityModel, x, e_x, d, mask, cfg: AnonymiserTrainConfig, g: torch.Generator) -> dict:
     """All training losses of one batch (see the module docstring); ``total`` is their weighted sum.
 
@@ -109,8 +128,13 @@ def step_losses(m: Models, idm: IdentityModel, x, e_x, d, mask, cfg: AnonymiserT
     x_hat = m.R(random_distortion(y_in, g, cfg.rec_distort_level, geometric=False), bits, mask)
     out["rec"] = masked_l1(x_hat, x, mask)
     out["rec_id"] = (idm(x_hat) - e_x).norm(dim=1).mean()
+    # Keyless: gradients reach G only (R's parameters are left out of this term's graph).
+    rand = torch.randint(0, 2, bits.shape, generator=g).to(bits)
+    with _frozen(m.R):
+        x_guess = m.R(y, rand, mask)
+    out["keyless"] = F.relu(cfg.away_margin - (idm(x_guess) - e_x).norm(dim=1)).mean()
     out["total"] = (cfg.w_away * out["away"] + cfg.w_donor * out["donor"] + cfg.w_low * out["low"] + cfg.w_pix * out["pix"]
-                    + cfg.w_rec * out["rec"] + cfg.w_rec_id * out["rec_id"])
+                    + cfg.w_rec * out["rec"] + cfg.w_rec_id * out["rec_id"] + cfg.w_keyless * out["keyless"])
     out["train_id_dist"] = dist.mean().detach()
     return out
 
