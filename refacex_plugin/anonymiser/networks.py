@@ -116,3 +116,22 @@ class RecoveryNet(nn.Module):
     def forward(self, y: torch.Tensor, bits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = (y + self.unet(y, bits * 2 - 1)).clamp(0, 1)
         return y + mask * (x - y)
+
+
+class PatchDiscriminator(nn.Module):
+    """Training only: a spectrally normalised PatchGAN scoring ``(B, 3, RES, RES)`` faces per
+    ~22 px patch (real > 0 > fake), the naturalness prior that keeps ``G`` off adversarial textures."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        sn = nn.utils.spectral_norm
+        w = width
+        self.net = nn.Sequential(
+            sn(nn.Conv2d(3, w, 4, 2, 1)), nn.LeakyReLU(0.2, True),
+            sn(nn.Conv2d(w, 2 * w, 4, 2, 1)), nn.LeakyReLU(0.2, True),
+            sn(nn.Conv2d(2 * w, 4 * w, 4, 2, 1)), nn.LeakyReLU(0.2, True),
+            sn(nn.Conv2d(4 * w, 1, 3, 1, 1)),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x * 2 - 1)

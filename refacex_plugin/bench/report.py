@@ -112,8 +112,9 @@ def markdown(res: dict) -> str:
         rec_names = list(next((m["recovery"]["none"]["identity"] for m in methods.values() if m.get("recovery", {}).get("available")), {}) or [])
         lines += ["## Recovery (with the key, through the real channel)", "",
                   "Anonymised with a key (each face's recovery code sealed and watermarked in), optionally re-encoded, then "
-                  "re-detected, payload read and opened, and reconstructed. *random code*: the public recovery network "
-                  "with random codes instead (no key).", "",
+                  "re-detected, payload read and opened, and reconstructed. *code_direct*: the recovery network given the "
+                  "true code without the watermark channel; *random_code*: the public recovery network with random codes "
+                  "instead (no key).", "",
                   "| method | condition | payload opened | " + " | ".join(f"identity match {n}" for n in rec_names)
                   + " | face PSNR (dB) | image SSIM |", "| --- " * (5 + len(rec_names)) + "|"]
         for m, e in methods.items():
@@ -123,7 +124,7 @@ def markdown(res: dict) -> str:
             if not s.get("available"):
                 lines.append(f"| {m} | not available: {s['reason']} |" + " |" * (3 + len(rec_names)))
                 continue
-            for row in ("none", "jpeg_q75", "random_code"):
+            for row in ("none", "jpeg_q75", "code_direct", "random_code"):
                 r = s[row]
                 lines.append(f"| {m} | {row} | {_pct(r.get('payload_restored_rate'))} | "
                              + " | ".join(_pct(r["identity"][n]["match_rate"]) for n in rec_names)

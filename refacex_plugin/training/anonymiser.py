@@ -8,6 +8,8 @@ One step, on a batch of aligned training faces ``x`` (``RES`` px) and random syn
   adversarial pattern), must put ``y`` at least ``away_margin`` from ``x`` and close to ``d``;
 * utility: ``y`` keeps ``x``'s low frequencies (pose, expression, lighting, skin tone) and, weakly,
   its pixels;
+* naturalness: a PatchGAN discriminator (hinge loss) tells ``y`` from real faces (without it,
+  the identity loss alone makes adversarial stripes: measured in the first CPU run);
 * recovery: ``E(x)`` gives the K-bit code (straight-through sign), and ``R`` reconstructs ``x``
   from a **detached** (stop-gradient), distorted copy of ``y`` and the code, so recovery never
   rewards ``G`` for keeping identity. ``detach=False`` is the ablation;
@@ -32,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..anonymiser.donors import DonorBank
-from ..anonymiser.networks import RES, CodeEncoder, Generator, RecoveryNet, binarise
+from ..anonymiser.networks import RES, CodeEncoder, Generator, PatchDiscriminator, RecoveryNet, binarise
 from ..anonymisers import gaussian_blur
 from ..geometry import AlignConfig, face_mask
 from ..identity import IdentityModel
@@ -64,6 +66,8 @@ class AnonymiserTrainConfig:
     w_rec: float = 2.0
     w_rec_id: float = 0.5
     w_keyless: float = 1.0
+    w_adv: float = 0.1
+    lr_d: float = 2e-4
     eot_level: float = 0.5
     rec_distort_level: float = 0.6
     donors: int = 1024
@@ -75,7 +79,7 @@ class AnonymiserTrainConfig:
 CONFIGS = {
     "tiny": AnonymiserTrainConfig(steps=6, batch=2, width=8, train_images=16, val_images=8, donors=32, log_every=3, ckpt_every=3),
     # ~0.7 s/step alone on this 2-core CPU (2 s/step on one contended core): width 16, ~1 h.
-    "cpu": AnonymiserTrainConfig(steps=4000, width=16),
+    "cpu": AnonymiserTrainConfig(steps=3000, width=16),
     "gpu": AnonymiserTrainConfig(steps=60000, batch=32, width=64, train_images=9000, val_images=600, lr=3e-4, log_every=500, ckpt_every=2000),
 }
 
@@ -107,7 +111,7 @@ class _frozen:
             p.requires_grad_(True)
 
 
-def step_losses(m: Models, idm: IdentityModel, x, e_x, d, mask, cfg: AnonymiserTrainConfig, g: torch.Generator) -> dict:
+def step_losses(m: Models, idm: IdentityModel, x, e_x, d, mask, cfg: AnonymiserTrainConfig, g: torch.Generator, disc=None) -> dict:
     """All training losses of one batch (see the module docstring); ``total`` is their weighted sum.
 
     Args:
@@ -122,6 +126,7 @@ def step_losses(m: Models, idm: IdentityModel, x, e_x, d, mask, cfg: AnonymiserT
         "donor": (e_y - d).norm(dim=1).mean(),
         "low": masked_l1(gaussian_blur(y, cfg.low_sigma), gaussian_blur(x, cfg.low_sigma), mask),
         "pix": masked_l1(y, x, mask),
+        "adv": -disc(y).mean() if disc is not None else y.new_zeros(()),
     }
     bits = binarise(m.E(x))
     y_in = y.detach() if cfg.detach else y  # detached recovery: R's loss never reaches G
@@ -134,7 +139,9 @@ def step_losses(m: Models, idm: IdentityModel, x, e_x, d, mask, cfg: AnonymiserT
         x_guess = m.R(y, rand, mask)
     out["keyless"] = F.relu(cfg.away_margin - (idm(x_guess) - e_x).norm(dim=1)).mean()
     out["total"] = (cfg.w_away * out["away"] + cfg.w_donor * out["donor"] + cfg.w_low * out["low"] + cfg.w_pix * out["pix"]
-                    + cfg.w_rec * out["rec"] + cfg.w_rec_id * out["rec_id"] + cfg.w_keyless * out["keyless"])
+                    + cfg.w_rec * out["rec"] + cfg.w_rec_id * out["rec_id"] + cfg.w_keyless * out["keyless"]
+                    + cfg.w_adv * out["adv"])
+    out["y"] = y
     out["train_id_dist"] = dist.mean().detach()
     return out
 
@@ -184,7 +191,9 @@ def train(cfg: AnonymiserTrainConfig, data: Path, out: Path, device: str = "cpu"
     donors = torch.from_numpy(bank.vectors).to(device)
     mask = face_mask(AlignConfig(size=RES)).to(device)
     m = Models(cfg.width, cfg.code_bits).to(device)
+    disc = PatchDiscriminator(2 * cfg.width).to(device)
     opt = torch.optim.AdamW(m.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_d, betas=(0.5, 0.999))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / cfg.steps, 1.0))))
     step = 0
     ckpt = out / "checkpoint.pt"
@@ -192,6 +201,8 @@ def train(cfg: AnonymiserTrainConfig, data: Path, out: Path, device: str = "cpu"
     if state:
         m.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
+        disc.load_state_dict(state["disc"])
+        opt_d.load_state_dict(state["opt_d"])
         sched.load_state_dict(state["sched"])
         step = state["step"]
         log(f"resumed from {ckpt} at step {step}")
@@ -211,13 +222,19 @@ def train(cfg: AnonymiserTrainConfig, data: Path, out: Path, device: str = "cpu"
             with torch.no_grad():
                 e_x = idm(x)
         d = donors[torch.randint(0, len(donors), (cfg.batch,), generator=g).to(device)]
-        losses = step_losses(m, idm, x, e_x, d, mask.expand(cfg.batch, -1, -1, -1), cfg, g)
+        losses = step_losses(m, idm, x, e_x, d, mask.expand(cfg.batch, -1, -1, -1), cfg, g, disc)
         loss = losses["total"]
+        fake = losses.pop("y").detach()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(m.parameters(), 5.0)
         opt.step()
         sched.step()
+        d_loss = F.relu(1 - disc(x)).mean() + F.relu(1 + disc(fake)).mean()  # hinge
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        losses["disc"] = d_loss
         step += 1
         if step % cfg.log_every == 0 or step == cfg.steps:
             ev = evaluate(m, idm, x_val, e_val, d_val, mask.expand(len(x_val), -1, -1, -1), cfg.seed)
@@ -225,7 +242,8 @@ def train(cfg: AnonymiserTrainConfig, data: Path, out: Path, device: str = "cpu"
             logf.write({"step": step, **{k: float(v.detach()) for k, v in losses.items()},
                         "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 1), **ev})
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            save_checkpoint(ckpt, model=m.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), step=step, config=asdict(cfg))
+            save_checkpoint(ckpt, model=m.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), disc=disc.state_dict(),
+                            opt_d=opt_d.state_dict(), step=step, config=asdict(cfg))
     logf.close()
     final = out / "refacex-anonymiser.pt"
     torch.save({"model": m.state_dict(), "width": cfg.width, "code_bits": cfg.code_bits, "detach": cfg.detach}, final)
