@@ -119,6 +119,15 @@ _LOADED: dict[str, Anonymiser] = {}
 _NOT_DEFAULT: set[str] = set()  # available by name, but not preferred (its manifest says default: false)
 
 
+def reset_learned() -> None:
+    """Forget the learned methods loaded so far (after the models folder changed)."""
+    for name in _LEARNED:
+        _FACTORIES.pop(name, None)
+        _UNAVAILABLE.pop(name, None)
+        _LOADED.pop(name, None)
+        _NOT_DEFAULT.discard(name)
+
+
 def _probe_learned() -> None:
     """Register each learned method whose weights load (once); remember why the others do not."""
     import importlib

@@ -88,10 +88,11 @@ def _with(options):
 @click.option("--format", "fmt", type=click.Choice(["jpeg", "png", "webp"]), default=None, help="Output format [default: the input's].")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
+@click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True, help="Run the learned networks with PyTorch or onnxruntime.")
 @click.option("--records", type=click.Path(dir_okay=False), help="Write one JSON line per image with its face records.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal].")
 @_with(detector_options)
-def anonymise(inputs, outdir, method, strength, key_file, vault_path, donor_policy, donors_dir, watermark, watermark_strength, in_place, recursive, fmt, quality, device, records, progress, detector, threshold, min_face):
+def anonymise(inputs, outdir, method, strength, key_file, vault_path, donor_policy, donors_dir, watermark, watermark_strength, in_place, recursive, fmt, quality, device, backend, records, progress, detector, threshold, min_face):
     """Anonymise every face in INPUTS (files or folders).
 
     Pixels outside the face masks are kept; EXIF (with its thumbnail), XMP, IPTC and ICC data are
@@ -109,6 +110,10 @@ def anonymise(inputs, outdir, method, strength, key_file, vault_path, donor_poli
         _fail("--vault needs --key-file (vault records are encrypted with the key)")
     try:
         key = read_key_file(key_file) if key_file else None
+        if backend == "onnx":
+            from .onnx_backend import use_onnx
+
+            use_onnx(device="cuda" if device == "cuda" else "cpu")
         pipe = Pipeline(
             method=method, detector=detector, detector_config=DetectorConfig(threshold=threshold, min_size=min_face),
             align=AlignConfig(), strength=strength, key=key, watermark=watermark,
@@ -371,6 +376,20 @@ def labelstudio_serve(host, port):
     except ImportError as exc:
         _fail(f"the Label Studio backend needs the [labelstudio] extra and the repository's labelstudio_backend/ ({exc})")
     serve(["--host", host, "--port", str(port)])
+
+
+@main.command("export-onnx", context_settings=_SETTINGS)
+@click.option("-o", "--output", "folder", type=click.Path(file_okay=False), help="Folder for the graphs [default: the cache --backend onnx uses].")
+def export_onnx_cmd(folder):
+    """Export every shipped network to ONNX and check it against PyTorch (max abs difference)."""
+    from .onnx_backend import default_folder, export_onnx
+
+    try:
+        report = export_onnx(Path(folder) if folder else default_folder())
+    except RefacexError as exc:
+        _fail(str(exc))
+    for r in report:
+        click.echo(f"{r['network']:22s} {r['file']:28s} max |onnx - torch| = {r['max_abs_diff']:.2e}")
 
 
 @main.group(context_settings=_SETTINGS)

@@ -1,0 +1,49 @@
+"""ONNX export and the onnxruntime backend, on a temporary zoo holding untrained refacex networks
+(the export path is what is tested; trained weights change no code path)."""
+
+import numpy as np
+import pytest
+import torch
+
+from refacex_plugin import anonymisers
+from refacex_plugin.anonymiser.donors import DonorBank
+from refacex_plugin.anonymiser.model import RefacexModel
+from refacex_plugin.zoo import register
+
+
+@pytest.fixture
+def tiny_zoo(tmp_path, monkeypatch):
+    monkeypatch.setenv("REFACEX_MODELS", str(tmp_path / "models"))
+    torch.manual_seed(0)
+    model = RefacexModel(width=8)
+    with torch.no_grad():
+        for net in (model.G, model.R):
+            net.unet.out.weight.normal_(0, 0.05)  # not the identity map
+    torch.save({"model": model.state_dict()}, tmp_path / "w.pt")
+    np.save(tmp_path / "d.npy", np.random.default_rng(0).normal(size=(16, 128)).astype(np.float32))
+    register("refacex-anonymiser", tmp_path / "w.pt", command="test", data="none", width=8, default=False)
+    register("refacex-donors", tmp_path / "d.npy", command="test", data="none")
+    anonymisers.reset_learned()
+    yield tmp_path
+    anonymisers.reset_learned()
+
+
+def test_export_matches_pytorch(tiny_zoo):
+    from refacex_plugin.onnx_backend import export_onnx
+
+    report = export_onnx(tiny_zoo / "onnx")
+    assert {r["network"] for r in report} >= {"refacex-generator", "refacex-code-encoder", "refacex-recovery"}
+    assert all(r["max_abs_diff"] < 1e-4 for r in report)
+    assert "refacex" in anonymisers.available_methods() and anonymisers.default_method() != "refacex"  # default: false
+
+
+def test_onnx_backend_anonymises_like_torch(tiny_zoo, example_rgb):
+    from refacex_plugin.onnx_backend import use_onnx
+    from refacex_plugin.pipeline import Pipeline
+
+    torch_out = Pipeline(method="refacex", donor_policy="consistent", key=b"k" * 32).anonymise_image(example_rgb).image
+    assert not np.array_equal(torch_out, example_rgb)
+    swapped = use_onnx(tiny_zoo / "onnx2")
+    assert "refacex-generator" in swapped
+    onnx_out = Pipeline(method="refacex", donor_policy="consistent", key=b"k" * 32).anonymise_image(example_rgb).image
+    assert np.abs(onnx_out.astype(int) - torch_out.astype(int)).mean() < 1.0  # within 1/255 on average
