@@ -332,13 +332,16 @@ def train():
 @click.option("--out", type=click.Path(file_okay=False), default="runs/watermark", show_default=True, help="Run folder (checkpoint, log, samples).")
 @click.option("--steps", type=int, help="Override the config's number of steps.")
 @click.option("--device", default="cpu", show_default=True)
-def train_watermark(data, config, out, steps, device):
+@click.option("--init", help="Start a new run from these weights ('zoo': the partially trained models/ watermark-learned).")
+def train_watermark(data, config, out, steps, device, init):
     """Train the learned watermark; re-run the same command to resume."""
     from .training.watermark import main as run_training
 
     argv = ["--data", data, "--config", config, "--out", out, "--device", device]
     if steps:
         argv += ["--steps", str(steps)]
+    if init:
+        argv += ["--init", init]
     run_training(argv)
 
 

@@ -102,7 +102,10 @@ def save_grid(model: LearnedWatermark, crops: torch.Tensor, rms: float, path: Pa
     Image.fromarray((grid.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)).save(path)
 
 
-def train(cfg: WatermarkTrainConfig, data: Path, out: Path, device: str = "cpu", resume: bool = True, log=print) -> Path:
+def train(cfg: WatermarkTrainConfig, data: Path, out: Path, device: str = "cpu", resume: bool = True, log=print,
+          init: Path | None = None) -> Path:
+    """Train (or resume ``out``'s checkpoint); ``init``: start a fresh run from these weights
+    (e.g. the zoo's partially trained ``watermark-learned``, carrying its curriculum position)."""
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     train_crops = prepare_crops(data, "train", cfg.train_images, RES, cfg.seed)
@@ -123,6 +126,12 @@ def train(cfg: WatermarkTrainConfig, data: Path, out: Path, device: str = "cpu",
         active = state.get("active_bits", active)
         full_step = state.get("full_step", full_step)
         log(f"resumed from {ckpt} at step {step} ({active} active bits)")
+    elif init is not None:
+        state = torch.load(init, map_location=device, weights_only=True)
+        model.load_state_dict({k: v.float() for k, v in state["model"].items()})
+        active = int(state.get("active_bits", active))
+        full_step = 0 if active == model.bits else None
+        log(f"initialised from {init} ({active} active bits)")
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     g = torch.Generator().manual_seed(cfg.seed + step)
     logf = open(out / "log.jsonl", "a")
@@ -179,11 +188,19 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/watermark"))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--steps", type=int)
+    ap.add_argument("--init", help="start from these weights (a file, or 'zoo' for models/'s watermark-learned)")
     args = ap.parse_args(argv)
     cfg = CONFIGS[args.config]
     if args.steps:
         cfg = WatermarkTrainConfig(**{**asdict(cfg), "steps": args.steps})
-    path = train(cfg, args.data, args.out, args.device, log=lambda m: print(m, file=sys.stderr, flush=True))
+    init = None
+    if args.init == "zoo":
+        from ..zoo import weights_path
+
+        init = weights_path("watermark-learned")
+    elif args.init:
+        init = Path(args.init)
+    path = train(cfg, args.data, args.out, args.device, log=lambda m: print(m, file=sys.stderr, flush=True), init=init)
     print(path)
 
 
