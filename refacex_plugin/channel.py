@@ -58,19 +58,33 @@ def embed_in_image(
     align: AlignConfig = AlignConfig(),
     strength: float = 1.0,
     device: str | torch.device = "cpu",
+    max_rounds: int = 4,
+    settle_px: float = 0.02,
 ) -> EmbedResult:
-    """Embed ``channel_bits[i]`` in face ``i`` (``landmarks (N, 5, 2)``) of an anonymised image."""
+    """Embed ``channel_bits[i]`` in face ``i`` (``landmarks (N, 5, 2)``) of an anonymised image,
+    at the fixed point of re-detection (at most ``max_rounds`` embeddings; stops when the faces
+    re-detected in the marked image moved less than ``settle_px``)."""
     if len(channel_bits) == 0:
         return EmbedResult(rgb.copy(), [], [], np.zeros((0, 5, 2), np.float32))
-    found = detector(rgb)
-    match = match_faces(np.asarray(landmarks, np.float32), found)
-    frames = np.stack([found.landmarks[j] if j is not None else landmarks[i] for i, j in enumerate(match)])
-    m = alignment_matrices(frames, align)
-    crops = extract_crops(rgb, m, align, device)
-    bits = torch.as_tensor(np.stack(channel_bits), dtype=crops.dtype, device=crops.device)
-    with torch.inference_mode():
-        residual = watermark.embed(crops, bits, strength) - crops
-    out = paste_residuals(rgb, residual, m, align)
+    landmarks = np.asarray(landmarks, np.float32)
+    bits = None
+    frames = None
+    for _ in range(max_rounds):
+        # Embed in the frame the decoder will find; the watermark itself moves the detection a
+        # little, so re-detect and re-embed (from the unmarked image) until the frame stands still.
+        found = detector(rgb if frames is None else out)
+        match = match_faces(landmarks, found)
+        new = np.stack([found.landmarks[j] if j is not None else landmarks[i] for i, j in enumerate(match)]).astype(np.float32)
+        if frames is not None and np.abs(new - frames).max() < settle_px:
+            break
+        frames = new
+        m = alignment_matrices(frames, align)
+        crops = extract_crops(rgb, m, align, device)
+        if bits is None:
+            bits = torch.as_tensor(np.stack(channel_bits), dtype=crops.dtype, device=crops.device)
+        with torch.inference_mode():
+            residual = watermark.embed(crops, bits, strength) - crops
+        out = paste_residuals(rgb, residual, m, align)
     status = ["embedded" if j is not None else "embedded-unverified" for j in match]
     return EmbedResult(out, status, face_footprints(m, align, *rgb.shape[:2]), frames.astype(np.float32))
 
