@@ -67,12 +67,11 @@ def embed_in_image(
     if len(channel_bits) == 0:
         return EmbedResult(rgb.copy(), [], [], np.zeros((0, 5, 2), np.float32))
     landmarks = np.asarray(landmarks, np.float32)
-    bits = None
-    frames = None
+    bits, frames, out = None, None, rgb
     for _ in range(max_rounds):
         # Embed in the frame the decoder will find; the watermark itself moves the detection a
         # little, so re-detect and re-embed (from the unmarked image) until the frame stands still.
-        found = detector(rgb if frames is None else out)
+        found = detector(out)
         match = match_faces(landmarks, found)
         new = np.stack([found.landmarks[j] if j is not None else landmarks[i] for i, j in enumerate(match)]).astype(np.float32)
         if frames is not None and np.abs(new - frames).max() < settle_px:
