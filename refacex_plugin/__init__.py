@@ -8,7 +8,7 @@ Public API::
     write_image("anon.jpg", result.image, "JPEG")
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 from .errors import ImageReadError, ModelNotAvailableError, RefacexError  # noqa: E402
 from .image_io import read_image, write_image  # noqa: E402
