@@ -99,10 +99,11 @@ def test_anonymize_evaluate_recover_round_trip(lfw_sample, tmp_path, key_file):
     assert all(s.refacex["payload"] == "vault-ref" for s in ds)  # every face carries a sealed vault reference
     ext = foo.execute_operator(f"{URI}/extract_payloads", ctx={"dataset": ds, "view": ds.view(), "params": {}})
     assert ext.error is None, ext.error
-    assert ext.result["faces"] >= 4 and ext.result["payloads_found"] >= ext.result["authenticated"] >= 1
+    assert ext.result["faces"] >= 4 and ext.result["payloads_found"] >= ext.result["authenticated"]
     ds.reload()  # how many decode is the watermark's business (docs/payload.md); what decodes is ours
     rows = [f for s in ds for f in (s[api.PAYLOADS_FIELD] or [])]
     assert len(rows) == ext.result["faces"] and all(f["kind"] == "vault-ref" for f in rows if f["authenticated"])
+    assert all({"payload_found", "authenticated", "key_id", "kind"} <= set(f) for f in rows)
 
     again = foo.execute_operator(f"{URI}/anonymize_faces", ctx={"dataset": ds, "view": ds.view(), "params": params}).result
     assert again["anonymized"] == 0 and again["skipped_already_done"] == 6
