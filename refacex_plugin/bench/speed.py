@@ -29,8 +29,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _worker(method: str, files: list[str], device: str, repeats: int = 1) -> dict:
+def _worker(method: str, files: list[str], device: str, repeats: int = 1, backend: str = "torch") -> dict:
+    import numpy as np
     import torch
+
+    from .. import payload as P
+    from ..keys import generate_key
 
     from ..detection import DEFAULT_DETECTOR, load_detector
     from ..geometry import alignment_matrices, extract_crops
@@ -40,7 +44,12 @@ def _worker(method: str, files: list[str], device: str, repeats: int = 1) -> dic
 
     images = [read_image(f).rgb for f in files]
     det = load_detector(DEFAULT_DETECTOR)
+    if backend == "onnx":
+        from ..onnx_backend import use_onnx
+
+        use_onnx(device=device)
     pipe = Pipeline(method=method, device=device)
+    keyed = Pipeline(method=method, device=device, key=generate_key())
     pipe.anonymise_image(images[0])  # warm-up
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
@@ -65,12 +74,30 @@ def _worker(method: str, files: list[str], device: str, repeats: int = 1) -> dic
             pipe.anonymise_image(im)
     sync()
     t_pipe = (time.perf_counter() - t0) / repeats
+
+    # The full pipeline with a key: anonymise, seal each face's code (the recovery code of a
+    # reversible method, else a vault record id) and embed it at the re-detection fixed point.
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    for im in images:
+        res = keyed.anonymise_image(im)
+        if res.faces:
+            lm = np.asarray([f.landmarks for f in res.faces], np.float32)
+            if res.codes is not None:
+                keyed.embed_codes(res.image, lm, res.codes, P.KIND_RECOVERY_CODE)
+            else:
+                keyed.embed_codes(res.image, lm, list(rng.integers(0, 2, (len(lm), P.CODE_BITS))), P.KIND_VAULT_REF)
+    sync()
+    t_full = time.perf_counter() - t0
     rss_mb = peak_rss_mb()
     return {
         "images": len(images),
         "faces": faces,
         "pipeline_images_per_s": len(images) / t_pipe,
         "pipeline_faces_per_s": faces / t_pipe,
+        "full_images_per_s": len(images) / t_full,
+        "full_watermark": keyed.watermark.name,
+        "backend": backend,
         "detect_images_per_s": len(images) / t_det,
         "anonymise_faces_per_s": len(batch) / t_op if t_op > 0 else None,
         "peak_rss_mb": rss_mb,
@@ -117,22 +144,27 @@ def measure_speed(cfg, split) -> dict:
     n = cfg.speed_images or (30 if cfg.quick else 200)
     pool = [str(p) for p in split.probes] or [str(p) for p in split.gallery]
     files = random.Random(cfg.seed).sample(pool, min(n, len(pool)))
+    from ..anonymisers import _LEARNED
+
     out = {}
-    for method in dict.fromkeys(["blur", *cfg.methods]):
+    runs = [(m, "torch") for m in dict.fromkeys(["blur", *cfg.methods])] + [(m, "onnx") for m in cfg.methods if m in _LEARNED]
+    for method, backend in runs:
+        name = method if backend == "torch" else f"{method} (onnx)"
         proc = subprocess.run(
-            [sys.executable, "-m", "refacex_plugin.bench.speed", "--method", method, "--device", cfg.device, *files],
+            [sys.executable, "-m", "refacex_plugin.bench.speed", "--method", method, "--device", cfg.device, "--backend", backend, *files],
             capture_output=True, text=True,
         )
         if proc.returncode != 0:
-            out[method] = {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+            out[name] = {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
             continue
-        out[method] = json.loads(proc.stdout.strip().splitlines()[-1])
+        out[name] = json.loads(proc.stdout.strip().splitlines()[-1])
     base = out.get("blur", {})
     for m, s in out.items():
         if "error" in s or "error" in base:
             continue
         s["baseline"] = "blur"
         s["time_ratio_vs_blur"] = base["pipeline_images_per_s"] / s["pipeline_images_per_s"]
+        s["full_time_ratio_vs_blur"] = base["pipeline_images_per_s"] / s["full_images_per_s"]
         s["rss_ratio_vs_blur"] = s["peak_rss_mb"] / base["peak_rss_mb"]
     if "blur" not in cfg.methods and "blur" in out:
         out["blur"]["baseline_only"] = True
@@ -152,13 +184,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="refacex speed worker (one method, one process)")
     ap.add_argument("--method", required=True)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     ap.add_argument("--fiftyone", action="store_true", help="measure the FiftyOne operator's overhead instead")
     ap.add_argument("files", nargs="+")
     args = ap.parse_args()
     if args.fiftyone:
         print(json.dumps(_fiftyone_worker(args.method, args.files)))
     else:
-        print(json.dumps(_worker(args.method, args.files, args.device)))
+        print(json.dumps(_worker(args.method, args.files, args.device, backend=args.backend)))
 
 
 if __name__ == "__main__":
