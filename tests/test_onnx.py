@@ -47,3 +47,18 @@ def test_onnx_backend_anonymises_like_torch(tiny_zoo, example_rgb):
     assert "refacex-generator" in swapped
     onnx_out = Pipeline(method="refacex", donor_policy="consistent", key=b"k" * 32).anonymise_image(example_rgb).image
     assert np.abs(onnx_out.astype(int) - torch_out.astype(int)).mean() < 1.0  # within 1/255 on average
+
+
+def test_bench_recovery_section_runs_the_real_channel(tiny_zoo, lfw, tmp_path):
+    from refacex_plugin.bench.report import markdown
+    from refacex_plugin.bench.runner import BenchConfig, run
+
+    cfg = BenchConfig(data=lfw, methods=["refacex"], sections=("recovery",), recognizers=["dlib"], quick=True,
+                      quick_identities=4, quick_distractors=4, recovery_faces=3, cache_dir=tmp_path / "cache", pairs_limit=0, progress=False)
+    res = run(cfg)
+    rec = res["methods"]["refacex"]["recovery"]
+    assert rec["available"] and rec["faces"] == 3
+    for row in ("none", "jpeg_q75", "code_direct", "random_code"):
+        assert 0 <= rec[row]["identity"]["dlib"]["match_rate"] <= 1
+    assert 0 <= rec["none"]["payload_restored_rate"] <= 1 and rec["code_direct"]["face_psnr_db"] > 10
+    assert "## Recovery" in markdown(res)
