@@ -113,3 +113,17 @@ def test_keyless_penalty_trains_the_anonymiser_not_the_recovery_network(mask):
     assert sum(float(p.grad.abs().sum()) for p in m.G.parameters() if p.grad is not None) > 0
     assert all(p.grad is None for p in m.R.parameters())
     assert all(p.requires_grad for p in m.R.parameters())  # unfrozen again afterwards
+
+
+def test_real_donor_bank_from_consenting_images(lfw, tmp_path):
+    from refacex_plugin.errors import RefacexError
+
+    a, b = sorted((lfw / "George_W_Bush").glob("*.jpg"))[:2]
+    c = next((lfw / "Serena_Williams").glob("*.jpg"))
+    bank = DonorBank.from_images([a, b, c])
+    assert bank.vectors.shape == (3, 128) and bank.source == "images"
+    d = np.linalg.norm(bank.vectors[:, None] - bank.vectors[None], axis=-1)
+    assert d[0, 1] < d[0, 2] and d[0, 1] < d[1, 2]  # the same person is nearer than another
+    (tmp_path / "blank.png").write_bytes(b"")
+    with pytest.raises(RefacexError):
+        DonorBank.from_images([tmp_path / "blank.png"])
