@@ -155,10 +155,18 @@ def anonymise(inputs, outdir, method, strength, key_file, vault_path, donor_poli
 
 @main.command(context_settings=_SETTINGS)
 @click.option("-o", "--output", "path", required=True, type=click.Path(dir_okay=False), help="Key file to create (0600).")
-def keygen(path):
+@click.option("--from-passphrase", is_flag=True, help="Derive the key from a passphrase (scrypt) asked for on the terminal, "
+              "so it can be re-created from memory; otherwise a random key.")
+def keygen(path, from_passphrase):
     """Create a new 256-bit secret key file (refuses to overwrite). Keep it offline and backed up."""
+    from .keys import key_from_passphrase
+
     try:
-        kid = write_key_file(path)
+        key = None
+        if from_passphrase:
+            phrase = click.prompt("passphrase (at least 12 characters)", hide_input=True, confirmation_prompt=True, err=True)
+            key = key_from_passphrase(phrase)
+        kid = write_key_file(path, key)
     except RefacexError as exc:
         _fail(str(exc))
     click.echo(f"wrote {path} (key id {kid}); anyone holding this file can restore original faces")

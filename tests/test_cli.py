@@ -184,3 +184,19 @@ def test_info_lists_models():
     code, text = run("info")
     assert code == 0
     assert "centerface weights" in text and "blur" in text and "torch" in text
+
+
+def test_keygen_from_passphrase_recreates_the_same_key(tmp_path):
+    from click.testing import CliRunner
+
+    from refacex_plugin.cli import main
+    from refacex_plugin.keys import read_key_file
+
+    phrase = "correct horse battery staple\ncorrect horse battery staple\n"
+    a = CliRunner().invoke(main, ["keygen", "-o", str(tmp_path / "a.key"), "--from-passphrase"], input=phrase)
+    b = CliRunner().invoke(main, ["keygen", "-o", str(tmp_path / "b.key"), "--from-passphrase"], input=phrase)
+    assert a.exit_code == 0 and b.exit_code == 0
+    assert read_key_file(tmp_path / "a.key") == read_key_file(tmp_path / "b.key")
+    assert "correct horse" not in a.output
+    short = CliRunner().invoke(main, ["keygen", "-o", str(tmp_path / "c.key"), "--from-passphrase"], input="short\nshort\n")
+    assert short.exit_code == 2 and "too short" in short.output and not (tmp_path / "c.key").exists()
