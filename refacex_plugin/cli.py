@@ -253,6 +253,15 @@ def recover(inputs, key_files, vault_path, watermark, outdir, recursive, detecto
     _finish(summary, "restored")
 
 
+def _default_watermark() -> str:
+    from .watermark import load_watermark
+
+    try:
+        return load_watermark().name
+    except RefacexError as exc:
+        return f"none ({exc})"
+
+
 def _donor_bank(folder):
     from .anonymiser.donors import DonorBank
     from .batch import iter_jobs
@@ -455,7 +464,7 @@ def info():
 
     from . import operators
     from .detection import centerface_weights, dlib_model_path
-    from .watermark import available_watermarks
+    from .watermark import available_watermarks, load_watermark
 
     def probe(fn):
         try:
@@ -474,9 +483,9 @@ def info():
         ("detectors", ", ".join(detector_names()) + f" (default {DEFAULT_DETECTOR})"),
         ("centerface weights", probe(centerface_weights)),
         ("dlib landmarks", probe(lambda: dlib_model_path("shape_predictor_68_face_landmarks.dat"))),
-        ("watermarks", ", ".join(available_watermarks()) + " (payload embedding needs the learned one)"),
-        ("watermark model", "available" if operators.watermark_available() else "not available"),
-        ("recovery model", "available" if operators.recovery_available() else "not available"),
+        ("watermarks", ", ".join(available_watermarks()) + f" (default {_default_watermark()})"),
+        ("learned watermark", probe(lambda: load_watermark("learned").name)),
+        ("recovery network", "available (refacex)" if operators.recovery_available() else "not available"),
     ]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
