@@ -157,6 +157,12 @@ def register_anonymiser(name: str, factory: Callable[[], Anonymiser]) -> None:
     _UNAVAILABLE.pop(name, None)
 
 
+def is_experimental(name: str) -> bool:
+    """A learned method whose shipped weights are not (yet) the default: usable by name, with a warning."""
+    _probe_learned()
+    return name in _NOT_DEFAULT
+
+
 def known_methods() -> list[str]:
     return list(dict.fromkeys([*PREFERENCE, *_FACTORIES]))
 

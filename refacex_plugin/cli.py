@@ -120,6 +120,11 @@ def anonymise(inputs, outdir, method, strength, key_file, vault_path, donor_poli
             watermark_strength=watermark_strength, donor_policy=donor_policy, device=device,
             donor_bank=_donor_bank(donors_dir) if donors_dir else None,
         )
+        from .anonymisers import is_experimental
+
+        if is_experimental(pipe.method):
+            click.echo(f"warning: method {pipe.method!r} is experimental (its weights have not reached the bars; "
+                       "see docs/notes/learned-models.md)", err=True)
         if key is not None and vault_path is None and not getattr(pipe.anonymiser, "reversible", False):
             raise RefacexError(f"method {pipe.method!r} is irreversible: with --key-file give --vault PATH (exact recovery) or use --method refacex")
         vault = Vault(vault_path, key) if vault_path else None
@@ -369,7 +374,8 @@ def train_watermark(data, config, out, steps, device, init):
 @click.option("--steps", type=int, help="Override the config's number of steps.")
 @click.option("--no-detach", is_flag=True, help="Ablation: let recovery gradients reach the anonymiser.")
 @click.option("--device", default="cpu", show_default=True)
-def train_anonymiser(data, config, out, steps, no_detach, device):
+@click.option("--init", help="Start a new run from these weights ('zoo': models/'s refacex-anonymiser).")
+def train_anonymiser(data, config, out, steps, no_detach, device, init):
     """Train the anonymiser, code encoder and recovery network; re-run the same command to resume."""
     from .training.anonymiser import main as run_training
 
@@ -378,6 +384,8 @@ def train_anonymiser(data, config, out, steps, no_detach, device):
         argv += ["--steps", str(steps)]
     if no_detach:
         argv.append("--no-detach")
+    if init:
+        argv += ["--init", init]
     run_training(argv)
 
 

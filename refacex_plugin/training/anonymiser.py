@@ -177,7 +177,9 @@ def evaluate(m: Models, idm: IdentityModel, x: torch.Tensor, e_x: torch.Tensor, 
     }
 
 
-def train(cfg: AnonymiserTrainConfig, data: Path, out: Path, device: str = "cpu", resume: bool = True, log=print) -> Path:
+def train(cfg: AnonymiserTrainConfig, data: Path, out: Path, device: str = "cpu", resume: bool = True, log=print,
+          init: Path | None = None) -> Path:
+    """Train (or resume ``out``'s checkpoint); ``init``: start a fresh run from these G/E/R weights."""
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     train_crops = prepare_crops(data, "train", cfg.train_images, RES, cfg.seed)
@@ -208,6 +210,10 @@ def train(cfg: AnonymiserTrainConfig, data: Path, out: Path, device: str = "cpu"
         sched.load_state_dict(state["sched"])
         step = state["step"]
         log(f"resumed from {ckpt} at step {step}")
+    elif init is not None:
+        weights = torch.load(init, map_location=device, weights_only=True)
+        m.load_state_dict({k: v.float() for k, v in weights["model"].items()})
+        log(f"initialised from {init}")
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     x_val = val_crops.to(device).float() / 255
     e_val = identity_embeddings(idm, val_crops).to(device)
@@ -262,13 +268,21 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--steps", type=int)
     ap.add_argument("--no-detach", action="store_true", help="ablation: let recovery gradients reach the anonymiser")
+    ap.add_argument("--init", help="start from these weights (a file, or 'zoo' for models/'s refacex-anonymiser)")
     args = ap.parse_args(argv)
     cfg = CONFIGS[args.config]
     over = {"steps": args.steps} if args.steps else {}
     if args.no_detach:
         over["detach"] = False
     cfg = AnonymiserTrainConfig(**{**asdict(cfg), **over})
-    print(train(cfg, args.data, args.out, args.device, log=lambda msg: print(msg, file=sys.stderr, flush=True)))
+    init = None
+    if args.init == "zoo":
+        from ..zoo import weights_path
+
+        init = weights_path("refacex-anonymiser")
+    elif args.init:
+        init = Path(args.init)
+    print(train(cfg, args.data, args.out, args.device, log=lambda msg: print(msg, file=sys.stderr, flush=True), init=init))
 
 
 if __name__ == "__main__":
