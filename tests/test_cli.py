@@ -171,11 +171,22 @@ def test_keygen_permissions_and_no_overwrite(tmp_path):
     assert code == 2 and "readable by others" in text
 
 
-def test_recover_without_vault_says_the_recovery_model_is_missing(tmp_path, example_image):
+def test_recover_without_vault_uses_payloads_and_refuses_what_carries_none(tmp_path, example_image, monkeypatch):
     key = tmp_path / "k.key"
     run("keygen", "-o", key)
     code, text = run("recover", example_image, "--key-file", key, "-o", tmp_path / "o")
-    assert code == 2 and "not available" in text
+    assert code == 1 and "not restored: no payload" in text  # an original carries no recovery code
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+    from refacex_plugin import anonymisers
+
+    monkeypatch.setenv("REFACEX_MODELS", str(tmp_path / "no-models"))
+    anonymisers.reset_learned()
+    try:
+        code, text = run("recover", example_image, "--key-file", key, "-o", tmp_path / "o2")
+        assert code == 2 and "not available" in text  # no recovery network: said up front
+    finally:
+        monkeypatch.delenv("REFACEX_MODELS")
+        anonymisers.reset_learned()
     code, text = run("anonymise", example_image, "-o", tmp_path / "o", "--vault", tmp_path / "v.db")
     assert code == 2 and "--vault needs --key-file" in text
 
