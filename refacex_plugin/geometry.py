@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from kornia.geometry.transform import warp_affine
 
 #: ArcFace 5-point template for a 112x112 crop (x, y).
@@ -222,6 +223,17 @@ def paste_crops(
         blended = torch.where(alpha > 0, blended.round().clamp(0, 255), base)
         out[y0:y1, x0:x1] = blended.permute(1, 2, 0).to(torch.uint8).cpu().numpy()
     return out
+
+
+def pool_to(crops: torch.Tensor, res: int) -> torch.Tensor:
+    """Crops ``(B, C, S, S)`` at a network's working resolution ``res`` (area pooling when ``S``
+    is a multiple of it, else antialiased bilinear)."""
+    s = crops.shape[-1]
+    if s == res:
+        return crops
+    if s % res == 0:
+        return F.avg_pool2d(crops, s // res)
+    return F.interpolate(crops, size=(res, res), mode="bilinear", align_corners=False, antialias=True)
 
 
 def paste_residuals(rgb: np.ndarray, residuals: torch.Tensor, m_img2crop: torch.Tensor, cfg: AlignConfig) -> np.ndarray:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ModelNotAvailableError
-from ..geometry import AlignConfig, face_mask
+from ..geometry import AlignConfig, face_mask, pool_to
 from .donors import DonorAssigner, DonorBank
 from .networks import RES, CodeEncoder, Generator, RecoveryNet
 
@@ -22,12 +22,7 @@ DONORS = "refacex-donors"
 
 
 def _to_res(crops: torch.Tensor) -> torch.Tensor:
-    s = crops.shape[-1]
-    if s == RES:
-        return crops
-    if s % RES == 0:
-        return F.avg_pool2d(crops, s // RES)
-    return F.interpolate(crops, size=(RES, RES), mode="bilinear", align_corners=False, antialias=True)
+    return pool_to(crops, RES)
 
 
 def _add_edit(crops: torch.Tensor, small_in: torch.Tensor, small_out: torch.Tensor, strength: float = 1.0) -> torch.Tensor:

@@ -40,7 +40,7 @@ from ..geometry import AlignConfig, face_mask
 from ..identity import IdentityModel
 from ..payload import CODE_BITS
 from .augment import random_distortion
-from .common import JsonLog, load_checkpoint, save_checkpoint, save_grid
+from .common import JsonLog, base_parser, load_checkpoint, resolve_init, save_checkpoint, save_grid
 from .data import prepare_crops
 
 #: dlib distance at FAR 0.1% on LFW (the full benchmark's threshold): below it, "same person".
@@ -259,31 +259,16 @@ def train(cfg: AnonymiserTrainConfig, data: Path, out: Path, device: str = "cpu"
 
 
 def main(argv=None) -> None:
-    import argparse
-
-    ap = argparse.ArgumentParser(description="train the refacex anonymiser")
+    ap = base_parser("train the refacex anonymiser", "runs/anonymiser", "refacex-anonymiser")
     ap.add_argument("--config", choices=list(CONFIGS), default="cpu")
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--out", type=Path, default=Path("runs/anonymiser"))
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--steps", type=int)
     ap.add_argument("--no-detach", action="store_true", help="ablation: let recovery gradients reach the anonymiser")
-    ap.add_argument("--init", help="start from these weights (a file, or 'zoo' for models/'s refacex-anonymiser)")
     args = ap.parse_args(argv)
-    cfg = CONFIGS[args.config]
     over = {"steps": args.steps} if args.steps else {}
     if args.no_detach:
         over["detach"] = False
-    cfg = AnonymiserTrainConfig(**{**asdict(cfg), **over})
-    init = None
-    if args.init == "zoo":
-        from ..zoo import weights_path
-
-        init = weights_path("refacex-anonymiser")
-    elif args.init:
-        init = Path(args.init)
+    cfg = AnonymiserTrainConfig(**{**asdict(CONFIGS[args.config]), **over})
+    init = resolve_init(args.init, "refacex-anonymiser")
     print(train(cfg, args.data, args.out, args.device, log=lambda msg: print(msg, file=sys.stderr, flush=True), init=init))
-
 
 if __name__ == "__main__":
     main()

@@ -42,3 +42,27 @@ class JsonLog:
 
     def close(self) -> None:
         self.fh.close()
+
+
+def base_parser(description: str, default_out: str, zoo_name: str):
+    """The arguments every ``refacex train`` loop takes (config names are added by the caller)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--out", type=Path, default=Path(default_out))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--init", help=f"start from these weights (a file, or 'zoo' for models/'s {zoo_name})")
+    return ap
+
+
+def resolve_init(init: str | None, zoo_name: str) -> Path | None:
+    """``--init``: None, ``zoo`` (the named zoo weights) or a path."""
+    if not init:
+        return None
+    if init == "zoo":
+        from ..zoo import weights_path
+
+        return weights_path(zoo_name)
+    return Path(init)

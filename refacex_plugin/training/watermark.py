@@ -180,29 +180,16 @@ def train(cfg: WatermarkTrainConfig, data: Path, out: Path, device: str = "cpu",
 
 
 def main(argv=None) -> None:
-    import argparse
+    from .common import base_parser, resolve_init
 
-    ap = argparse.ArgumentParser(description="train the learned watermark")
+    ap = base_parser("train the learned watermark", "runs/watermark", "watermark-learned")
     ap.add_argument("--config", choices=list(CONFIGS), default="cpu")
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--out", type=Path, default=Path("runs/watermark"))
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--steps", type=int)
-    ap.add_argument("--init", help="start from these weights (a file, or 'zoo' for models/'s watermark-learned)")
     args = ap.parse_args(argv)
     cfg = CONFIGS[args.config]
     if args.steps:
         cfg = WatermarkTrainConfig(**{**asdict(cfg), "steps": args.steps})
-    init = None
-    if args.init == "zoo":
-        from ..zoo import weights_path
-
-        init = weights_path("watermark-learned")
-    elif args.init:
-        init = Path(args.init)
-    path = train(cfg, args.data, args.out, args.device, log=lambda m: print(m, file=sys.stderr, flush=True), init=init)
-    print(path)
-
+    init = resolve_init(args.init, "watermark-learned")
+    print(train(cfg, args.data, args.out, args.device, log=lambda m: print(m, file=sys.stderr, flush=True), init=init))
 
 if __name__ == "__main__":
     main()

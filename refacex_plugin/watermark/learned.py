@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ModelNotAvailableError
-from ..geometry import AlignConfig, face_mask
+from ..geometry import AlignConfig, face_mask, pool_to
 from ..payload import CHANNEL_BITS
 
 RES = 128
@@ -92,12 +92,7 @@ class LearnedWatermark(nn.Module):
 
     @staticmethod
     def _to_res(crops: torch.Tensor) -> torch.Tensor:
-        s = crops.shape[-1]
-        if s == RES:
-            return crops
-        if s % RES == 0:
-            return F.avg_pool2d(crops, s // RES)
-        return F.interpolate(crops, size=(RES, RES), mode="bilinear", align_corners=False, antialias=True)
+        return pool_to(crops, RES)
 
     def residual(self, crops_res: torch.Tensor, bits: torch.Tensor, rms: float) -> torch.Tensor:
         mask = self.mask_res.to(crops_res).expand(crops_res.shape[0], -1, -1, -1)
