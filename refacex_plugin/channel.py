@@ -119,6 +119,8 @@ class FacePayload:
     bit_errors: int | None = None  # channel bits corrected, when authenticated
 
     def to_dict(self) -> dict:
+        from .payload import KIND_RECOVERY_CODE, KIND_VAULT_REF
+
         p = self.payload
         return {
             "face": self.index,
@@ -127,7 +129,7 @@ class FacePayload:
             "authenticated": self.authenticated,
             "key_id": getattr(p, "key_id", None),
             "version": getattr(p, "version", None),
-            "kind": {0: "recovery-code", 1: "vault-ref"}.get(getattr(p, "kind", None)),
+            "kind": {KIND_RECOVERY_CODE: "recovery-code", KIND_VAULT_REF: "vault-ref"}.get(getattr(p, "kind", None)),
             "bit_errors": self.bit_errors,
         }
 
