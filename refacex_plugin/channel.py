@@ -7,7 +7,7 @@ anonymiser's effect on landmark positions does not become an alignment error at 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -38,15 +38,18 @@ def match_faces(wanted: np.ndarray, found: Detections, tolerance: float = 0.25) 
 
 @dataclass
 class EmbedResult:
-    """``image``: the watermarked image; ``status`` per face: ``embedded`` (in the frame the
-    decoder will re-detect) or ``embedded-unverified`` (the face was not re-detected; embedded
-    in the given frame); ``regions``: per face, the rectangle outside which nothing changed;
-    ``frames``: per face, the ``(5, 2)`` landmarks it was embedded in."""
+    """``image``: the watermarked image; ``status`` per face: ``embedded`` (re-detected in the
+    marked image and read back there as a reader would) or ``embedded-unverified`` (not
+    re-detected; embedded in the given frame); ``regions``: per face, the rectangle outside which
+    nothing changed; ``frames``: per face, the ``(5, 2)`` landmarks it was embedded in;
+    ``bit_errors``: per face, the channel bits read back wrong from the marked image (before error
+    correction; None when not re-detected)."""
 
     image: np.ndarray
     status: list[str]
     regions: list[tuple[int, int, int, int] | None]
     frames: np.ndarray
+    bit_errors: list[int | None] = field(default_factory=list)
 
 
 def embed_in_image(
@@ -58,34 +61,61 @@ def embed_in_image(
     align: AlignConfig = AlignConfig(),
     strength: float = 1.0,
     device: str | torch.device = "cpu",
-    max_rounds: int = 4,
-    settle_px: float = 0.02,
+    max_rounds: int = 3,
+    accept_errors: int = 0,
 ) -> EmbedResult:
-    """Embed ``channel_bits[i]`` in face ``i`` (``landmarks (N, 5, 2)``) of an anonymised image,
-    at the fixed point of re-detection (at most ``max_rounds`` embeddings; stops when the faces
-    re-detected in the marked image moved less than ``settle_px``)."""
+    """Embed ``channel_bits[i]`` in face ``i`` (``landmarks (N, 5, 2)``) of an anonymised image.
+
+    A reader finds the faces by re-detecting the *marked* image, and the mark itself moves the
+    detected landmarks a little, so each round embeds (always into the unmarked ``rgb``) in the
+    frame re-detected in the previous round's marked image, then re-detects the new marked image
+    and reads every face there as a reader would. The round whose worst face reads back with the
+    fewest wrong bits is kept; the loop stops early once every face is within ``accept_errors``.
+    Measured with dct-qim on 40 LFW faces: one round leaves ~95 of 252 bits wrong, two ~12-20;
+    further rounds oscillate rather than converge (hence verify-and-keep-best).
+    """
     if len(channel_bits) == 0:
-        return EmbedResult(rgb.copy(), [], [], np.zeros((0, 5, 2), np.float32))
+        return EmbedResult(rgb.copy(), [], [], np.zeros((0, 5, 2), np.float32), [])
     landmarks = np.asarray(landmarks, np.float32)
-    bits, frames, out = None, None, rgb
+    bits = np.stack(channel_bits).astype(np.uint8)
+    # The first round embeds in the given frames (the faces as detected before anonymisation):
+    # re-detecting the unmarked image first would cost a detection and still miss the shift the
+    # mark itself causes, which only the re-detection of a marked image shows.
+    frames = landmarks
+    best = None
     for _ in range(max_rounds):
-        # Embed in the frame the decoder will find; the watermark itself moves the detection a
-        # little, so re-detect and re-embed (from the unmarked image) until the frame stands still.
-        found = detector(out)
-        match = match_faces(landmarks, found)
-        new = np.stack([found.landmarks[j] if j is not None else landmarks[i] for i, j in enumerate(match)]).astype(np.float32)
-        if frames is not None and np.abs(new - frames).max() < settle_px:
-            break
-        frames = new
         m = alignment_matrices(frames, align)
         crops = extract_crops(rgb, m, align, device)
-        if bits is None:
-            bits = torch.as_tensor(np.stack(channel_bits), dtype=crops.dtype, device=crops.device)
         with torch.inference_mode():
-            residual = watermark.embed(crops, bits, strength) - crops
+            residual = watermark.embed(crops, torch.as_tensor(bits, dtype=crops.dtype, device=crops.device), strength) - crops
         out = paste_residuals(rgb, residual, m, align)
-    status = ["embedded" if j is not None else "embedded-unverified" for j in match]
-    return EmbedResult(out, status, face_footprints(m, align, *rgb.shape[:2]), frames.astype(np.float32))
+        found = detector(out)
+        match = match_faces(landmarks, found)
+        errors = _read_errors(out, found, match, bits, watermark, align, device)
+        worst = max(e if e is not None else bits.shape[1] + 1 for e in errors)
+        if best is None or worst < best[0]:
+            best = (worst, EmbedResult(out, ["embedded" if e is not None else "embedded-unverified" for e in errors],
+                                       face_footprints(m, align, *rgb.shape[:2]), frames.astype(np.float32), errors))
+        if worst <= accept_errors:
+            break
+        frames = _matched_frames(frames, found, match)
+    return best[1]
+
+
+def _matched_frames(previous: np.ndarray, found: Detections, match: list[int | None]) -> np.ndarray:
+    return np.stack([found.landmarks[j] if j is not None else previous[i] for i, j in enumerate(match)]).astype(np.float32)
+
+
+def _read_errors(rgb, found: Detections, match, bits: np.ndarray, watermark: Watermark, align, device) -> list[int | None]:
+    """Per wanted face, the bits a reader would get wrong in ``rgb`` (None: not re-detected)."""
+    seen = [j for j in match if j is not None]
+    if not seen:
+        return [None] * len(match)
+    crops = extract_crops(rgb, alignment_matrices(found.landmarks[seen], align), align, device)
+    with torch.inference_mode():
+        read = (watermark.extract(crops).float().cpu().numpy() > 0).astype(np.uint8)
+    rows = iter(read)
+    return [int((next(rows) != bits[i]).sum()) if j is not None else None for i, j in enumerate(match)]
 
 
 def read_from_image(

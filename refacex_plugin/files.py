@@ -79,8 +79,8 @@ def anonymise_file(
             raise ModelNotAvailableError(f"method {pipe.method!r} is irreversible: a key needs a vault (--vault) or the refacex method")
         image, frames = emb.image, list(emb.frames)
         regions = [_union(a, b) for a, b in zip(regions, emb.regions)]
-        for face, status in zip(result.faces, emb.status):
-            face.payload = status
+        for face, status, errors in zip(result.faces, emb.status, emb.bit_errors):
+            face.payload, face.payload_bit_errors = status, errors
     data = encode_image(image, out_fmt, quality, img.alpha)
     stored = 0
     if vault is not None and result.faces:

@@ -36,6 +36,9 @@ class OrtModule:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        # No busy-waiting between runs: it would take the cores from the detector and PyTorch work in between.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), opts, providers=_providers(device))
         self.inputs = [i.name for i in self.session.get_inputs()]
 

@@ -29,7 +29,8 @@ class FaceRecord:
     landmarks: list[list[float]]
     method: str
     donor_id: str | None = None
-    payload: str = "none"  # none | embedded
+    payload: str = "none"  # none | embedded | embedded-unverified
+    payload_bit_errors: int | None = None  # channel bits read back wrong right after embedding (before encoding)
 
     def to_dict(self) -> dict:
         return asdict(self)

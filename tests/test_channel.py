@@ -45,6 +45,33 @@ def test_paste_residuals_changes_only_where_the_residual_lands(example_rgb):
     assert diff.max() in (5, 6) and diff[:15].max() == 0 and diff[:, :5].max() == 0
 
 
+def test_embedding_reports_what_a_reader_reads(lfw):
+    """The embedder re-detects its own output and reads it back as a reader would: the bit errors
+    it reports are exactly those ``read_from_image`` finds in the returned image."""
+    from refacex_plugin import payload as P
+    from refacex_plugin.channel import embed_in_image, match_faces, read_from_image
+    from refacex_plugin.pipeline import Pipeline
+
+    key = bytes(range(32))
+    pipe = Pipeline(method="blur", key=key)
+    for person in ["Aaron_Eckhart", "Serena_Williams", "Colin_Powell"]:
+        rgb = read_image(next((lfw / person).glob("*.jpg"))).rgb
+        res = pipe.anonymise_image(rgb)
+        lm = np.array([f.landmarks for f in res.faces], np.float32)
+        bits = [P.seal(np.random.default_rng(i).integers(0, 2, P.CODE_BITS).astype(np.uint8), key, P.KIND_VAULT_REF) for i in range(len(lm))]
+        emb = embed_in_image(res.image, lm, bits, pipe.watermark, pipe.detector, pipe.align)
+        assert len(emb.bit_errors) == len(lm) == len(emb.status)
+        det, logits = read_from_image(emb.image, pipe.watermark, pipe.detector, pipe.align)
+        for i, j in enumerate(match_faces(lm, det)):
+            if emb.status[i] == "embedded":
+                assert j is not None
+                assert emb.bit_errors[i] == int(((logits[j] > 0).astype(np.uint8) != bits[i]).sum())
+        outside = np.ones(rgb.shape[:2], bool)
+        for x0, y0, x1, y1 in emb.regions:
+            outside[y0:y1, x0:x1] = False
+        assert np.array_equal(emb.image[outside], res.image[outside])
+
+
 @pytest.fixture(scope="module")
 def marked(tmp_path_factory, lfw):
     """Six real LFW faces anonymised with a key and a vault, written as PNG."""

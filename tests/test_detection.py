@@ -65,3 +65,19 @@ def test_landmark_helpers():
     swapped = np.array([[[30, 20], [10, 20], [20, 30], [28, 40], [12, 40]]], np.float32)
     np.testing.assert_allclose(order_landmarks(swapped)[0], [[10, 20], [30, 20], [20, 30], [12, 40], [28, 40]])
     assert len(Detections()) == 0
+
+
+def test_centerface_runtimes_agree(lfw_sample, group_rgb):
+    """onnxruntime (default when installed) and OpenCV's DNN read the same weights: same faces,
+    landmarks within a thousandth of a pixel, on any input size."""
+    from refacex_plugin.detection import CenterFaceDetector
+
+    pytest.importorskip("onnxruntime")
+    ort, cv = CenterFaceDetector(runtime="onnxruntime"), CenterFaceDetector(runtime="opencv")
+    assert CenterFaceDetector().runtime == "onnxruntime"
+    images = [read_image(p).rgb for p in lfw_sample[:10]] + [group_rgb, group_rgb[:301, :517]]
+    for rgb in images:
+        a, b = ort(rgb), cv(rgb)
+        assert len(a) == len(b)
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-3)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)

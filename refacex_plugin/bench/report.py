@@ -133,7 +133,7 @@ def markdown(res: dict) -> str:
     if any("speed" in m for m in methods.values()):
         lines += ["## Speed (this machine, decoded images in memory)", "",
                   "*anonymise*: detect, align, anonymise, paste back. *+ embed*: the full pipeline with a key (anonymise, seal "
-                  "each face's code, embed it at the re-detection fixed point); both timed against blur's *anonymise*.", "",
+                  "each face's code, embed it in the re-detected frame and read it back); both timed against blur's *anonymise*.", "",
                   "| method | anonymise img/s | faces/s | + embed img/s | anonymise op faces/s | detect img/s | peak RSS (MB) | time vs blur | + embed vs blur | RSS vs blur |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for m, e in methods.items():

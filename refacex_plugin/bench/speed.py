@@ -76,7 +76,7 @@ def _worker(method: str, files: list[str], device: str, repeats: int = 1, backen
     t_pipe = (time.perf_counter() - t0) / repeats
 
     # The full pipeline with a key: anonymise, seal each face's code (the recovery code of a
-    # reversible method, else a vault record id) and embed it at the re-detection fixed point.
+    # reversible method, else a vault record id) and embed it in the re-detected frame and read it back.
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
     for im in images:
