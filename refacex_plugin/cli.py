@@ -289,7 +289,7 @@ def _reader(key_files, watermark, detector, threshold, min_face):
 
 
 @main.command(context_settings=_SETTINGS)
-@click.argument("sections", nargs=-1, type=click.Choice(["privacy", "utility", "recovery", "robustness", "speed", "all"]))
+@click.argument("sections", nargs=-1, type=click.Choice(["privacy", "utility", "recovery", "robustness", "speed", "attacks", "all"]))
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Identity-labelled folder (<Name>/<Name>_NNNN.jpg).")
 @click.option("--method", "methods", multiple=True, type=click.Choice(known_methods()), help="Method(s) to measure [default: all available].")
 @click.option("--recognizer", "recognizers", multiple=True, help="dlib or onnx:PATH[:imagenet|arcface] [default: dlib + ../shared MobileFaceNet if present].")
@@ -297,6 +297,8 @@ def _reader(key_files, watermark, detector, threshold, min_face):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--probes-per-person", type=int, default=1, show_default=True, help="Full mode: probes per identity (0 = all).")
 @click.option("--far", type=float, default=1e-3, show_default=True, help="False-accept rate for the recognisers' thresholds.")
+@click.option("--attack-steps", type=int, default=None, help="Attacks: inverter training steps [default: 60 quick / 1,500 full].")
+@click.option("--attack-faces", type=int, default=None, help="Attacks: attacked faces [default: 40 quick / 300 full].")
 @click.option("--watermark", "watermarks", multiple=True, help="Watermark(s) for the robustness section [default: all available].")
 @click.option("--robustness-faces", type=int, help="Faces for the robustness section [default: 40 quick / 500 full].")
 @click.option("--recovery-faces", type=int, help="Faces for the recovery section [default: 40 quick / 300 full].")
@@ -307,11 +309,12 @@ def _reader(key_files, watermark, detector, threshold, min_face):
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False), help="Write PNG plots here.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--progress/--no-progress", default=None)
-def bench(sections, data, methods, recognizers, quick, seed, probes_per_person, far, watermarks, robustness_faces, recovery_faces, false_detect_images,
+def bench(sections, data, methods, recognizers, quick, seed, probes_per_person, far, attack_steps, attack_faces, watermarks, robustness_faces, recovery_faces, false_detect_images,
           cache_dir, json_out, report_out, plots_dir, device, progress):
     """Measure privacy, utility, recovery, robustness and speed on real faces.
 
-    SECTIONS: privacy, utility, recovery, robustness, speed or all (default all).
+    SECTIONS: privacy, utility, recovery, robustness, speed, attacks or all (default
+    all; attacks trains inversion networks: ~5 min quick, hours full on a CPU).
     """
     from .bench.recognizers import default_recognizer_specs
     from .bench.report import markdown, plots
@@ -322,6 +325,7 @@ def bench(sections, data, methods, recognizers, quick, seed, probes_per_person, 
         data=Path(data), methods=list(methods) or available_methods(), sections=chosen,
         recognizers=list(recognizers) or default_recognizer_specs(), quick=quick, seed=seed, far=far,
         probes_per_person=probes_per_person, cache_dir=Path(cache_dir) if cache_dir else None, device=device,
+        attack_steps=attack_steps, attack_faces=attack_faces,
         watermarks=list(watermarks) or None, robustness_faces=robustness_faces, recovery_faces=recovery_faces, false_detect_images=false_detect_images,
         progress=sys.stderr.isatty() if progress is None else progress,
         command="refacex bench " + " ".join(sys.argv[2:]),

@@ -130,6 +130,8 @@ def markdown(res: dict) -> str:
                              + " | ".join(_pct(r["identity"][n]["match_rate"]) for n in rec_names)
                              + f" | {_f(r.get('face_psnr_db'), '{:.2f}')} | {_f(r.get('image_ssim'), '{:.4f}')} |")
         lines.append("")
+    if res.get("attacks"):
+        lines += attacks_markdown(res["attacks"])
     if any("speed" in m for m in methods.values()):
         lines += ["## Speed (this machine, decoded images in memory)", "",
                   "*anonymise*: detect, align, anonymise, paste back. *+ embed*: the full pipeline with a key (anonymise, seal "
@@ -155,6 +157,54 @@ def markdown(res: dict) -> str:
                       f"real database): {fo_speed['fiftyone_images_per_s']:.1f} vs {fo_speed['core_images_per_s']:.1f} img/s "
                       f"= {fo_speed['fiftyone_vs_core']:.2f}× the core's throughput.", ""]
     return "\n".join(lines)
+
+
+def attacks_markdown(a: dict) -> list[str]:
+    """The attack section (bench/attacks.py): payload tampering, transplant, keyless recovery,
+    learned inversion, adversarial pull and donor linkage."""
+    lines = ["## Attacks (public code and weights, no key)", "",
+             f"Attacked faces: {a.get('evaluated_faces')} probes of people the attacker's networks never trained on "
+             "(their \"val\" identities; training pairs come from the \"train\" identities).", "",
+             "### Payload tampering", "", "| case | trials | refused | opened intact | opened into something else |",
+             "| --- | --- | --- | --- | --- |"]
+    for case, r in a["payload"].items():
+        lines.append(f"| {case} | {r['trials']} | {r['refused']} | {r['opened_intact']} | {r['opened_wrong']} |")
+    t = a.get("transplant")
+    if t:
+        lines += ["", f"Transplant ({t['watermark']} watermark): a marked face's channel bits read with the public decoder and "
+                  f"embedded with the public embedder into another person's anonymised image: {t['opened_in_other_image']} of "
+                  f"{t['pairs']} moved payloads open under the victim's key there, {t['refused']} are lost on the way."]
+    names = None
+    for method, e in a.get("methods", {}).items():
+        for section in ("keyless_recovery", "inversion", "adversarial_pull"):
+            rows = e.get(section)
+            if not rows:
+                continue
+            first = next((v for v in rows.values() if isinstance(v, dict) and "identity" in v), None)
+            if first is None:
+                continue
+            names = list(first["identity"])
+            title = {"keyless_recovery": "Keyless recovery", "inversion": "Learned inversion",
+                     "adversarial_pull": f"Adversarial pull (PGD on the dlib model, {rows.get('faces')} faces with a gallery photo)"}[section]
+            lines += ["", f"### {title}: {method}", "", "| attack | " + " | ".join(f"match {n}" for n in names)
+                      + " | " + " | ".join(f"mean sim. {n}" for n in names) + " | notes |", "| --- " * (2 + 2 * len(names)) + "|"]
+            for name, r in rows.items():
+                if not isinstance(r, dict) or "identity" not in r:
+                    continue
+                note = ""
+                if section == "inversion" and "steps" in r:
+                    note = f"width {r['width']}, {r['steps']} steps on {r['train_faces']} faces, {r['train_s']:.0f} s"
+                if section == "adversarial_pull":
+                    note = f"L-inf {r['linf'] * 255:.0f}/255, crop PSNR {r['crop_psnr_db']:.1f} dB"
+                lines.append(f"| {name} | " + " | ".join(_pct(r["identity"][n]["match_rate"]) for n in names) + " | "
+                             + " | ".join(_f(r["identity"][n]["mean_similarity"]) for n in names) + f" | {note} |")
+    d = a.get("donor_linkage")
+    if d:
+        lines += ["", f"### Consistent-donor linkage", "", f"{d['people']} people with two photos, bank of {d['bank_size']} donors: "
+                  f"same donor for their other photo under the same key {_pct(d['same_donor_same_key_other_photo'])}; "
+                  f"same donor under two different keys {_pct(d['same_donor_across_keys'])} (chance {_pct(d['chance'])})."]
+    lines.append("")
+    return lines
 
 
 def plots(res: dict, out_dir: Path) -> list[Path]:

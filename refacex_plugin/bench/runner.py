@@ -22,7 +22,7 @@ from .originals import Landmarks68, measure_originals
 from .recognizers import load_recognizer
 
 SCHEMA = "refacex-bench/1"
-SECTIONS = ("privacy", "utility", "recovery", "robustness", "speed")
+SECTIONS = ("privacy", "utility", "recovery", "robustness", "speed", "attacks")
 
 
 @dataclass
@@ -42,6 +42,8 @@ class BenchConfig:
     robustness_faces: int | None = None  # None = 40 quick / 500 full
     recovery_faces: int | None = None  # None = 40 quick / 300 full
     false_detect_images: int | None = None  # None = 200 quick / 10,000 full
+    attack_steps: int | None = None  # inverter training steps: None = 60 quick / 1,500 full
+    attack_faces: int | None = None  # attacked faces: None = 40 quick / 300 full
     pairs_limit: int | None = None  # pairs.txt pairs to verify: None = 400 quick / all full; 0 = skip
     quick_identities: int = 120
     quick_distractors: int = 380
@@ -223,7 +225,7 @@ def run(cfg: BenchConfig) -> dict:
         "recognizers": {},
         "methods": {},
     }
-    need_faces = bool({"privacy", "utility", "recovery"} & set(cfg.sections))
+    need_faces = bool({"privacy", "utility", "recovery", "attacks"} & set(cfg.sections))
     if need_faces:
         orig = measure_originals(split.images, detector, recognizers, cfg.cache_dir, cfg.progress)
         idx = orig.index()
@@ -243,6 +245,10 @@ def run(cfg: BenchConfig) -> dict:
             result["methods"].setdefault(m, {})["recovery"] = measure_recovery(m, cfg, split, orig, idx, recognizers, calib)
     if "robustness" in cfg.sections:
         result["watermarks"] = measure_robustness(cfg, split)
+    if "attacks" in cfg.sections:
+        from .attacks import measure_attacks
+
+        result["attacks"] = measure_attacks(cfg, split, orig, idx, recognizers, calib)
     if "speed" in cfg.sections:
         from .speed import measure_speed
 

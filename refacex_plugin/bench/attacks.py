@@ -1,0 +1,491 @@
+"""What an attacker holding our public code and weights, but not the key, can do
+(``refacex bench attacks``).
+
+* ``payload``: tamper with sealed payloads (bit flips beyond and within the error correction,
+  truncation, random bits, re-sealing under another key, and - since the BCH code is public -
+  flipping ciphertext or tag bits and re-encoding a valid codeword); plus *transplanting* a
+  face's payload into another image with the public embedder. Each case counts how often the
+  payload was refused, opened intact, or opened into something else (the failure).
+* ``keyless_recovery``: our recovery network with random, all-zero and all-one codes, and with
+  codes read without authentication (the ciphertext bits where the code would be).
+* ``inversion``: (anonymised, original) pairs made with the public pipeline on identities
+  disjoint from the evaluated probes train an inversion network of the recovery network's
+  capacity and of twice its width (L1 in the face mask + the dlib identity loss toward the
+  original - the strongest loss an attacker has); identity match of its outputs on the probes.
+  Blur and pixelate get the same attack as a check that it is real.
+* ``adversarial_pull``: PGD on the anonymised face against the dlib model (a) toward the person's
+  own gallery photo (the attacker guessed right) and (b) toward the donor; how often the result
+  matches the original under the *other* recogniser (and under dlib), per L-inf budget.
+* ``donor_linkage``: with the ``consistent`` policy, how often one person gets the same donor
+  under two different keys (should be chance, 1/bank size) and under the same key (by design,
+  almost always).
+
+Identity match is the benchmark's: similarity of the face pasted back into the image vs the
+original probe, at the recogniser's FAR threshold.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .. import payload as P
+from ..anonymiser.networks import RES, RecoveryNet
+from ..geometry import AlignConfig, alignment_matrices, extract_crops, face_mask, paste_crops, pool_to
+from ..image_io import read_image
+from ..keys import generate_key
+from . import metrics as M
+
+
+@dataclass
+class AttackConfig:
+    trials: int = 1000  # payload attack trials per case
+    transplant_images: int = 100
+    train_images: int = 3000  # attacker's (anonymised, original) training faces
+    steps: int = 1500
+    batch: int = 16
+    lr: float = 1e-3
+    id_weight: float = 1.0
+    eval_faces: int = 300
+    pgd_steps: int = 20
+    budgets: tuple[float, ...] = (2 / 255, 8 / 255)
+    linkage_people: int = 300
+
+
+QUICK = AttackConfig(trials=200, transplant_images=10, train_images=400, steps=60, eval_faces=40, pgd_steps=10, linkage_people=100)
+
+
+# ----------------------------------------------------------------------------------------- payload
+
+
+def _outcome(opened, code: np.ndarray, kind: int) -> str:
+    if opened is None:
+        return "refused"
+    return "opened_intact" if np.array_equal(opened.code, code) and opened.kind == kind else "opened_wrong"
+
+
+def payload_attacks(trials: int, seed: int = 0) -> dict:
+    """Every tampering case over ``trials`` fresh random payloads; ``{case: {refused, opened_intact, opened_wrong, trials}}``.
+
+    ``flip_K`` with K <= 10 is within the BCH code's correction: those must open intact."""
+    g = np.random.default_rng(seed)
+    key, other = generate_key(), generate_key()
+    n_msg = P.MESSAGE_BITS
+    # message layout: hint (8) | tag (32) | ciphertext (136), see payload.py
+    tag_bits = slice(P.HINT_BITS, P.HINT_BITS + P.TAG_BITS)
+    ct_bits = slice(P.HINT_BITS + P.TAG_BITS, n_msg)
+
+    def flips(k):
+        def f(bits, _):
+            out = bits.copy()
+            out[g.choice(len(out), k, replace=False)] ^= 1
+            return out
+        return f
+
+    def recoded(region, k=1):
+        def f(bits, _):
+            msg = P.ECC.decode_hard(bits)[0].copy()  # the BCH code is public
+            idx = np.arange(n_msg)[region]
+            msg[g.choice(idx, k, replace=False)] ^= 1
+            return P.ECC.encode(msg)
+        return f
+
+    def forged_tag(bits, _):
+        msg = P.ECC.decode_hard(bits)[0].copy()
+        msg[tag_bits] = g.integers(0, 2, P.TAG_BITS)
+        return P.ECC.encode(msg)
+
+    cases = {
+        "flip_5 (correctable)": flips(5),
+        "flip_10 (correctable)": flips(10),
+        "flip_11": flips(11),
+        "flip_16": flips(16),
+        "flip_32": flips(32),
+        "flip_126": flips(126),
+        "truncated_by_8": lambda b, _: b[:-8],
+        "truncated_by_64": lambda b, _: b[:-64],
+        "random_bits": lambda b, _: g.integers(0, 2, P.CHANNEL_BITS).astype(np.uint8),
+        "sealed_with_another_key": lambda b, code: P.seal(code, other, P.KIND_RECOVERY_CODE),
+        "ciphertext_bit_flipped_and_recoded": recoded(ct_bits, 1),
+        "ciphertext_8_bits_flipped_and_recoded": recoded(ct_bits, 8),
+        "tag_forged_and_recoded": forged_tag,
+        "opened_with_a_wrong_key": None,
+    }
+    out = {}
+    for name, make in cases.items():
+        counts = {"refused": 0, "opened_intact": 0, "opened_wrong": 0}
+        for _ in range(trials):
+            code = g.integers(0, 2, P.CODE_BITS).astype(np.uint8)
+            bits = P.seal(code, key, P.KIND_RECOVERY_CODE)
+            keys = [key]
+            if make is None:
+                keys = [other]
+            else:
+                bits = make(bits, code)
+            try:
+                opened = P.open_payload(P.bits_to_logits(bits), keys)
+            except (ValueError, IndexError):
+                opened = None
+            counts[_outcome(opened, code, P.KIND_RECOVERY_CODE)] += 1
+        out[name] = {"trials": trials, **counts, "must_open": name.endswith("(correctable)")}
+    return out
+
+
+def transplant_attack(files: list, n: int, seed: int = 0, progress: bool = True) -> dict:
+    """Read a marked face's channel bits with the public decoder and embed them with the public
+    embedder into another person's anonymised image; count how often the moved payload then
+    opens under the victim's key (it is a genuine payload: nothing in it names its image)."""
+    from ..channel import embed_in_image, read_from_image
+    from ..pipeline import Pipeline
+
+    key = generate_key()
+    owner = Pipeline(method="blur", key=key)
+    public = Pipeline(method="blur")
+    wm, det = owner.watermark, owner.detector
+    g = np.random.default_rng(seed)
+    moved = opened = readable = 0
+    for a, b in tqdm(list(zip(files[:n], files[n : 2 * n])), desc="transplant", disable=not progress, file=sys.stderr):
+        ra = owner.anonymise_image(read_image(a).rgb)
+        rb = public.anonymise_image(read_image(b).rgb)
+        if not ra.faces or not rb.faces:
+            continue
+        la = np.asarray([f.landmarks for f in ra.faces[:1]], np.float32)
+        code = g.integers(0, 2, P.CODE_BITS).astype(np.uint8)
+        marked = owner.embed_codes(ra.image, la, [code], P.KIND_VAULT_REF).image
+        _, logits = read_from_image(marked, wm, det, owner.align)
+        if len(logits) == 0:
+            continue
+        if P.open_payload(logits[0], [key]) is None:
+            continue  # the channel lost this payload already; nothing to move
+        readable += 1
+        lb = np.asarray([f.landmarks for f in rb.faces[:1]], np.float32)
+        forged = embed_in_image(rb.image, lb, [(logits[0] > 0).astype(np.uint8)], wm, det, owner.align).image
+        moved += 1
+        opened += any(f.authenticated for f in owner.read_payloads(forged))
+    return {"pairs": moved, "opened_in_other_image": opened, "refused": moved - opened, "watermark": wm.name}
+
+
+# ---------------------------------------------------------------------------------- face helpers
+
+
+@dataclass
+class _Faces:
+    """Probe faces of the benchmark: originals, their anonymisation (public pipeline, no key),
+    the frames they were anonymised in and, for donor-driven methods, the donors used."""
+
+    index: list[int]
+    original: list[np.ndarray]
+    anonymised: list[np.ndarray]
+    landmarks: list[np.ndarray]
+    donors: list[torch.Tensor | None]
+
+
+class _RecordingDonors:
+    """Wraps a pipeline's donor assigner and keeps the last donor vectors it handed out."""
+
+    def __init__(self, inner):
+        self.inner, self.policy, self.last = inner, inner.policy, None
+
+    def vectors(self, identities):
+        self.last = self.inner.vectors(identities)
+        return self.last
+
+
+def _anonymised_probes(method: str, probes: list[int], orig, device="cpu") -> _Faces:
+    from ..pipeline import Pipeline
+
+    pipe = Pipeline(method=method, device=device)
+    if pipe.donors is not None:
+        pipe.donors = _RecordingDonors(pipe.donors)
+    faces = _Faces([], [], [], [], [])
+    for i in probes:
+        rgb = read_image(orig.paths[i]).rgb
+        res = pipe.anonymise_image(rgb, orig.detections(i))
+        if not res.faces:
+            continue
+        faces.index.append(i)
+        faces.original.append(rgb)
+        faces.anonymised.append(res.image)
+        faces.landmarks.append(np.asarray([f.landmarks for f in res.faces], np.float32))
+        faces.donors.append(pipe.donors.last.float() if pipe.donors is not None else None)
+    return faces
+
+
+def _match(images: list[np.ndarray], faces: _Faces, orig, recognizers, calib) -> dict:
+    """Identity match of ``images`` (one per probe) against the original probes."""
+    out = {}
+    for r in recognizers:
+        emb = np.stack([r.embed(im, [orig.geometry[r.name][i]])[0] for im, i in zip(images, faces.index)])
+        sim = M.paired_similarity(emb, orig.embedding[r.name][faces.index], r.metric)
+        out[r.name] = {"match_rate": float((sim >= calib[r.name]["threshold"]).mean()), "mean_similarity": float(sim.mean())}
+    return out
+
+
+def _apply_to_faces(faces: _Faces, fn, align: AlignConfig) -> list[np.ndarray]:
+    """Replace each probe's face crops by ``fn(crops (N, 3, S, S), probe number)`` and paste them back."""
+    mask = face_mask(align)
+    out = []
+    for k, (im, lm) in enumerate(zip(faces.anonymised, faces.landmarks)):
+        m = alignment_matrices(lm, align)
+        crops = extract_crops(im, m, align)
+        new = fn(crops, k)
+        out.append(paste_crops(im, new.clamp(0, 1), m, align, mask.expand(len(lm), -1, -1, -1)))
+    return out
+
+
+# ------------------------------------------------------------------------------------- keyless
+
+
+def keyless_recovery(faces: _Faces, orig, recognizers, calib, seed: int = 0) -> dict:
+    """The public recovery network on anonymised faces with codes an attacker can make."""
+    from .. import operators
+
+    g = np.random.default_rng(seed)
+    key = generate_key()
+    align = AlignConfig()
+
+    def unauthenticated(crops, k):
+        # What the channel gives without the key: BCH-decode (public) and take the ciphertext
+        # bits where the code sits in the plaintext.
+        codes = operators.codes(extract_crops(faces.original[k], alignment_matrices(faces.landmarks[k], align), align))
+        out = []
+        for c in codes:
+            msg = P.ECC.decode_hard(P.seal(c, key, P.KIND_RECOVERY_CODE))[0]
+            out.append(msg[-P.CODE_BITS:])
+        return np.stack(out)
+
+    def true_codes(crops, k):
+        return operators.codes(extract_crops(faces.original[k], alignment_matrices(faces.landmarks[k], align), align))
+
+    rows = {
+        "true_code (with the key, for reference)": true_codes,
+        "random_code": lambda c, k: g.integers(0, 2, (len(c), P.CODE_BITS)),
+        "all_zero_code": lambda c, k: np.zeros((len(c), P.CODE_BITS), np.uint8),
+        "all_one_code": lambda c, k: np.ones((len(c), P.CODE_BITS), np.uint8),
+        "unauthenticated_bits": unauthenticated,
+    }
+    out = {}
+    for name, make in rows.items():
+        def fn(crops, k, make=make):
+            with torch.inference_mode():
+                return operators.recover(crops, make(crops, k))
+
+        out[name] = {"identity": _match(_apply_to_faces(faces, fn, align), faces, orig, recognizers, calib)}
+    return out
+
+
+# ----------------------------------------------------------------------------------- inversion
+
+
+def _training_pairs(method: str, data, n: int, seed: int, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(anonymised, original)`` ``(n, 3, RES, RES)`` float crops of the "train" identities
+    (:func:`~refacex_plugin.training.data.identity_split`; the attacked probes are "val" ones)."""
+    from ..operators import anonymise
+    from ..training.data import prepare_crops
+
+    crops = prepare_crops(data, "train", n, AlignConfig().size, seed, progress=progress)  # uint8, 256 px
+    anon, orig = [], []
+    for i in range(0, len(crops), 32):
+        x = crops[i : i + 32].float() / 255
+        with torch.inference_mode():
+            y = anonymise(x, None, method)
+        anon.append(pool_to(y, RES))
+        orig.append(pool_to(x, RES))
+    return torch.cat(anon), torch.cat(orig)
+
+
+def train_inverter(anon: torch.Tensor, orig: torch.Tensor, width: int, cfg: AttackConfig, seed: int = 0, progress: bool = True) -> tuple[RecoveryNet, dict]:
+    """An inversion network (the recovery network's architecture, its code input held at zero)."""
+    from ..identity import IdentityModel
+
+    torch.manual_seed(seed)
+    net = RecoveryNet(P.CODE_BITS, width)
+    idm = IdentityModel().eval()
+    for p in idm.parameters():
+        p.requires_grad_(False)
+    mask = face_mask(AlignConfig(size=RES))
+    zeros = torch.zeros(cfg.batch, P.CODE_BITS)
+    with torch.no_grad():
+        target = torch.cat([idm(orig[i : i + 64]) for i in range(0, len(orig), 64)])
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    g = torch.Generator().manual_seed(seed)
+    t0 = time.time()
+    loss_log = []
+    for step in tqdm(range(cfg.steps), desc=f"inverter w{width}", disable=not progress, file=sys.stderr):
+        idx = torch.randint(0, len(anon), (cfg.batch,), generator=g)
+        y, x = anon[idx], orig[idx]
+        m = mask.expand(len(y), -1, -1, -1)
+        out = net(y, zeros[: len(y)], m)
+        l1 = ((out - x).abs() * m).mean() / m.mean()
+        lid = (idm(out) - target[idx]).norm(dim=1).mean()
+        loss = l1 + cfg.id_weight * lid
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % max(cfg.steps // 10, 1) == 0 or step == cfg.steps - 1:
+            loss_log.append({"step": step, "l1": round(l1.item(), 4), "id_distance": round(lid.item(), 4)})
+    net.eval()
+    return net, {"width": width, "steps": cfg.steps, "train_faces": len(anon), "train_s": round(time.time() - t0, 1), "log": loss_log}
+
+
+def inversion_attack(method: str, faces: _Faces, data, orig, recognizers, calib, widths: list[int],
+                     cfg: AttackConfig, seed: int = 0, progress: bool = True) -> dict:
+    anon, original = _training_pairs(method, data, cfg.train_images, seed, progress)
+    mask = face_mask(AlignConfig(size=RES))
+    out = {}
+    for w in widths:
+        net, info = train_inverter(anon, original, w, cfg, seed, progress)
+
+        def fn(crops, k, net=net):
+            small = pool_to(crops, RES)
+            with torch.inference_mode():
+                rec = net(small, torch.zeros(len(small), P.CODE_BITS), mask.expand(len(small), -1, -1, -1))
+            return (crops + F.interpolate(rec - small, size=crops.shape[-2:], mode="bilinear", align_corners=False)).clamp(0, 1)
+
+        out[f"width_{w}"] = {**info, "identity": _match(_apply_to_faces(faces, fn, AlignConfig()), faces, orig, recognizers, calib)}
+    out["anonymised_without_attack"] = {"identity": _match(faces.anonymised, faces, orig, recognizers, calib)}
+    return out
+
+
+# ---------------------------------------------------------------------------- adversarial pull
+
+
+def adversarial_pull(faces: _Faces, orig, recognizers, calib, cfg: AttackConfig, guesses: dict[int, np.ndarray]) -> dict:
+    """PGD (L-inf) on the anonymised face crop, minimising the dlib-model distance to a target."""
+    from ..identity import IdentityModel
+
+    idm = IdentityModel().eval()
+    for p in idm.parameters():
+        p.requires_grad_(False)
+    align = AlignConfig()
+    mask = face_mask(align)
+    out = {}
+    # (a) the dlib embedding of another photo of the same person (the attacker's right guess
+    # from a gallery; ``guesses`` maps probe index -> embedding); (b) the donor.
+    targets = {"toward_true_identity": lambda k, crops: torch.as_tensor(guesses[faces.index[k]]).float()[None].expand(len(crops), -1)}
+    if all(d is not None for d in faces.donors):
+        targets["toward_donor"] = lambda k, crops: faces.donors[k]
+    for tname, target_of in targets.items():
+        for eps in cfg.budgets:
+            psnrs = []
+
+            def fn(crops, k, eps=eps, target_of=target_of):
+                t = target_of(k, crops).float()
+                m = mask.expand(len(crops), 3, -1, -1)
+                delta = torch.zeros_like(crops, requires_grad=True)
+                step = 2.5 * eps / cfg.pgd_steps
+                for _ in range(cfg.pgd_steps):
+                    loss = (idm((crops + delta * m).clamp(0, 1)) - t).norm(dim=1).sum()
+                    (grad,) = torch.autograd.grad(loss, delta)
+                    with torch.no_grad():
+                        delta -= step * grad.sign()
+                        delta.clamp_(-eps, eps)
+                adv = (crops + delta.detach() * m).clamp(0, 1)
+                psnrs.append(float(10 * torch.log10(1 / F.mse_loss(adv, crops).clamp_min(1e-10))))
+                return adv
+
+            images = _apply_to_faces(faces, fn, align)
+            out[f"{tname}@{round(eps * 255)}/255"] = {"linf": eps, "crop_psnr_db": float(np.mean(psnrs)),
+                                                      "identity": _match(images, faces, orig, recognizers, calib)}
+    return out
+
+
+# ------------------------------------------------------------------------------- donor linkage
+
+
+def donor_linkage(orig, pairs: list[tuple[int, int]], bank) -> dict:
+    """``pairs``: (image, another image of the same person) indices into ``orig``."""
+    from ..anonymiser.donors import DonorAssigner
+
+    a = np.stack([orig.embedding["dlib"][i] for i, _ in pairs])
+    b = np.stack([orig.embedding["dlib"][j] for _, j in pairs])
+    k1, k2 = generate_key(), generate_key()
+    s1 = DonorAssigner(bank, "consistent", k1)
+    d1a, d1b = s1.assign(a), s1.assign(b)
+    d2a = DonorAssigner(bank, "consistent", k2).assign(a)
+    return {
+        "people": len(pairs),
+        "bank_size": len(bank),
+        "same_donor_same_key_other_photo": float((d1a == d1b).mean()),
+        "same_donor_across_keys": float((d1a == d2a).mean()),
+        "chance": 1.0 / len(bank),
+    }
+
+
+# -------------------------------------------------------------------------------------- runner
+
+
+def measure_attacks(cfg_bench, split, orig, idx, recognizers, calib) -> dict:
+    from ..anonymisers import get_anonymiser
+    from ..training.data import identity_split
+    from .robustness import sample_files
+
+    cfg = QUICK if cfg_bench.quick else AttackConfig()
+    if cfg_bench.attack_steps is not None:
+        cfg = replace(cfg, steps=cfg_bench.attack_steps)
+    if cfg_bench.attack_faces is not None:
+        cfg = replace(cfg, eval_faces=cfg_bench.attack_faces)
+    progress = cfg_bench.progress
+    result: dict = {"config": asdict(cfg)}
+    result["payload"] = payload_attacks(cfg.trials, cfg_bench.seed)
+    files = sample_files(split.probes or split.gallery, 2 * cfg.transplant_images, cfg_bench.seed)
+    result["transplant"] = transplant_attack(files, cfg.transplant_images, cfg_bench.seed, progress)
+    # Evaluated people never train the attacker: probes come from the "val" identities when the
+    # attacker trains on the "train" ones.
+    probes = [idx[str(p)] for p, lab in zip(split.probes, split.probe_labels) if orig.ok[idx[str(p)]] and identity_split(lab) == "val"]
+    if len(probes) < cfg.eval_faces:
+        extra = [idx[str(p)] for p in split.gallery if orig.ok[idx[str(p)]] and identity_split(str(p).split("/")[-2]) == "val"]
+        probes += [i for i in extra if i not in probes]
+    probes = probes[: cfg.eval_faces]
+    result["evaluated_faces"] = len(probes)
+    result["methods"] = {}
+    guesses = _gallery_guesses(split, orig, idx)
+    for method in cfg_bench.methods:
+        entry: dict = {}
+        faces = _anonymised_probes(method, probes, orig, cfg_bench.device)
+        reversible = getattr(get_anonymiser(method), "reversible", False)
+        width = 16
+        if reversible:
+            from ..zoo import manifest
+
+            width = int(manifest().get("refacex-anonymiser", {}).get("width", 16))
+            entry["keyless_recovery"] = keyless_recovery(faces, orig, recognizers, calib, cfg_bench.seed)
+        # The larger inverter only where it matters (our method); blur and pixelate are the check
+        # that the attack is real.
+        widths = [width, 2 * width] if reversible else [width]
+        entry["inversion"] = inversion_attack(method, faces, cfg_bench.data, orig, recognizers, calib, widths, cfg,
+                                              cfg_bench.seed, progress)
+        if "dlib" in orig.embedding and any(i in guesses for i in faces.index):
+            with_guess = _Faces(*([x for k, x in enumerate(col) if faces.index[k] in guesses] for col in
+                                  (faces.index, faces.original, faces.anonymised, faces.landmarks, faces.donors)))
+            entry["adversarial_pull"] = adversarial_pull(with_guess, orig, recognizers, calib, cfg, guesses)
+            entry["adversarial_pull"]["faces"] = len(with_guess.index)
+        result["methods"][method] = entry
+    bank = next((getattr(get_anonymiser(m), "bank", None) for m in cfg_bench.methods if getattr(get_anonymiser(m), "bank", None) is not None), None)
+    if bank is not None:
+        pairs = _same_person_pairs(split, orig, idx, cfg.linkage_people)
+        result["donor_linkage"] = donor_linkage(orig, pairs, bank)
+    return result
+
+
+def _gallery_guesses(split, orig, idx) -> dict[int, np.ndarray]:
+    """Probe index -> the dlib embedding of the same person's gallery photo."""
+    gal = {lab: idx[str(p)] for p, lab in zip(split.gallery, split.gallery_labels) if orig.ok[idx[str(p)]]}
+    return {idx[str(p)]: orig.embedding["dlib"][gal[lab]] for p, lab in zip(split.probes, split.probe_labels)
+            if lab in gal and gal[lab] != idx[str(p)] and "dlib" in orig.embedding}
+
+
+def _same_person_pairs(split, orig, idx, n: int) -> list[tuple[int, int]]:
+    gal = {lab: idx[str(p)] for p, lab in zip(split.gallery, split.gallery_labels) if orig.ok[idx[str(p)]]}
+    pairs = []
+    for p, lab in zip(split.probes, split.probe_labels):
+        i = idx[str(p)]
+        if orig.ok[i] and lab in gal and gal[lab] != i:
+            pairs.append((i, gal[lab]))
+    return pairs[:n]

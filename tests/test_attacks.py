@@ -1,0 +1,59 @@
+"""The attack suite's building blocks (bench/attacks.py); the measured run is in docs/benchmarks."""
+
+import numpy as np
+import torch
+
+from refacex_plugin.anonymiser.donors import DonorBank
+from refacex_plugin.bench import attacks as A
+from refacex_plugin.bench.report import attacks_markdown
+
+
+def test_every_payload_tampering_is_refused_and_correctable_errors_open_intact():
+    res = A.payload_attacks(trials=25, seed=3)
+    assert len(res) >= 14
+    for case, r in res.items():
+        assert r["opened_wrong"] == 0, case  # never a wrong code, whatever the attack
+        assert r["refused"] + r["opened_intact"] == r["trials"]
+        if r["must_open"]:
+            assert r["opened_intact"] == r["trials"], case
+        elif not case.startswith("flip_11"):  # 11 flips: soft decoding sometimes still corrects them
+            assert r["refused"] == r["trials"], case
+
+
+class _Orig:
+    def __init__(self, emb):
+        self.embedding = {"dlib": emb}
+
+
+def test_consistent_donors_follow_a_person_within_a_key_and_not_across_keys():
+    rng = np.random.default_rng(0)
+    people = rng.normal(size=(60, 128)).astype(np.float32) * 0.3
+    other_photo = people + rng.normal(size=people.shape).astype(np.float32) * 0.005
+    bank = DonorBank.synthetic(rng.normal(size=(500, 128)).astype(np.float32), n=256, seed=0)
+    res = A.donor_linkage(_Orig(np.concatenate([people, other_photo])), [(i, 60 + i) for i in range(60)], bank)
+    assert res["same_donor_same_key_other_photo"] >= 0.95
+    assert res["same_donor_across_keys"] <= 0.05
+    assert res["chance"] == 1 / 256
+
+
+def test_the_inverter_learns_a_known_degradation():
+    """A darkened face is inverted better after a few steps than at the start (the attack trains)."""
+    torch.manual_seed(0)
+    x = torch.nn.functional.interpolate(torch.rand(12, 3, 16, 16), size=(128, 128), mode="bilinear", align_corners=False)
+    cfg = A.AttackConfig(steps=25, batch=6, lr=3e-3, id_weight=0.0)
+    _, info = A.train_inverter(x * 0.4, x, width=8, cfg=cfg, progress=False)
+    assert info["log"][-1]["l1"] < 0.6 * info["log"][0]["l1"]
+
+
+def test_attack_report_renders_every_section():
+    res = {
+        "evaluated_faces": 3,
+        "payload": A.payload_attacks(trials=3),
+        "transplant": {"pairs": 2, "opened_in_other_image": 1, "refused": 1, "watermark": "dct-qim"},
+        "methods": {"blur": {"inversion": {"width_16": {"width": 16, "steps": 5, "train_faces": 10, "train_s": 1.0,
+                                                        "identity": {"dlib": {"match_rate": 0.5, "mean_similarity": -0.6}}}}}},
+        "donor_linkage": {"people": 4, "bank_size": 8, "same_donor_same_key_other_photo": 1.0, "same_donor_across_keys": 0.0, "chance": 0.125},
+    }
+    text = "\n".join(attacks_markdown(res))
+    for needle in ("Payload tampering", "tag_forged_and_recoded", "Transplant", "Learned inversion: blur", "50.0 %", "Consistent-donor"):
+        assert needle in text
