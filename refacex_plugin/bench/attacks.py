@@ -239,6 +239,22 @@ def _apply_to_faces(faces: _Faces, fn, align: AlignConfig) -> list[np.ndarray]:
     return out
 
 
+def _apply_batched(faces: _Faces, fn, align: AlignConfig, batch: int = 16) -> list[np.ndarray]:
+    """Like :func:`_apply_to_faces`, with ``fn(crops (B, 3, S, S), owners)`` run on batches of
+    faces across images; ``owners``: per crop, ``(probe number, face number in its image)``."""
+    mats = [alignment_matrices(lm, align) for lm in faces.landmarks]
+    crops = [extract_crops(im, m, align) for im, m in zip(faces.anonymised, mats)]
+    owners = [(k, j) for k, c in enumerate(crops) for j in range(len(c))]
+    flat = torch.cat(crops)
+    new = torch.cat([fn(flat[i : i + batch], owners[i : i + batch]) for i in range(0, len(flat), batch)])
+    mask = face_mask(align)
+    out, start = [], 0
+    for im, m, c in zip(faces.anonymised, mats, crops):
+        out.append(paste_crops(im, new[start : start + len(c)].clamp(0, 1), m, align, mask.expand(len(c), -1, -1, -1)))
+        start += len(c)
+    return out
+
+
 # ------------------------------------------------------------------------------------- keyless
 
 
@@ -368,15 +384,15 @@ def adversarial_pull(faces: _Faces, orig, recognizers, calib, cfg: AttackConfig,
     out = {}
     # (a) the dlib embedding of another photo of the same person (the attacker's right guess
     # from a gallery; ``guesses`` maps probe index -> embedding); (b) the donor.
-    targets = {"toward_true_identity": lambda k, crops: torch.as_tensor(guesses[faces.index[k]]).float()[None].expand(len(crops), -1)}
+    targets = {"toward_true_identity": lambda k, j: torch.as_tensor(guesses[faces.index[k]]).float()}
     if all(d is not None for d in faces.donors):
-        targets["toward_donor"] = lambda k, crops: faces.donors[k]
+        targets["toward_donor"] = lambda k, j: faces.donors[k][j]
     for tname, target_of in targets.items():
         for eps in cfg.budgets:
             psnrs = []
 
-            def fn(crops, k, eps=eps, target_of=target_of):
-                t = target_of(k, crops).float()
+            def fn(crops, owners, eps=eps, target_of=target_of):
+                t = torch.stack([target_of(k, j) for k, j in owners])
                 m = mask.expand(len(crops), 3, -1, -1)
                 delta = torch.zeros_like(crops, requires_grad=True)
                 step = 2.5 * eps / cfg.pgd_steps
@@ -387,10 +403,10 @@ def adversarial_pull(faces: _Faces, orig, recognizers, calib, cfg: AttackConfig,
                         delta -= step * grad.sign()
                         delta.clamp_(-eps, eps)
                 adv = (crops + delta.detach() * m).clamp(0, 1)
-                psnrs.append(float(10 * torch.log10(1 / F.mse_loss(adv, crops).clamp_min(1e-10))))
+                psnrs.extend((10 * torch.log10(1 / F.mse_loss(adv, crops, reduction="none").mean((1, 2, 3)).clamp_min(1e-10))).tolist())
                 return adv
 
-            images = _apply_to_faces(faces, fn, align)
+            images = _apply_batched(faces, fn, align)
             out[f"{tname}@{round(eps * 255)}/255"] = {"linf": eps, "crop_psnr_db": float(np.mean(psnrs)),
                                                       "identity": _match(images, faces, orig, recognizers, calib)}
     return out
