@@ -368,6 +368,10 @@ def train_watermark(data, config, out, steps, device, init):
         argv += ["--steps", str(steps)]
     if init:
         argv += ["--init", init]
+    if recovery_only:
+        argv.append("--recovery-only")
+    if lr:
+        argv += ["--lr", str(lr)]
     run_training(argv)
 
 
@@ -379,7 +383,9 @@ def train_watermark(data, config, out, steps, device, init):
 @click.option("--no-detach", is_flag=True, help="Ablation: let recovery gradients reach the anonymiser.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--init", help="Start a new run from these weights ('zoo': models/'s refacex-anonymiser).")
-def train_anonymiser(data, config, out, steps, no_detach, device, init):
+@click.option("--recovery-only", is_flag=True, help="Fine-tune the recovery network alone (G and E frozen; use with --init).")
+@click.option("--lr", type=float, help="Override the config's learning rate.")
+def train_anonymiser(data, config, out, steps, no_detach, device, init, recovery_only, lr):
     """Train the anonymiser, code encoder and recovery network; re-run the same command to resume."""
     from .training.anonymiser import main as run_training
 
@@ -390,6 +396,10 @@ def train_anonymiser(data, config, out, steps, no_detach, device, init):
         argv.append("--no-detach")
     if init:
         argv += ["--init", init]
+    if recovery_only:
+        argv.append("--recovery-only")
+    if lr:
+        argv += ["--lr", str(lr)]
     run_training(argv)
 
 

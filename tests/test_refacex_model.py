@@ -127,3 +127,45 @@ def test_real_donor_bank_from_consenting_images(lfw, tmp_path):
     (tmp_path / "blank.png").write_bytes(b"")
     with pytest.raises(RefacexError):
         DonorBank.from_images([tmp_path / "blank.png"])
+
+
+def test_code_gate_trains_the_recovery_network_only_and_prefers_identity(mask):
+    """R with a wrong code must give back the (detached) anonymised face: the gate's gradient
+    reaches R alone, and a few steps on it bring R's wrong-code output toward its input."""
+    from refacex_plugin.training.anonymiser import code_gate_loss, wrong_codes
+
+    torch.manual_seed(0)
+    m = Models(8, 128)
+    with torch.no_grad():
+        m.R.unet.out.weight.normal_(0, 0.1)  # R starts as the identity map: make it add something
+    g = torch.Generator().manual_seed(0)
+    bits = torch.randint(0, 2, (8, 128), generator=g).float()
+    wrong = wrong_codes(bits, g)
+    assert wrong.shape == bits.shape and set(wrong.unique().tolist()) <= {0.0, 1.0}
+    y = m.G(torch.rand(4, 3, RES, RES), torch.randn(4, 128), mask.expand(4, -1, -1, -1))
+    loss = code_gate_loss(m.R, y.detach(), bits[:4], mask.expand(4, -1, -1, -1), g)
+    loss.backward()
+    assert all(p.grad is None for p in m.G.parameters())
+    assert sum(float(p.grad.abs().sum()) for p in m.R.parameters() if p.grad is not None) > 0
+    opt = torch.optim.Adam(m.R.parameters(), lr=3e-3)
+    y = y.detach()
+    first = None
+    for _ in range(15):
+        loss = code_gate_loss(m.R, y, bits[:4], mask.expand(4, -1, -1, -1), g)
+        first = float(loss) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.5 * first
+
+
+def test_recovery_only_fine_tuning_leaves_the_anonymiser_and_codes_unchanged(lfw, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = AnonymiserTrainConfig(steps=2, batch=2, width=8, train_images=8, val_images=6, donors=16, log_every=1, ckpt_every=1)
+    base = train(cfg, lfw, tmp_path / "base", log=lambda m: None)
+    tuned = train(AnonymiserTrainConfig(**{**cfg.__dict__, "recovery_only": True}), lfw, tmp_path / "tuned", log=lambda m: None, init=base)
+    a, b = torch.load(base, weights_only=True)["model"], torch.load(tuned, weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("G.", "E.")))
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("R."))
+    recs = [json.loads(line) for line in (tmp_path / "tuned" / "log.jsonl").read_text().splitlines()]
+    assert "gate" in recs[0] and "constcode_match" in recs[0] and "away" not in recs[0]

@@ -15,7 +15,13 @@ One step, on a batch of aligned training faces ``x`` (``RES`` px) and random syn
   rewards ``G`` for keeping identity. ``detach=False`` is the ablation;
 * keyless privacy: ``R`` run on ``y`` with a *random* code stands in for anyone holding our
   public weights but not the key; ``G`` (only ``G``) is pushed until that output, too, is at least
-  ``away_margin`` from ``x``'s identity - so identity must travel in the code, not in ``y``.
+  ``away_margin`` from ``x``'s identity - so identity must travel in the code, not in ``y``;
+* code gate: ``R`` given a code that is not the face's (random, all-zero or all-one) must return
+  the detached anonymised face unchanged, so our public ``R`` adds nothing without the key
+  (``refacex bench attacks`` measured R adding identity with such codes before this term).
+
+``recovery_only`` fine-tunes ``R`` alone (``G`` and ``E`` frozen: the shipped anonymisation and
+codes do not change), e.g. ``refacex train anonymiser --init zoo --recovery-only``.
 
 Seeded, resumable (checkpoint every ``ckpt_every`` steps), logs JSON lines and a sample grid
 (originals / anonymised / recovered / recovered from a random code).
@@ -66,6 +72,8 @@ class AnonymiserTrainConfig:
     w_rec: float = 2.0
     w_rec_id: float = 0.5
     w_keyless: float = 0.5
+    w_gate: float = 1.0
+    recovery_only: bool = False
     w_adv: float = 0.5
     lr_d: float = 2e-4
     eot_level: float = 0.5
@@ -140,11 +148,38 @@ def step_losses(m: Models, idm: IdentityModel, x, e_x, d, mask, cfg: AnonymiserT
     with _frozen(m.R):
         x_guess = m.R(y, rand, mask)
     out["keyless"] = F.relu(cfg.away_margin - (idm(x_guess) - e_x).norm(dim=1)).mean()
+    out["gate"] = code_gate_loss(m.R, y.detach(), bits.detach(), mask, g)
     out["total"] = (cfg.w_away * out["away"] + cfg.w_donor * out["donor"] + cfg.w_low * out["low"] + cfg.w_pix * out["pix"]
                     + cfg.w_rec * out["rec"] + cfg.w_rec_id * out["rec_id"] + cfg.w_keyless * out["keyless"]
-                    + cfg.w_adv * out["adv"])
+                    + cfg.w_adv * out["adv"] + cfg.w_gate * out["gate"])
     out["y"] = y
     out["train_id_dist"] = dist.mean().detach()
+    return out
+
+
+def wrong_codes(bits: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Per row, a code that is not the face's: random (half the rows), all-zero or all-one."""
+    b = bits.shape[0]
+    kind = torch.randint(0, 4, (b, 1), generator=g).to(bits.device)
+    rand = torch.randint(0, 2, bits.shape, generator=g).to(bits)
+    return torch.where(kind < 2, rand, torch.where(kind == 2, torch.zeros_like(bits), torch.ones_like(bits)))
+
+
+def code_gate_loss(R: torch.nn.Module, y: torch.Tensor, bits: torch.Tensor, mask: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """``R`` with a wrong code must give back its input: ``y`` is the detached anonymised face."""
+    return masked_l1(R(y, wrong_codes(bits, g), mask), y, mask)
+
+
+def recovery_losses(m: Models, idm: IdentityModel, x, e_x, d, mask, cfg: AnonymiserTrainConfig, g: torch.Generator) -> dict:
+    """``recovery_only``: the recovery terms and the code gate, with ``G`` and ``E`` frozen."""
+    with torch.no_grad():
+        y = m.G(x, d, mask)
+        bits = (m.E(x) > 0).to(x.dtype)
+    x_hat = m.R(random_distortion(y, g, cfg.rec_distort_level, geometric=False), bits, mask)
+    out = {"rec": masked_l1(x_hat, x, mask), "rec_id": (idm(x_hat) - e_x).norm(dim=1).mean(),
+           "gate": code_gate_loss(m.R, y, bits, mask, g)}
+    out["total"] = cfg.w_rec * out["rec"] + cfg.w_rec_id * out["rec_id"] + cfg.w_gate * out["gate"]
+    out["y"] = y
     return out
 
 
@@ -164,6 +199,9 @@ def evaluate(m: Models, idm: IdentityModel, x: torch.Tensor, e_x: torch.Tensor, 
     d_anon = (idm(y) - e_x).norm(dim=1)
     d_rec = (idm(x_hat) - e_x).norm(dim=1)
     d_rand = (idm(x_rand) - e_x).norm(dim=1)
+    x_zero = m.R(y, torch.zeros_like(bits), mask)
+    x_one = m.R(y, torch.ones_like(bits), mask)
+    d_const = torch.minimum((idm(x_zero) - e_x).norm(dim=1), (idm(x_one) - e_x).norm(dim=1))
     mse = (((x_hat - x) ** 2) * mask).sum((1, 2, 3)) / (mask.sum((1, 2, 3)) * 3)
     mse_anon = (((y - x) ** 2) * mask).sum((1, 2, 3)) / (mask.sum((1, 2, 3)) * 3)
     m.train()
@@ -171,6 +209,7 @@ def evaluate(m: Models, idm: IdentityModel, x: torch.Tensor, e_x: torch.Tensor, 
         "anon_id_dist": float(d_anon.mean()), "anon_match": float((d_anon < MATCH_DISTANCE).float().mean()),
         "rec_id_dist": float(d_rec.mean()), "rec_match": float((d_rec < MATCH_DISTANCE).float().mean()),
         "randcode_match": float((d_rand < MATCH_DISTANCE).float().mean()),
+        "constcode_match": float((d_const < MATCH_DISTANCE).float().mean()),
         "rec_psnr_face_db": float((10 * torch.log10(1 / mse.clamp_min(1e-10))).mean()),
         "anon_psnr_face_db": float((10 * torch.log10(1 / mse_anon.clamp_min(1e-10))).mean()),
         "_grid": [x[:6], y[:6], x_hat[:6], x_rand[:6]],
@@ -196,7 +235,11 @@ def train(cfg: AnonymiserTrainConfig, data: Path, out: Path, device: str = "cpu"
     mask = face_mask(AlignConfig(size=RES)).to(device)
     m = Models(cfg.width, cfg.code_bits).to(device)
     disc = PatchDiscriminator(2 * cfg.width).to(device)
-    opt = torch.optim.AdamW(m.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    params = m.R.parameters() if cfg.recovery_only else m.parameters()
+    if cfg.recovery_only:
+        for p in [*m.G.parameters(), *m.E.parameters()]:
+            p.requires_grad_(False)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_d, betas=(0.5, 0.999))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / cfg.steps, 1.0))))
     step = 0
@@ -230,7 +273,10 @@ def train(cfg: AnonymiserTrainConfig, data: Path, out: Path, device: str = "cpu"
             with torch.no_grad():
                 e_x = idm(x)
         d = donors[torch.randint(0, len(donors), (cfg.batch,), generator=g).to(device)]
-        losses = step_losses(m, idm, x, e_x, d, mask.expand(cfg.batch, -1, -1, -1), cfg, g, disc)
+        if cfg.recovery_only:
+            losses = recovery_losses(m, idm, x, e_x, d, mask.expand(cfg.batch, -1, -1, -1), cfg, g)
+        else:
+            losses = step_losses(m, idm, x, e_x, d, mask.expand(cfg.batch, -1, -1, -1), cfg, g, disc)
         loss = losses["total"]
         fake = losses.pop("y").detach()
         opt.zero_grad(set_to_none=True)
@@ -238,11 +284,12 @@ def train(cfg: AnonymiserTrainConfig, data: Path, out: Path, device: str = "cpu"
         torch.nn.utils.clip_grad_norm_(m.parameters(), 5.0)
         opt.step()
         sched.step()
-        d_loss = F.relu(1 - disc(x)).mean() + F.relu(1 + disc(fake)).mean()  # hinge
-        opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        opt_d.step()
-        losses["disc"] = d_loss
+        if not cfg.recovery_only:
+            d_loss = F.relu(1 - disc(x)).mean() + F.relu(1 + disc(fake)).mean()  # hinge
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            losses["disc"] = d_loss
         step += 1
         if step % cfg.log_every == 0 or step == cfg.steps:
             ev = evaluate(m, idm, x_val, e_val, d_val, mask.expand(len(x_val), -1, -1, -1), cfg.seed)
@@ -262,10 +309,16 @@ def main(argv=None) -> None:
     ap = base_parser("train the refacex anonymiser", "runs/anonymiser", "refacex-anonymiser")
     ap.add_argument("--config", choices=list(CONFIGS), default="cpu")
     ap.add_argument("--no-detach", action="store_true", help="ablation: let recovery gradients reach the anonymiser")
+    ap.add_argument("--recovery-only", action="store_true", help="fine-tune the recovery network alone (G and E frozen; use with --init)")
+    ap.add_argument("--lr", type=float, help="learning rate (default: the config's)")
     args = ap.parse_args(argv)
     over = {"steps": args.steps} if args.steps else {}
     if args.no_detach:
         over["detach"] = False
+    if args.recovery_only:
+        over["recovery_only"] = True
+    if args.lr:
+        over["lr"] = args.lr
     cfg = AnonymiserTrainConfig(**{**asdict(CONFIGS[args.config]), **over})
     init = resolve_init(args.init, "refacex-anonymiser")
     print(train(cfg, args.data, args.out, args.device, log=lambda msg: print(msg, file=sys.stderr, flush=True), init=init))
