@@ -31,13 +31,21 @@ def dct_matrix(n: int = 8, dtype=torch.float32) -> torch.Tensor:
 class DctQimWatermark:
     name = "dct-qim"
     bits = CHANNEL_BITS
-    block = 8
-    coeffs = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0))
 
-    def __init__(self, align: AlignConfig = AlignConfig(), step: float = 14.0, seed: int = 20261128):
-        """``step``: QIM step in grey levels (on the 0-255 scale) at strength 1."""
+    def __init__(self, align: AlignConfig = AlignConfig(), step: float = 30.0, seed: int = 20261128, block: int = 8,
+                 coeffs: tuple[tuple[int, int], ...] = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0))):
+        """``step``: QIM step in grey levels (on the 0-255 scale) at strength 1; ``block``: DCT
+        block size in crop pixels; ``coeffs``: the (u, v) coefficients of each block that carry bits.
+
+        Step 30 puts the face-region PSNR at ~42.8 dB (the invisibility bar is 40 dB). Measured on
+        24 LFW faces (exact decode, no distortion / JPEG Q90 / Q75 / saturation +30 %): step 14
+        (49.1 dB) 62 / 4 / 0 / 33 %; step 30 71 / 33 / 17 / 58 %; step 38 (40.7 dB) 54 / 42 / 17 /
+        50 %. Blocks of 16 px leave too few slots (215 with 5 coefficients); 3 coefficients per
+        8-px block (624 slots) decode less (42 / 33 / 0 / 38 % at step 38)."""
         self.align = align
         self.step = step
+        self.block = block
+        self.coeffs = tuple(coeffs)
         s, b = align.size, self.block
         m = face_mask(align)[0, 0]
         inner = F.avg_pool2d((m >= 0.999).float()[None, None], b)[0, 0] == 1.0  # blocks wholly inside
