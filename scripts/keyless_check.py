@@ -1,0 +1,46 @@
+"""Re-measure only the keyless-recovery rows of ``refacex bench attacks`` (full-mode split, the
+same attacked faces) with the recovery network now in models/, without re-training inverters.
+
+    python scripts/keyless_check.py --data ../shared/data/lfw --faces 150 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from refacex_plugin.bench import attacks as A
+from refacex_plugin.bench.dataset import make_split
+from refacex_plugin.bench.originals import measure_originals
+from refacex_plugin.bench.recognizers import default_recognizer_specs, load_recognizer
+from refacex_plugin.bench.runner import calibrate
+from refacex_plugin.detection import load_detector
+from refacex_plugin.training.data import identity_split
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--faces", type=int, default=150)
+    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "refacex" / "bench")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    split = make_split(args.data, 0, False, 1)
+    recognizers = [load_recognizer(s) for s in default_recognizer_specs()]
+    orig = measure_originals(split.images, load_detector(), recognizers, args.cache, progress=False)
+    idx = orig.index()
+    calib = {r.name: calibrate(r, orig, idx, split, 1e-3) for r in recognizers}
+    probes = [idx[str(p)] for p, lab in zip(split.probes, split.probe_labels) if orig.ok[idx[str(p)]] and identity_split(lab) == "val"]
+    extra = [idx[str(p)] for p in split.gallery if orig.ok[idx[str(p)]] and identity_split(str(p).split("/")[-2]) == "val"]
+    probes = (probes + [i for i in extra if i not in probes])[: args.faces]
+    faces = A._anonymised_probes("refacex", probes, orig)
+    res = {"faces": len(faces.index), "keyless_recovery": A.keyless_recovery(faces, orig, recognizers, calib, 0)}
+    text = json.dumps(res, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
