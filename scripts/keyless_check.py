@@ -16,7 +16,6 @@ from refacex_plugin.bench.originals import measure_originals
 from refacex_plugin.bench.recognizers import default_recognizer_specs, load_recognizer
 from refacex_plugin.bench.runner import calibrate
 from refacex_plugin.detection import load_detector
-from refacex_plugin.training.data import identity_split
 
 
 def main() -> None:
@@ -31,10 +30,7 @@ def main() -> None:
     orig = measure_originals(split.images, load_detector(), recognizers, args.cache, progress=False)
     idx = orig.index()
     calib = {r.name: calibrate(r, orig, idx, split, 1e-3) for r in recognizers}
-    probes = [idx[str(p)] for p, lab in zip(split.probes, split.probe_labels) if orig.ok[idx[str(p)]] and identity_split(lab) == "val"]
-    extra = [idx[str(p)] for p in split.gallery if orig.ok[idx[str(p)]] and identity_split(str(p).split("/")[-2]) == "val"]
-    probes = (probes + [i for i in extra if i not in probes])[: args.faces]
-    faces = A._anonymised_probes("refacex", probes, orig)
+    faces = A._anonymised_probes("refacex", A.attacked_faces(split, orig, idx, args.faces), orig)
     res = {"faces": len(faces.index), "keyless_recovery": A.keyless_recovery(faces, orig, recognizers, calib, 0)}
     text = json.dumps(res, indent=2)
     print(text)

@@ -439,7 +439,6 @@ def donor_linkage(orig, pairs: list[tuple[int, int]], bank) -> dict:
 
 def measure_attacks(cfg_bench, split, orig, idx, recognizers, calib) -> dict:
     from ..anonymisers import get_anonymiser
-    from ..training.data import identity_split
     from .robustness import sample_files
 
     cfg = QUICK if cfg_bench.quick else AttackConfig()
@@ -452,13 +451,7 @@ def measure_attacks(cfg_bench, split, orig, idx, recognizers, calib) -> dict:
     result["payload"] = payload_attacks(cfg.trials, cfg_bench.seed)
     files = sample_files(split.probes or split.gallery, 2 * cfg.transplant_images, cfg_bench.seed)
     result["transplant"] = transplant_attack(files, cfg.transplant_images, cfg_bench.seed, progress)
-    # Evaluated people never train the attacker: probes come from the "val" identities when the
-    # attacker trains on the "train" ones.
-    probes = [idx[str(p)] for p, lab in zip(split.probes, split.probe_labels) if orig.ok[idx[str(p)]] and identity_split(lab) == "val"]
-    if len(probes) < cfg.eval_faces:
-        extra = [idx[str(p)] for p in split.gallery if orig.ok[idx[str(p)]] and identity_split(str(p).split("/")[-2]) == "val"]
-        probes += [i for i in extra if i not in probes]
-    probes = probes[: cfg.eval_faces]
+    probes = attacked_faces(split, orig, idx, cfg.eval_faces)
     result["evaluated_faces"] = len(probes)
     result["methods"] = {}
     guesses = _gallery_guesses(split, orig, idx)
@@ -488,6 +481,18 @@ def measure_attacks(cfg_bench, split, orig, idx, recognizers, calib) -> dict:
         pairs = _same_person_pairs(split, orig, idx, cfg.linkage_people)
         result["donor_linkage"] = donor_linkage(orig, pairs, bank)
     return result
+
+
+def attacked_faces(split, orig, idx, n: int) -> list[int]:
+    """Up to ``n`` image indices of people the attacker never trains on: probes of "val"
+    identities (the attacker trains on "train" ones), then gallery images of "val" identities."""
+    from ..training.data import identity_split
+
+    probes = [idx[str(p)] for p, lab in zip(split.probes, split.probe_labels) if orig.ok[idx[str(p)]] and identity_split(lab) == "val"]
+    if len(probes) < n:
+        extra = [idx[str(p)] for p in split.gallery if orig.ok[idx[str(p)]] and identity_split(str(p).split("/")[-2]) == "val"]
+        probes += [i for i in extra if i not in probes]
+    return probes[:n]
 
 
 def _gallery_guesses(split, orig, idx) -> dict[int, np.ndarray]:
