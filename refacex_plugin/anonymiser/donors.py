@@ -81,7 +81,11 @@ class DonorAssigner:
     bank: DonorBank
     policy: str = "random"
     key: bytes | None = field(default=None, repr=False)
-    same_person: float = 0.5  # dlib distance below which two originals are one person
+    # dlib distance below which two originals are one person. Measured on 1,400 LFW people with two
+    # photos each (the benchmark's full split): 0.40 / 0.45 / 0.50 / 0.544 / 0.60 keep the donor for
+    # the second photo 33 / 58 / 77 / 74 / 53 % of the time and merge 0.1 / 1.2 / 4.8 / 21 / 58 % of
+    # distinct people into an earlier one.
+    same_person: float = 0.5
     seed: int | None = None
     _seen: list[np.ndarray] = field(default_factory=list, repr=False)
     _donor_of: list[int] = field(default_factory=list, repr=False)
