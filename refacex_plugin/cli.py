@@ -363,16 +363,20 @@ def train_watermark(data, config, out, steps, device, init):
     """Train the learned watermark; re-run the same command to resume."""
     from .training.watermark import main as run_training
 
+    run_training(_training_argv(data, config, out, device, steps=steps, init=init))
+
+
+def _training_argv(data, config, out, device, **options) -> list[str]:
+    """The ``refacex train`` options as the training module's argv: ``None``/``False`` values
+    are left out, ``True`` becomes a bare flag, anything else ``--name value``."""
     argv = ["--data", data, "--config", config, "--out", out, "--device", device]
-    if steps:
-        argv += ["--steps", str(steps)]
-    if init:
-        argv += ["--init", init]
-    if recovery_only:
-        argv.append("--recovery-only")
-    if lr:
-        argv += ["--lr", str(lr)]
-    run_training(argv)
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value not in (None, False):
+            argv += [flag, str(value)]
+    return argv
 
 
 @train.command("anonymiser", context_settings=_SETTINGS)
@@ -389,18 +393,8 @@ def train_anonymiser(data, config, out, steps, no_detach, device, init, recovery
     """Train the anonymiser, code encoder and recovery network; re-run the same command to resume."""
     from .training.anonymiser import main as run_training
 
-    argv = ["--data", data, "--config", config, "--out", out, "--device", device]
-    if steps:
-        argv += ["--steps", str(steps)]
-    if no_detach:
-        argv.append("--no-detach")
-    if init:
-        argv += ["--init", init]
-    if recovery_only:
-        argv.append("--recovery-only")
-    if lr:
-        argv += ["--lr", str(lr)]
-    run_training(argv)
+    run_training(_training_argv(data, config, out, device, steps=steps, no_detach=no_detach, init=init,
+                                recovery_only=recovery_only, lr=lr))
 
 
 @main.group(context_settings=_SETTINGS)

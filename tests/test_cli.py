@@ -211,3 +211,20 @@ def test_keygen_from_passphrase_recreates_the_same_key(tmp_path):
     assert "correct horse" not in a.output
     short = CliRunner().invoke(main, ["keygen", "-o", str(tmp_path / "c.key"), "--from-passphrase"], input="short\nshort\n")
     assert short.exit_code == 2 and "too short" in short.output and not (tmp_path / "c.key").exists()
+
+
+@pytest.mark.parametrize("command, extra, expected", [
+    ("watermark", ["--init", "zoo", "--steps", "5"], ["--steps", "5", "--init", "zoo"]),
+    ("anonymiser", ["--init", "zoo", "--recovery-only", "--lr", "0.0002", "--no-detach"],
+     ["--no-detach", "--init", "zoo", "--recovery-only", "--lr", "0.0002"]),
+])
+def test_train_commands_forward_their_options(command, extra, expected, lfw, monkeypatch):
+    """``refacex train`` hands its options to the training module's own parser, flags bare."""
+    import importlib
+
+    module = importlib.import_module(f"refacex_plugin.training.{command}")
+    seen = []
+    monkeypatch.setattr(module, "main", seen.append)
+    res = CliRunner().invoke(main, ["train", command, "--data", str(lfw), "--config", "tiny", "--out", "runs/x", *extra])
+    assert res.exit_code == 0, res.output
+    assert seen == [["--data", str(lfw), "--config", "tiny", "--out", "runs/x", "--device", "cpu", *expected]]
