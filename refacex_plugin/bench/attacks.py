@@ -26,6 +26,7 @@ original probe, at the recogniser's FAR threshold.
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -59,6 +60,17 @@ class AttackConfig:
 
 
 QUICK = AttackConfig(trials=200, transplant_images=10, train_images=400, steps=60, eval_faces=40, pgd_steps=10, linkage_people=100)
+
+
+@functools.lru_cache(maxsize=1)
+def _frozen_identity_model():
+    """The dlib-port identity model, eval mode, parameters frozen (inputs still take gradients)."""
+    from ..identity import IdentityModel
+
+    idm = IdentityModel().eval()
+    for p in idm.parameters():
+        p.requires_grad_(False)
+    return idm
 
 
 # ----------------------------------------------------------------------------------------- payload
@@ -149,7 +161,7 @@ def transplant_attack(files: list, n: int, seed: int = 0, progress: bool = True)
     public = Pipeline(method="blur")
     wm, det = owner.watermark, owner.detector
     g = np.random.default_rng(seed)
-    moved = opened = readable = 0
+    moved = opened = 0
     for a, b in tqdm(list(zip(files[:n], files[n : 2 * n])), desc="transplant", disable=not progress, file=sys.stderr):
         ra = owner.anonymise_image(read_image(a).rgb)
         rb = public.anonymise_image(read_image(b).rgb)
@@ -163,12 +175,11 @@ def transplant_attack(files: list, n: int, seed: int = 0, progress: bool = True)
             continue
         if P.open_payload(logits[0], [key]) is None:
             continue  # the channel lost this payload already; nothing to move
-        readable += 1
         lb = np.asarray([f.landmarks for f in rb.faces[:1]], np.float32)
         forged = embed_in_image(rb.image, lb, [(logits[0] > 0).astype(np.uint8)], wm, det, owner.align).image
         moved += 1
         opened += any(f.authenticated for f in owner.read_payloads(forged))
-    return {"pairs": moved, "opened_in_other_image": opened, "refused": moved - opened, "watermark": wm.name}
+    return {"pairs": moved, "opened_in_other_image": opened, "lost_in_channel": moved - opened, "watermark": wm.name}
 
 
 # ---------------------------------------------------------------------------------- face helpers
@@ -184,6 +195,10 @@ class _Faces:
     anonymised: list[np.ndarray]
     landmarks: list[np.ndarray]
     donors: list[torch.Tensor | None]
+
+    def select(self, keep: list[bool]) -> "_Faces":
+        cols = (self.index, self.original, self.anonymised, self.landmarks, self.donors)
+        return _Faces(*([x for x, k in zip(col, keep) if k] for col in cols))
 
 
 class _RecordingDonors:
@@ -227,21 +242,10 @@ def _match(images: list[np.ndarray], faces: _Faces, orig, recognizers, calib) ->
     return out
 
 
-def _apply_to_faces(faces: _Faces, fn, align: AlignConfig) -> list[np.ndarray]:
-    """Replace each probe's face crops by ``fn(crops (N, 3, S, S), probe number)`` and paste them back."""
-    mask = face_mask(align)
-    out = []
-    for k, (im, lm) in enumerate(zip(faces.anonymised, faces.landmarks)):
-        m = alignment_matrices(lm, align)
-        crops = extract_crops(im, m, align)
-        new = fn(crops, k)
-        out.append(paste_crops(im, new.clamp(0, 1), m, align, mask.expand(len(lm), -1, -1, -1)))
-    return out
-
-
-def _apply_batched(faces: _Faces, fn, align: AlignConfig, batch: int = 16) -> list[np.ndarray]:
-    """Like :func:`_apply_to_faces`, with ``fn(crops (B, 3, S, S), owners)`` run on batches of
-    faces across images; ``owners``: per crop, ``(probe number, face number in its image)``."""
+def _apply_to_faces(faces: _Faces, fn, align: AlignConfig = AlignConfig(), batch: int = 16) -> list[np.ndarray]:
+    """Replace the anonymised images' face crops by ``fn(crops (B, 3, S, S), owners)``, run on
+    batches of faces across images, and paste them back; ``owners``: per crop, ``(probe number,
+    face number in its image)``."""
     mats = [alignment_matrices(lm, align) for lm in faces.landmarks]
     crops = [extract_crops(im, m, align) for im, m in zip(faces.anonymised, mats)]
     owners = [(k, j) for k, c in enumerate(crops) for j in range(len(c))]
@@ -265,32 +269,25 @@ def keyless_recovery(faces: _Faces, orig, recognizers, calib, seed: int = 0) -> 
     g = np.random.default_rng(seed)
     key = generate_key()
     align = AlignConfig()
+    true = [operators.codes(extract_crops(o, alignment_matrices(lm, align), align)) for o, lm in zip(faces.original, faces.landmarks)]
 
-    def unauthenticated(crops, k):
+    def unauthenticated(code: np.ndarray) -> np.ndarray:
         # What the channel gives without the key: BCH-decode (public) and take the ciphertext
         # bits where the code sits in the plaintext.
-        codes = operators.codes(extract_crops(faces.original[k], alignment_matrices(faces.landmarks[k], align), align))
-        out = []
-        for c in codes:
-            msg = P.ECC.decode_hard(P.seal(c, key, P.KIND_RECOVERY_CODE))[0]
-            out.append(msg[-P.CODE_BITS:])
-        return np.stack(out)
-
-    def true_codes(crops, k):
-        return operators.codes(extract_crops(faces.original[k], alignment_matrices(faces.landmarks[k], align), align))
+        return P.ECC.decode_hard(P.seal(code, key, P.KIND_RECOVERY_CODE))[0][-P.CODE_BITS:]
 
     rows = {
-        "true_code (with the key, for reference)": true_codes,
-        "random_code": lambda c, k: g.integers(0, 2, (len(c), P.CODE_BITS)),
-        "all_zero_code": lambda c, k: np.zeros((len(c), P.CODE_BITS), np.uint8),
-        "all_one_code": lambda c, k: np.ones((len(c), P.CODE_BITS), np.uint8),
-        "unauthenticated_bits": unauthenticated,
+        "true_code (with the key, for reference)": lambda k, j: true[k][j],
+        "random_code": lambda k, j: g.integers(0, 2, P.CODE_BITS),
+        "all_zero_code": lambda k, j: np.zeros(P.CODE_BITS, np.uint8),
+        "all_one_code": lambda k, j: np.ones(P.CODE_BITS, np.uint8),
+        "unauthenticated_bits": lambda k, j: unauthenticated(true[k][j]),
     }
     out = {}
-    for name, make in rows.items():
-        def fn(crops, k, make=make):
+    for name, code_of in rows.items():
+        def fn(crops, owners, code_of=code_of):
             with torch.inference_mode():
-                return operators.recover(crops, make(crops, k))
+                return operators.recover(crops, np.stack([code_of(k, j) for k, j in owners]))
 
         out[name] = {"identity": _match(_apply_to_faces(faces, fn, align), faces, orig, recognizers, calib)}
     return out
@@ -318,13 +315,9 @@ def _training_pairs(method: str, data, n: int, seed: int, progress: bool) -> tup
 
 def train_inverter(anon: torch.Tensor, orig: torch.Tensor, width: int, cfg: AttackConfig, seed: int = 0, progress: bool = True) -> tuple[RecoveryNet, dict]:
     """An inversion network (the recovery network's architecture, its code input held at zero)."""
-    from ..identity import IdentityModel
-
     torch.manual_seed(seed)
     net = RecoveryNet(P.CODE_BITS, width)
-    idm = IdentityModel().eval()
-    for p in idm.parameters():
-        p.requires_grad_(False)
+    idm = _frozen_identity_model()
     mask = face_mask(AlignConfig(size=RES))
     zeros = torch.zeros(cfg.batch, P.CODE_BITS)
     with torch.no_grad():
@@ -358,13 +351,13 @@ def inversion_attack(method: str, faces: _Faces, data, orig, recognizers, calib,
     for w in widths:
         net, info = train_inverter(anon, original, w, cfg, seed, progress)
 
-        def fn(crops, k, net=net):
+        def fn(crops, owners, net=net):
             small = pool_to(crops, RES)
             with torch.inference_mode():
                 rec = net(small, torch.zeros(len(small), P.CODE_BITS), mask.expand(len(small), -1, -1, -1))
             return (crops + F.interpolate(rec - small, size=crops.shape[-2:], mode="bilinear", align_corners=False)).clamp(0, 1)
 
-        out[f"width_{w}"] = {**info, "identity": _match(_apply_to_faces(faces, fn, AlignConfig()), faces, orig, recognizers, calib)}
+        out[f"width_{w}"] = {**info, "identity": _match(_apply_to_faces(faces, fn), faces, orig, recognizers, calib)}
     out["anonymised_without_attack"] = {"identity": _match(faces.anonymised, faces, orig, recognizers, calib)}
     return out
 
@@ -374,11 +367,7 @@ def inversion_attack(method: str, faces: _Faces, data, orig, recognizers, calib,
 
 def adversarial_pull(faces: _Faces, orig, recognizers, calib, cfg: AttackConfig, guesses: dict[int, np.ndarray]) -> dict:
     """PGD (L-inf) on the anonymised face crop, minimising the dlib-model distance to a target."""
-    from ..identity import IdentityModel
-
-    idm = IdentityModel().eval()
-    for p in idm.parameters():
-        p.requires_grad_(False)
+    idm = _frozen_identity_model()
     align = AlignConfig()
     mask = face_mask(align)
     out = {}
@@ -406,7 +395,7 @@ def adversarial_pull(faces: _Faces, orig, recognizers, calib, cfg: AttackConfig,
                 psnrs.extend((10 * torch.log10(1 / F.mse_loss(adv, crops, reduction="none").mean((1, 2, 3)).clamp_min(1e-10))).tolist())
                 return adv
 
-            images = _apply_batched(faces, fn, align)
+            images = _apply_to_faces(faces, fn, align)
             out[f"{tname}@{round(eps * 255)}/255"] = {"linf": eps, "crop_psnr_db": float(np.mean(psnrs)),
                                                       "identity": _match(images, faces, orig, recognizers, calib)}
     return out
@@ -454,7 +443,8 @@ def measure_attacks(cfg_bench, split, orig, idx, recognizers, calib) -> dict:
     probes = attacked_faces(split, orig, idx, cfg.eval_faces)
     result["evaluated_faces"] = len(probes)
     result["methods"] = {}
-    guesses = _gallery_guesses(split, orig, idx)
+    # The attacker's right guess for a PGD pull: the dlib embedding of the person's gallery photo.
+    guesses = {i: orig.embedding["dlib"][j] for i, j in _same_person_pairs(split, orig, idx)} if "dlib" in orig.embedding else {}
     for method in cfg_bench.methods:
         entry: dict = {}
         faces = _anonymised_probes(method, probes, orig, cfg_bench.device)
@@ -470,16 +460,14 @@ def measure_attacks(cfg_bench, split, orig, idx, recognizers, calib) -> dict:
         widths = [width, 2 * width] if reversible else [width]
         entry["inversion"] = inversion_attack(method, faces, cfg_bench.data, orig, recognizers, calib, widths, cfg,
                                               cfg_bench.seed, progress)
-        if "dlib" in orig.embedding and any(i in guesses for i in faces.index):
-            with_guess = _Faces(*([x for k, x in enumerate(col) if faces.index[k] in guesses] for col in
-                                  (faces.index, faces.original, faces.anonymised, faces.landmarks, faces.donors)))
+        if any(i in guesses for i in faces.index):
+            with_guess = faces.select([i in guesses for i in faces.index])
             entry["adversarial_pull"] = adversarial_pull(with_guess, orig, recognizers, calib, cfg, guesses)
             entry["adversarial_pull"]["faces"] = len(with_guess.index)
         result["methods"][method] = entry
-    bank = next((getattr(get_anonymiser(m), "bank", None) for m in cfg_bench.methods if getattr(get_anonymiser(m), "bank", None) is not None), None)
-    if bank is not None:
-        pairs = _same_person_pairs(split, orig, idx, cfg.linkage_people)
-        result["donor_linkage"] = donor_linkage(orig, pairs, bank)
+    banks = [b for b in (getattr(get_anonymiser(m), "bank", None) for m in cfg_bench.methods) if b is not None]
+    if banks and "dlib" in orig.embedding:
+        result["donor_linkage"] = donor_linkage(orig, _same_person_pairs(split, orig, idx, cfg.linkage_people), banks[0])
     return result
 
 
@@ -495,14 +483,8 @@ def attacked_faces(split, orig, idx, n: int) -> list[int]:
     return probes[:n]
 
 
-def _gallery_guesses(split, orig, idx) -> dict[int, np.ndarray]:
-    """Probe index -> the dlib embedding of the same person's gallery photo."""
-    gal = {lab: idx[str(p)] for p, lab in zip(split.gallery, split.gallery_labels) if orig.ok[idx[str(p)]]}
-    return {idx[str(p)]: orig.embedding["dlib"][gal[lab]] for p, lab in zip(split.probes, split.probe_labels)
-            if lab in gal and gal[lab] != idx[str(p)] and "dlib" in orig.embedding}
-
-
-def _same_person_pairs(split, orig, idx, n: int) -> list[tuple[int, int]]:
+def _same_person_pairs(split, orig, idx, n: int | None = None) -> list[tuple[int, int]]:
+    """(probe, the same person's gallery photo) index pairs, both measured."""
     gal = {lab: idx[str(p)] for p, lab in zip(split.gallery, split.gallery_labels) if orig.ok[idx[str(p)]]}
     pairs = []
     for p, lab in zip(split.probes, split.probe_labels):

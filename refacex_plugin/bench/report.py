@@ -173,7 +173,8 @@ def attacks_markdown(a: dict) -> list[str]:
     if t:
         lines += ["", f"Transplant ({t['watermark']} watermark): a marked face's channel bits read with the public decoder and "
                   f"embedded with the public embedder into another person's anonymised image: {t['opened_in_other_image']} of "
-                  f"{t['pairs']} moved payloads open under the victim's key there, {t['refused']} are lost on the way."]
+                  f"{t['pairs']} moved payloads open under the victim's key there, {t['lost_in_channel']} are lost on the way "
+                  "(nothing refuses them: a moved payload is not detected)."]
     names = None
     for method, e in a.get("methods", {}).items():
         for section in ("keyless_recovery", "inversion", "adversarial_pull"):
