@@ -71,8 +71,10 @@ def embed_in_image(
     frame re-detected in the previous round's marked image, then re-detects the new marked image
     and reads every face there as a reader would. The round whose worst face reads back with the
     fewest wrong bits is kept; the loop stops early once every face is within ``accept_errors``.
-    Measured with dct-qim on 40 LFW faces: one round leaves ~95 of 252 bits wrong, two ~12-20;
-    further rounds oscillate rather than converge (hence verify-and-keep-best).
+    Measured with dct-qim on 80 LFW faces (blurred hosts; worst face's wrong bits of 252, median):
+    starting from the given frames, two rounds leave ~45, three ~3; starting from a re-detection
+    of the unmarked image (one detection more) three rounds leave ~1. Further rounds oscillate
+    rather than converge, hence verify-and-keep-best.
     """
     if len(channel_bits) == 0:
         return EmbedResult(rgb.copy(), [], [], np.zeros((0, 5, 2), np.float32), [])

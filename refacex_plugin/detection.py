@@ -131,11 +131,9 @@ class _OrtRunner:
         keep = [t for t in model.graph.initializer if t.name in used]
         del model.graph.initializer[:]
         model.graph.initializer.extend(keep)
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        # No busy-waiting between runs: it would take the cores from the PyTorch work in between.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        from .onnx_backend import session_options
+
+        self._session = ort.InferenceSession(model.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
         self._input = inputs[0].name
 
     def __call__(self, blob: np.ndarray) -> list[np.ndarray]:

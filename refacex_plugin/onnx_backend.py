@@ -29,17 +29,24 @@ def _providers(device: str) -> list[str]:
     return ["CPUExecutionProvider"]  # explicit: the default list can put another provider first
 
 
+def session_options():
+    """onnxruntime session options for every refacex session: quiet, and no busy-waiting between
+    runs (spinning threads would take the cores from the PyTorch and detector work in between)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
 class OrtModule:
     """Calls an onnxruntime session like the ``nn.Module`` it was exported from (torch in, torch out)."""
 
     def __init__(self, path: Path, device: str = "cpu"):
         import onnxruntime as ort
 
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        # No busy-waiting between runs: it would take the cores from the detector and PyTorch work in between.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(path), opts, providers=_providers(device))
+        self.session = ort.InferenceSession(str(path), session_options(), providers=_providers(device))
         self.inputs = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, *args: torch.Tensor) -> torch.Tensor:
