@@ -140,15 +140,12 @@ def step_losses(m: Models, idm: IdentityModel, x, e_x, d, mask, cfg: AnonymiserT
     }
     bits = binarise(m.E(x))
     y_in = y.detach() if cfg.detach else y  # detached recovery: R's loss never reaches G
-    x_hat = m.R(random_distortion(y_in, g, cfg.rec_distort_level, geometric=False), bits, mask)
-    out["rec"] = masked_l1(x_hat, x, mask)
-    out["rec_id"] = (idm(x_hat) - e_x).norm(dim=1).mean()
+    out.update(recovery_terms(m, idm, x, e_x, y_in, bits, mask, cfg, g))
     # Keyless: gradients reach G only (R's parameters are left out of this term's graph).
     rand = torch.randint(0, 2, bits.shape, generator=g).to(bits)
     with _frozen(m.R):
         x_guess = m.R(y, rand, mask)
     out["keyless"] = F.relu(cfg.away_margin - (idm(x_guess) - e_x).norm(dim=1)).mean()
-    out["gate"] = code_gate_loss(m.R, y.detach(), bits.detach(), mask, g)
     out["total"] = (cfg.w_away * out["away"] + cfg.w_donor * out["donor"] + cfg.w_low * out["low"] + cfg.w_pix * out["pix"]
                     + cfg.w_rec * out["rec"] + cfg.w_rec_id * out["rec_id"] + cfg.w_keyless * out["keyless"]
                     + cfg.w_adv * out["adv"] + cfg.w_gate * out["gate"])
@@ -170,14 +167,20 @@ def code_gate_loss(R: torch.nn.Module, y: torch.Tensor, bits: torch.Tensor, mask
     return masked_l1(R(y, wrong_codes(bits, g), mask), y, mask)
 
 
+def recovery_terms(m: Models, idm: IdentityModel, x, e_x, y_in, bits, mask, cfg: AnonymiserTrainConfig, g: torch.Generator) -> dict:
+    """``R``'s losses: reconstruct ``x`` from a distorted ``y_in`` (the anonymised face, detached
+    or not by the caller) and the face's code (``rec``, ``rec_id``), and the code ``gate``."""
+    x_hat = m.R(random_distortion(y_in, g, cfg.rec_distort_level, geometric=False), bits, mask)
+    return {"rec": masked_l1(x_hat, x, mask), "rec_id": (idm(x_hat) - e_x).norm(dim=1).mean(),
+            "gate": code_gate_loss(m.R, y_in.detach(), bits.detach(), mask, g)}
+
+
 def recovery_losses(m: Models, idm: IdentityModel, x, e_x, d, mask, cfg: AnonymiserTrainConfig, g: torch.Generator) -> dict:
     """``recovery_only``: the recovery terms and the code gate, with ``G`` and ``E`` frozen."""
     with torch.no_grad():
         y = m.G(x, d, mask)
         bits = (m.E(x) > 0).to(x.dtype)
-    x_hat = m.R(random_distortion(y, g, cfg.rec_distort_level, geometric=False), bits, mask)
-    out = {"rec": masked_l1(x_hat, x, mask), "rec_id": (idm(x_hat) - e_x).norm(dim=1).mean(),
-           "gate": code_gate_loss(m.R, y, bits, mask, g)}
+    out = recovery_terms(m, idm, x, e_x, y, bits, mask, cfg, g)
     out["total"] = cfg.w_rec * out["rec"] + cfg.w_rec_id * out["rec_id"] + cfg.w_gate * out["gate"]
     out["y"] = y
     return out
