@@ -82,7 +82,7 @@ def _with(options):
               help="Donor-driven methods: a new donor per face, or the same donor for the same person (keyed by --key-file).")
 @click.option("--donors", "donors_dir", type=click.Path(exists=True, file_okay=False), help="Folder of consenting real donors' face images (default: the shipped synthetic identities).")
 @click.option("--watermark", default=None, help="Watermark that carries the payloads [default: the best available].")
-@click.option("--watermark-strength", type=float, default=1.0, show_default=True, help="Watermark invisibility/robustness dial (residual RMS scale).")
+@click.option("--watermark-strength", type=float, default=1.0, show_default=True, help="Learned watermark: invisibility/robustness dial (residual RMS scale); dct-qim has a fixed strength.")
 @click.option("--in-place", is_flag=True, help="Replace each input atomically instead of writing to -o.")
 @click.option("-r", "--recursive", is_flag=True, help="Descend into sub-folders of folder inputs.")
 @click.option("--format", "fmt", type=click.Choice(["jpeg", "png", "webp"]), default=None, help="Output format [default: the input's].")

@@ -130,7 +130,9 @@ class Pipeline:
 
             self.donors = DonorAssigner(bank, donor_policy, key)
         if key is not None:
-            self.watermark  # fail early (closed) when no watermark can carry the payload
+            # Fail early (closed) when no watermark can carry the payload, or not at this strength.
+            if not getattr(self.watermark, "variable_strength", True) and watermark_strength != 1.0:
+                raise RefacexError(f"watermark {self.watermark.name!r} has a fixed strength: leave --watermark-strength at 1")
         self._mask = face_mask(align, 1, self.device)
 
     def __repr__(self) -> str:  # never shows the key

@@ -18,6 +18,8 @@ from ..errors import ModelNotAvailableError
 class Watermark(Protocol):
     name: str
     bits: int
+    #: Whether ``embed``'s ``strength`` may differ from 1 (a reader never knows the strength used).
+    variable_strength: bool
 
     def embed(self, crops: torch.Tensor, bits: torch.Tensor, strength: float = 1.0) -> torch.Tensor: ...
 

@@ -31,6 +31,9 @@ def dct_matrix(n: int = 8, dtype=torch.float32) -> torch.Tensor:
 class DctQimWatermark:
     name = "dct-qim"
     bits = CHANNEL_BITS
+    # The reader quantises with the step at strength 1: another strength moves the lattice, and
+    # half the bits (e.g. every 1 at strength 2) would read wrong.
+    variable_strength = False
 
     def __init__(self, align: AlignConfig = AlignConfig(), step: float = 30.0, seed: int = 20261128, block: int = 8,
                  coeffs: tuple[tuple[int, int], ...] = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0))):
@@ -69,8 +72,11 @@ class DctQimWatermark:
         return torch.stack([coeffs[:, :, u, v] for u, v in self.coeffs], dim=-1).reshape(coeffs.shape[0], -1)
 
     def embed(self, crops: torch.Tensor, bits: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
-        """``crops (B, 3, S, S)`` in [0, 1], ``bits (B, CHANNEL_BITS)`` 0/1 -> watermarked crops."""
-        step = self.step * strength
+        """``crops (B, 3, S, S)`` in [0, 1], ``bits (B, CHANNEL_BITS)`` 0/1 -> watermarked crops.
+        ``strength`` must be 1 (see ``variable_strength``)."""
+        if strength != 1.0:
+            raise ValueError("dct-qim has a fixed strength (its reader quantises with the shipped step)")
+        step = self.step
         y = (crops * _LUMA.to(crops).view(1, 3, 1, 1)).sum(1) * 255.0
         c = self._blocks(y)
         slots = self._slots(c)

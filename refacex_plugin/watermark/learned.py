@@ -82,6 +82,7 @@ class LearnedWatermark(nn.Module):
 
     name = "learned"
     bits = CHANNEL_BITS
+    variable_strength = True  # the residual's RMS scales; the decoder reads any strength
 
     def __init__(self, width: int = 32, rms: float = 0.01, align: AlignConfig = AlignConfig()):
         super().__init__()
