@@ -7,6 +7,7 @@ stay our comparison baselines forever. Learned methods register themselves in th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -25,11 +26,12 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
         ``(B, C, H, W)``.
     """
     radius = max(int(round(3 * sigma)), 1)
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = (k / k.sum()).view(1, 1, 1, -1).expand(x.shape[1], 1, 1, -1)
-    out = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), k, groups=x.shape[1])
-    return F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate"), k.transpose(-1, -2), groups=x.shape[1])
+    c = int(x.shape[1])
+    taps = [math.exp(-0.5 * (t / sigma) ** 2) for t in range(-radius, radius + 1)]
+    # a constant kernel (also when traced for ONNX export)
+    k = torch.tensor([v / sum(taps) for v in taps], dtype=x.dtype, device=x.device).view(1, 1, 1, -1).repeat(c, 1, 1, 1)
+    out = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), k, groups=c)
+    return F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate"), k.transpose(-1, -2), groups=c)
 
 
 def blur_faces(crops: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
@@ -44,7 +46,7 @@ def blur_faces(crops: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
     Returns:
         ``(B, 3, S, S)``.
     """
-    s = crops.shape[-1]
+    s = int(crops.shape[-1])  # a plain int also while tracing for ONNX export
     sigma = max(0.05 * s * strength, 0.5)
     factor = 1
     while sigma / (factor * 2) >= 2.0 and s % (factor * 2) == 0:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from refacex_plugin.anonymiser.donors import DonorAssigner, DonorBank
-from refacex_plugin.anonymiser.networks import RES, CodeEncoder, Generator, RecoveryNet, binarise
+from refacex_plugin.anonymiser.networks import RES, CodeEncoder, Generator, RecoveryNet, binarise, blend, limited_view
 from refacex_plugin.geometry import AlignConfig, face_mask
 from refacex_plugin.training.anonymiser import AnonymiserTrainConfig, Models, step_losses, train
 
@@ -31,14 +31,64 @@ def test_networks_shapes_and_mask(mask, dtype):
     g, e, r = Generator(8).to(dtype), CodeEncoder(128, 8).to(dtype), RecoveryNet(128, 8).to(dtype)
     x = torch.rand(2, 3, RES, RES, dtype=dtype)
     mk = mask.to(dtype).expand(2, -1, -1, -1)
-    torch.testing.assert_close(g(x, torch.randn(2, 128, dtype=dtype), mk), x)  # zero-initialised output: identity
+    # zero-initialised output: the limited view itself (the blur baseline under the mask)
+    torch.testing.assert_close(blend(x, g(x, torch.randn(2, 128, dtype=dtype), mk), mk), limited_view(x, mk))
     with torch.no_grad():
         g.unet.out.weight.normal_()
-    y = g(x, torch.randn(2, 128, dtype=dtype), mk)
+    y = blend(x, g(x, torch.randn(2, 128, dtype=dtype), mk), mk)
     outside = (mk == 0).expand_as(x)
     assert torch.equal(y[outside], x[outside]) and not torch.equal(y, x)
     assert e(x).shape == (2, 128)
     assert r(y, torch.ones(2, 128, dtype=dtype), mk).shape == x.shape
+
+
+def _fine_detail(mask: torch.Tensor, size: int, amplitude: float = 0.3) -> torch.Tensor:
+    """``(1, 3, size, size)``: a +-amplitude checkerboard on the 2x2 blocks lying wholly where the
+    face mask (resized to ``size``) is 1 - detail that averaging 2x2 blocks removes exactly."""
+    m = torch.nn.functional.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False)
+    inner = (-torch.nn.functional.max_pool2d(-(m >= 1).float(), 2)).repeat_interleave(2, -1).repeat_interleave(2, -2)
+    i = torch.arange(size)
+    checker = ((i[:, None] + i[None, :]) % 2 * 2 - 1).float()
+    return (amplitude * checker * inner).expand(1, 3, -1, -1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_generator_never_sees_the_detail_its_blurred_view_removes(mask, dtype):
+    """Privacy by construction: a large change of the face that the blur baseline removes leaves
+    G's output exactly as it was (a trained G cannot pass on what it never receives)."""
+    torch.manual_seed(0)
+    g = Generator(8).to(dtype)
+    with torch.no_grad():
+        for p in g.parameters():
+            p.normal_(0, 0.05)
+    x = (0.2 + 0.6 * torch.rand(2, 3, RES, RES, dtype=dtype))
+    delta = _fine_detail(mask, RES).to(dtype)
+    assert float(delta.abs().sum()) > 0.9 * 0.3 * 3 * float((mask >= 1).sum())  # the face's core changed by 0.3
+    mk, d = mask.to(dtype).expand(2, -1, -1, -1), torch.randn(2, 128, dtype=dtype)
+    y, y_changed = blend(x, g(x, d, mk), mk), blend(x + delta, g(x + delta, d, mk), mk)
+    assert (y - blend(x, g(x, -d, mk), mk)).abs().max() > 1e-3  # G does respond to its inputs
+    torch.testing.assert_close(y_changed, y, atol=1e-6, rtol=0)
+
+
+def test_shipped_model_replaces_the_face_so_detail_above_its_resolution_is_gone(mask):
+    """At inference the network's output replaces the 256-px crop under the mask: the original's
+    detail finer than the networks' 128 px does not reach the anonymised (or recovered) face."""
+    from refacex_plugin.anonymiser.model import RefacexModel
+
+    torch.manual_seed(0)
+    model = RefacexModel(width=8, bank=DonorBank(np.random.default_rng(0).normal(size=(4, 128)).astype(np.float32), "synthetic")).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.05)
+    crop = 0.2 + 0.6 * torch.rand(1, 3, 256, 256)
+    delta = _fine_detail(mask, 256)
+    donors = torch.randn(1, 128)
+    inner = (torch.nn.functional.interpolate(mask, size=(256, 256), mode="bilinear", align_corners=False) >= 1).expand_as(crop)
+    a, b = model(crop, donors), model(crop + delta, donors)
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    codes = np.zeros((1, 128), np.uint8)
+    ra, rb = model.recover(a, codes), model.recover(a + delta, codes)
+    torch.testing.assert_close(ra[inner], rb[inner], atol=1e-6, rtol=0)
 
 
 class _TinyId(torch.nn.Module):
@@ -107,7 +157,7 @@ def test_keyless_penalty_trains_the_anonymiser_not_the_recovery_network(mask):
     with torch.no_grad():
         m.G.unet.out.weight.normal_(0, 0.1)
     x = torch.rand(2, 3, RES, RES)
-    cfg = AnonymiserTrainConfig(away_margin=100.0)  # make the hinge active
+    cfg = AnonymiserTrainConfig(away_margin=100.0, w_keyless=0.5)  # make the hinge active
     losses = step_losses(m, _TinyId(), x, torch.randn(2, 128), torch.randn(2, 128), mask.expand(2, -1, -1, -1), cfg, torch.Generator().manual_seed(0))
     losses["keyless"].backward()
     assert sum(float(p.grad.abs().sum()) for p in m.G.parameters() if p.grad is not None) > 0
@@ -142,7 +192,8 @@ def test_code_gate_trains_the_recovery_network_only_and_prefers_identity(mask):
     bits = torch.randint(0, 2, (8, 128), generator=g).float()
     wrong = wrong_codes(bits, g)
     assert wrong.shape == bits.shape and set(wrong.unique().tolist()) <= {0.0, 1.0}
-    y = m.G(torch.rand(4, 3, RES, RES), torch.randn(4, 128), mask.expand(4, -1, -1, -1))
+    x4, mk4 = torch.rand(4, 3, RES, RES), mask.expand(4, -1, -1, -1)
+    y = blend(x4, m.G(x4, torch.randn(4, 128), mk4), mk4)
     loss = code_gate_loss(m.R, y.detach(), bits[:4], mask.expand(4, -1, -1, -1), g)
     loss.backward()
     assert all(p.grad is None for p in m.G.parameters())

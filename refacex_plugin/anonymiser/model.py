@@ -1,6 +1,7 @@
 """The trained refacex anonymiser as one object: ``anonymise``, ``codes`` and ``recover`` on aligned
-crops of any size (the networks run at ``RES`` px; their *edit* is upsampled and added to the crop,
-so the crop keeps its own resolution wherever the networks change nothing).
+crops of any size. The networks run at ``RES`` px; inside the face mask their output, upsampled,
+*replaces* the crop (adding an upsampled edit instead would carry the original's detail above
+``RES`` px into the anonymised face), and outside it the crop keeps its own pixels.
 
 Weights come from the zoo entry ``refacex-anonymiser`` (G, E, R) and ``refacex-donors`` (the
 synthetic donor bank); see ``models/manifest.json``.
@@ -25,11 +26,13 @@ def _to_res(crops: torch.Tensor) -> torch.Tensor:
     return pool_to(crops, RES)
 
 
-def _add_edit(crops: torch.Tensor, small_in: torch.Tensor, small_out: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
-    edit = small_out - small_in
+def _paste(crops: torch.Tensor, small_out: torch.Tensor, mask_small: torch.Tensor) -> torch.Tensor:
+    """``crops (B, 3, S, S)`` with ``small_out (B, 3, RES, RES)`` put in under the face mask
+    (``mask_small (1, 1, RES, RES)``, resized with it)."""
     if crops.shape[-1] != RES:
-        edit = F.interpolate(edit, size=crops.shape[-2:], mode="bilinear", align_corners=False)
-    return (crops + strength * edit).clamp(0, 1)
+        small_out = F.interpolate(small_out, size=crops.shape[-2:], mode="bilinear", align_corners=False)
+        mask_small = F.interpolate(mask_small, size=crops.shape[-2:], mode="bilinear", align_corners=False)
+    return (crops + mask_small * (small_out - crops)).clamp(0, 1)
 
 
 class RefacexModel(torch.nn.Module):
@@ -76,8 +79,12 @@ class RefacexModel(torch.nn.Module):
         """Anonymise ``(B, 3, S, S)`` crops; ``donors (B, 128)`` or None for the policy's choice."""
         small = _to_res(crops)
         donors = self.donors_for(small) if donors is None else donors.to(small)
-        out = self.G(small, donors, self.mask.to(small).expand(len(small), -1, -1, -1))
-        return _add_edit(crops, small, out, strength)
+        face = self.G(small, donors, self.mask.to(small).expand(len(small), -1, -1, -1))
+        if crops.shape[-1] != RES:
+            face = F.interpolate(face, size=crops.shape[-2:], mode="bilinear", align_corners=False)
+        # Like the blur baseline, the whole crop is replaced and the pipeline's paste keeps the part
+        # under the face mask; ``strength`` < 1 blends back some of the original face.
+        return (crops + min(max(strength, 0.0), 1.0) * (face - crops)).clamp(0, 1)
 
     @torch.no_grad()
     def codes(self, crops: torch.Tensor) -> np.ndarray:
@@ -90,7 +97,7 @@ class RefacexModel(torch.nn.Module):
         small = _to_res(crops)
         bits = torch.as_tensor(np.asarray(codes), dtype=small.dtype, device=small.device)
         out = self.R(small, bits, self.mask.to(small).expand(len(small), -1, -1, -1))
-        return _add_edit(crops, small, out)
+        return _paste(crops, out, self.mask.to(small))
 
 
 def load_refacex_model() -> tuple[RefacexModel, bool]:

@@ -1,7 +1,13 @@
 """The refacex networks, on aligned face crops pooled to ``RES = 128`` pixels.
 
 * :class:`Generator` ``G(face, donor) -> face``: a U-Net whose features are modulated (FiLM) by a
-  donor identity vector; it edits only inside the face mask.
+  donor identity vector. It never sees the face itself, only its *information-limited view*
+  (:func:`limited_view`: the face blurred exactly as the ``blur`` baseline blurs it, the context
+  outside the mask untouched), and draws a new face inside the mask from that view and the donor.
+  So whatever an attacker with our public weights learns from ``G``'s output, they could learn
+  from the blurred face (data processing: the donor is independent of the person) - the learned
+  inversion of ``G`` is bounded by the inversion of blur, whatever ``G`` learns. :func:`blend`
+  puts the drawn face under the mask.
 * :class:`CodeEncoder` ``E(face) -> (B, K)`` logits of the K-bit recovery code, quantised with a
   straight-through sign (:func:`binarise`).
 * :class:`RecoveryNet` ``R(anonymised, code) -> face``: the same U-Net shape, modulated by the code.
@@ -14,6 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ..anonymisers import blur_faces
 
 RES = 128
 ID_DIM = 128  # dlib descriptor space
@@ -80,17 +88,29 @@ class ConditionalUNet(nn.Module):
         return torch.tanh(self.out(h))
 
 
+def limited_view(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """What ``G`` may see of a face: ``(B, 3, S, S)`` crops with the region under ``mask (B, 1, S, S)``
+    replaced by the ``blur`` baseline's output (gaussian, sigma 5 % of the crop side)."""
+    return x + mask * (blur_faces(x) - x)
+
+
+def blend(x: torch.Tensor, face: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x`` with ``face`` under ``mask``: the anonymised crop as the pipeline's paste makes it."""
+    return x + mask * (face - x)
+
+
 class Generator(nn.Module):
-    """``G(face (B, 3, RES, RES), donor (B, ID_DIM), mask (B, 1, RES, RES)) -> face``; pixels where the
-    mask is 0 are returned unchanged."""
+    """``G(face (B, 3, RES, RES), donor (B, ID_DIM), mask (B, 1, RES, RES)) -> (B, 3, RES, RES)``: a
+    face drawn from :func:`limited_view` and the donor - the blurred face plus what the network adds
+    to it. Meaningful under the mask only (like the blur baseline, the pipeline pastes that part;
+    :func:`blend` makes the anonymised crop)."""
 
     def __init__(self, width: int = 32):
         super().__init__()
         self.unet = ConditionalUNet(ID_DIM, width)
 
     def forward(self, x: torch.Tensor, donor: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        y = (x + self.unet(x, donor)).clamp(0, 1)
-        return x + mask * (y - x)
+        return (blur_faces(x) + self.unet(limited_view(x, mask), donor)).clamp(0, 1)
 
 
 class CodeEncoder(nn.Module):
