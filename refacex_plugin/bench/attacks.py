@@ -303,11 +303,14 @@ def _training_pairs(method: str, data, n: int, seed: int, progress: bool) -> tup
     from ..training.data import prepare_crops
 
     crops = prepare_crops(data, "train", n, AlignConfig().size, seed, progress=progress)  # uint8, 256 px
+    # Anonymisers may change the whole crop (blur does); the pipeline keeps what lies under the face
+    # mask, and the attacked crops come from its output: train on crops made the same way.
+    mask = face_mask(AlignConfig())
     anon, orig = [], []
     for i in range(0, len(crops), 32):
         x = crops[i : i + 32].float() / 255
         with torch.inference_mode():
-            y = anonymise(x, None, method)
+            y = x + mask * (anonymise(x, None, method) - x)
         anon.append(pool_to(y, RES))
         orig.append(pool_to(x, RES))
     return torch.cat(anon), torch.cat(orig)
