@@ -19,11 +19,11 @@ import torch
 from refacex_plugin.anonymisers import blur_faces, pixelate_faces
 from refacex_plugin.bench.attacks import AttackConfig, _frozen_identity_model, train_inverter
 from refacex_plugin.geometry import AlignConfig, face_mask, pool_to
-from refacex_plugin.anonymiser.networks import RES
+from refacex_plugin.anonymiser.networks import RES, blend
+from refacex_plugin.training.anonymiser import MATCH_DISTANCE
 from refacex_plugin.training.data import prepare_crops
 
 VIEWS = {"blur": blur_faces, "pixelate": pixelate_faces}
-MATCH = 0.544
 
 
 def view_of(name: str, strength: float, crops: torch.Tensor) -> torch.Tensor:
@@ -32,7 +32,7 @@ def view_of(name: str, strength: float, crops: torch.Tensor) -> torch.Tensor:
     out = []
     for i in range(0, len(crops), 64):
         x = crops[i : i + 64].float() / 255
-        out.append(pool_to(x + mask * (VIEWS[name](x, strength) - x), RES))
+        out.append(pool_to(blend(x, VIEWS[name](x, strength), mask), RES))
     return torch.cat(out)
 
 
@@ -53,7 +53,6 @@ def main() -> None:
     with torch.no_grad():
         e_val = idm(orig_val)
     cfg = AttackConfig(steps=args.steps)
-    results = {}
     for spec in args.view:
         name, strength = spec.split(":")
         anon_train, anon_val = view_of(name, float(strength), train), view_of(name, float(strength), val)
@@ -63,9 +62,9 @@ def main() -> None:
             rec = net(anon_val, torch.zeros(len(anon_val), net.unet.cond[0].in_features), m)
             d_view = (idm(anon_val) - e_val).norm(dim=1)
             d_rec = (idm(rec) - e_val).norm(dim=1)
-        results[spec] = {"view_match": float((d_view < MATCH).float().mean()), "inverted_match": float((d_rec < MATCH).float().mean()),
-                         "faces": len(val), "steps": args.steps, "train_s": info["train_s"]}
-        print(spec, json.dumps(results[spec]), flush=True)
+        result = {"view_match": float((d_view < MATCH_DISTANCE).float().mean()), "inverted_match": float((d_rec < MATCH_DISTANCE).float().mean()),
+                  "faces": len(val), "steps": args.steps, "train_s": info["train_s"]}
+        print(spec, json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

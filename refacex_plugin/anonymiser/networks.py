@@ -88,15 +88,15 @@ class ConditionalUNet(nn.Module):
         return torch.tanh(self.out(h))
 
 
-def limited_view(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """What ``G`` may see of a face: ``(B, 3, S, S)`` crops with the region under ``mask (B, 1, S, S)``
-    replaced by the ``blur`` baseline's output (gaussian, sigma 5 % of the crop side)."""
-    return x + mask * (blur_faces(x) - x)
-
-
 def blend(x: torch.Tensor, face: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``x`` with ``face`` under ``mask``: the anonymised crop as the pipeline's paste makes it."""
     return x + mask * (face - x)
+
+
+def limited_view(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """What ``G`` may see of a face: ``(B, 3, S, S)`` crops with the region under ``mask (B, 1, S, S)``
+    replaced by the ``blur`` baseline's output (gaussian, sigma 5 % of the crop side)."""
+    return blend(x, blur_faces(x), mask)
 
 
 class Generator(nn.Module):
@@ -110,7 +110,8 @@ class Generator(nn.Module):
         self.unet = ConditionalUNet(ID_DIM, width)
 
     def forward(self, x: torch.Tensor, donor: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return (blur_faces(x) + self.unet(limited_view(x, mask), donor)).clamp(0, 1)
+        blurred = blur_faces(x)  # once: the view is this under the mask (limited_view)
+        return (blurred + self.unet(blend(x, blurred, mask), donor)).clamp(0, 1)
 
 
 class CodeEncoder(nn.Module):

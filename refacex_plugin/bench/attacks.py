@@ -300,6 +300,7 @@ def _training_pairs(method: str, data, n: int, seed: int, progress: bool) -> tup
     """``(anonymised, original)`` ``(n, 3, RES, RES)`` float crops of the "train" identities
     (:func:`~refacex_plugin.training.data.identity_split`; the attacked probes are "val" ones)."""
     from ..operators import anonymise
+    from ..anonymiser.networks import blend
     from ..training.data import prepare_crops
 
     crops = prepare_crops(data, "train", n, AlignConfig().size, seed, progress=progress)  # uint8, 256 px
@@ -310,7 +311,7 @@ def _training_pairs(method: str, data, n: int, seed: int, progress: bool) -> tup
     for i in range(0, len(crops), 32):
         x = crops[i : i + 32].float() / 255
         with torch.inference_mode():
-            y = x + mask * (anonymise(x, None, method) - x)
+            y = blend(x, anonymise(x, None, method), mask)
         anon.append(pool_to(y, RES))
         orig.append(pool_to(x, RES))
     return torch.cat(anon), torch.cat(orig)
