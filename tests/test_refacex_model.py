@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from refacex_plugin.anonymiser.donors import DonorAssigner, DonorBank
-from refacex_plugin.anonymiser.networks import RES, CodeEncoder, Generator, RecoveryNet, binarise, blend, limited_view
+from refacex_plugin.anonymiser.networks import RES, VIEW_BLUR, CodeEncoder, Generator, RecoveryNet, binarise, blend, limited_view
 from refacex_plugin.geometry import AlignConfig, face_mask
 from refacex_plugin.training.anonymiser import AnonymiserTrainConfig, Models, step_losses, train
 
@@ -42,25 +42,33 @@ def test_networks_shapes_and_mask(mask, dtype):
     assert r(y, torch.ones(2, 128, dtype=dtype), mk).shape == x.shape
 
 
-def _fine_detail(mask: torch.Tensor, size: int, amplitude: float = 0.3) -> torch.Tensor:
-    """``(1, 3, size, size)``: a +-amplitude checkerboard on the 2x2 blocks lying wholly where the
-    face mask (resized to ``size``) is 1 - detail that averaging 2x2 blocks removes exactly."""
+def _fine_detail(mask: torch.Tensor, size: int, amplitude: float = 0.3, cell: int = 1) -> torch.Tensor:
+    """``(1, 3, size, size)``: a +-amplitude checkerboard of ``cell``-px squares on the
+    ``2 cell``-px blocks lying wholly where the face mask (resized to ``size``) is 1 - detail that
+    averaging ``2 cell``-px blocks removes exactly."""
     m = torch.nn.functional.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False)
-    inner = (-torch.nn.functional.max_pool2d(-(m >= 1).float(), 2)).repeat_interleave(2, -1).repeat_interleave(2, -2)
-    i = torch.arange(size)
+    b = 2 * cell
+    inner = (-torch.nn.functional.max_pool2d(-(m >= 1).float(), b)).repeat_interleave(b, -1).repeat_interleave(b, -2)
+    i = torch.arange(size) // cell
     checker = ((i[:, None] + i[None, :]) % 2 * 2 - 1).float()
     return (amplitude * checker * inner).expand(1, 3, -1, -1)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_generator_never_sees_the_detail_its_blurred_view_removes(mask, dtype):
-    """Privacy by construction: a large change of the face that the blur baseline removes leaves
-    G's output exactly as it was (a trained G cannot pass on what it never receives)."""
+def _random_generator(view_blur: float, dtype: torch.dtype) -> Generator:
     torch.manual_seed(0)
-    g = Generator(8).to(dtype)
+    g = Generator(8, view_blur).to(dtype)
     with torch.no_grad():
         for p in g.parameters():
             p.normal_(0, 0.05)
+    return g
+
+
+@pytest.mark.parametrize("view_blur", [1.0, VIEW_BLUR])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_generator_never_sees_the_detail_its_blurred_view_removes(mask, dtype, view_blur):
+    """Privacy by construction: a large change of the face that G's blurred view removes leaves
+    G's output exactly as it was (a trained G cannot pass on what it never receives)."""
+    g = _random_generator(view_blur, dtype)
     x = (0.2 + 0.6 * torch.rand(2, 3, RES, RES, dtype=dtype))
     delta = _fine_detail(mask, RES).to(dtype)
     assert float(delta.abs().sum()) > 0.9 * 0.3 * 3 * float((mask >= 1).sum())  # the face's core changed by 0.3
@@ -68,6 +76,18 @@ def test_generator_never_sees_the_detail_its_blurred_view_removes(mask, dtype):
     y, y_changed = blend(x, g(x, d, mk), mk), blend(x + delta, g(x + delta, d, mk), mk)
     assert (y - blend(x, g(x, -d, mk), mk)).abs().max() > 1e-3  # G does respond to its inputs
     torch.testing.assert_close(y_changed, y, atol=1e-6, rtol=0)
+
+
+def test_the_shipped_view_carries_less_of_the_face_than_the_blur_baseline(mask):
+    """G's view (VIEW_BLUR) passes a fraction of the face-scale detail than the ``blur`` baseline does: a
+    checkerboard of 8-px squares (a 16-px period at RES, about an eye's width) over the face core."""
+    assert VIEW_BLUR > 1.0
+    x = 0.2 + 0.6 * torch.rand(1, 3, RES, RES, dtype=torch.float64)
+    delta = _fine_detail(mask, RES, cell=8).to(torch.float64)
+    assert float(delta.abs().sum()) > 0.3 * 0.3 * 3 * float((mask >= 1).sum())  # a third of the core
+    mk = mask.to(torch.float64)
+    passed = {s: float((limited_view(x + delta, mk, s) - limited_view(x, mk, s)).abs().max()) for s in (1.0, VIEW_BLUR)}
+    assert passed[1.0] > 0.01 and passed[VIEW_BLUR] < passed[1.0] / 4, passed  # measured 0.029 vs 0.005
 
 
 def test_shipped_model_replaces_the_face_so_detail_above_its_resolution_is_gone(mask):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ..errors import ModelNotAvailableError
 from ..geometry import AlignConfig, face_mask, pool_to
 from .donors import DonorAssigner, DonorBank
-from .networks import RES, CodeEncoder, Generator, RecoveryNet
+from .networks import RES, VIEW_BLUR, CodeEncoder, Generator, RecoveryNet
 
 WEIGHTS = "refacex-anonymiser"
 DONORS = "refacex-donors"
@@ -41,9 +41,10 @@ class RefacexModel(torch.nn.Module):
     name = "refacex"
     reversible = True
 
-    def __init__(self, width: int = 32, code_bits: int = 128, bank: DonorBank | None = None, align: AlignConfig = AlignConfig()):
+    def __init__(self, width: int = 32, code_bits: int = 128, bank: DonorBank | None = None, align: AlignConfig = AlignConfig(),
+                 view_blur: float = VIEW_BLUR):
         super().__init__()
-        self.G = Generator(width)
+        self.G = Generator(width, view_blur)
         self.E = CodeEncoder(code_bits, width)
         self.R = RecoveryNet(code_bits, width)
         self.bank = bank
@@ -107,7 +108,8 @@ def load_refacex_model() -> tuple[RefacexModel, bool]:
     path = weights_path(WEIGHTS)
     entry = manifest()[WEIGHTS]
     bank = DonorBank.load(weights_path(DONORS))
-    model = RefacexModel(entry.get("width", 32), entry.get("code_bits", 128), bank)
+    # the blur its G was trained to see is part of the weights' contract: the manifest must say it
+    model = RefacexModel(entry.get("width", 32), entry.get("code_bits", 128), bank, view_blur=float(entry["view_blur"]))
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"] if "model" in state else state, strict=True)
     return model.eval(), bool(entry.get("default", False))

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from ..anonymiser.donors import DonorBank
-from ..anonymiser.networks import RES, CodeEncoder, Generator, PatchDiscriminator, RecoveryNet, binarise, blend, limited_view
+from ..anonymiser.networks import RES, VIEW_BLUR, CodeEncoder, Generator, PatchDiscriminator, RecoveryNet, binarise, blend, limited_view
 from ..anonymisers import gaussian_blur
 from ..geometry import AlignConfig, face_mask
 from ..identity import IdentityModel
@@ -67,7 +67,8 @@ class AnonymiserTrainConfig:
     w_away: float = 1.0
     w_donor: float = 0.5
     w_low: float = 6.0
-    low_sigma: float = 6.0  # about the blur G sees (limited_view: 6.4 px at RES)
+    view_blur: float = VIEW_BLUR  # G's view: blur_faces at this strength (sigma 12.8 px at RES for 2.0)
+    low_sigma: float = 12.0  # about the blur G sees: finer detail is the person's, G may not keep it
     w_pix: float = 0.2
     w_rec: float = 2.0
     w_rec_id: float = 1.0
@@ -102,9 +103,9 @@ def masked_l1(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Ten
 
 
 class Models(torch.nn.Module):
-    def __init__(self, width: int, code_bits: int):
+    def __init__(self, width: int, code_bits: int, view_blur: float = VIEW_BLUR):
         super().__init__()
-        self.G = Generator(width)
+        self.G = Generator(width, view_blur)
         self.E = CodeEncoder(code_bits, width)
         self.R = RecoveryNet(code_bits, width)
 
@@ -219,7 +220,7 @@ def evaluate(m: Models, idm: IdentityModel, x: torch.Tensor, e_x: torch.Tensor, 
         "constcode_match": float((d_const < MATCH_DISTANCE).float().mean()),
         "rec_psnr_face_db": float((10 * torch.log10(1 / mse.clamp_min(1e-10))).mean()),
         "anon_psnr_face_db": float((10 * torch.log10(1 / mse_anon.clamp_min(1e-10))).mean()),
-        "_grid": [x[:6], limited_view(x[:6], mask[:6]), y[:6], x_hat[:6], x_rand[:6]],
+        "_grid": [x[:6], limited_view(x[:6], mask[:6], m.G.view_blur), y[:6], x_hat[:6], x_rand[:6]],
     }
 
 
@@ -240,7 +241,7 @@ def train(cfg: AnonymiserTrainConfig, data: Path, out: Path, device: str = "cpu"
         bank.save(bank_path)
     donors = torch.from_numpy(bank.vectors).to(device)
     mask = face_mask(AlignConfig(size=RES)).to(device)
-    m = Models(cfg.width, cfg.code_bits).to(device)
+    m = Models(cfg.width, cfg.code_bits, cfg.view_blur).to(device)
     disc = PatchDiscriminator(2 * cfg.width).to(device)
     params = m.R.parameters() if cfg.recovery_only else m.parameters()
     if cfg.recovery_only:
@@ -308,7 +309,8 @@ def train(cfg: AnonymiserTrainConfig, data: Path, out: Path, device: str = "cpu"
                             opt_d=opt_d.state_dict(), step=step, config=asdict(cfg))
     logf.close()
     final = out / "refacex-anonymiser.pt"
-    torch.save({"model": m.state_dict(), "width": cfg.width, "code_bits": cfg.code_bits, "detach": cfg.detach}, final)
+    torch.save({"model": m.state_dict(), "width": cfg.width, "code_bits": cfg.code_bits, "view_blur": cfg.view_blur,
+                "detach": cfg.detach}, final)
     return final
 
 
