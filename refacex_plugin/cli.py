@@ -428,6 +428,9 @@ def export_onnx_cmd(folder):
         click.echo(f"{r['network']:22s} {r['file']:28s} max |onnx - torch| = {r['max_abs_diff']:.2e}")
 
 
+_ARCH_FIELDS = ("width", "code_bits", "view_blur")
+
+
 @main.group(context_settings=_SETTINGS)
 def models():
     """The model zoo in models/ (named, hashed weights with their manifest entries)."""
@@ -456,8 +459,10 @@ def models_add(name, weights, train_command, train_data, metrics, extra, half):
         k, _, v = kv.partition("=")
         fields[k] = json.loads(v)
     src = Path(weights)
-    if half:
-        state = torch.load(src, map_location="cpu", weights_only=True)
+    state = torch.load(src, map_location="cpu", weights_only=True) if src.suffix == ".pt" else None
+    if isinstance(state, dict):  # architecture fields saved by training travel into the manifest
+        fields.update({k: state[k] for k in _ARCH_FIELDS if k in state and k not in fields})
+    if half and state is not None:
 
         def cast(v):
             if isinstance(v, dict):

@@ -228,3 +228,21 @@ def test_train_commands_forward_their_options(command, extra, expected, lfw, mon
     res = CliRunner().invoke(main, ["train", command, "--data", str(lfw), "--config", "tiny", "--out", "runs/x", *extra])
     assert res.exit_code == 0, res.output
     assert seen == [["--data", str(lfw), "--config", "tiny", "--out", "runs/x", "--device", "cpu", *expected]]
+
+
+def test_models_add_records_the_architecture_saved_with_the_weights(tmp_path, monkeypatch):
+    """``refacex models add`` copies a training checkpoint's width / code_bits / view_blur into the
+    manifest (the loader needs them to rebuild the networks) and --half halves the stored tensors."""
+    import torch
+
+    from refacex_plugin.zoo import manifest
+
+    monkeypatch.setenv("REFACEX_MODELS", str(tmp_path / "zoo"))
+    weights = tmp_path / "w.pt"
+    torch.save({"model": {"a": torch.ones(4, dtype=torch.float32)}, "width": 8, "code_bits": 96, "view_blur": 2.0}, weights)
+    code, text = run("models", "add", "my-net", weights, "--command", "train it", "--data", "none", "--half", "--set", "width=16")
+    assert code == 0, text
+    entry = manifest()["my-net"]
+    assert (entry["width"], entry["code_bits"], entry["view_blur"]) == (16, 96, 2.0)  # --set wins
+    stored = torch.load(tmp_path / "zoo" / entry["file"], weights_only=True)
+    assert stored["model"]["a"].dtype == torch.float16 and stored["view_blur"] == 2.0

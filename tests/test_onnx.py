@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from refacex_plugin import anonymisers
-from refacex_plugin.anonymiser.donors import DonorBank
 from refacex_plugin.anonymiser.model import RefacexModel
+from refacex_plugin.anonymiser.networks import VIEW_BLUR
 from refacex_plugin.zoo import register
 
 
@@ -21,7 +21,7 @@ def tiny_zoo(tmp_path, monkeypatch):
             net.unet.out.weight.normal_(0, 0.05)  # not the identity map
     torch.save({"model": model.state_dict()}, tmp_path / "w.pt")
     np.save(tmp_path / "d.npy", np.random.default_rng(0).normal(size=(16, 128)).astype(np.float32))
-    register("refacex-anonymiser", tmp_path / "w.pt", command="test", data="none", width=8, default=False)
+    register("refacex-anonymiser", tmp_path / "w.pt", command="test", data="none", width=8, view_blur=VIEW_BLUR, default=False)
     register("refacex-donors", tmp_path / "d.npy", command="test", data="none")
     anonymisers.reset_learned()
     yield tmp_path

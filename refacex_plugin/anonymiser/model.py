@@ -108,7 +108,9 @@ def load_refacex_model() -> tuple[RefacexModel, bool]:
     path = weights_path(WEIGHTS)
     entry = manifest()[WEIGHTS]
     bank = DonorBank.load(weights_path(DONORS))
-    # the blur its G was trained to see is part of the weights' contract: the manifest must say it
+    if "view_blur" not in entry:  # the blur its G was trained to see is part of the weights' contract
+        raise ModelNotAvailableError(f"manifest entry {WEIGHTS} lacks view_blur (the blur strength its generator was trained on); "
+                                     "re-register it with `refacex models add ... --set view_blur=VALUE`")
     model = RefacexModel(entry.get("width", 32), entry.get("code_bits", 128), bank, view_blur=float(entry["view_blur"]))
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"] if "model" in state else state, strict=True)

@@ -201,7 +201,7 @@ def attacks_markdown(a: dict) -> list[str]:
                              + " | ".join(_f(r["identity"][n]["mean_similarity"]) for n in names) + f" | {note} |")
     d = a.get("donor_linkage")
     if d:
-        lines += ["", f"### Consistent-donor linkage", "", f"{d['people']} people with two photos, bank of {d['bank_size']} donors: "
+        lines += ["", "### Consistent-donor linkage", "", f"{d['people']} people with two photos, bank of {d['bank_size']} donors: "
                   f"same donor for their other photo under the same key {_pct(d['same_donor_same_key_other_photo'])}; "
                   f"same donor under two different keys {_pct(d['same_donor_across_keys'])} (chance {_pct(d['chance'])})."]
     lines.append("")
