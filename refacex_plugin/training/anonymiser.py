@@ -68,7 +68,10 @@ class AnonymiserTrainConfig:
     w_donor: float = 0.5
     w_low: float = 6.0
     view_blur: float = VIEW_BLUR  # G's view: blur_faces at this strength (sigma 12.8 px at RES for 2.0)
-    low_sigma: float = 12.0  # about the blur G sees: finer detail is the person's, G may not keep it
+    # Low-pass consistency at sigma 6 px, finer than G's view (12.8 px): G cannot know that detail,
+    # so the loss pulls it toward a plausible average face. At 12 px (tried in session 5) nothing
+    # held the mid frequencies and G drew horizontal stripes by step 300 (face PSNR 17 dB).
+    low_sigma: float = 6.0
     w_pix: float = 0.2
     w_rec: float = 2.0
     w_rec_id: float = 1.0
