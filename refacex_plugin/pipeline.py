@@ -97,6 +97,8 @@ class Pipeline:
         donor_bank: a :class:`~refacex_plugin.anonymiser.donors.DonorBank` (e.g. of consenting real
             donors) instead of the method's shipped synthetic identities.
         device: ``cpu``, ``cuda`` or ``auto``.
+        donor_seed: seeds the ``random`` policy's donor draw (the benchmarks pass theirs so a run
+            repeats exactly); None draws afresh each run.
     """
 
     def __init__(
@@ -112,6 +114,7 @@ class Pipeline:
         donor_policy: str = "random",
         donor_bank=None,
         device: str | None = "cpu",
+        donor_seed: int | None = None,
     ):
         self.method = method or default_method()
         self.anonymiser = get_anonymiser(self.method)
@@ -128,7 +131,7 @@ class Pipeline:
         if bank is not None:
             from .anonymiser.donors import DonorAssigner
 
-            self.donors = DonorAssigner(bank, donor_policy, key)
+            self.donors = DonorAssigner(bank, donor_policy, key, seed=donor_seed)
         if key is not None:
             # Fail early (closed) when no watermark can carry the payload, or not at this strength.
             if not getattr(self.watermark, "variable_strength", True) and watermark_strength != 1.0:

@@ -105,3 +105,17 @@ def operators_channel_bits():
 
 def test_pipeline_repr_hides_key():
     assert "key" not in repr(Pipeline(method="blur"))
+
+
+def test_a_seeded_donor_draw_repeats_and_an_unseeded_one_differs(example_rgb):
+    """The benchmarks seed the pipeline's donor draw so that a run repeats exactly."""
+    from refacex_plugin.anonymiser.donors import DonorAssigner, DonorBank
+
+    if "refacex" not in available_methods():
+        pytest.skip("refacex weights not shipped")
+    runs = [Pipeline(method="refacex", donor_seed=3).anonymise_image(example_rgb).image for _ in range(2)]
+    assert np.array_equal(runs[0], runs[1]) and not np.array_equal(runs[0], example_rgb)
+    bank = DonorBank(np.random.default_rng(0).normal(size=(64, 128)).astype(np.float32), "synthetic")
+    emb = np.zeros((20, 128), np.float32)
+    draws = [DonorAssigner(bank, "random", None).assign(emb).tolist() for _ in range(2)]
+    assert draws[0] != draws[1]  # unseeded: equal with probability 64**-20

@@ -2,12 +2,12 @@
 
 * :class:`Generator` ``G(face, donor) -> face``: a U-Net whose features are modulated (FiLM) by a
   donor identity vector. It never sees the face itself, only its *information-limited view*
-  (:func:`limited_view`: the face blurred exactly as the ``blur`` baseline blurs it, the context
-  outside the mask untouched), and draws a new face inside the mask from that view and the donor.
-  So whatever an attacker with our public weights learns from ``G``'s output, they could learn
-  from the blurred face (data processing: the donor is independent of the person) - the learned
-  inversion of ``G`` is bounded by the inversion of blur, whatever ``G`` learns. :func:`blend`
-  puts the drawn face under the mask.
+  (:func:`limited_view`: the face blurred with the ``blur`` baseline's function at strength
+  :data:`VIEW_BLUR`, the context outside the mask untouched), and draws a new face inside the mask
+  from that view and the donor. So whatever an attacker with our public weights learns from
+  ``G``'s output, they could learn from the blurred face (data processing: the donor is
+  independent of the person) - the learned inversion of ``G`` is bounded by the inversion of that
+  blur, whatever ``G`` learns. :func:`blend` puts the drawn face under the mask.
 * :class:`CodeEncoder` ``E(face) -> (B, K)`` logits of the K-bit recovery code, quantised with a
   straight-through sign (:func:`binarise`).
 * :class:`RecoveryNet` ``R(anonymised, code) -> face``: the same U-Net shape, modulated by the code.

@@ -212,10 +212,10 @@ class _RecordingDonors:
         return self.last
 
 
-def _anonymised_probes(method: str, probes: list[int], orig, device="cpu") -> _Faces:
+def _anonymised_probes(method: str, probes: list[int], orig, device="cpu", seed: int = 0) -> _Faces:
     from ..pipeline import Pipeline
 
-    pipe = Pipeline(method=method, device=device)
+    pipe = Pipeline(method=method, device=device, donor_seed=seed)
     if pipe.donors is not None:
         pipe.donors = _RecordingDonors(pipe.donors)
     faces = _Faces([], [], [], [], [])
@@ -451,7 +451,7 @@ def measure_attacks(cfg_bench, split, orig, idx, recognizers, calib) -> dict:
     guesses = {i: orig.embedding["dlib"][j] for i, j in _same_person_pairs(split, orig, idx)} if "dlib" in orig.embedding else {}
     for method in cfg_bench.methods:
         entry: dict = {}
-        faces = _anonymised_probes(method, probes, orig, cfg_bench.device)
+        faces = _anonymised_probes(method, probes, orig, cfg_bench.device, cfg_bench.seed)
         reversible = getattr(get_anonymiser(method), "reversible", False)
         width = 16
         if reversible:

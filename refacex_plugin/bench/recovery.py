@@ -30,7 +30,7 @@ ROWS = ("none", "jpeg_q75")
 def evaluate_recovery(method: str, probes: list[int], orig, recognizers, calib, device="cpu", progress=True, seed=0) -> dict:
     from ..pipeline import Pipeline
 
-    pipe = Pipeline(method=method, key=generate_key(), device=device)
+    pipe = Pipeline(method=method, key=generate_key(), device=device, donor_seed=seed)
     g = np.random.default_rng(seed)
     emb = {row: {r.name: [] for r in recognizers} for row in (*ROWS, "code_direct", "random_code")}
     direct_psnr = []

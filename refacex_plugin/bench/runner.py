@@ -136,7 +136,7 @@ def evaluate_method(method: str, cfg: BenchConfig, split, orig, idx, recognizers
     """Privacy and utility of one method over the probes (``method='none'``: the originals)."""
     detector = load_detector(DEFAULT_DETECTOR)
     lm68 = Landmarks68()
-    pipe = Pipeline(method=method, device=cfg.device) if method != "none" else None
+    pipe = Pipeline(method=method, device=cfg.device, donor_seed=cfg.seed) if method != "none" else None
     probes = [(idx[str(p)], lab) for p, lab in zip(split.probes, split.probe_labels) if orig.ok[idx[str(p)]]]
     anon_emb = {r.name: [] for r in recognizers}
     retained, nmes, pose_d, bg_psnr, bg_ssim, face_psnr = [], [], [], [], [], []

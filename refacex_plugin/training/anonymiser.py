@@ -91,7 +91,8 @@ class AnonymiserTrainConfig:
 CONFIGS = {
     "tiny": AnonymiserTrainConfig(steps=6, batch=2, width=8, train_images=16, val_images=8, donors=32, log_every=3, ckpt_every=3),
     # 1.37 s/step on this 2-core CPU with the discriminator (width 16, batch 8): 2,200 steps in
-    # 3,016 s (runs/anon_view, session 4).
+    # 3,016 s (runs/anon_view, session 4) and 3,025 s with the sigma-10 % view (runs/anon_view2,
+    # session 5).
     # The first run (w_away 2, margin 0.9, w_adv 0.1) drew rainbow adversarial textures on eyes and
     # mouth by step 100 (face PSNR 16 dB): the weights below balance it toward naturalness. Before
     # G saw only the blurred face (session 4) the cpu config used low_sigma 3, w_pix 0.3,
