@@ -26,9 +26,9 @@ from refacex_plugin.geometry import alignment_matrices, extract_crops
 from refacex_plugin.image_io import read_image
 from refacex_plugin.pipeline import Pipeline
 
-BITS, FLIPS = 16, 4
-# the 16 lowest-frequency AC coefficients of a 32x32 DCT (zig-zag order, DC left out)
-_COEFFS = sorted(((u, v) for u in range(6) for v in range(6) if (u, v) != (0, 0)), key=lambda t: (t[0] + t[1], t[0]))[:BITS]
+BITS, FLIPS = 16, 4  # defaults; --bits / --flips change them
+# the lowest-frequency AC coefficients of a 32x32 DCT (zig-zag order, DC left out)
+_ZIGZAG = sorted(((u, v) for u in range(8) for v in range(8) if (u, v) != (0, 0)), key=lambda t: (t[0] + t[1], t[0]))
 
 
 def face_hash(rgb: np.ndarray, landmarks: np.ndarray, pipe: Pipeline) -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +37,7 @@ def face_hash(rgb: np.ndarray, landmarks: np.ndarray, pipe: Pipeline) -> tuple[n
     grey = crops[0].mean(0).numpy().astype(np.float32)
     small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA)
     d = cv2.dct(small - small.mean())
-    c = np.array([d[u, v] for u, v in _COEFFS])
+    c = np.array([d[u, v] for u, v in _ZIGZAG[:BITS]])
     return (c > 0).astype(np.uint8), np.abs(c)
 
 
@@ -48,11 +48,15 @@ def passes(stored: np.ndarray, read: np.ndarray, reliability: np.ndarray) -> boo
 
 
 def main() -> None:
+    global BITS, FLIPS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--images", type=int, default=100)
     ap.add_argument("--method", default="refacex")
+    ap.add_argument("--bits", type=int, default=BITS)
+    ap.add_argument("--flips", type=int, default=FLIPS)
     args = ap.parse_args()
+    BITS, FLIPS = args.bits, args.flips
     files = sorted(args.data.glob("*/*.jpg"))
     files = [files[i] for i in np.random.default_rng(0).choice(len(files), args.images, replace=False)]
     pipe = Pipeline(method=args.method, donor_seed=0)
