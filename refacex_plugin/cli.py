@@ -459,10 +459,12 @@ def models_add(name, weights, train_command, train_data, metrics, extra, half):
         k, _, v = kv.partition("=")
         fields[k] = json.loads(v)
     src = Path(weights)
+    if half and src.suffix != ".pt":
+        raise click.UsageError("--half applies to PyTorch .pt weights only")
     state = torch.load(src, map_location="cpu", weights_only=True) if src.suffix == ".pt" else None
     if isinstance(state, dict):  # architecture fields saved by training travel into the manifest
         fields.update({k: state[k] for k in _ARCH_FIELDS if k in state and k not in fields})
-    if half and state is not None:
+    if half:
 
         def cast(v):
             if isinstance(v, dict):

@@ -1,6 +1,7 @@
 """The attack suite's building blocks (bench/attacks.py); the measured run is in docs/benchmarks."""
 
 import numpy as np
+import pytest
 import torch
 
 from refacex_plugin.anonymiser.donors import DonorBank
@@ -57,3 +58,14 @@ def test_attack_report_renders_every_section():
     text = "\n".join(attacks_markdown(res))
     for needle in ("Payload tampering", "tag_forged_and_recoded", "Transplant", "Learned inversion: blur", "50.0 %", "Consistent-donor"):
         assert needle in text
+
+
+def test_the_inverters_training_pairs_repeat_with_the_seed(lfw):
+    """The attack's (anonymised, original) pairs draw refacex's donors from the run's seed."""
+    from refacex_plugin.anonymisers import available_methods
+    from refacex_plugin.bench.attacks import _training_pairs
+
+    if "refacex" not in available_methods():
+        pytest.skip("refacex weights not shipped")
+    (a1, o1), (a2, o2) = (_training_pairs("refacex", lfw, 4, 0, False) for _ in range(2))
+    assert torch.equal(o1, o2) and torch.equal(a1, a2) and not torch.equal(a1, o1)

@@ -246,3 +246,6 @@ def test_models_add_records_the_architecture_saved_with_the_weights(tmp_path, mo
     assert (entry["width"], entry["code_bits"], entry["view_blur"]) == (16, 96, 2.0)  # --set wins
     stored = torch.load(tmp_path / "zoo" / entry["file"], weights_only=True)
     assert stored["model"]["a"].dtype == torch.float16 and stored["view_blur"] == 2.0
+    np.save(tmp_path / "bank.npy", np.zeros((2, 128), np.float32))
+    code, text = run("models", "add", "my-bank", tmp_path / "bank.npy", "--command", "c", "--data", "d", "--half")
+    assert code == 2 and "--half applies to PyTorch .pt weights only" in text and "my-bank" not in manifest()

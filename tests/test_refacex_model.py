@@ -79,7 +79,7 @@ def test_generator_never_sees_the_detail_its_blurred_view_removes(mask, dtype, v
 
 
 def test_the_shipped_view_carries_less_of_the_face_than_the_blur_baseline(mask):
-    """G's view (VIEW_BLUR) passes a fraction of the face-scale detail than the ``blur`` baseline does: a
+    """G's view (VIEW_BLUR) passes a fraction of the face-scale detail the ``blur`` baseline passes: a
     checkerboard of 8-px squares (a 16-px period at RES, about an eye's width) over the face core."""
     assert VIEW_BLUR > 1.0
     x = 0.2 + 0.6 * torch.rand(1, 3, RES, RES, dtype=torch.float64)

@@ -299,19 +299,24 @@ def keyless_recovery(faces: _Faces, orig, recognizers, calib, seed: int = 0) -> 
 def _training_pairs(method: str, data, n: int, seed: int, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``(anonymised, original)`` ``(n, 3, RES, RES)`` float crops of the "train" identities
     (:func:`~refacex_plugin.training.data.identity_split`; the attacked probes are "val" ones)."""
-    from ..operators import anonymise
+    from ..anonymiser.donors import DonorAssigner
     from ..anonymiser.networks import blend
+    from ..anonymisers import get_anonymiser
+    from ..operators import anonymise
     from ..training.data import prepare_crops
 
     crops = prepare_crops(data, "train", n, AlignConfig().size, seed, progress=progress)  # uint8, 256 px
     # Anonymisers may change the whole crop (blur does); the pipeline keeps what lies under the face
     # mask, and the attacked crops come from its output: train on crops made the same way.
     mask = face_mask(AlignConfig())
+    bank = getattr(get_anonymiser(method), "bank", None)
+    donors = DonorAssigner(bank, "random", None, seed=seed) if bank is not None else None  # seeded: a run repeats
     anon, orig = [], []
     for i in range(0, len(crops), 32):
         x = crops[i : i + 32].float() / 255
+        d = donors.vectors(np.zeros((len(x), 128), np.float32)) if donors is not None else None
         with torch.inference_mode():
-            y = blend(x, anonymise(x, None, method), mask)
+            y = blend(x, anonymise(x, d, method), mask)
         anon.append(pool_to(y, RES))
         orig.append(pool_to(x, RES))
     return torch.cat(anon), torch.cat(orig)
