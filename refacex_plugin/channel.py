@@ -7,6 +7,7 @@ anonymiser's effect on landmark positions does not become an alignment error at 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,7 +41,7 @@ def match_faces(wanted: np.ndarray, found: Detections, tolerance: float = 0.25) 
 class EmbedResult:
     """``image``: the watermarked image; ``status`` per face: ``embedded`` (re-detected in the
     marked image and read back there as a reader would) or ``embedded-unverified`` (not
-    re-detected; embedded in the given frame); ``regions``: per face, the rectangle outside which
+    re-detected, or, for a bound payload, its binding hash not recomputed there); ``regions``: per face, the rectangle outside which
     nothing changed; ``frames``: per face, the ``(5, 2)`` landmarks it was embedded in;
     ``bit_errors``: per face, the channel bits read back wrong from the marked image (before error
     correction; None when not re-detected)."""
@@ -63,6 +64,7 @@ def embed_in_image(
     device: str | torch.device = "cpu",
     max_rounds: int = 3,
     accept_errors: int = 0,
+    seal: Callable[[np.ndarray], tuple[list[np.ndarray], list[bytes]]] | None = None,
 ) -> EmbedResult:
     """Embed ``channel_bits[i]`` in face ``i`` (``landmarks (N, 5, 2)``) of an anonymised image.
 
@@ -75,15 +77,41 @@ def embed_in_image(
     starting from the given frames, two rounds leave ~45, three ~3; starting from a re-detection
     of the unmarked image (one detection more) three rounds leave ~1. Further rounds oscillate
     rather than converge, hence verify-and-keep-best.
+
+    ``seal``: for bound payloads (:mod:`~refacex_plugin.binding`), a function of the round's frames
+    ``(N, 5, 2)`` returning each face's channel bits and binding hash, both taken in those frames
+    (``channel_bits`` then only gives the count). A face whose hash, recomputed where a reader
+    re-detects it, is not among the reader's candidates counts as unread in that round.
     """
     if len(channel_bits) == 0:
         return EmbedResult(rgb.copy(), [], [], np.zeros((0, 5, 2), np.float32), [])
     landmarks = np.asarray(landmarks, np.float32)
-    bits = np.stack(channel_bits).astype(np.uint8)
-    # The first round embeds in the given frames (the faces as detected before anonymisation):
-    # re-detecting the unmarked image first would cost a detection and still miss the shift the
-    # mark itself causes, which only the re-detection of a marked image shows.
-    frames = landmarks
+    # The first round embeds in the given frames. The pipeline passes the faces' re-detection in
+    # the unmarked image (:func:`reader_frames`, which it needs for the payload's binding anyway);
+    # the shift the mark itself causes only the re-detection of a marked image shows.
+    if seal is None:
+        bits = np.stack(channel_bits).astype(np.uint8)
+        return _embed_rounds(rgb, landmarks, landmarks, bits, None, watermark, detector, align, strength, device, max_rounds, accept_errors)[1]
+    # Bound payloads: the rounds need fixed bits to settle (the mark moves the re-detected
+    # landmarks, differently for other bits), so the binding is taken once; only if a reader
+    # would not recompute it is the payload sealed again, for the frames the reader found.
+    frames, best = landmarks, None
+    for _ in range(2):
+        sealed, hashes = seal(frames)
+        worst, result, seen, unbound = _embed_rounds(rgb, landmarks, frames, np.stack(sealed).astype(np.uint8), hashes,
+                                                     watermark, detector, align, strength, device, max_rounds, accept_errors)
+        if best is None or worst < best[0]:
+            best = (worst, result)
+        if not unbound:
+            break
+        frames = seen
+    return best[1]
+
+
+def _embed_rounds(rgb, landmarks, frames, bits, hashes, watermark, detector, align, strength, device, max_rounds, accept_errors):
+    """The verify-and-keep-best rounds of :func:`embed_in_image` for fixed ``bits``. Returns the kept
+    round's worst face's errors, its result, the frames a reader finds its faces in, and whether
+    any face's binding hash (``hashes``; None: unbound payloads) was not recomputed there."""
     best = None
     for _ in range(max_rounds):
         m = alignment_matrices(frames, align)
@@ -93,19 +121,43 @@ def embed_in_image(
         out = paste_residuals(rgb, residual, m, align)
         found = detector(out)
         match = match_faces(landmarks, found)
-        errors = _read_errors(out, found, match, bits, watermark, align, device)
+        read = _read_errors(out, found, match, bits, watermark, align, device)
+        errors = read if hashes is None else _unless_unbound(read, out, found, match, hashes, align)
         worst = max(e if e is not None else bits.shape[1] + 1 for e in errors)
+        seen = _matched_frames(frames, found, match)
         if best is None or worst < best[0]:
+            unbound = any(e is None and r is not None for e, r in zip(errors, read))
             best = (worst, EmbedResult(out, ["embedded" if e is not None else "embedded-unverified" for e in errors],
-                                       face_footprints(m, align, *rgb.shape[:2]), frames.astype(np.float32), errors))
+                                       face_footprints(m, align, *rgb.shape[:2]), frames.astype(np.float32), errors), seen, unbound)
         if worst <= accept_errors:
             break
-        frames = _matched_frames(frames, found, match)
-    return best[1]
+        frames = seen
+    return best
+
+
+def reader_frames(rgb: np.ndarray, landmarks: np.ndarray, detector: FaceDetector) -> np.ndarray:
+    """Where a reader will find each face (``(N, 5, 2)`` given landmarks): its re-detection in
+    ``rgb``, or the given landmarks for a face that is not re-detected."""
+    landmarks = np.asarray(landmarks, np.float32).reshape(-1, 5, 2)
+    if len(landmarks) == 0:
+        return landmarks
+    found = detector(rgb)
+    return _matched_frames(landmarks, found, match_faces(landmarks, found))
 
 
 def _matched_frames(previous: np.ndarray, found: Detections, match: list[int | None]) -> np.ndarray:
     return np.stack([found.landmarks[j] if j is not None else previous[i] for i, j in enumerate(match)]).astype(np.float32)
+
+
+def _unless_unbound(errors: list[int | None], rgb, found: Detections, match, hashes: list[bytes], align) -> list[int | None]:
+    """``errors``, with None for faces whose binding hash a reader of ``rgb`` would not recompute."""
+    from .binding import candidate_hashes, face_signatures
+
+    out = list(errors)
+    for i, j in enumerate(match):
+        if j is not None and hashes[i] not in candidate_hashes(face_signatures(rgb, found.landmarks[j : j + 1], align)[0]):
+            out[i] = None
+    return out
 
 
 def _read_errors(rgb, found: Detections, match, bits: np.ndarray, watermark: Watermark, align, device) -> list[int | None]:
@@ -169,14 +221,17 @@ class FacePayload:
 def read_payloads(rgb: np.ndarray, keys: list[bytes], watermark: Watermark, detector: FaceDetector, align: AlignConfig = AlignConfig(), device="cpu") -> list[FacePayload]:
     """Detect every face of ``rgb``, read its channel bits and open them with ``keys``."""
     from . import payload as P
+    from .binding import candidate_hashes, face_signatures
 
     det, logits = read_from_image(rgb, watermark, detector, align, device)
+    signatures = face_signatures(rgb, det.landmarks, align) if keys else None
     out = []
     for i in range(len(det)):
-        opened = P.open_payload(logits[i], keys) if keys else None
+        opened = P.open_payload(logits[i], keys, bindings=candidate_hashes(signatures[i])) if keys else None
         errors = None
         if opened is not None:
-            errors = int(((logits[i] > 0).astype(np.uint8) != P.seal(opened.code, _key_for(opened, keys), opened.kind)).sum())
+            resealed = P.seal(opened.code, _key_for(opened, keys), opened.kind, opened.binding)
+            errors = int(((logits[i] > 0).astype(np.uint8) != resealed).sum())
         found = opened is not None or P.ECC.decode_hard((logits[i] > 0).astype(np.uint8)) is not None
         out.append(FacePayload(i, det.boxes[i].tolist(), det.landmarks[i], found, opened is not None, opened, errors))
     return out

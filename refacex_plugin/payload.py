@@ -1,9 +1,11 @@
 """The recovery payload: a K-bit code, sealed with keyed authenticated encryption, then BCH-coded.
 
-Format, version 1 (all lengths in bits; published constants below)::
+Format, version 2 (all lengths in bits; published constants below)::
 
     plaintext P   = version (4) | kind (4) | code (CODE_BITS = 128)               136
-    tag T         = HMAC-SHA256(k_mac, "refacex/payload/v1" | P)[:32]              32
+    binding B     = robust hash of the face it is sealed for (associated data,      0
+                    not transmitted: see :mod:`refacex_plugin.binding`)
+    tag T         = HMAC-SHA256(k_mac, "refacex/payload/v2" | len(B) | B | P)[:32]  32
     ciphertext C  = P xor AES-256-CTR(k_enc, counter block = T | 0^96)            136
     key hint H    = HMAC-SHA256(k_hint, T)[:8]                                      8
     message M     = H | T | C                                                      176
@@ -17,6 +19,11 @@ is blinded by the tag, so it links nothing either, yet lets an admin holding sev
 the right one first. Equal codes under one key give equal payloads (SIV is deterministic);
 codes are never equal for different faces in practice, and vault references are random.
 
+The binding (new in version 2) makes a payload moved into another image fail: the reader
+recomputes the hash from the face it reads and tries its most likely variants
+(:data:`~refacex_plugin.binding.CANDIDATES` of them); the tag opens only for the hash the payload
+was sealed with. Version-1 payloads (unbound; pre-release) are no longer opened.
+
 ``kind`` says what the code is: :data:`KIND_RECOVERY_CODE` (the learned recovery code) or
 :data:`KIND_VAULT_REF` (a random record id in an exact-recovery vault).
 """
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +43,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from . import ecc
 from .keys import key_id
 
-VERSION = 1
+VERSION = 2
 CODE_BITS = 128
 TAG_BITS = 32
 HINT_BITS = 8
@@ -48,7 +56,7 @@ CHANNEL_BITS = ECC.coded_bits  # 252
 KIND_RECOVERY_CODE = 0
 KIND_VAULT_REF = 1
 
-_DOMAIN = b"refacex/payload/v1"
+_DOMAIN = b"refacex/payload/v2"
 
 
 @dataclass(frozen=True)
@@ -63,8 +71,10 @@ def _subkeys(key: bytes) -> _SubKeys:
     return _SubKeys(okm[:32], okm[32:64], okm[64:])
 
 
-def _tag(k: _SubKeys, plaintext: bytes) -> bytes:
-    return hmac.new(k.mac, _DOMAIN + plaintext, hashlib.sha256).digest()[: TAG_BITS // 8]
+def _tag(k: _SubKeys, plaintext: bytes, binding: bytes) -> bytes:
+    if len(binding) > 255:
+        raise ValueError("a binding is at most 255 bytes")
+    return hmac.new(k.mac, _DOMAIN + bytes([len(binding)]) + binding + plaintext, hashlib.sha256).digest()[: TAG_BITS // 8]
 
 
 def _keystream_xor(k: _SubKeys, tag: bytes, data: bytes) -> bytes:
@@ -84,10 +94,14 @@ class Payload:
     kind: int
     version: int
     key_id: str
+    binding: bytes = b""  # the face hash it was sealed for (public: a function of the image)
 
 
-def seal(code: np.ndarray, key: bytes, kind: int = KIND_RECOVERY_CODE) -> np.ndarray:
-    """Encrypt, authenticate and error-correct a ``(CODE_BITS,)`` 0/1 code. Returns ``(CHANNEL_BITS,)`` uint8."""
+def seal(code: np.ndarray, key: bytes, kind: int = KIND_RECOVERY_CODE, binding: bytes = b"") -> np.ndarray:
+    """Encrypt, authenticate and error-correct a ``(CODE_BITS,)`` 0/1 code. Returns ``(CHANNEL_BITS,)`` uint8.
+
+    ``binding``: associated data the tag covers but the payload does not carry (the hash of the
+    face it is embedded in, :func:`refacex_plugin.binding.face_hashes`); the reader must present it."""
     code = np.asarray(code, np.uint8).reshape(-1)
     if code.shape != (CODE_BITS,) or code.max(initial=0) > 1:
         raise ValueError(f"code must be {CODE_BITS} bits of 0/1")
@@ -95,36 +109,41 @@ def seal(code: np.ndarray, key: bytes, kind: int = KIND_RECOVERY_CODE) -> np.nda
         raise ValueError("kind is 4 bits")
     k = _subkeys(key)
     plaintext = bytes([(VERSION << 4) | kind]) + ecc.bits_to_bytes(code)
-    tag = _tag(k, plaintext)
+    tag = _tag(k, plaintext, binding)
     message = _hint(k, tag) + tag + _keystream_xor(k, tag, plaintext)
     return ECC.encode(ecc.bytes_to_bits(message))
 
 
-def _open_message(bits: np.ndarray, keys: list[bytes]) -> Payload | None:
+def _open_message(bits: np.ndarray, subkeys: list[tuple[bytes, _SubKeys]], bindings: Sequence[bytes]) -> Payload | None:
     msg = ecc.bits_to_bytes(bits)
     hint, tag, ct = msg[:1], msg[1:5], msg[5:]
-    subkeys = [(key, _subkeys(key)) for key in keys]
-    subkeys.sort(key=lambda kk: _hint(kk[1], tag) != hint)  # keys whose hint matches go first
-    for key, k in subkeys:
-        plaintext = _keystream_xor(k, tag, ct)
-        if hmac.compare_digest(_tag(k, plaintext), tag):
-            version, kind = plaintext[0] >> 4, plaintext[0] & 0x0F
-            if version != VERSION:
-                return None
-            return Payload(ecc.bytes_to_bits(plaintext[1:], CODE_BITS), kind, version, key_id(key))
+    for key, k in sorted(subkeys, key=lambda kk: _hint(kk[1], tag) != hint):  # keys whose hint matches go first
+        plaintext = _keystream_xor(k, tag, ct)  # the keystream depends on the tag only
+        for binding in bindings:
+            if hmac.compare_digest(_tag(k, plaintext, binding), tag):
+                version, kind = plaintext[0] >> 4, plaintext[0] & 0x0F
+                if version != VERSION:
+                    return None
+                return Payload(ecc.bytes_to_bits(plaintext[1:], CODE_BITS), kind, version, key_id(key), binding)
     return None
 
 
-def open_payload(logits: np.ndarray, keys: list[bytes] | bytes, chase_depth: int = 6) -> Payload | None:
+def open_payload(logits: np.ndarray, keys: list[bytes] | bytes, chase_depth: int = 6, bindings: Sequence[bytes] = (b"",)) -> Payload | None:
     """Error-correct and authenticate channel bit logits (> 0 means 1) with any of ``keys``.
 
+    ``bindings``: the candidate hashes of the face the bits were read from, most likely first
+    (:func:`refacex_plugin.binding.candidate_hashes`); the default opens only unbound payloads.
+    Each candidate is one more tag comparison, so n candidates leave a forger 32 - log2(n) bits.
+
     Returns the :class:`Payload`, or None when nothing authenticates (no payload, a wrong key,
-    too many errors, or tampering): never a guess.
+    too many errors, tampering, or a payload sealed for another face): never a guess.
     """
     keys = [keys] if isinstance(keys, bytes) else list(keys)
     if not keys:
         return None
-    return ecc.decode(ECC, np.asarray(logits, np.float32), lambda bits: _open_message(bits, keys), chase_depth)
+    subkeys = [(key, _subkeys(key)) for key in keys]
+    bindings = list(bindings)
+    return ecc.decode(ECC, np.asarray(logits, np.float32), lambda bits: _open_message(bits, subkeys, bindings), chase_depth)
 
 
 def bits_to_logits(bits: np.ndarray) -> np.ndarray:

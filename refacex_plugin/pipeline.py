@@ -197,12 +197,21 @@ class Pipeline:
             and the frames a reader will find the faces in).
         """
         from . import payload
-        from .channel import embed_in_image
+        from .binding import face_hash, face_signatures
+        from .channel import embed_in_image, reader_frames
 
         if self._key is None:
             raise RefacexError("embedding a payload needs a key")
-        bits = [payload.seal(c, self._key, kind) for c in codes]
-        return embed_in_image(as_rgb_array(image), np.asarray(landmarks, np.float32), bits, self.watermark, self.detector, self.align, self.watermark_strength, self.device)
+        rgb = as_rgb_array(image)
+
+        def seal(frames: np.ndarray):
+            # each payload is bound to the hash of its face in the frame a reader will find it in
+            hashes = [face_hash(s) for s in face_signatures(rgb, frames, self.align)]
+            return [payload.seal(c, self._key, kind, h) for c, h in zip(codes, hashes)], hashes
+
+        frames = reader_frames(rgb, np.asarray(landmarks, np.float32), self.detector)
+        return embed_in_image(rgb, frames, [None] * len(codes), self.watermark, self.detector, self.align,
+                              self.watermark_strength, self.device, seal=seal)
 
     def recover_image(self, image) -> RecoveryResult:
         """Restore every face whose payload authenticates under the key and holds a learned

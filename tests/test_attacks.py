@@ -50,7 +50,8 @@ def test_attack_report_renders_every_section():
     res = {
         "evaluated_faces": 3,
         "payload": A.payload_attacks(trials=3),
-        "transplant": {"pairs": 2, "opened_in_other_image": 1, "lost_in_channel": 1, "watermark": "dct-qim"},
+        "transplant": {"pairs": 2, "opened_in_other_image": 0, "refused_in_other_image": 2, "control_opened_in_own_image": 2,
+                       "watermark": "dct-qim"},
         "methods": {"blur": {"inversion": {"width_16": {"width": 16, "steps": 5, "train_faces": 10, "train_s": 1.0,
                                                         "identity": {"dlib": {"match_rate": 0.5, "mean_similarity": -0.6}}}}}},
         "donor_linkage": {"people": 4, "bank_size": 8, "same_donor_same_key_other_photo": 1.0, "same_donor_across_keys": 0.0, "chance": 0.125},

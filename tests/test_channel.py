@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from refacex_plugin import distortions as D
+from refacex_plugin import distortions as D, payload as P
 from refacex_plugin.cli import main
 from refacex_plugin.geometry import AlignConfig, face_mask, paste_residuals
 from refacex_plugin.image_io import read_image
@@ -109,7 +109,7 @@ def test_anonymise_with_key_embeds_an_authenticated_payload_in_every_face(marked
         assert len(faces) == 1
         f = faces[0]
         assert f["payload_found"] and f["authenticated"] and f["key_id"] == kid
-        assert f["version"] == 1 and f["kind"] == "vault-ref" and f["bit_errors"] <= 10
+        assert f["version"] == P.VERSION and f["kind"] == "vault-ref" and f["bit_errors"] <= 10
 
 
 @needs_reliable_channel
@@ -200,7 +200,7 @@ def test_extract_reports_every_face_with_its_schema_and_never_a_code(marked):
         f = faces[0]
         assert set(f) == {"face", "box", "payload_found", "authenticated", "key_id", "version", "kind", "bit_errors"}
         if f["authenticated"]:  # whatever decodes must be ours, complete and consistent
-            assert f["payload_found"] and f["key_id"] == kid and f["version"] == 1 and f["kind"] == "vault-ref"
+            assert f["payload_found"] and f["key_id"] == kid and f["version"] == P.VERSION and f["kind"] == "vault-ref"
             assert 0 <= f["bit_errors"] <= 16
         else:
             assert f["key_id"] is None and f["kind"] is None

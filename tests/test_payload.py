@@ -23,7 +23,7 @@ def test_round_trip_with_several_keys(keys):
     ch = P.seal(code, keys[1], kind=P.KIND_VAULT_REF)
     assert ch.shape == (P.CHANNEL_BITS,)
     out = P.open_payload(P.bits_to_logits(ch), [keys[0], keys[2], keys[1]])
-    assert np.array_equal(out.code, code) and out.kind == P.KIND_VAULT_REF and out.version == 1
+    assert np.array_equal(out.code, code) and out.kind == P.KIND_VAULT_REF and out.version == P.VERSION == 2
     assert out.key_id == key_id(keys[1])
 
 

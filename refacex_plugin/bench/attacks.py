@@ -85,7 +85,11 @@ def _outcome(opened, code: np.ndarray, kind: int) -> str:
 def payload_attacks(trials: int, seed: int = 0) -> dict:
     """Every tampering case over ``trials`` fresh random payloads; ``{case: {refused, opened_intact, opened_wrong, trials}}``.
 
-    ``flip_K`` with K <= 10 is within the BCH code's correction: those must open intact."""
+    ``flip_K`` with K <= 10 is within the BCH code's correction: those must open intact. Each
+    payload is bound to a random face signature and opened as the reader does, with that
+    signature's full list of candidate hashes (:data:`~refacex_plugin.binding.CANDIDATES`)."""
+    from ..binding import HASH_BITS, candidate_hashes, face_hash
+
     g = np.random.default_rng(seed)
     key, other = generate_key(), generate_key()
     n_msg = P.MESSAGE_BITS
@@ -123,7 +127,8 @@ def payload_attacks(trials: int, seed: int = 0) -> dict:
         "truncated_by_8": lambda b, _: b[:-8],
         "truncated_by_64": lambda b, _: b[:-64],
         "random_bits": lambda b, _: g.integers(0, 2, P.CHANNEL_BITS).astype(np.uint8),
-        "sealed_with_another_key": lambda b, code: P.seal(code, other, P.KIND_RECOVERY_CODE),
+        "sealed_with_another_key": lambda b, code: P.seal(code, other, P.KIND_RECOVERY_CODE, binding),
+        "sealed_for_another_face": lambda b, code: P.seal(code, key, P.KIND_RECOVERY_CODE, face_hash(g.normal(size=HASH_BITS))),
         "ciphertext_bit_flipped_and_recoded": recoded(ct_bits, 1),
         "ciphertext_8_bits_flipped_and_recoded": recoded(ct_bits, 8),
         "tag_forged_and_recoded": forged_tag,
@@ -134,14 +139,16 @@ def payload_attacks(trials: int, seed: int = 0) -> dict:
         counts = {"refused": 0, "opened_intact": 0, "opened_wrong": 0}
         for _ in range(trials):
             code = g.integers(0, 2, P.CODE_BITS).astype(np.uint8)
-            bits = P.seal(code, key, P.KIND_RECOVERY_CODE)
+            signature = g.normal(size=HASH_BITS)
+            binding = face_hash(signature)
+            bits = P.seal(code, key, P.KIND_RECOVERY_CODE, binding)
             keys = [key]
             if make is None:
                 keys = [other]
             else:
                 bits = make(bits, code)
             try:
-                opened = P.open_payload(P.bits_to_logits(bits), keys)
+                opened = P.open_payload(P.bits_to_logits(bits), keys, bindings=candidate_hashes(signature))
             except (ValueError, IndexError):
                 opened = None
             counts[_outcome(opened, code, P.KIND_RECOVERY_CODE)] += 1
@@ -152,8 +159,10 @@ def payload_attacks(trials: int, seed: int = 0) -> dict:
 def transplant_attack(files: list, n: int, seed: int = 0, progress: bool = True) -> dict:
     """Read a marked face's channel bits with the public decoder and embed them with the public
     embedder into another person's anonymised image; count how often the moved payload then
-    opens under the victim's key (it is a genuine payload: nothing in it names its image)."""
-    from ..channel import embed_in_image, read_from_image
+    opens under the victim's key. It is a genuine payload, but its tag covers the hash of the face
+    it was sealed for (:mod:`refacex_plugin.binding`), so it must be refused there. Control: the
+    same bits re-embedded the same way into their own image do open."""
+    from ..channel import embed_in_image, read_from_image, reader_frames
     from ..pipeline import Pipeline
 
     key = generate_key()
@@ -161,7 +170,7 @@ def transplant_attack(files: list, n: int, seed: int = 0, progress: bool = True)
     public = Pipeline(method="blur")
     wm, det = owner.watermark, owner.detector
     g = np.random.default_rng(seed)
-    moved = opened = 0
+    moved = opened = own = 0
     for a, b in tqdm(list(zip(files[:n], files[n : 2 * n])), desc="transplant", disable=not progress, file=sys.stderr):
         ra = owner.anonymise_image(read_image(a).rgb)
         rb = public.anonymise_image(read_image(b).rgb)
@@ -173,13 +182,21 @@ def transplant_attack(files: list, n: int, seed: int = 0, progress: bool = True)
         _, logits = read_from_image(marked, wm, det, owner.align)
         if len(logits) == 0:
             continue
-        if P.open_payload(logits[0], [key]) is None:
+        if not any(f.authenticated for f in owner.read_payloads(marked)):
             continue  # the channel lost this payload already; nothing to move
-        lb = np.asarray([f.landmarks for f in rb.faces[:1]], np.float32)
-        forged = embed_in_image(rb.image, lb, [(logits[0] > 0).astype(np.uint8)], wm, det, owner.align).image
+        clean = P.ECC.decode_hard((logits[0] > 0).astype(np.uint8))
+        if clean is None:
+            continue
+        bits = P.ECC.encode(clean[0])  # the BCH code is public: move an error-free codeword
+        lb = reader_frames(rb.image, np.asarray([f.landmarks for f in rb.faces[:1]], np.float32), det)
+        forged = embed_in_image(rb.image, lb, [bits], wm, det, owner.align).image
         moved += 1
         opened += any(f.authenticated for f in owner.read_payloads(forged))
-    return {"pairs": moved, "opened_in_other_image": opened, "lost_in_channel": moved - opened, "watermark": wm.name}
+        # control: the same bits, re-embedded the same way into their own (unmarked) image, open
+        again = embed_in_image(ra.image, reader_frames(ra.image, la, det), [bits], wm, det, owner.align).image
+        own += any(f.authenticated for f in owner.read_payloads(again))
+    return {"pairs": moved, "opened_in_other_image": opened, "refused_in_other_image": moved - opened,
+            "control_opened_in_own_image": own, "watermark": wm.name}
 
 
 # ---------------------------------------------------------------------------------- face helpers

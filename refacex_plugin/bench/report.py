@@ -173,8 +173,9 @@ def attacks_markdown(a: dict) -> list[str]:
     if t:
         lines += ["", f"Transplant ({t['watermark']} watermark): a marked face's channel bits read with the public decoder and "
                   f"embedded with the public embedder into another person's anonymised image: {t['opened_in_other_image']} of "
-                  f"{t['pairs']} moved payloads open under the victim's key there, {t['lost_in_channel']} are lost on the way "
-                  "(nothing refuses them: a moved payload is not detected)."]
+                  f"{t['pairs']} moved payloads open under the victim's key there, {t['refused_in_other_image']} are refused "
+                  "(the tag covers a hash of the face the payload was sealed for). Control: the same bits re-embedded the same "
+                  f"way into their own image open for {t['control_opened_in_own_image']} of {t['pairs']}."]
     names = None
     for method, e in a.get("methods", {}).items():
         for section in ("keyless_recovery", "inversion", "adversarial_pull"):
