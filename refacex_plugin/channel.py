@@ -44,13 +44,14 @@ class EmbedResult:
     re-detected, or, for a bound payload, its binding hash not recomputed there); ``regions``: per face, the rectangle outside which
     nothing changed; ``frames``: per face, the ``(5, 2)`` landmarks it was embedded in;
     ``bit_errors``: per face, the channel bits read back wrong from the marked image (before error
-    correction; None when not re-detected)."""
+    correction; None when not re-detected); ``bits``: the channel bits embedded."""
 
     image: np.ndarray
     status: list[str]
     regions: list[tuple[int, int, int, int] | None]
     frames: np.ndarray
     bit_errors: list[int | None] = field(default_factory=list)
+    bits: np.ndarray | None = None  # (N, channel bits) what was embedded
 
 
 def embed_in_image(
@@ -128,7 +129,7 @@ def _embed_rounds(rgb, landmarks, frames, bits, hashes, watermark, detector, ali
         if best is None or worst < best[0]:
             unbound = any(e is None and r is not None for e, r in zip(errors, read))
             best = (worst, EmbedResult(out, ["embedded" if e is not None else "embedded-unverified" for e in errors],
-                                       face_footprints(m, align, *rgb.shape[:2]), frames.astype(np.float32), errors), seen, unbound)
+                                       face_footprints(m, align, *rgb.shape[:2]), frames.astype(np.float32), errors, bits), seen, unbound)
         if worst <= accept_errors:
             break
         frames = seen

@@ -81,6 +81,8 @@ def _with(options):
 @click.option("--donor-policy", type=click.Choice(["random", "consistent"]), default="random", show_default=True,
               help="Donor-driven methods: a new donor per face, or the same donor for the same person (keyed by --key-file).")
 @click.option("--donors", "donors_dir", type=click.Path(exists=True, file_okay=False), help="Folder of consenting real donors' face images (default: the shipped synthetic identities).")
+@click.option("--keep-landmarks/--no-keep-landmarks", default=True, show_default=True,
+              help="refacex: move the drawn face's features onto the original's 68 landmarks (geometry, not appearance).")
 @click.option("--watermark", default=None, help="Watermark that carries the payloads [default: the best available].")
 @click.option("--watermark-strength", type=float, default=1.0, show_default=True, help="Learned watermark: invisibility/robustness dial (residual RMS scale); dct-qim has a fixed strength.")
 @click.option("--in-place", is_flag=True, help="Replace each input atomically instead of writing to -o.")
@@ -92,7 +94,7 @@ def _with(options):
 @click.option("--records", type=click.Path(dir_okay=False), help="Write one JSON line per image with its face records.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal].")
 @_with(detector_options)
-def anonymise(inputs, outdir, method, strength, key_file, vault_path, donor_policy, donors_dir, watermark, watermark_strength, in_place, recursive, fmt, quality, device, backend, records, progress, detector, threshold, min_face):
+def anonymise(inputs, outdir, method, strength, key_file, vault_path, donor_policy, donors_dir, keep_landmarks, watermark, watermark_strength, in_place, recursive, fmt, quality, device, backend, records, progress, detector, threshold, min_face):
     """Anonymise every face in INPUTS (files or folders).
 
     Pixels outside the face masks are kept; EXIF (with its thumbnail), XMP, IPTC and ICC data are
@@ -118,7 +120,7 @@ def anonymise(inputs, outdir, method, strength, key_file, vault_path, donor_poli
             method=method, detector=detector, detector_config=DetectorConfig(threshold=threshold, min_size=min_face),
             align=AlignConfig(), strength=strength, key=key, watermark=watermark,
             watermark_strength=watermark_strength, donor_policy=donor_policy, device=device,
-            donor_bank=_donor_bank(donors_dir) if donors_dir else None,
+            donor_bank=_donor_bank(donors_dir) if donors_dir else None, keep_landmarks=keep_landmarks,
         )
         from .anonymisers import is_experimental
 

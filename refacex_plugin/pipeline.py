@@ -16,7 +16,7 @@ from . import operators
 from .anonymisers import default_method, get_anonymiser
 from .detection import DEFAULT_DETECTOR, DetectorConfig, Detections, FaceDetector, load_detector
 from .errors import RefacexError
-from .geometry import AlignConfig, alignment_matrices, extract_crops, face_footprints, face_mask, paste_crops
+from .geometry import AlignConfig, alignment_matrices, extract_crops, face_footprints, face_mask, paste_crops, warp_mask_to_image
 
 
 @dataclass
@@ -99,6 +99,9 @@ class Pipeline:
         device: ``cpu``, ``cuda`` or ``auto``.
         donor_seed: seeds the ``random`` policy's donor draw (the benchmarks pass theirs so a run
             repeats exactly); None draws afresh each run.
+        keep_landmarks: for methods that draw a new face (``refacex``), move its features onto the
+            original's 68 landmarks afterwards (:mod:`~refacex_plugin.landmarks`); False keeps the
+            generator's own geometry.
     """
 
     def __init__(
@@ -115,6 +118,7 @@ class Pipeline:
         donor_bank=None,
         device: str | None = "cpu",
         donor_seed: int | None = None,
+        keep_landmarks: bool = True,
     ):
         self.method = method or default_method()
         self.anonymiser = get_anonymiser(self.method)
@@ -137,6 +141,8 @@ class Pipeline:
             if not getattr(self.watermark, "variable_strength", True) and watermark_strength != 1.0:
                 raise RefacexError(f"watermark {self.watermark.name!r} has a fixed strength: leave --watermark-strength at 1")
         self._mask = face_mask(align, 1, self.device)
+        self._landmarks68 = None
+        self.keep_landmarks = keep_landmarks and getattr(self.anonymiser, "warp_to_landmarks", False)
 
     def __repr__(self) -> str:  # never shows the key
         return f"Pipeline(method={self.method!r}, detector={self.detector.name!r}, crop={self.align.size}, device={self.device})"
@@ -161,6 +167,8 @@ class Pipeline:
                 codes = list(self.anonymiser.codes(crops))
             new = operators.anonymise(crops, donors, self.method, self.strength)
         out = paste_crops(rgb, new, m, self.align, self._mask.expand(len(det), -1, -1, -1))
+        if self.keep_landmarks:
+            out = self._keep_landmarks(rgb, out, det, m)
         faces = [
             FaceRecord(
                 index=i,
@@ -172,6 +180,16 @@ class Pipeline:
             for i in range(len(det))
         ]
         return ImageResult(out, faces, face_footprints(m, self.align, *rgb.shape[:2]), codes)
+
+    def _keep_landmarks(self, rgb: np.ndarray, out: np.ndarray, det: Detections, m: torch.Tensor) -> np.ndarray:
+        """Move each drawn face's features onto the original's 68 landmarks (:mod:`~refacex_plugin.landmarks`)."""
+        from .landmarks import Landmarks68, keep_landmarks
+
+        if self._landmarks68 is None:
+            self._landmarks68 = Landmarks68()
+        h, w = rgb.shape[:2]
+        masks = [warp_mask_to_image(m[i : i + 1], self.align, h, w) for i in range(len(det))]
+        return keep_landmarks(rgb, out, det.boxes, masks, face_footprints(m, self.align, h, w), self._landmarks68)
 
     @property
     def has_key(self) -> bool:

@@ -1,7 +1,6 @@
 """Payloads are bound to the face they were sealed for: a moved payload is refused (issue 9)."""
 
 import numpy as np
-import pytest
 
 from refacex_plugin import binding as B, distortions as D, payload as P
 from refacex_plugin.image_io import read_image
@@ -58,3 +57,16 @@ def test_a_payload_moved_into_another_image_is_refused(lfw):
     assert res["pairs"] >= 2  # payloads that opened in their own image before the move
     assert res["opened_in_other_image"] == 0
     assert res["control_opened_in_own_image"] >= 1  # the refusal is the binding's, not the channel's
+
+
+def test_the_robustness_benchmark_measures_bound_payloads(lfw):
+    """`refacex bench robustness` seals as the pipeline does (bound) and opens as a reader does;
+    it counts reads the binding lost, and renders them."""
+    from refacex_plugin.bench.report import robustness_markdown
+    from refacex_plugin.bench.robustness import evaluate_watermark
+
+    files = sorted(lfw.glob("*/*.jpg"))[::500][:6]
+    r = evaluate_watermark("dct-qim", files, "blur", false_detect_files=files[:3], progress=False)
+    assert r["faces"] == 6 and r["exact_decode_rate"]["none"] >= 1 / 6
+    assert r["binding_misses"]["none"] == 0 and r["false_detect_authenticated"] == 0
+    assert "binding misses" in "\n".join(robustness_markdown({"dct-qim": r}))

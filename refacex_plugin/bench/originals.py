@@ -17,26 +17,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..detection import Detections, FaceDetector, dlib_model_path
+from ..detection import Detections, FaceDetector
 from ..image_io import read_image
+from ..landmarks import Landmarks68
 from .metrics import head_pose
 from .recognizers import Recognizer
 
 CACHE_VERSION = 2
-
-
-class Landmarks68:
-    """dlib's 68-point predictor on a given face box."""
-
-    def __init__(self) -> None:
-        import dlib
-
-        self._dlib = dlib
-        self.predictor = dlib.shape_predictor(str(dlib_model_path("shape_predictor_68_face_landmarks.dat")))
-
-    def __call__(self, rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
-        rect = self._dlib.rectangle(*[int(round(v)) for v in box])
-        return np.array([[p.x, p.y] for p in self.predictor(np.ascontiguousarray(rgb), rect).parts()], np.float32)
 
 
 @dataclass

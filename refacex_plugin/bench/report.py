@@ -83,31 +83,7 @@ def markdown(res: dict) -> str:
                          f"{_f(u['background_psnr_db'], '{:.1f}')} | {_f(u['background_ssim'], '{:.4f}')} | {_f(u['face_psnr_db'], '{:.1f}')} |")
         lines += ["", "Background PSNR is capped at 100 dB (identical pixels). Landmarks: dlib's 68-point predictor on the "
                   "original face box; NME normalised by the outer-eye-corner distance.", ""]
-    wms = {n: w for n, w in (res.get("watermarks") or {}).items() if w.get("available")}
-    if wms:
-        names = list(wms)
-        lines += ["## Payload robustness", "",
-                  f"Each face carries a fresh {next(iter(wms.values()))['code_bits']}-bit code sealed with a random key "
-                  f"({next(iter(wms.values()))['channel_bits']} channel bits after BCH). Exact decode: the code comes back "
-                  "authenticated and identical after the distortion, re-detection and re-alignment. Hosts: "
-                  + ", ".join(f"{n}: {w['host']} ({w['faces']} faces)" for n, w in wms.items()) + ".", "",
-                  "| distortion | " + " | ".join(f"{n} exact decode | {n} bit accuracy" for n in names) + " |",
-                  "| --- " * (1 + 2 * len(names)) + "|"]
-        for k in next(iter(wms.values()))["exact_decode_rate"]:
-            lines.append(f"| {k} | " + " | ".join(f"{_pct(wms[n]['exact_decode_rate'][k])} | {_pct(wms[n]['bit_accuracy'][k])}" for n in names) + " |")
-        lines.append("| face-region PSNR (dB) | " + " | ".join(f"{_f(wms[n]['face_psnr_db'], '{:.1f}')} | " for n in names) + " |")
-        lines.append("| whole-image PSNR (dB) | " + " | ".join(f"{_f(wms[n]['image_psnr_db'], '{:.1f}')} | " for n in names) + " |")
-        lines.append("| false detections | " + " | ".join(f"{wms[n].get('false_detect_authenticated', '–')} of {wms[n].get('false_detect_faces', '–')} faces | " for n in names) + " |")
-        lines.append("")
-        for n, w in wms.items():
-            ecc = w.get("ecc_comparison")
-            if not ecc:
-                continue
-            lines += [f"Error correction on {n}'s real channel errors (share of reads each code corrects by hard decision; "
-                      "BCH t = 10 over 252 bits vs Reed-Solomon with 9 parity bytes over 248 bits):", "",
-                      "| distortion | mean bit errors | BCH | RS |", "| --- | --- | --- | --- |"]
-            lines += [f"| {k} | {v['mean_bit_errors']:.1f} | {_pct(v['bch_t10'])} | {_pct(v['rs_nsym9'])} |" for k, v in ecc.items()]
-            lines.append("")
+    lines += robustness_markdown(res.get("watermarks") or {})
     if any("recovery" in m for m in methods.values()):
         rec_names = list(next((m["recovery"]["none"]["identity"] for m in methods.values() if m.get("recovery", {}).get("available")), {}) or [])
         lines += ["## Recovery (with the key, through the real channel)", "",
@@ -157,6 +133,41 @@ def markdown(res: dict) -> str:
                       f"real database): {fo_speed['fiftyone_images_per_s']:.1f} vs {fo_speed['core_images_per_s']:.1f} img/s "
                       f"= {fo_speed['fiftyone_vs_core']:.2f}× the core's throughput.", ""]
     return "\n".join(lines)
+
+
+def robustness_markdown(watermarks: dict) -> list[str]:
+    """The payload-robustness section (bench/robustness.py), one column group per watermark."""
+    wms = {n: w for n, w in watermarks.items() if w.get("available")}
+    if not wms:
+        return []
+    lines: list[str] = []
+    names = list(wms)
+    lines += ["## Payload robustness", "",
+              f"Each face carries a fresh {next(iter(wms.values()))['code_bits']}-bit code sealed with a random key "
+              f"({next(iter(wms.values()))['channel_bits']} channel bits after BCH). Exact decode: the code comes back "
+              "authenticated and identical after the distortion, re-detection and re-alignment; the payload is bound to "
+              "its face, so the reader must also recompute the face's hash (binding misses: reads the channel delivered "
+              "that the binding lost). Hosts: "
+              + ", ".join(f"{n}: {w['host']} ({w['faces']} faces)" for n, w in wms.items()) + ".", "",
+              "| distortion | " + " | ".join(f"{n} exact decode | {n} bit accuracy | {n} binding misses" for n in names) + " |",
+              "| --- " * (1 + 3 * len(names)) + "|"]
+    for k in next(iter(wms.values()))["exact_decode_rate"]:
+        lines.append(f"| {k} | " + " | ".join(f"{_pct(wms[n]['exact_decode_rate'][k])} | {_pct(wms[n]['bit_accuracy'][k])} | "
+                                              f"{wms[n].get('binding_misses', {}).get(k, '–')}" for n in names) + " |")
+    lines.append("| face-region PSNR (dB) | " + " | ".join(f"{_f(wms[n]['face_psnr_db'], '{:.1f}')} | | " for n in names) + " |")
+    lines.append("| whole-image PSNR (dB) | " + " | ".join(f"{_f(wms[n]['image_psnr_db'], '{:.1f}')} | | " for n in names) + " |")
+    lines.append("| false detections | " + " | ".join(f"{wms[n].get('false_detect_authenticated', '–')} of {wms[n].get('false_detect_faces', '–')} faces | | " for n in names) + " |")
+    lines.append("")
+    for n, w in wms.items():
+        ecc = w.get("ecc_comparison")
+        if not ecc:
+            continue
+        lines += [f"Error correction on {n}'s real channel errors (share of reads each code corrects by hard decision; "
+                  "BCH t = 10 over 252 bits vs Reed-Solomon with 9 parity bytes over 248 bits):", "",
+                  "| distortion | mean bit errors | BCH | RS |", "| --- | --- | --- | --- |"]
+        lines += [f"| {k} | {v['mean_bit_errors']:.1f} | {_pct(v['bch_t10'])} | {_pct(v['rs_nsym9'])} |" for k, v in ecc.items()]
+        lines.append("")
+    return lines
 
 
 def attacks_markdown(a: dict) -> list[str]:

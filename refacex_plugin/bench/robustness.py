@@ -2,7 +2,8 @@
 
 Hosts are the method's anonymised images; for irreversible methods (which never carry a
 payload) the un-anonymised faces stand in. Each face gets a fresh random code sealed with a
-random key (the real payload format: encryption, tag, BCH); a row's exact-decode rate is the
+random key and bound to the face (the real payload format: encryption, tag over the face's hash,
+BCH), embedded as ``Pipeline.embed_codes`` does; a row's exact-decode rate is the
 share of faces whose code comes back authenticated and identical after the distortion,
 re-detection and re-alignment.
 """
@@ -16,7 +17,8 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import payload as P
-from ..channel import embed_in_image, match_faces, read_from_image
+from ..binding import candidate_hashes, face_hash, face_signatures
+from ..channel import embed_in_image, match_faces, read_from_image, reader_frames
 from ..detection import DEFAULT_DETECTOR, load_detector
 from ..distortions import DISTORTIONS
 from ..geometry import AlignConfig, alignment_matrices, warp_mask_to_image
@@ -38,6 +40,7 @@ def evaluate_watermark(name: str, files: list, host_method: str | None, seed: in
     exact = {k: [] for k in DISTORTIONS}
     bit_acc = {k: [] for k in DISTORTIONS}
     errors = {k: [] for k in DISTORTIONS}  # hard-decision error vectors, for the ECC comparison
+    binding_misses = {k: 0 for k in DISTORTIONS}
     face_psnr, image_psnr = [], []
     skipped = 0
     for f in tqdm(files, desc=f"robustness {name}", unit="img", disable=not progress, file=sys.stderr):
@@ -50,8 +53,16 @@ def evaluate_watermark(name: str, files: list, host_method: str | None, seed: in
             continue
         key = generate_key()
         code = rng.integers(0, 2, P.CODE_BITS).astype(np.uint8)
-        channel = P.seal(code, key)
-        marked = embed_in_image(host, d.landmarks[c : c + 1], [channel], wm, det, align).image
+        hashes: list[bytes] = []  # every binding sealed for (the embedder may seal again)
+
+        def seal(frames, host=host, key=key, code=code):  # bound to the face, as Pipeline.embed_codes does
+            now = [face_hash(s) for s in face_signatures(host, frames, align)]
+            hashes.extend(now)
+            return [P.seal(code, key, P.KIND_RECOVERY_CODE, h) for h in now], now
+
+        emb = embed_in_image(host, reader_frames(host, d.landmarks[c : c + 1], det), [None], wm, det, align, seal=seal)
+        marked, channel = emb.image, emb.bits[0]
+        writer_hash = P.open_payload(P.bits_to_logits(channel), key, bindings=hashes).binding
         mask = warp_mask_to_image(alignment_matrices(d.landmarks[c : c + 1], align), align, *host.shape[:2])
         face_psnr.append(psnr(marked, host, (mask > 0.5).astype(np.uint8)))
         image_psnr.append(psnr(marked, host))
@@ -67,8 +78,10 @@ def evaluate_watermark(name: str, files: list, host_method: str | None, seed: in
             wrong = (logits[j] > 0).astype(np.uint8) != channel
             errors[k].append(wrong)
             bit_acc[k].append(float(1 - wrong.mean()))
-            opened = P.open_payload(logits[j], key)
+            opened = P.open_payload(logits[j], key, bindings=candidate_hashes(face_signatures(x, found.landmarks[j : j + 1], align)[0]))
             exact[k].append(opened is not None and bool(np.array_equal(opened.code, code)))
+            if opened is None and P.open_payload(logits[j], key, bindings=[writer_hash]) is not None:
+                binding_misses[k] += 1  # the channel delivered; the reader did not recompute the hash
     out = {
         "available": True,
         "watermark": name,
@@ -80,6 +93,8 @@ def evaluate_watermark(name: str, files: list, host_method: str | None, seed: in
         "face_psnr_db": float(np.mean(face_psnr)) if face_psnr else None,
         "image_psnr_db": float(np.mean(image_psnr)) if image_psnr else None,
         "exact_decode_rate": {k: float(np.mean(v)) if v else None for k, v in exact.items()},
+        # reads the channel delivered but the reader's binding candidates missed (lost to the binding)
+        "binding_misses": binding_misses,
         "bit_accuracy": {k: float(np.mean(v)) if v else None for k, v in bit_acc.items()},
         "ecc_comparison": ecc_comparison(errors),
     }
@@ -115,9 +130,10 @@ def false_detections(wm, files: list, progress: bool = True) -> dict:
     for f in tqdm(files, desc="false detections", unit="img", disable=not progress, file=sys.stderr):
         rgb = read_image(f).rgb
         found, logits = read_from_image(rgb, wm, det, align)
-        for row in logits:
+        signatures = face_signatures(rgb, found.landmarks, align)
+        for row, sig in zip(logits, signatures):
             faces += 1
-            authenticated += P.open_payload(row, generate_key()) is not None
+            authenticated += P.open_payload(row, generate_key(), bindings=candidate_hashes(sig)) is not None
     return {"false_detect_faces": faces, "false_detect_authenticated": authenticated}
 
 

@@ -15,10 +15,11 @@ from .. import __version__, operators
 from ..detection import DEFAULT_DETECTOR, load_detector
 from ..geometry import alignment_matrices, warp_mask_to_image
 from ..image_io import read_image
+from ..landmarks import Landmarks68
 from ..pipeline import Pipeline
 from . import metrics as M
 from .dataset import make_split, read_pairs
-from .originals import Landmarks68, measure_originals
+from .originals import measure_originals
 from .recognizers import load_recognizer
 
 SCHEMA = "refacex-bench/1"

@@ -1,0 +1,56 @@
+"""The landmark-driven warp that puts a drawn face's features where the original's were."""
+
+import numpy as np
+import pytest
+
+from refacex_plugin.image_io import read_image
+from refacex_plugin.landmarks import rbf_displacement, warp_features
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_displacement_field_interpolates_its_centres_and_fades_away(dtype):
+    rng = np.random.default_rng(0)
+    centres = rng.uniform(40, 60, (12, 2)).astype(dtype)
+    values = rng.normal(0, 3, (12, 2)).astype(dtype)
+    at_centres = rbf_displacement(centres, values, centres, sigma=8.0, ridge=1e-6)
+    assert np.abs(at_centres - values).max() < 1e-2
+    far = rbf_displacement(centres, values, np.array([[200.0, 200.0]], dtype), sigma=8.0)
+    assert np.abs(far).max() < 1e-6
+
+
+def test_a_feature_moves_from_its_source_to_its_target():
+    img = np.zeros((120, 120, 3), np.uint8)
+    img[38:43, 38:43] = 255  # a dot at (40, 40)
+    box = np.array([20.0, 20.0, 100.0, 100.0])
+    out = warp_features(img, np.array([[40.0, 40.0]]), np.array([[46.0, 43.0]]), box, (0, 0, 120, 120))
+    ys, xs = np.nonzero(out[..., 0] > 128)
+    assert abs(xs.mean() - 46) < 1.0 and abs(ys.mean() - 43) < 1.0
+
+
+def test_refacex_keeps_the_original_landmarks_and_the_background(lfw):
+    """On real faces, with dlib's real 68-point predictor: the warp brings the anonymised face's
+    landmarks closer to the original's, and leaves every pixel outside the face masks alone."""
+    from refacex_plugin.anonymisers import available_methods
+    from refacex_plugin.bench.metrics import nme
+    from refacex_plugin.geometry import alignment_matrices, warp_mask_to_image
+    from refacex_plugin.landmarks import Landmarks68
+    from refacex_plugin.pipeline import Pipeline
+
+    if "refacex" not in available_methods():
+        pytest.skip("refacex weights not shipped")
+    kept, drawn = Pipeline(method="refacex", donor_seed=0), Pipeline(method="refacex", donor_seed=0, keep_landmarks=False)
+    assert kept.keep_landmarks and not drawn.keep_landmarks and not Pipeline(method="blur").keep_landmarks
+    lm68 = Landmarks68()
+    errors = {"kept": [], "drawn": []}
+    for person in ["Aaron_Eckhart", "Serena_Williams", "Colin_Powell", "Tony_Blair", "George_W_Bush"]:
+        rgb = read_image(sorted((lfw / person).glob("*.jpg"))[0]).rgb
+        det = kept.detect(rgb)
+        box = det.boxes[0]
+        ref = lm68(rgb, box)
+        for name, pipe in (("kept", kept), ("drawn", drawn)):
+            out = pipe.anonymise_image(rgb, det).image
+            errors[name].append(nme(lm68(out, box), ref))
+            if name == "kept":
+                outside = warp_mask_to_image(alignment_matrices(det.landmarks, pipe.align), pipe.align, *rgb.shape[:2]) == 0
+                assert np.array_equal(out[outside], rgb[outside])
+    assert np.mean(errors["kept"]) < 0.75 * np.mean(errors["drawn"])
