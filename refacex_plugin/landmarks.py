@@ -67,8 +67,16 @@ def warp_features(image: np.ndarray, src: np.ndarray, dst: np.ndarray, box: np.n
     ring = centre + w * np.stack([np.cos(angles), np.sin(angles)], 1)
     centres = np.concatenate([dst, ring])
     values = np.concatenate([np.asarray(dst) - np.asarray(src), np.zeros_like(ring)])
+    # The field is smooth on the scale of sigma: evaluate it on a grid a quarter of sigma apart
+    # and interpolate (16x fewer kernel evaluations on a 100-px face than pixel by pixel).
+    sigma = sigma_frac * w
+    step = max(1, int(sigma / 4))
+    gy, gx = np.mgrid[y0 : y1 + step : step, x0 : x1 + step : step].astype(np.float32)
+    coarse = rbf_displacement(centres, values, np.stack([gx.ravel(), gy.ravel()], 1), sigma).reshape(*gx.shape, 2)
     ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-    field = rbf_displacement(centres, values, np.stack([xs.ravel(), ys.ravel()], 1), sigma_frac * w).reshape(y1 - y0, x1 - x0, 2)
+    # map pixel coordinates onto the coarse grid's index space and sample it bilinearly
+    field = np.stack([cv2.remap(coarse[..., k], (xs - x0) / step, (ys - y0) / step, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                      for k in range(2)], -1)
     return cv2.remap(image, xs - field[..., 0], ys - field[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 

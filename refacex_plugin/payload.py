@@ -119,8 +119,11 @@ def _open_message(bits: np.ndarray, subkeys: list[tuple[bytes, _SubKeys]], bindi
     hint, tag, ct = msg[:1], msg[1:5], msg[5:]
     for key, k in sorted(subkeys, key=lambda kk: _hint(kk[1], tag) != hint):  # keys whose hint matches go first
         plaintext = _keystream_xor(k, tag, ct)  # the keystream depends on the tag only
+        prefix = hmac.new(k.mac, _DOMAIN, hashlib.sha256)  # = _tag's HMAC state before the binding
         for binding in bindings:
-            if hmac.compare_digest(_tag(k, plaintext, binding), tag):
+            mac = prefix.copy()
+            mac.update(bytes([len(binding)]) + binding + plaintext)
+            if hmac.compare_digest(mac.digest()[: TAG_BITS // 8], tag):
                 version, kind = plaintext[0] >> 4, plaintext[0] & 0x0F
                 if version != VERSION:
                     return None
