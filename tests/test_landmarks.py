@@ -54,3 +54,24 @@ def test_refacex_keeps_the_original_landmarks_and_the_background(lfw):
                 outside = warp_mask_to_image(alignment_matrices(det.landmarks, pipe.align), pipe.align, *rgb.shape[:2]) == 0
                 assert np.array_equal(out[outside], rgb[outside])
     assert np.mean(errors["kept"]) < 0.75 * np.mean(errors["drawn"])
+
+
+def test_the_cli_can_leave_the_generators_geometry(lfw, tmp_path):
+    """`refacex anonymise --no-keep-landmarks` skips the warp: its face differs from the default's,
+    and only the face does (less than half the image)."""
+    from click.testing import CliRunner
+
+    from refacex_plugin.anonymisers import available_methods
+    from refacex_plugin.cli import main
+
+    if "refacex" not in available_methods():
+        pytest.skip("refacex weights not shipped")
+    src = sorted((lfw / "Colin_Powell").glob("*.jpg"))[0]
+    outs = {}
+    for flag in ("--keep-landmarks", "--no-keep-landmarks"):
+        res = CliRunner().invoke(main, ["anonymise", str(src), "-o", str(tmp_path / flag), "--method", "refacex",
+                                        "--format", "png", flag], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        outs[flag] = read_image(next((tmp_path / flag).rglob("*.png"))).rgb.astype(int)
+    changed = np.abs(outs["--keep-landmarks"] - outs["--no-keep-landmarks"]).max(-1) > 0
+    assert 0 < changed.mean() < 0.5
