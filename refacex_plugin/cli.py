@@ -81,8 +81,9 @@ def _with(options):
 @click.option("--donor-policy", type=click.Choice(["random", "consistent"]), default="random", show_default=True,
               help="Donor-driven methods: a new donor per face, or the same donor for the same person (keyed by --key-file).")
 @click.option("--donors", "donors_dir", type=click.Path(exists=True, file_okay=False), help="Folder of consenting real donors' face images (default: the shipped synthetic identities).")
-@click.option("--keep-landmarks/--no-keep-landmarks", default=True, show_default=True,
-              help="refacex: move the drawn face's features onto the original's 68 landmarks (geometry, not appearance).")
+@click.option("--keep-landmarks/--no-keep-landmarks", default=False, show_default=True,
+              help="refacex: move the drawn face's features onto the original's 68 landmarks (better landmarks and pose, "
+                   "at a measured privacy cost; see the README).")
 @click.option("--watermark", default=None, help="Watermark that carries the payloads [default: the best available].")
 @click.option("--watermark-strength", type=float, default=1.0, show_default=True, help="Learned watermark: invisibility/robustness dial (residual RMS scale); dct-qim has a fixed strength.")
 @click.option("--in-place", is_flag=True, help="Replace each input atomically instead of writing to -o.")

@@ -100,8 +100,9 @@ class Pipeline:
         donor_seed: seeds the ``random`` policy's donor draw (the benchmarks pass theirs so a run
             repeats exactly); None draws afresh each run.
         keep_landmarks: for methods that draw a new face (``refacex``), move its features onto the
-            original's 68 landmarks afterwards (:mod:`~refacex_plugin.landmarks`); False keeps the
-            generator's own geometry.
+            original's 68 landmarks afterwards (:mod:`~refacex_plugin.landmarks`): a utility dial
+            that costs privacy (measured: MobileFaceNet matches 4.0 % of warped faces, keyless
+            recovery 4.0 %), so off by default.
     """
 
     def __init__(
@@ -118,7 +119,7 @@ class Pipeline:
         donor_bank=None,
         device: str | None = "cpu",
         donor_seed: int | None = None,
-        keep_landmarks: bool = True,
+        keep_landmarks: bool = False,
     ):
         self.method = method or default_method()
         self.anonymiser = get_anonymiser(self.method)

@@ -38,8 +38,9 @@ def test_refacex_keeps_the_original_landmarks_and_the_background(lfw):
 
     if "refacex" not in available_methods():
         pytest.skip("refacex weights not shipped")
-    kept, drawn = Pipeline(method="refacex", donor_seed=0), Pipeline(method="refacex", donor_seed=0, keep_landmarks=False)
-    assert kept.keep_landmarks and not drawn.keep_landmarks and not Pipeline(method="blur").keep_landmarks
+    kept, drawn = Pipeline(method="refacex", donor_seed=0, keep_landmarks=True), Pipeline(method="refacex", donor_seed=0)
+    assert kept.keep_landmarks and not drawn.keep_landmarks  # off by default: it costs privacy
+    assert not Pipeline(method="blur", keep_landmarks=True).keep_landmarks  # only for methods that draw a face
     lm68 = Landmarks68()
     errors = {"kept": [], "drawn": []}
     for person in ["Aaron_Eckhart", "Serena_Williams", "Colin_Powell", "Tony_Blair", "George_W_Bush"]:

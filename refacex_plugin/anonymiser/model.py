@@ -40,7 +40,8 @@ class RefacexModel(torch.nn.Module):
 
     name = "refacex"
     reversible = True
-    #: the pipeline moves the drawn face's features onto the original's 68 landmarks (landmarks.py)
+    #: the pipeline can move the drawn face's features onto the original's 68 landmarks
+    #: (``Pipeline(keep_landmarks=True)``, landmarks.py)
     warp_to_landmarks = True
 
     def __init__(self, width: int = 32, code_bits: int = 128, bank: DonorBank | None = None, align: AlignConfig = AlignConfig(),

@@ -313,7 +313,7 @@ def keyless_recovery(faces: _Faces, orig, recognizers, calib, seed: int = 0) -> 
 # ----------------------------------------------------------------------------------- inversion
 
 
-def _training_pairs(method: str, data, n: int, seed: int, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _training_pairs(method: str, data, n: int, seed: int, progress: bool, keep_landmarks: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``(anonymised, original)`` ``(n, 3, RES, RES)`` float crops of the "train" identities
     (:func:`~refacex_plugin.training.data.identity_split`; the attacked probes are "val" ones)."""
     from ..anonymiser.donors import DonorAssigner
@@ -328,7 +328,8 @@ def _training_pairs(method: str, data, n: int, seed: int, progress: bool) -> tup
     mask = face_mask(AlignConfig())
     bank = getattr(get_anonymiser(method), "bank", None)
     donors = DonorAssigner(bank, "random", None, seed=seed) if bank is not None else None  # seeded: a run repeats
-    warp = _crop_landmark_warp() if getattr(get_anonymiser(method), "warp_to_landmarks", False) else None
+    # as the attacked probes are made (Pipeline's default; _crop_landmark_warp when it warps)
+    warp = _crop_landmark_warp() if keep_landmarks and getattr(get_anonymiser(method), "warp_to_landmarks", False) else None
     anon, orig = [], []
     for i in range(0, len(crops), 32):
         x = crops[i : i + 32].float() / 255
