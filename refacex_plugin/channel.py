@@ -154,11 +154,11 @@ def _unless_unbound(errors: list[int | None], rgb, found: Detections, match, has
     """``errors``, with None for faces whose binding hash a reader of ``rgb`` would not recompute."""
     from .binding import candidate_hashes, face_signatures
 
-    out = list(errors)
-    for i, j in enumerate(match):
-        if j is not None and hashes[i] not in candidate_hashes(face_signatures(rgb, found.landmarks[j : j + 1], align)[0]):
-            out[i] = None
-    return out
+    seen = [i for i, j in enumerate(match) if j is not None]
+    if not seen:
+        return list(errors)
+    signatures = dict(zip(seen, face_signatures(rgb, found.landmarks[[match[i] for i in seen]], align)))
+    return [None if i in signatures and hashes[i] not in candidate_hashes(signatures[i]) else e for i, e in enumerate(errors)]
 
 
 def _read_errors(rgb, found: Detections, match, bits: np.ndarray, watermark: Watermark, align, device) -> list[int | None]:

@@ -8,9 +8,11 @@ positions with a smooth displacement field (Gaussian radial basis functions, anc
 ring around the face), inside the face's blend mask only. What it keeps is geometry (where the
 features are), which users keep on purpose; not appearance.
 
-Measured on 30 LFW faces (``refacex``, one warp): dlib 68-point NME 0.101 -> 0.049, head-pose
-difference 10.5 -> 4.2 deg; mean dlib distance to the original 0.79 -> 0.75, MobileFaceNet cosine
-0.08 -> 0.12 (both far from a match); see docs/notes/learned-models.md for the benchmark.
+Measured (``refacex bench ... --quick``, docs/benchmarks/refacex-quick-keep-landmarks.md): dlib
+68-point NME 0.104 -> 0.052, head-pose difference 15.2 -> 7.9 deg; but it costs privacy (the
+attack suite: MobileFaceNet matches 4.0 % of warped faces unattacked), so the pipeline applies it
+only on request (``Pipeline(keep_landmarks=True)``, ``--keep-landmarks``). See
+docs/notes/learned-models.md.
 """
 
 from __future__ import annotations

@@ -71,10 +71,17 @@ def _subkeys(key: bytes) -> _SubKeys:
     return _SubKeys(okm[:32], okm[32:64], okm[64:])
 
 
-def _tag(k: _SubKeys, plaintext: bytes, binding: bytes) -> bytes:
+def _mac_prefix(k: _SubKeys) -> hmac.HMAC:
+    """The tag's HMAC state after the domain (copied per binding when a reader tries many)."""
+    return hmac.new(k.mac, _DOMAIN, hashlib.sha256)
+
+
+def _tag(prefix: hmac.HMAC, plaintext: bytes, binding: bytes) -> bytes:
     if len(binding) > 255:
         raise ValueError("a binding is at most 255 bytes")
-    return hmac.new(k.mac, _DOMAIN + bytes([len(binding)]) + binding + plaintext, hashlib.sha256).digest()[: TAG_BITS // 8]
+    mac = prefix.copy()
+    mac.update(bytes([len(binding)]) + binding + plaintext)
+    return mac.digest()[: TAG_BITS // 8]
 
 
 def _keystream_xor(k: _SubKeys, tag: bytes, data: bytes) -> bytes:
@@ -101,7 +108,7 @@ def seal(code: np.ndarray, key: bytes, kind: int = KIND_RECOVERY_CODE, binding: 
     """Encrypt, authenticate and error-correct a ``(CODE_BITS,)`` 0/1 code. Returns ``(CHANNEL_BITS,)`` uint8.
 
     ``binding``: associated data the tag covers but the payload does not carry (the hash of the
-    face it is embedded in, :func:`refacex_plugin.binding.face_hashes`); the reader must present it."""
+    face it is embedded in, :func:`refacex_plugin.binding.face_hash`); the reader must present it."""
     code = np.asarray(code, np.uint8).reshape(-1)
     if code.shape != (CODE_BITS,) or code.max(initial=0) > 1:
         raise ValueError(f"code must be {CODE_BITS} bits of 0/1")
@@ -109,7 +116,7 @@ def seal(code: np.ndarray, key: bytes, kind: int = KIND_RECOVERY_CODE, binding: 
         raise ValueError("kind is 4 bits")
     k = _subkeys(key)
     plaintext = bytes([(VERSION << 4) | kind]) + ecc.bits_to_bytes(code)
-    tag = _tag(k, plaintext, binding)
+    tag = _tag(_mac_prefix(k), plaintext, binding)
     message = _hint(k, tag) + tag + _keystream_xor(k, tag, plaintext)
     return ECC.encode(ecc.bytes_to_bits(message))
 
@@ -119,11 +126,9 @@ def _open_message(bits: np.ndarray, subkeys: list[tuple[bytes, _SubKeys]], bindi
     hint, tag, ct = msg[:1], msg[1:5], msg[5:]
     for key, k in sorted(subkeys, key=lambda kk: _hint(kk[1], tag) != hint):  # keys whose hint matches go first
         plaintext = _keystream_xor(k, tag, ct)  # the keystream depends on the tag only
-        prefix = hmac.new(k.mac, _DOMAIN, hashlib.sha256)  # = _tag's HMAC state before the binding
+        prefix = _mac_prefix(k)
         for binding in bindings:
-            mac = prefix.copy()
-            mac.update(bytes([len(binding)]) + binding + plaintext)
-            if hmac.compare_digest(mac.digest()[: TAG_BITS // 8], tag):
+            if hmac.compare_digest(_tag(prefix, plaintext, binding), tag):
                 version, kind = plaintext[0] >> 4, plaintext[0] & 0x0F
                 if version != VERSION:
                     return None

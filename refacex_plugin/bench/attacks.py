@@ -313,7 +313,7 @@ def keyless_recovery(faces: _Faces, orig, recognizers, calib, seed: int = 0) -> 
 # ----------------------------------------------------------------------------------- inversion
 
 
-def _training_pairs(method: str, data, n: int, seed: int, progress: bool, keep_landmarks: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def _training_pairs(method: str, data, n: int, seed: int, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``(anonymised, original)`` ``(n, 3, RES, RES)`` float crops of the "train" identities
     (:func:`~refacex_plugin.training.data.identity_split`; the attacked probes are "val" ones)."""
     from ..anonymiser.donors import DonorAssigner
@@ -328,42 +328,15 @@ def _training_pairs(method: str, data, n: int, seed: int, progress: bool, keep_l
     mask = face_mask(AlignConfig())
     bank = getattr(get_anonymiser(method), "bank", None)
     donors = DonorAssigner(bank, "random", None, seed=seed) if bank is not None else None  # seeded: a run repeats
-    # as the attacked probes are made (Pipeline's default; _crop_landmark_warp when it warps)
-    warp = _crop_landmark_warp() if keep_landmarks and getattr(get_anonymiser(method), "warp_to_landmarks", False) else None
     anon, orig = [], []
     for i in range(0, len(crops), 32):
         x = crops[i : i + 32].float() / 255
         d = donors.vectors(np.zeros((len(x), 128), np.float32)) if donors is not None else None
         with torch.inference_mode():
             y = blend(x, anonymise(x, d, method), mask)
-        if warp is not None:  # as the pipeline does after pasting the face back
-            y = torch.stack([warp(a, b) for a, b in zip(x, y)])
         anon.append(pool_to(y, RES))
         orig.append(pool_to(x, RES))
     return torch.cat(anon), torch.cat(orig)
-
-
-def _crop_landmark_warp():
-    """The pipeline's landmark warp (:func:`~refacex_plugin.landmarks.keep_landmarks`) on one aligned
-    crop: ``(original, anonymised)`` ``(3, S, S)`` floats in [0, 1] -> the warped anonymised crop."""
-    from ..detection import DEFAULT_DETECTOR, load_detector
-    from ..landmarks import Landmarks68, keep_landmarks
-    from .originals import central_face
-
-    detector, predictor = load_detector(DEFAULT_DETECTOR), Landmarks68()
-    mask = face_mask(AlignConfig())[0, 0].numpy()
-
-    def warp(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        a = (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        b = (y.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        det = detector(a)
-        c = central_face(det, *a.shape[:2]) if len(det) else None
-        if c is None:
-            return y
-        out = keep_landmarks(a, b, det.boxes[c : c + 1], [mask], [(0, 0, a.shape[1], a.shape[0])], predictor)
-        return torch.from_numpy(out).permute(2, 0, 1).float() / 255
-
-    return warp
 
 
 def train_inverter(anon: torch.Tensor, orig: torch.Tensor, width: int, cfg: AttackConfig, seed: int = 0, progress: bool = True) -> tuple[RecoveryNet, dict]:
