@@ -100,6 +100,18 @@ def translate_before(m: torch.Tensor, dx: float, dy: float) -> torch.Tensor:
     return out
 
 
+def perturb_about(m: torch.Tensor, scale: float, angle_deg: float, centre: float) -> torch.Tensor:
+    """``P o M`` for ``(B, 2, 3)`` affines, ``P`` a rotation by ``angle_deg`` and scaling by ``scale``
+    about the output point ``(centre, centre)``: the same crop, slightly zoomed and turned."""
+    a = math.radians(angle_deg)
+    r = torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]], dtype=m.dtype, device=m.device) * scale
+    c = torch.full((2,), float(centre), dtype=m.dtype, device=m.device)
+    out = torch.empty_like(m)
+    out[:, :, :2] = r @ m[:, :, :2]
+    out[:, :, 2] = (m[:, :, 2] - c) @ r.T + c
+    return out
+
+
 def face_mask(cfg: AlignConfig, batch: int = 1, device: torch.device | str = "cpu") -> torch.Tensor:
     """Feathered elliptical face mask in canonical crop coordinates.
 

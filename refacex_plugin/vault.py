@@ -203,9 +203,11 @@ def restore(rgb: np.ndarray, regions: list[FaceRegion]) -> np.ndarray:
 def restore_into(rgb: np.ndarray, region: FaceRegion, landmarks: np.ndarray) -> np.ndarray:
     """Paste one original region into a copy of ``rgb`` where its face is now.
 
-    ``landmarks (5, 2)``: the face as re-detected in ``rgb``. When the image kept its size and
-    the face has not moved (re-encoded only), the region goes back pixel for pixel; otherwise
-    (resized, cropped) it is warped by the similarity from its stored frame to ``landmarks``.
+    ``landmarks (5, 2)``: the face's frame in ``rgb`` (the reader's registered frame of the mark,
+    which the record stores as it was embedded, or a re-detection). The region is warped by the
+    similarity from its stored frame to ``landmarks``; when the image kept its size and that
+    similarity moves no corner of the region by 2 px or more (re-encoded only), it goes back
+    pixel for pixel instead.
     """
     import cv2
 
@@ -213,14 +215,15 @@ def restore_into(rgb: np.ndarray, region: FaceRegion, landmarks: np.ndarray) -> 
 
     if region.landmarks is None:
         raise VaultError("vault record has no frame to place it in a changed image")
-    h, w = rgb.shape[:2]
-    if tuple(region.image_size) == (h, w) and np.abs(region.landmarks - landmarks).max() < 3.0:
-        return restore(rgb, [region])
     import torch
 
+    h, w = rgb.shape[:2]
     m = estimate_similarity(torch.as_tensor(region.landmarks[None], dtype=torch.float64),
                             torch.as_tensor(np.asarray(landmarks, np.float64)[None]))[0].numpy()
-    x0, y0 = region.box[:2]
+    x0, y0, x1, y1 = region.box
+    corners = np.array([[x0, y0, 1], [x1, y0, 1], [x0, y1, 1], [x1, y1, 1]], np.float64)
+    if tuple(region.image_size) == (h, w) and np.abs(corners @ m.T - corners[:, :2]).max() < 2.0:
+        return restore(rgb, [region])  # the frame moved less than 2 px anywhere on the region
     m = m @ np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], np.float64)  # region pixels -> rgb
     warped = cv2.warpAffine(region.pixels, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
     inside = cv2.warpAffine(np.ones(region.pixels.shape[:2], np.float32), m, (w, h), flags=cv2.INTER_LINEAR)

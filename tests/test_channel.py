@@ -28,9 +28,9 @@ def _learned_shipped() -> bool:
         return False
 
 
-#: Tests of the channel's *reliability* (every face decodes after re-encoding, resizing, cropping)
-#: need the learned watermark; dct-qim decodes about half the faces even without distortion
-#: (docs/payload.md). The plumbing tests below run with whatever watermark is the default.
+#: Reading after filtering (a resize to half size) needs the learned watermark: dct-qim's
+#: quantiser reads noise once the host is low-passed (docs/payload.md). Everything else below
+#: runs with whatever watermark is the default.
 needs_reliable_channel = pytest.mark.skipif(not _learned_shipped(), reason="needs a shipped learned watermark")
 
 
@@ -46,10 +46,12 @@ def test_paste_residuals_changes_only_where_the_residual_lands(example_rgb):
 
 
 def test_embedding_reports_what_a_reader_reads(lfw):
-    """The embedder re-detects its own output and reads it back as a reader would: the bit errors
-    it reports are exactly those ``read_from_image`` finds in the returned image."""
+    """The embedder re-detects its own output and reads it back: the bit errors it reports are
+    exactly those a read at the re-detected frame finds in the returned image, and a reader's
+    search (``read_from_image``) finds no more than that."""
     from refacex_plugin import payload as P
-    from refacex_plugin.channel import embed_in_image, match_faces, read_from_image
+    from refacex_plugin.channel import embed_in_image, face_logits, match_faces, read_from_image
+    from refacex_plugin.geometry import alignment_matrices
     from refacex_plugin.pipeline import Pipeline
 
     key = bytes(range(32))
@@ -61,20 +63,48 @@ def test_embedding_reports_what_a_reader_reads(lfw):
         bits = [P.seal(np.random.default_rng(i).integers(0, 2, P.CODE_BITS).astype(np.uint8), key, P.KIND_VAULT_REF) for i in range(len(lm))]
         emb = embed_in_image(res.image, lm, bits, pipe.watermark, pipe.detector, pipe.align)
         assert len(emb.bit_errors) == len(lm) == len(emb.status)
-        det, logits = read_from_image(emb.image, pipe.watermark, pipe.detector, pipe.align)
+        det, searched = read_from_image(emb.image, pipe.watermark, pipe.detector, pipe.align)
+        plain, _ = face_logits(emb.image, alignment_matrices(det.landmarks, pipe.align), pipe.watermark, pipe.align, sync=False)
         for i, j in enumerate(match_faces(lm, det)):
             if emb.status[i] == "embedded":
                 assert j is not None
-                assert emb.bit_errors[i] == int(((logits[j] > 0).astype(np.uint8) != bits[i]).sum())
+                assert emb.bit_errors[i] == int(((plain[j] > 0).astype(np.uint8) != bits[i]).sum())
+                assert int(((searched[j] > 0).astype(np.uint8) != bits[i]).sum()) <= emb.bit_errors[i]
         outside = np.ones(rgb.shape[:2], bool)
         for x0, y0, x1, y1 in emb.regions:
             outside[y0:y1, x0:x1] = False
         assert np.array_equal(emb.image[outside], res.image[outside])
 
 
+@pytest.mark.parametrize("warp", ["shift", "zoom", "turn"])
+def test_reader_search_finds_a_mark_the_re_detection_misplaces(lfw, warp):
+    """A face marked in one frame and read in another a few pixels, 4 % or 2 degrees off (what
+    re-detection after resizing or cropping does): the plain read is noise, the search exact."""
+    from refacex_plugin.channel import face_logits
+    from refacex_plugin.detection import load_detector
+    from refacex_plugin.geometry import alignment_matrices, extract_crops, perturb_about, translate_after
+    from refacex_plugin.watermark.classical import DctQimWatermark
+
+    wm, cfg = DctQimWatermark(), AlignConfig()
+    rgb = read_image(next((lfw / "Colin_Powell").glob("*.jpg"))).rgb
+    m = alignment_matrices(load_detector()(rgb).landmarks[:1], cfg)
+    bits = torch.randint(0, 2, (1, P.CHANNEL_BITS), generator=torch.Generator().manual_seed(2))
+    crops = extract_crops(rgb, m, cfg)
+    marked = paste_residuals(rgb, wm.embed(crops, bits) - crops, m, cfg)
+    off = {"shift": translate_after(m, 5.0, -4.0), "zoom": perturb_about(m, 1.04, 0.0, cfg.size / 2),
+           "turn": perturb_about(m, 1.0, 2.0, cfg.size / 2)}[warp]
+    plain, _ = face_logits(marked, off, wm, cfg, sync=False)
+    synced, frame = face_logits(marked, off, wm, cfg)
+    assert ((plain[0] > 0) != bits[0].numpy()).mean() > 0.2
+    assert ((synced[0] > 0) != bits[0].numpy()).sum() <= 2
+    corners = torch.tensor([[0.0, 0.0, 1.0], [255.0, 255.0, 1.0]], dtype=m.dtype)
+    to_image = lambda t: corners @ torch.linalg.inv(torch.cat([t[0], torch.tensor([[0.0, 0.0, 1.0]], dtype=t.dtype)]))[:2].T
+    assert (to_image(frame) - to_image(m)).abs().max() < 2.0  # the frame it was embedded in, within a pixel or two
+
+
 @pytest.fixture(scope="module")
 def marked(tmp_path_factory, lfw):
-    """Six real LFW faces anonymised with a key and a vault, written as PNG."""
+    """Six real LFW faces anonymised by refacex with a key and a vault, written as PNG."""
     root = tmp_path_factory.mktemp("channel")
     src = root / "in"
     src.mkdir()
@@ -85,7 +115,7 @@ def marked(tmp_path_factory, lfw):
     other = root / "other.key"
     assert runner.invoke(main, ["keygen", "-o", str(key)]).exit_code == 0
     assert runner.invoke(main, ["keygen", "-o", str(other)]).exit_code == 0
-    res = runner.invoke(main, ["anonymise", str(src), "-o", str(root / "out"), "--format", "png", "--method", "blur",
+    res = runner.invoke(main, ["anonymise", str(src), "-o", str(root / "out"), "--format", "png", "--method", "refacex",
                                "--key-file", str(key), "--vault", str(root / "faces.vault"), "--records", str(root / "rec.jsonl")])
     assert res.exit_code == 0, res.output
     return root
@@ -98,7 +128,6 @@ def _extract(root, folder, *keys):
     return {json.loads(line)["input"].rsplit("/", 1)[-1]: json.loads(line)["faces"] for line in res.output.splitlines() if line.startswith("{")}
 
 
-@needs_reliable_channel
 def test_anonymise_with_key_embeds_an_authenticated_payload_in_every_face(marked):
     recs = [json.loads(line) for line in (marked / "rec.jsonl").read_text().splitlines()]
     assert all(f["payload"] == "embedded" for r in recs for f in r["faces"])
@@ -112,7 +141,6 @@ def test_anonymise_with_key_embeds_an_authenticated_payload_in_every_face(marked
         assert f["version"] == P.VERSION and f["kind"] == "vault-ref" and f["bit_errors"] <= 10
 
 
-@needs_reliable_channel
 def test_wrong_key_finds_the_payload_but_never_authenticates(marked):
     for faces in _extract(marked, "out", "other.key").values():
         assert faces[0]["payload_found"] and not faces[0]["authenticated"] and faces[0]["key_id"] is None
@@ -134,7 +162,6 @@ def _write_distorted(marked, name, fn, fmt="PNG"):
     return dst
 
 
-@needs_reliable_channel
 def test_recover_through_payloads_after_jpeg_bit_exact_face_regions(marked):
     src = _write_distorted(marked, "jpeg", lambda x: x, "JPEG")  # re-encoded: the pixel hash no longer matches
     out = marked / "restored_jpeg"
@@ -146,7 +173,7 @@ def test_recover_through_payloads_after_jpeg_bit_exact_face_regions(marked):
         rows = v.db.execute("SELECT record_id FROM faces").fetchall()
         regions = [v.get_record(r[0]) for r in rows]
     originals = {p.stem: read_image(p).rgb for p in (marked / "in").glob("*.jpg")}
-    for p in sorted(out.glob("*.jpg")):
+    for p in sorted(out.glob("*.jpeg")):
         # The restored JPEG is re-encoded once more, so compare the face box after decoding both.
         got = read_image(p).rgb
         orig = originals[p.stem]
@@ -154,12 +181,16 @@ def test_recover_through_payloads_after_jpeg_bit_exact_face_regions(marked):
         x0, y0, x1, y1 = box
         err = np.abs(got[y0:y1, x0:x1].astype(int) - orig[y0:y1, x0:x1].astype(int)).mean()
         assert err < 2.0  # the region went back exactly; only the output's own JPEG encoding differs
-    assert len(list(out.glob("*.jpg"))) == 6
+    assert len(list(out.glob("*.jpeg"))) == 6
 
 
-@needs_reliable_channel
-def test_recover_after_resize_and_crop_places_the_original_face(marked):
-    for name, fn in (("half", lambda x: D.resize(x, 0.5)), ("crop", lambda x: D.border_crop(x, 0.1))):
+@pytest.mark.parametrize("name, fn", [
+    pytest.param("half", lambda x: D.resize(x, 0.5), marks=needs_reliable_channel),
+    ("crop", lambda x: D.border_crop(x, 0.1)),
+    ("larger", lambda x: D.resize(x, 1.5)),
+])
+def test_recover_after_resize_and_crop_places_the_original_face(marked, name, fn):
+    if True:
         src = _write_distorted(marked, name, fn)
         out = marked / f"restored_{name}"
         res = CliRunner().invoke(main, ["recover", str(src), "--key-file", str(marked / "admin.key"), "--vault", str(marked / "faces.vault"), "-o", str(out)])
@@ -173,7 +204,6 @@ def test_recover_after_resize_and_crop_places_the_original_face(marked):
             assert 10 * np.log10(255**2 / mse) > 25
 
 
-@needs_reliable_channel
 def test_recover_with_the_wrong_key_writes_nothing_and_fails(marked, tmp_path):
     from refacex_plugin.vault import Vault
 
@@ -192,7 +222,7 @@ def test_extract_reports_every_face_with_its_schema_and_never_a_code(marked):
     found = _extract(marked, "out", "admin.key")
     kid = key_id(read_key_file(marked / "admin.key"))
     assert len(found) == 6
-    assert sum(len(faces) == 1 for faces in found.values()) >= 5  # blur hides the odd face from the detector
+    assert sum(len(faces) == 1 for faces in found.values()) >= 5
     for faces in found.values():
         assert len(faces) <= 1
         if not faces:

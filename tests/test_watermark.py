@@ -44,6 +44,42 @@ def test_classical_round_trip_in_the_crop_and_locality(face_crops):
     assert 10 * torch.log10(1 / mse) > 40
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dct_qim_reads_every_shift_at_once(face_crops, dtype):
+    """``extract_shifted`` at shift 0 is ``extract``; a mark moved by (dx, dy) reads back exactly,
+    and most confidently, at that shift; a gain of the whole crop is undone by the same gain."""
+    wm = DctQimWatermark()
+    crops = face_crops.to(dtype)
+    bits = torch.randint(0, 2, (len(crops), P.CHANNEL_BITS), generator=torch.Generator().manual_seed(1))
+    marked = wm.embed(crops, bits)
+    r = torch.arange(-3, 4)
+    shifts = torch.stack(torch.meshgrid(r, r, indexing="xy"), -1).reshape(-1, 2)
+    zero = int(((shifts[:, 0] == 0) & (shifts[:, 1] == 0)).nonzero())
+    torch.testing.assert_close(wm.extract_shifted(marked, shifts)[:, zero], wm.extract(marked), atol=1e-4, rtol=0)
+    moved = torch.roll(marked, shifts=(1, 2), dims=(2, 3))  # content moves +2 in x, +1 in y
+    logits = wm.extract_shifted(moved, shifts)
+    best = logits.abs().mean(-1).argmax(1)
+    assert shifts[best].tolist() == [[2, 1]] * len(crops)
+    assert torch.equal((logits[torch.arange(len(crops)), best] > 0).long(), bits)
+    darker = marked * 0.8  # brightness -20 %: every coefficient scales with it
+    assert ((wm.extract(darker) > 0).long() != bits).float().mean() > 0.05
+    assert torch.equal((wm.extract_shifted(darker, shifts[zero : zero + 1], gain=0.8)[:, 0] > 0).long(), bits)
+
+
+def test_perturb_about_the_crop_centre():
+    from refacex_plugin.geometry import perturb_about
+
+    m = torch.tensor([[[1.2, 0.1, -30.0], [-0.1, 1.2, -40.0]]], dtype=torch.float64)
+    torch.testing.assert_close(perturb_about(m, 1.0, 0.0, 128), m)
+    p = perturb_about(m, 1.05, 3.0, 128)
+    x = torch.tensor([50.0, 60.0], dtype=torch.float64)  # image point
+    c = torch.tensor([128.0, 128.0], dtype=torch.float64)
+    a = torch.deg2rad(torch.tensor(3.0, dtype=torch.float64))
+    rot = 1.05 * torch.stack([torch.stack([a.cos(), -a.sin()]), torch.stack([a.sin(), a.cos()])])
+    want = rot @ (m[0, :, :2] @ x + m[0, :, 2] - c) + c
+    torch.testing.assert_close(p[0, :, :2] @ x + p[0, :, 2], want)
+
+
 def test_dct_qim_refuses_another_strength_and_so_does_a_keyed_pipeline(face_crops):
     """The QIM reader quantises with the shipped step: another strength is refused up front."""
     from refacex_plugin.errors import RefacexError

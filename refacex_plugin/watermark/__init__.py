@@ -26,6 +26,10 @@ class Watermark(Protocol):
     def extract(self, crops: torch.Tensor) -> torch.Tensor: ...
 
 
+# Optional, used where present: ``embed_passes: int`` (times :func:`~refacex_plugin.channel.embed_in_image`
+# embeds into its own output; default 1) and ``extract_shifted(crops, shifts (T, 2), gain) ->
+# (B, T, bits)`` (logits at many translations at once: lets the reader search for the mark).
+
 def _classical() -> Watermark:
     from .classical import DctQimWatermark
 
