@@ -70,21 +70,25 @@ def embed_in_image(
 ) -> EmbedResult:
     """Embed ``channel_bits[i]`` in face ``i`` (``landmarks (N, 5, 2)``) of an anonymised image.
 
-    A reader finds the faces by re-detecting the *marked* image, and the mark itself moves the
-    detected landmarks a little, so each round embeds (always into the unmarked ``rgb``) in the
-    frame re-detected in the previous round's marked image, then re-detects the new marked image
-    and reads every face at the re-detected frame itself (a reader's search, :func:`face_logits`,
-    starts there and finds at least that). The round whose worst face reads back with the
-    fewest wrong bits is kept; the loop stops early once every face is within ``accept_errors``.
-    Measured with dct-qim on 80 LFW faces (blurred hosts; worst face's wrong bits of 252, median,
-    before the reader searched): starting from the given frames, two rounds leave ~45, three ~3;
-    starting from a re-detection of the unmarked image (one detection more) three rounds leave ~1.
-    Further rounds oscillate rather than converge, hence verify-and-keep-best.
+    A reader re-detects the faces of the *marked* image. With a watermark the reader searches
+    for (``extract_shifted``: dct-qim), it registers the mark's own frame from there, so one
+    round suffices: embed in the given frames, re-detect the marked image (a face the detector no
+    longer finds is ``embedded-unverified``) and read each face back in its frame.
+
+    Other watermarks are read at the re-detected frame itself, and the mark moves the detected
+    landmarks a little, so each round embeds (always into the unmarked ``rgb``) in the frame
+    re-detected in the previous round's marked image, re-detects the new marked image and reads
+    every face there. The round whose worst face reads back with the fewest wrong bits is kept;
+    the loop stops early once every face is within ``accept_errors``. Measured with dct-qim
+    before its reader searched (80 LFW faces, blurred hosts; worst face's wrong bits of 252,
+    median): starting from the given frames, two rounds leave ~45, three ~3; starting from a
+    re-detection of the unmarked image three rounds leave ~1. Further rounds oscillate rather than
+    converge, hence verify-and-keep-best.
 
     ``seal``: for bound payloads (:mod:`~refacex_plugin.binding`), a function of the round's frames
     ``(N, 5, 2)`` returning each face's channel bits and binding hash, both taken in those frames
-    (``channel_bits`` then only gives the count). A face whose hash, recomputed where a reader
-    re-detects it, is not among the reader's candidates counts as unread in that round.
+    (``channel_bits`` then only gives the count). A face whose hash, recomputed in the marked
+    image where a reader reads it, is not among the reader's candidates counts as unread.
     """
     if len(channel_bits) == 0:
         return EmbedResult(rgb.copy(), [], [], np.zeros((0, 5, 2), np.float32), [])
@@ -116,13 +120,17 @@ def _embed_rounds(rgb, landmarks, frames, bits, hashes, watermark, detector, ali
     round's worst face's errors, its result, the frames a reader finds its faces in, and whether
     any face's binding hash (``hashes``; None: unbound payloads) was not recomputed there."""
     best = None
-    for _ in range(max_rounds):
+    searchable = hasattr(watermark, "extract_shifted")
+    for _ in range(1 if searchable else max_rounds):
         m = alignment_matrices(frames, align)
         out = _embed_in_frames(rgb, m, bits, watermark, align, strength, device)
         found = detector(out)
         match = match_faces(landmarks, found)
-        read = _read_errors(out, found, match, bits, watermark, align, device)
-        errors = read if hashes is None else _unless_unbound(read, out, found, match, hashes, align)
+        # Where a reader reads each face it finds: a searching reader registers the mark's own
+        # frame (the re-detection only starts its search), others read at the re-detection.
+        where = [None if j is None else frames[i] if searchable else found.landmarks[j] for i, j in enumerate(match)]
+        read = _read_errors(out, where, bits, watermark, align, device)
+        errors = read if hashes is None else _unless_unbound(read, out, where, hashes, align)
         worst = max(e if e is not None else bits.shape[1] + 1 for e in errors)
         seen = _matched_frames(frames, found, match)
         if best is None or worst < best[0]:
@@ -173,7 +181,7 @@ def _search(rgb, m, watermark, align, device) -> tuple[np.ndarray, torch.Tensor]
         r = torch.arange(-radius, radius + 1, shift_step)
         dy, dx = torch.meshgrid(r, r, indexing="ij")
         shifts = torch.stack([dx.flatten() + shift[0], dy.flatten() + shift[1]], 1)
-        crops = extract_crops(rgb, torch.cat([perturb_about(m, s, a, align.size / 2) for s, a in grid]), align, device)
+        crops = extract_crops(rgb, torch.cat([perturb_about(m, s, a, align.size / 2) for s, a in grid]), align, device, luma=True)
         with torch.inference_mode():
             logits = watermark.extract_shifted(crops, shifts, gain)  # (G, T, bits)
         conf = logits.float().abs().mean(-1)
@@ -216,27 +224,29 @@ def _matched_frames(previous: np.ndarray, found: Detections, match: list[int | N
     return np.stack([found.landmarks[j] if j is not None else previous[i] for i, j in enumerate(match)]).astype(np.float32)
 
 
-def _unless_unbound(errors: list[int | None], rgb, found: Detections, match, hashes: list[bytes], align) -> list[int | None]:
-    """``errors``, with None for faces whose binding hash a reader of ``rgb`` would not recompute."""
+def _unless_unbound(errors: list[int | None], rgb, where: list[np.ndarray | None], hashes: list[bytes], align) -> list[int | None]:
+    """``errors``, with None for faces whose binding hash a reader of ``rgb`` would not recompute
+    (``where``: per face, the ``(5, 2)`` frame a reader reads it in; None: not found)."""
     from .binding import candidate_hashes, face_signatures
 
-    seen = [i for i, j in enumerate(match) if j is not None]
+    seen = [i for i, w in enumerate(where) if w is not None]
     if not seen:
         return list(errors)
-    signatures = dict(zip(seen, face_signatures(rgb, found.landmarks[[match[i] for i in seen]], align)))
+    signatures = dict(zip(seen, face_signatures(rgb, np.stack([where[i] for i in seen]), align)))
     return [None if i in signatures and hashes[i] not in candidate_hashes(signatures[i]) else e for i, e in enumerate(errors)]
 
 
-def _read_errors(rgb, found: Detections, match, bits: np.ndarray, watermark: Watermark, align, device) -> list[int | None]:
-    """Per wanted face, the bits a reader gets wrong in ``rgb`` at the re-detected frame itself
-    (None: not re-detected). Stricter than a reader, whose search (:func:`face_logits`) starts
-    there; a search per round would cost ~0.2 s a face."""
-    seen = [j for j in match if j is not None]
+def _read_errors(rgb, where: list[np.ndarray | None], bits: np.ndarray, watermark: Watermark, align, device) -> list[int | None]:
+    """Per face, the bits read wrong in ``rgb`` at ``where[i]``, the ``(5, 2)`` frame a reader
+    reads it in (None: not found)."""
+    seen = [i for i, w in enumerate(where) if w is not None]
     if not seen:
-        return [None] * len(match)
-    logits, _ = face_logits(rgb, alignment_matrices(found.landmarks[seen], align), watermark, align, device, sync=False)
-    rows = iter((logits > 0).astype(np.uint8))
-    return [int((next(rows) != bits[i]).sum()) if j is not None else None for i, j in enumerate(match)]
+        return [None] * len(where)
+    logits, _ = face_logits(rgb, alignment_matrices(np.stack([where[i] for i in seen]), align), watermark, align, device, sync=False)
+    errors: list[int | None] = [None] * len(where)
+    for i, row in zip(seen, (logits > 0).astype(np.uint8)):
+        errors[i] = int((row != bits[i]).sum())
+    return errors
 
 
 def read_from_image(
@@ -244,15 +254,20 @@ def read_from_image(
 ) -> tuple[Detections, np.ndarray]:
     """Detect every face and read its channel-bit logits (searching for the mark around each
     face, :func:`face_logits`): ``(detections, logits (N, bits))``."""
-    det, logits, _ = _read(rgb, watermark, detector, align, device)
+    det, logits, _ = read_marks(rgb, watermark, detector, align, device)
     return det, logits
 
 
-def _read(rgb, watermark, detector, align, device) -> tuple[Detections, np.ndarray, np.ndarray]:
-    """:func:`read_from_image`, plus where each mark was found, as the five landmarks whose
-    alignment is that frame ``(N, 5, 2)`` (sub-pixel registration for pasting a face back)."""
+def read_marks(rgb: np.ndarray, watermark: Watermark, detector: FaceDetector, align: AlignConfig = AlignConfig(),
+               device="cpu") -> tuple[Detections, np.ndarray, np.ndarray]:
+    """:func:`read_from_image`, plus the frame each face is read in, as the five landmarks whose
+    alignment is that frame ``(N, 5, 2)``: where the search registered the mark (the frame it was
+    embedded and its payload bound in; sub-pixel placement for pasting a face back), or the
+    re-detection for a watermark without a search."""
     det = detector(rgb)
     logits, m = face_logits(rgb, alignment_matrices(det.landmarks, align), watermark, align, device)
+    if not hasattr(watermark, "extract_shifted"):
+        return det, logits, det.landmarks
     inv = invert_affine(m)
     frames = canonical_template(align).to(inv) @ inv[:, :, :2].transpose(1, 2) + inv[:, None, :, 2]
     return det, logits, frames.numpy().astype(np.float32)
@@ -299,8 +314,9 @@ def read_payloads(rgb: np.ndarray, keys: list[bytes], watermark: Watermark, dete
     from . import payload as P
     from .binding import candidate_hashes, face_signatures
 
-    det, logits, frames = _read(rgb, watermark, detector, align, device)
-    signatures = face_signatures(rgb, det.landmarks, align) if keys else None
+    det, logits, frames = read_marks(rgb, watermark, detector, align, device)
+    searchable = hasattr(watermark, "extract_shifted")
+    signatures = face_signatures(rgb, frames, align) if keys else None  # where the embedder bound it
     out = []
     for i in range(len(det)):
         opened = P.open_payload(logits[i], keys, bindings=candidate_hashes(signatures[i])) if keys else None
@@ -309,7 +325,7 @@ def read_payloads(rgb: np.ndarray, keys: list[bytes], watermark: Watermark, dete
             resealed = P.seal(opened.code, _key_for(opened, keys), opened.kind, opened.binding)
             errors = int(((logits[i] > 0).astype(np.uint8) != resealed).sum())
         found = opened is not None or P.ECC.decode_hard((logits[i] > 0).astype(np.uint8)) is not None
-        frame = frames[i] if hasattr(watermark, "extract_shifted") else None
+        frame = frames[i] if searchable else None
         out.append(FacePayload(i, det.boxes[i].tolist(), det.landmarks[i], found, opened is not None, opened, errors, frame))
     return out
 

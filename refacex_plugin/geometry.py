@@ -165,10 +165,16 @@ def alignment_matrices(landmarks: np.ndarray, cfg: AlignConfig) -> torch.Tensor:
     return estimate_similarity(pts, canonical_template(cfg))
 
 
-def extract_crops(rgb: np.ndarray, m_img2crop: torch.Tensor, cfg: AlignConfig, device: str | torch.device = "cpu") -> torch.Tensor:
+#: ITU-R BT.601 luma weights (what JPEG and the watermarks call luminance).
+LUMA = (0.299, 0.587, 0.114)
+
+
+def extract_crops(rgb: np.ndarray, m_img2crop: torch.Tensor, cfg: AlignConfig, device: str | torch.device = "cpu",
+                  luma: bool = False) -> torch.Tensor:
     """Aligned face crops from an ``(H, W, 3) uint8`` image.
 
-    Only the region each crop covers is converted to float. Returns ``(N, 3, S, S)`` in [0, 1].
+    Only the region each crop covers is converted to float. Returns ``(N, 3, S, S)`` in [0, 1],
+    or with ``luma`` their luminance ``(N, 1, S, S)`` (warped from a grey region: a third of the work).
     """
     h, w = rgb.shape[:2]
     s = cfg.size
@@ -182,10 +188,12 @@ def extract_crops(rgb: np.ndarray, m_img2crop: torch.Tensor, cfg: AlignConfig, d
             x0, y0, x1, y1 = roi
         patch = torch.from_numpy(np.ascontiguousarray(rgb[y0:y1, x0:x1])).to(device)
         patch = patch.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+        if luma:
+            patch = (patch * patch.new_tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
         m = translate_before(m_img2crop[i : i + 1], float(x0), float(y0)).to(device)  # roi -> crop
         crops.append(warp_to_crops(patch, m, s))
     if not crops:
-        return torch.empty(0, 3, s, s, device=device)
+        return torch.empty(0, 1 if luma else 3, s, s, device=device)
     return torch.cat(crops, dim=0)
 
 

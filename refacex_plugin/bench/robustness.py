@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from .. import payload as P
 from ..binding import candidate_hashes, face_hash, face_signatures
-from ..channel import embed_in_image, match_faces, read_from_image, reader_frames
+from ..channel import embed_in_image, match_faces, read_marks, reader_frames
 from ..detection import DEFAULT_DETECTOR, load_detector
 from ..distortions import DISTORTIONS
 from ..geometry import AlignConfig, alignment_matrices, warp_mask_to_image
@@ -68,7 +68,7 @@ def evaluate_watermark(name: str, files: list, host_method: str | None, seed: in
         image_psnr.append(psnr(marked, host))
         for k, fn in DISTORTIONS.items():
             x = fn(marked)
-            found, logits = read_from_image(x, wm, det, align)
+            found, logits, frames = read_marks(x, wm, det, align)
             # The face we marked, wherever the distortion moved it: nearest to the centre.
             j = central_face(found, *x.shape[:2]) if len(found) else None
             if j is None:
@@ -78,7 +78,7 @@ def evaluate_watermark(name: str, files: list, host_method: str | None, seed: in
             wrong = (logits[j] > 0).astype(np.uint8) != channel
             errors[k].append(wrong)
             bit_acc[k].append(float(1 - wrong.mean()))
-            opened = P.open_payload(logits[j], key, bindings=candidate_hashes(face_signatures(x, found.landmarks[j : j + 1], align)[0]))
+            opened = P.open_payload(logits[j], key, bindings=candidate_hashes(face_signatures(x, frames[j : j + 1], align)[0]))
             exact[k].append(opened is not None and bool(np.array_equal(opened.code, code)))
             if opened is None and P.open_payload(logits[j], key, bindings=[writer_hash]) is not None:
                 binding_misses[k] += 1  # the channel delivered; the reader did not recompute the hash
@@ -129,8 +129,8 @@ def false_detections(wm, files: list, progress: bool = True) -> dict:
     faces = authenticated = 0
     for f in tqdm(files, desc="false detections", unit="img", disable=not progress, file=sys.stderr):
         rgb = read_image(f).rgb
-        found, logits = read_from_image(rgb, wm, det, align)
-        signatures = face_signatures(rgb, found.landmarks, align)
+        found, logits, frames = read_marks(rgb, wm, det, align)
+        signatures = face_signatures(rgb, frames, align)
         for row, sig in zip(logits, signatures):
             faces += 1
             authenticated += P.open_payload(row, generate_key(), bindings=candidate_hashes(sig)) is not None
