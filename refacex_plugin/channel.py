@@ -145,12 +145,15 @@ def _embed_rounds(rgb, landmarks, frames, bits, hashes, watermark, detector, ali
 
 #: The reader's search for the mark around each re-detected face, for watermarks that can read at
 #: many translations at once (``extract_shifted``): a coarse-to-fine search over zooms, turns
-#: (degrees) and integer shifts (crop pixels) of the aligned crop; the most confident reading of
-#: each stage is the next one's centre. Stages: (zoom step, turn step, points a side, shift step,
-#: shift radius). Re-detection by CenterFace misplaces the crop of a refacex face by up to a zoom
-#: of 6 %, a turn of 3-5 deg and a shift of 4.5 crop pixels (90th percentiles over resize x0.5 /
-#: x1.5, 10 % crop and noise; 30 LFW faces), while dct-qim's carriers repeat every 8-16 crop pixels.
-SYNC_STAGES = ((0.04, 2.0, 2, 2, 8), (0.02, 1.0, 1, 1, 2), (0.01, 0.5, 1, 1, 1))
+#: (degrees) and shifts (crop pixels) of the aligned crop; the most confident reading of each
+#: stage is the next one's centre. Stages: (zoom step, turn step, points a side, shift step,
+#: shift radius); whole-pixel shifts are read at once, fractional ones resample the crop.
+#: Re-detection by CenterFace misplaces the crop of a refacex face by up to a zoom of 6 %, a turn
+#: of 3-5 deg and a shift of 4.5 crop pixels (90th percentiles over resize x0.5 / x1.5, 10 % crop
+#: and noise; 30 LFW faces), while dct-qim's carriers repeat every 8-16 crop pixels; and a
+#: registration 0.3-0.7 px off still costs 8-36 of its 252 bits, hence the sub-pixel stages.
+SYNC_STAGES = ((0.04, 2.0, 2, 2, 8), (0.02, 1.0, 1, 1, 2), (0.01, 0.5, 1, 1, 1),
+               (0.0, 0.0, 0, 0.5, 0.5), (0.005, 0.25, 1, 0, 0), (0.0, 0.0, 0, 0.25, 0.25))
 #: Contrast gains tried after the first stage (coarse), and around the best after the last (fine):
 #: brightness and contrast changes of +-20 % scale the carriers' coefficients as much.
 SYNC_GAINS = ((0.8, 0.9, 1.0, 1.1, 1.2), (-0.04, -0.02, 0.0, 0.02, 0.04))
@@ -175,25 +178,32 @@ def face_logits(rgb: np.ndarray, m_img2crop: torch.Tensor, watermark: Watermark,
 def _search(rgb, m, watermark, align, device) -> tuple[np.ndarray, torch.Tensor]:
     """The most confident reading of one face (``m (1, 2, 3)``) over :data:`SYNC_STAGES` and
     :data:`SYNC_GAINS`: ``(logits (bits,), transform (1, 2, 3))``."""
-    scale, angle, shift, gain = 1.0, 0.0, (0, 0), 1.0
+    scale, angle, shift, frac, gain = 1.0, 0.0, (0, 0), (0.0, 0.0), 1.0
+    centre = align.size / 2
     for stage, (zoom_step, turn_step, side, shift_step, radius) in enumerate(SYNC_STAGES):
-        grid = [(scale + i * zoom_step, angle + j * turn_step) for i in range(-side, side + 1) for j in range(-side, side + 1)]
-        r = torch.arange(-radius, radius + 1, shift_step)
-        dy, dx = torch.meshgrid(r, r, indexing="ij")
-        shifts = torch.stack([dx.flatten() + shift[0], dy.flatten() + shift[1]], 1)
-        crops = extract_crops(rgb, torch.cat([perturb_about(m, s, a, align.size / 2) for s, a in grid]), align, device, luma=True)
+        zooms_turns = [(scale + i * zoom_step, angle + j * turn_step) for i in range(-side, side + 1) for j in range(-side, side + 1)]
+        steps = torch.arange(-radius, radius + shift_step / 2, shift_step) if shift_step else torch.zeros(1)
+        offsets = [(float(x), float(y)) for y in steps for x in steps]
+        if shift_step >= 1:  # whole pixels: every shift read from one crop
+            grid = [(s, a, frac) for s, a in zooms_turns]
+            shifts = torch.tensor([[shift[0] + x, shift[1] + y] for x, y in offsets], dtype=torch.long)
+        else:  # fractions of a pixel: one resampled crop each
+            grid = [(s, a, (frac[0] + x, frac[1] + y)) for s, a in zooms_turns for x, y in offsets]
+            shifts = torch.tensor([shift], dtype=torch.long)
+        ms = torch.cat([translate_after(perturb_about(m, s, a, centre), -f[0], -f[1]) for s, a, f in grid])
+        crops = extract_crops(rgb, ms, align, device, luma=True)
         with torch.inference_mode():
             logits = watermark.extract_shifted(crops, shifts, gain)  # (G, T, bits)
         conf = logits.float().abs().mean(-1)
         g, t = divmod(int(conf.argmax()), conf.shape[1])
-        (scale, angle), shift, best = grid[g], tuple(shifts[t].tolist()), logits[g, t]
+        (scale, angle, frac), shift, best = grid[g], tuple(shifts[t].tolist()), logits[g, t]
         if stage in (0, len(SYNC_STAGES) - 1):  # the contrast gain: coarse after the first stage, fine after the last
             gains = SYNC_GAINS[0] if stage == 0 else tuple(gain + d for d in SYNC_GAINS[1])
             with torch.inference_mode():
                 by_gain = torch.cat([watermark.extract_shifted(crops[g : g + 1], shifts[t : t + 1], k)[0] for k in gains])
             k = int(by_gain.float().abs().mean(-1).argmax())
             gain, best = gains[k], by_gain[k]
-    frame = translate_after(perturb_about(m, scale, angle, align.size / 2), -float(shift[0]), -float(shift[1]))
+    frame = translate_after(perturb_about(m, scale, angle, centre), -float(shift[0] + frac[0]), -float(shift[1] + frac[1]))
     return best.float().cpu().numpy(), frame
 
 
