@@ -193,7 +193,7 @@ def test_recover_through_payloads_after_jpeg_bit_exact_face_regions(marked):
 ])
 def test_recover_after_resize_and_crop_places_the_original_face(marked, name, fn):
     """Through the payload, the vault region lands where the face now is. With the learned
-    watermark every face must come back; dct-qim reads 82.5-87.5 % of faces after these changes
+    watermark every face must come back; dct-qim reads 87.5-95 % of faces after these changes
     (docs/benchmarks/robustness-quick.md) with fresh random record ids each run, so it must
     restore at least 4 of the 6 and name the others; each restored face must be in place."""
     src = _write_distorted(marked, name, fn)
