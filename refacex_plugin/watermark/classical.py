@@ -67,13 +67,10 @@ class DctQimWatermark:
         self.slot_bit = torch.as_tensor(rng.permutation(np.arange(n_slots) % self.bits))  # (nslots,)
         self.dct = dct_matrix(b)
         self.grid = s // b
-        # Each carrier coefficient (u, v) as a separable b x b correlation: rows with DCT basis v,
-        # then columns with basis u, gives coefficient (u, v) of the block whose top-left corner
-        # is (i, j), for every (i, j) at once.
-        self.row_bases = sorted({v for _, v in self.coeffs})
-        self.row_kernels = torch.stack([self.dct[v] for v in self.row_bases])[:, None, None, :]  # (V, 1, 1, b)
-        self.col_pick = [self.row_bases.index(v) for _, v in self.coeffs]
-        self.col_kernels = torch.stack([self.dct[u] for u, _ in self.coeffs])[:, None, :, None]  # (C, 1, b, 1)
+        # Each carrier coefficient (u, v) as a b x b correlation kernel: conv2d(luma, kernels)[.., c, i, j]
+        # is coefficient c of the block whose top-left corner is (i, j), for every (i, j) at once.
+        # (Measured on 25 crops: 61 ms; as two separable 1-D passes 158 ms, as sliding-window matmuls 198 ms.)
+        self.kernels = torch.stack([self.dct[u][:, None] * self.dct[v][None, :] for u, v in self.coeffs])[:, None]
         rows, cols = self.block_idx // self.grid * b, self.block_idx % self.grid * b
         self.block_corners = torch.stack([rows, cols])  # (2, nblocks)
 
@@ -132,8 +129,7 @@ class DctQimWatermark:
         """
         b, s = self.block, crops.shape[-1]
         y = (crops if crops.shape[1] == 1 else (crops * _LUMA.to(crops).view(1, 3, 1, 1)).sum(1, keepdim=True)) * 255.0
-        rows = F.conv2d(y, self.row_kernels.to(y))[:, self.col_pick]  # (B, C, S, S - b + 1)
-        resp = F.conv2d(rows, self.col_kernels.to(y), groups=len(self.coeffs))  # (B, C, S - b + 1, S - b + 1): coefficient c of the block at (i, j)
+        resp = F.conv2d(y, self.kernels.to(y))  # (B, C, S - b + 1, S - b + 1): coefficient c of the block at (i, j)
         shifts = shifts.to(device=crops.device, dtype=torch.long)
         corners = self.block_corners.to(crops.device)
         rows = (corners[0][None] + shifts[:, 1:2]).clamp(0, s - b)  # (T, nblocks)
