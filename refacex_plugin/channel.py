@@ -120,7 +120,7 @@ def _embed_rounds(rgb, landmarks, frames, bits, hashes, watermark, detector, ali
     round's worst face's errors, its result, the frames a reader finds its faces in, and whether
     any face's binding hash (``hashes``; None: unbound payloads) was not recomputed there."""
     best = None
-    searchable = hasattr(watermark, "extract_shifted")
+    searchable = _searchable(watermark)
     for _ in range(1 if searchable else max_rounds):
         m = alignment_matrices(frames, align)
         out = _embed_in_frames(rgb, m, bits, watermark, align, strength, device)
@@ -149,14 +149,19 @@ def _embed_rounds(rgb, landmarks, frames, bits, hashes, watermark, detector, ali
 #: stage is the next one's centre. Stages: (zoom step, turn step, points a side, shift step,
 #: shift radius); whole-pixel shifts are read at once, fractional ones resample the crop.
 #: Re-detection by CenterFace misplaces the crop of a refacex face by up to a zoom of 6 %, a turn
-#: of 3-5 deg and a shift of 4.5 crop pixels (90th percentiles over resize x0.5 / x1.5, 10 % crop
+#: of 2-5 deg and a shift of 4.5 crop pixels (90th percentiles over resize x0.5 / x1.5, 10 % crop
 #: and noise; 30 LFW faces), while dct-qim's carriers repeat every 8-16 crop pixels; and a
-#: registration 0.3-0.7 px off still costs 8-36 of its 252 bits, hence the sub-pixel stages.
+#: registration 0.25-0.7 px off still cost 8-36 of its 252 bits (9 of 40 faces, no distortion),
+#: hence the sub-pixel stages.
 SYNC_STAGES = ((0.04, 2.0, 2, 2, 8), (0.02, 1.0, 1, 1, 2), (0.01, 0.5, 1, 1, 1),
                (0.0, 0.0, 0, 0.5, 0.5), (0.005, 0.25, 1, 0, 0), (0.0, 0.0, 0, 0.25, 0.25))
 #: Contrast gains tried after the first stage (coarse), and around the best after the last (fine):
 #: brightness and contrast changes of +-20 % scale the carriers' coefficients as much.
 SYNC_GAINS = ((0.8, 0.9, 1.0, 1.1, 1.2), (-0.04, -0.02, 0.0, 0.02, 0.04))
+
+
+def _searchable(watermark: Watermark) -> bool:
+    return hasattr(watermark, "extract_shifted")
 
 
 def face_logits(rgb: np.ndarray, m_img2crop: torch.Tensor, watermark: Watermark, align: AlignConfig = AlignConfig(),
@@ -167,7 +172,7 @@ def face_logits(rgb: np.ndarray, m_img2crop: torch.Tensor, watermark: Watermark,
     (:data:`SYNC_STAGES`). Returns ``logits (N, bits)`` and the transforms they were read in ``(N, 2, 3)``."""
     if m_img2crop.shape[0] == 0:
         return np.zeros((0, watermark.bits), np.float32), m_img2crop
-    if not sync or not hasattr(watermark, "extract_shifted"):
+    if not sync or not _searchable(watermark):
         crops = extract_crops(rgb, m_img2crop, align, device)
         with torch.inference_mode():
             return watermark.extract(crops).float().cpu().numpy(), m_img2crop
@@ -276,7 +281,7 @@ def read_marks(rgb: np.ndarray, watermark: Watermark, detector: FaceDetector, al
     re-detection for a watermark without a search."""
     det = detector(rgb)
     logits, m = face_logits(rgb, alignment_matrices(det.landmarks, align), watermark, align, device)
-    if not hasattr(watermark, "extract_shifted"):
+    if not _searchable(watermark):
         return det, logits, det.landmarks
     inv = invert_affine(m)
     frames = canonical_template(align).to(inv) @ inv[:, :, :2].transpose(1, 2) + inv[:, None, :, 2]
@@ -290,8 +295,9 @@ class FacePayload:
     ``found``: the channel bits error-correct to a valid codeword (an unmarked face does so with
     probability about 2^-16); ``authenticated``: they also open under one of the given keys.
     ``payload`` is the opened :class:`~refacex_plugin.payload.Payload` (secret: never print its code).
-    ``frame``: the ``(5, 2)`` landmarks of the frame the mark was found in (the embedder's frame
-    as it lies in this image, registered by the reader's search; None without a search).
+    ``frame``: the ``(5, 2)`` landmarks of the frame the face was read in: where the reader's
+    search registered the mark (the embedder's frame as it lies in this image), or the
+    re-detected ``landmarks`` for a watermark without a search.
     """
 
     index: int
@@ -301,7 +307,7 @@ class FacePayload:
     authenticated: bool
     payload: object | None = None
     bit_errors: int | None = None  # channel bits corrected, when authenticated
-    frame: np.ndarray | None = None
+    frame: np.ndarray | None = None  # see above; None only when built by hand
 
     def to_dict(self) -> dict:
         from .payload import KIND_RECOVERY_CODE, KIND_VAULT_REF
@@ -325,7 +331,6 @@ def read_payloads(rgb: np.ndarray, keys: list[bytes], watermark: Watermark, dete
     from .binding import candidate_hashes, face_signatures
 
     det, logits, frames = read_marks(rgb, watermark, detector, align, device)
-    searchable = hasattr(watermark, "extract_shifted")
     signatures = face_signatures(rgb, frames, align) if keys else None  # where the embedder bound it
     out = []
     for i in range(len(det)):
@@ -335,8 +340,7 @@ def read_payloads(rgb: np.ndarray, keys: list[bytes], watermark: Watermark, dete
             resealed = P.seal(opened.code, _key_for(opened, keys), opened.kind, opened.binding)
             errors = int(((logits[i] > 0).astype(np.uint8) != resealed).sum())
         found = opened is not None or P.ECC.decode_hard((logits[i] > 0).astype(np.uint8)) is not None
-        frame = frames[i] if searchable else None
-        out.append(FacePayload(i, det.boxes[i].tolist(), det.landmarks[i], found, opened is not None, opened, errors, frame))
+        out.append(FacePayload(i, det.boxes[i].tolist(), det.landmarks[i], found, opened is not None, opened, errors, frames[i]))
     return out
 
 

@@ -139,7 +139,7 @@ def recover_file(src: Path, dst: Path, vault: Vault | None, pipe: Pipeline | Non
             if face.authenticated and face.payload.kind == P.KIND_VAULT_REF:
                 record = vault.get_record(bits_to_bytes(face.payload.code))
                 if record is not None:
-                    original = restore_into(original, record, face.frame if face.frame is not None else face.landmarks)
+                    original = restore_into(original, record, face.frame)
                     regions.append(record)
         if not regions:
             why = ("no face found" if not found else

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..geometry import AlignConfig, face_mask
+from ..geometry import LUMA, AlignConfig, face_mask
 from ..payload import CHANNEL_BITS
 
-_LUMA = torch.tensor([0.299, 0.587, 0.114])
+_LUMA = torch.tensor(LUMA)
 
 
 def dct_matrix(n: int = 8, dtype=torch.float32) -> torch.Tensor:
@@ -44,8 +44,9 @@ class DctQimWatermark:
         block size in crop pixels; ``coeffs``: the (u, v) coefficients of each block that carry bits.
 
         Step 32, embedded in two passes (:attr:`embed_passes`), puts the
-        face-region PSNR at ~40.3 dB (the invisibility bar is 40 dB). Measured on 40 LFW faces with
-        the reader's search (exact decode, no distortion / JPEG Q90 / Q75 / resize x1.5 / noise
+        face-region PSNR at ~40.3 dB (the invisibility bar is 40 dB). Measured on 40 original LFW
+        faces with the first, whole-pixel version of the reader's search (an ad hoc forerunner of
+        ``scripts/watermark_sync.py --decode``; exact decode, no distortion / JPEG Q90 / Q75 / resize x1.5 / noise
         0.02): step 32 in two passes 100 / 93 / 65 / 78 / 47 %; step 30 in three passes (40.6 dB)
         88 / 90 / 55 / 62 / 25 %; step 36 in three passes (38.9 dB) 93 / 90 / 80 / 88 / 60 %.
         Blocks of 16 px leave too few slots (215 with 5 coefficients). Any filtering of the host
@@ -73,6 +74,10 @@ class DctQimWatermark:
         self.kernels = torch.stack([self.dct[u][:, None] * self.dct[v][None, :] for u, v in self.coeffs])[:, None]
         rows, cols = self.block_idx // self.grid * b, self.block_idx % self.grid * b
         self.block_corners = torch.stack([rows, cols])  # (2, nblocks)
+        # (nslots, CHANNEL_BITS): 1 / (the bit's slot count) where a slot carries that bit
+        counts = torch.bincount(self.slot_bit, minlength=self.bits).float()
+        self.averaging = torch.zeros(n_slots, self.bits)
+        self.averaging[torch.arange(n_slots), self.slot_bit] = 1.0 / counts[self.slot_bit]
 
     def _blocks(self, y: torch.Tensor) -> torch.Tensor:
         """``(B, S, S)`` -> DCT coefficients of the carrier blocks ``(B, nblocks, 8, 8)``."""
@@ -146,14 +151,5 @@ class DctQimWatermark:
         wave ``4 |u - round(u)| - 1`` of ``u = slot / step`` (+1: surely 1, -1: surely 0)."""
         u = slots / (self.step * gain)
         margin = (u - torch.round(u)).abs_().mul_(4.0).sub_(1.0)
-        return margin @ self._averaging.to(margin)
+        return margin @ self.averaging.to(margin)
 
-    @property
-    def _averaging(self) -> torch.Tensor:
-        """``(nslots, CHANNEL_BITS)``: 1 / (the bit's slot count) where a slot carries that bit."""
-        if not hasattr(self, "_avg"):
-            counts = torch.bincount(self.slot_bit, minlength=self.bits).float()
-            avg = torch.zeros(len(self.slot_bit), self.bits)
-            avg[torch.arange(len(self.slot_bit)), self.slot_bit] = 1.0 / counts[self.slot_bit]
-            self._avg = avg
-        return self._avg
