@@ -15,6 +15,7 @@ from refacex_plugin.geometry import (
     face_mask,
     invert_affine,
     paste_crops,
+    warp_affine,
     warp_mask_to_image,
 )
 
@@ -104,3 +105,37 @@ def test_huge_image_only_touches_the_face_region(example_rgb):
     changed = np.argwhere((out != big).any(-1))
     assert changed[:, 0].min() >= 3000 and changed[:, 0].max() < 3250
     assert changed[:, 1].min() >= 5000 and changed[:, 1].max() < 5250
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("padding", ["zeros", "border"])
+def test_warp_affine_matches_kornia(dtype, padding):
+    """Our lean warp samples where kornia's ``warp_affine(align_corners=True)`` does."""
+    from kornia.geometry.transform import warp_affine as kornia_warp_affine
+
+    g = torch.Generator().manual_seed(0)
+    src = torch.rand(3, 2, 37, 53, generator=g, dtype=dtype)
+    m = torch.tensor([[[1.3, 0.2, -10.0], [-0.15, 1.25, 5.5]], [[0.7, 0.0, 2.0], [0.0, 0.7, -1.0]], [[0.9, -0.3, 4.37], [0.3, 0.9, 0.0]]], dtype=dtype)
+    ours = warp_affine(src, m, (29, 41), padding_mode=padding)
+    theirs = kornia_warp_affine(src, m, (29, 41), mode="bilinear", padding_mode=padding, align_corners=True)
+    assert ours.dtype == dtype and ours.shape == (3, 2, 29, 41)
+    torch.testing.assert_close(ours, theirs, atol=1e-4 if dtype == torch.float32 else 1e-10, rtol=0)
+
+
+def test_extract_crops_shares_one_region_between_overlapping_crops():
+    """A search's crops around one face, warped from their shared region at once, equal the same
+    crops extracted one by one (and a far-away face still gets its own region)."""
+    from refacex_plugin.geometry import perturb_about
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (300, 420, 3), dtype=np.uint8)
+    cfg = AlignConfig()
+    lm = np.array([[[100, 120], [140, 118], [122, 145], [105, 170], [138, 168]]], np.float32)
+    m = alignment_matrices(lm, cfg)
+    around = torch.cat([perturb_about(m, s, a, cfg.size / 2) for s, a in [(1.0, 0.0), (1.05, 2.0), (0.95, -3.0)]])
+    far = alignment_matrices(lm + np.float32([250, 80]), cfg)
+    for ms in (around, torch.cat([around, far])):
+        for luma in (False, True):
+            together = extract_crops(rgb, ms, cfg, luma=luma)
+            alone = torch.cat([extract_crops(rgb, ms[i : i + 1], cfg, luma=luma) for i in range(len(ms))])
+            torch.testing.assert_close(together, alone, atol=1e-4, rtol=0)  # float rounding of the grid

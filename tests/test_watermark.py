@@ -66,6 +66,19 @@ def test_dct_qim_reads_every_shift_at_once(face_crops, dtype):
     assert torch.equal((wm.extract_shifted(darker, shifts[zero : zero + 1], gain=0.8)[:, 0] > 0).long(), bits)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dct_qim_shifted_reads_by_convolution_and_by_gathering_agree(face_crops, dtype):
+    """The two ways ``extract_shifted`` reads block coefficients (one correlation over the crop for
+    many shifts, gathered blocks for few) give the same coefficients, shifts clamped at the edge."""
+    wm = DctQimWatermark()
+    y = (face_crops.to(dtype) * 255.0).mean(1)
+    shifts = torch.tensor([[0, 0], [3, -2], [-8, 8], [200, -200]])
+    by_conv = wm._shifted_slots(y, shifts, gather=False)
+    by_gather = wm._shifted_slots(y, shifts, gather=True)
+    assert by_conv.shape == (len(y), len(shifts), len(wm.slot_bit))
+    torch.testing.assert_close(by_gather, by_conv, atol=1e-3 if dtype == torch.float32 else 1e-9, rtol=0)
+
+
 def test_perturb_about_the_crop_centre():
     from refacex_plugin.geometry import perturb_about
 

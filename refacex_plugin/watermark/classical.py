@@ -132,16 +132,31 @@ class DctQimWatermark:
         Returns:
             ``(B, T, CHANNEL_BITS)`` logits.
         """
-        b, s = self.block, crops.shape[-1]
         y = (crops if crops.shape[1] == 1 else (crops * _LUMA.to(crops).view(1, 3, 1, 1)).sum(1, keepdim=True)) * 255.0
-        resp = F.conv2d(y, self.kernels.to(y))  # (B, C, S - b + 1, S - b + 1): coefficient c of the block at (i, j)
-        shifts = shifts.to(device=crops.device, dtype=torch.long)
-        corners = self.block_corners.to(crops.device)
+        slots = self._shifted_slots(y[:, 0], shifts.to(device=crops.device, dtype=torch.long))  # (B, T, nslots)
+        return self._logits(slots.reshape(-1, slots.shape[-1]), gain).reshape(crops.shape[0], len(shifts), self.bits)
+
+    def _shifted_slots(self, y: torch.Tensor, shifts: torch.Tensor, gather: bool | None = None) -> torch.Tensor:
+        """``y (B, S, S)`` luminance (0-255), ``shifts (T, 2)`` -> slot coefficients ``(B, T, nslots)``
+        (slot = block * C + c) of the carrier blocks moved by each shift (clamped to the crop).
+
+        Many shifts: one correlation of the whole crop with the carriers' kernels gives every block
+        position at once. Few shifts (the search's finer stages): only the blocks read are gathered
+        and transformed - a 64th of the positions per shift (``gather``: force one way; 1 shift of
+        9 crops: 0.4 vs 32 ms, 25: 10 vs 36 ms, 289: 180 vs 46 ms on one core of this CPU)."""
+        b, s = self.block, y.shape[-1]
+        corners = self.block_corners.to(y.device)
         rows = (corners[0][None] + shifts[:, 1:2]).clamp(0, s - b)  # (T, nblocks)
         cols = (corners[1][None] + shifts[:, 0:1]).clamp(0, s - b)
+        c = self.kernels.shape[0]
+        if gather if gather is not None else len(shifts) * rows.shape[1] < (s - b + 1) ** 2 // 4:
+            ij = torch.arange(b, device=y.device)
+            pix = ((rows[..., None, None] + ij[:, None]) * s + cols[..., None, None] + ij[None, :]).reshape(-1)  # (T*nblocks*b*b,)
+            patches = y.reshape(y.shape[0], -1)[:, pix].reshape(y.shape[0], len(shifts), rows.shape[1], b * b)
+            return (patches @ self.kernels.reshape(c, b * b).T.to(y)).reshape(y.shape[0], len(shifts), -1)
+        resp = F.conv2d(y[:, None], self.kernels.to(y))  # (B, C, S - b + 1, S - b + 1): coefficient c of the block at (i, j)
         vals = resp[:, :, rows, cols]  # (B, C, T, nblocks)
-        slots = vals.permute(0, 2, 3, 1).reshape(crops.shape[0] * len(shifts), -1)  # slot = block * C + c
-        return self._logits(slots, gain).reshape(crops.shape[0], len(shifts), self.bits)
+        return vals.permute(0, 2, 3, 1).reshape(y.shape[0], len(shifts), -1)
 
     def _logits(self, slots: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         """``(B, nslots)`` coefficients -> ``(B, CHANNEL_BITS)`` mean QIM decision margins.
