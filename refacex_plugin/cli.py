@@ -11,7 +11,7 @@ import click
 from . import __version__
 from .anonymisers import available_methods, default_method, known_methods
 from .batch import Job, Summary, iter_jobs, run_jobs
-from .detection import DEFAULT_DETECTOR, DetectorConfig, detector_names
+from .detection import DEFAULT_DETECTOR, DetectorConfig, detector_names, READER_THRESHOLD
 from .errors import RefacexError
 from .geometry import AlignConfig
 from .image_io import read_image
@@ -57,7 +57,7 @@ def main() -> None:
 
 detector_options = [
     click.option("--detector", type=click.Choice(detector_names()), default=DEFAULT_DETECTOR, show_default=True, help="Face detector."),
-    click.option("--threshold", type=float, default=DetectorConfig.threshold, show_default=True, help="Minimum detection score."),
+    click.option("--threshold", type=float, default=DetectorConfig.threshold, show_default=True, help=f"Minimum detection score of a face to anonymise (payloads are looked for down to min(this, {READER_THRESHOLD})).",),
     click.option("--min-face", type=int, default=DetectorConfig.min_size, show_default=True, help="Minimum face size in pixels."),
 ]
 

@@ -140,6 +140,21 @@ def perturb_about(m: torch.Tensor, scale: float, angle_deg: float, centre: float
     return out
 
 
+def frame_offset(m_from: torch.Tensor, m_to: torch.Tensor, centre: float) -> np.ndarray:
+    """How far apart two alignments of the same faces are, in the crop: ``(B, 3)`` rows of zoom
+    (``|scale - 1|``), turn (degrees) and the largest shift of the crop centre ``(centre,
+    centre)`` (crop pixels), for ``(B, 2, 3)`` image-to-crop affines."""
+    a, b = m_from.double(), m_to.double()
+    inv = torch.linalg.inv(torch.cat([a, a.new_tensor([0.0, 0.0, 1.0]).expand(a.shape[0], 1, 3)], 1))[:, :2]
+    r = b[:, :, :2] @ inv[:, :, :2]  # crop (from) -> crop (to)
+    t = (b[:, :, :2] @ inv[:, :, 2:]).squeeze(-1) + b[:, :, 2]
+    c = torch.full((2,), float(centre), dtype=torch.float64)
+    zoom = (torch.linalg.det(r).abs().sqrt() - 1).abs()
+    turn = torch.rad2deg(torch.atan2(r[:, 1, 0], r[:, 0, 0])).abs()
+    shift = ((r @ c) + t - c).abs().amax(-1)
+    return torch.stack([zoom, turn, shift], -1).numpy()
+
+
 def face_mask(cfg: AlignConfig, batch: int = 1, device: torch.device | str = "cpu") -> torch.Tensor:
     """Feathered elliptical face mask in canonical crop coordinates.
 
@@ -219,8 +234,9 @@ def extract_crops(rgb: np.ndarray, m_img2crop: torch.Tensor, cfg: AlignConfig, d
         groups = [(r, [i]) for i, r in enumerate(rois)]
     crops = [None] * len(rois)
     for (x0, y0, x1, y1), members in groups:
-        patch = torch.from_numpy(np.ascontiguousarray(rgb[y0:y1, x0:x1])).to(device)
-        patch = patch.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+        region = rgb[y0:y1, x0:x1]
+        region = region if region.flags.c_contiguous and region.flags.writeable else np.array(region)  # torch wants it writable
+        patch = torch.from_numpy(region).to(device).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         if luma:
             patch = (patch * patch.new_tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
         m = translate_before(m_img2crop[members], float(x0), float(y0)).to(device)  # roi -> crop

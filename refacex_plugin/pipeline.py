@@ -14,7 +14,7 @@ from PIL import Image
 
 from . import operators
 from .anonymisers import default_method, get_anonymiser
-from .detection import DEFAULT_DETECTOR, DetectorConfig, Detections, FaceDetector, load_detector
+from .detection import DEFAULT_DETECTOR, DetectorConfig, Detections, FaceDetector, load_detector, reader_config
 from .errors import RefacexError
 from .geometry import AlignConfig, alignment_matrices, extract_crops, face_footprints, face_mask, paste_crops, warp_mask_to_image
 
@@ -124,6 +124,8 @@ class Pipeline:
         self.method = method or default_method()
         self.anonymiser = get_anonymiser(self.method)
         self.detector = load_detector(detector, detector_config) if isinstance(detector, str) else detector
+        # payloads are looked for down to a lower score (anonymised faces are harder to detect)
+        self.reader = load_detector(detector, reader_config(detector_config)) if isinstance(detector, str) else detector
         self.align = align
         self.strength = strength
         self.device = resolve_device(device)
@@ -228,8 +230,8 @@ class Pipeline:
             hashes = [face_hash(s) for s in face_signatures(rgb, frames, self.align)]
             return [payload.seal(c, self._key, kind, h) for c, h in zip(codes, hashes)], hashes
 
-        frames = reader_frames(rgb, np.asarray(landmarks, np.float32), self.detector)
-        return embed_in_image(rgb, frames, [None] * len(codes), self.watermark, self.detector, self.align,
+        frames = reader_frames(rgb, np.asarray(landmarks, np.float32), self.reader)
+        return embed_in_image(rgb, frames, [None] * len(codes), self.watermark, self.reader, self.align,
                               self.watermark_strength, self.device, seal=seal)
 
     def recover_image(self, image) -> RecoveryResult:
@@ -261,4 +263,4 @@ class Pipeline:
         from .channel import read_payloads
 
         keys = list(keys) or ([self._key] if self._key is not None else [])
-        return read_payloads(as_rgb_array(image), keys, self.watermark, self.detector, self.align, self.device)
+        return read_payloads(as_rgb_array(image), keys, self.watermark, self.reader, self.align, self.device)

@@ -11,6 +11,7 @@ plus the face-region PSNR of the mark.
 
     python scripts/watermark_sync.py --misplacement --host refacex --faces 30
     python scripts/watermark_sync.py --decode --host none --faces 40 --step 32 --passes 2
+    python scripts/watermark_sync.py --decode --host blur --faces 30 --block 16 --coeffs 01,10,11,02,20,12,21,03,30,22 --step 48
 """
 
 from __future__ import annotations
@@ -82,12 +83,14 @@ def misplacement(args) -> None:
 def decode(args) -> None:
     import refacex_plugin.watermark as W
 
-    wm = DctQimWatermark(step=args.step)
+    coeffs = tuple((int(c[0]), int(c[1])) for c in args.coeffs.split(","))
+    wm = DctQimWatermark(step=args.step, block=args.block, coeffs=coeffs)
     wm.embed_passes = args.passes
     W._CACHE["dct-qim"] = wm
     det, align = load_detector(), AlignConfig()
     rng = np.random.default_rng(args.seed)
-    res = {k: {"plain": [], "search": [], "open": []} for k in DECODE_ROWS}
+    rows = args.rows.split(",") if args.rows else DECODE_ROWS
+    res = {k: {"plain": [], "search": [], "open": []} for k in rows}
     face_psnr = []
     for host in _hosts(args):
         d = det(host)
@@ -104,7 +107,7 @@ def decode(args) -> None:
         bits = emb.bits[0]
         mask = warp_mask_to_image(alignment_matrices(d.landmarks[c : c + 1], align), align, *host.shape[:2])
         face_psnr.append(psnr(emb.image, host, (mask > 0.5).astype(np.uint8)))
-        for k in DECODE_ROWS:
+        for k in rows:
             x = DISTORTIONS[k](emb.image)
             found, logits, frames = read_marks(x, wm, det, align)
             j = central_face(found, *x.shape[:2]) if len(found) else None
@@ -117,7 +120,8 @@ def decode(args) -> None:
             res[k]["search"].append(int(((logits[j] > 0) != bits).sum()))
             opened = P.open_payload(logits[j], key, bindings=candidate_hashes(face_signatures(x, frames[j : j + 1], align)[0]))
             res[k]["open"].append(opened is not None and bool(np.array_equal(opened.code, code)))
-    print(f"host {args.host}, {len(face_psnr)} LFW faces, step {args.step}, {args.passes} pass(es): face PSNR {np.mean(face_psnr):.1f} dB")
+    print(f"host {args.host}, {len(face_psnr)} LFW faces, block {args.block}, coefficients {args.coeffs}, step {args.step}, "
+          f"{args.passes} pass(es): face PSNR {np.mean(face_psnr):.1f} dB")
     print(f"{'distortion':16s} {'plain median errors':>20s} {'search median errors':>21s} {'opens exactly':>14s}")
     for k, v in res.items():
         med = [np.median([e for e in v[m] if e is not None]) if any(e is not None for e in v[m]) else float("nan") for m in ("plain", "search")]
@@ -132,6 +136,9 @@ def main() -> None:
     ap.add_argument("--faces", type=int, default=30)
     ap.add_argument("--step", type=float, default=32.0)
     ap.add_argument("--passes", type=int, default=2)
+    ap.add_argument("--block", type=int, default=8, help="DCT block side in crop pixels")
+    ap.add_argument("--coeffs", default="01,10,11,02,20", help="carrier coefficients (u, v) of each block")
+    ap.add_argument("--rows", default="", help="comma-separated distortions [default: a representative nine]")
     ap.add_argument("--data", default="../shared/data/lfw")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

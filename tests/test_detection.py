@@ -81,3 +81,14 @@ def test_centerface_runtimes_agree(lfw_sample, group_rgb):
         assert len(a) == len(b)
         np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-3)
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+
+
+def test_payload_readers_take_weaker_candidates_with_the_same_network():
+    from refacex_plugin.detection import READER_THRESHOLD, reader_config
+    from refacex_plugin.pipeline import Pipeline
+
+    assert reader_config(DetectorConfig(threshold=0.5)).threshold == READER_THRESHOLD < 0.5
+    assert reader_config(DetectorConfig(threshold=0.1)).threshold == 0.1  # never raised
+    pipe = Pipeline(method="blur")
+    assert pipe.reader.cfg.threshold == READER_THRESHOLD and pipe.detector.cfg.threshold == 0.5
+    assert pipe.reader._run is pipe.detector._run  # one network, two thresholds

@@ -139,3 +139,14 @@ def test_extract_crops_shares_one_region_between_overlapping_crops():
             together = extract_crops(rgb, ms, cfg, luma=luma)
             alone = torch.cat([extract_crops(rgb, ms[i : i + 1], cfg, luma=luma) for i in range(len(ms))])
             torch.testing.assert_close(together, alone, atol=1e-4, rtol=0)  # float rounding of the grid
+
+
+def test_frame_offset_measures_zoom_turn_and_shift():
+    from refacex_plugin.geometry import frame_offset, perturb_about, translate_after
+
+    cfg = AlignConfig()
+    m = alignment_matrices(np.array([[[100, 120], [140, 118], [122, 145], [105, 170], [138, 168]]], np.float32), cfg)
+    moved = translate_after(perturb_about(m, 1.05, -3.0, cfg.size / 2), 2.0, -4.5)
+    zoom, turn, shift = frame_offset(m, moved, cfg.size / 2)[0]
+    assert zoom == pytest.approx(0.05, abs=1e-6) and turn == pytest.approx(3.0, abs=1e-5) and shift == pytest.approx(4.5, abs=1e-4)
+    assert np.allclose(frame_offset(m, m, cfg.size / 2), 0, atol=1e-6)

@@ -168,7 +168,7 @@ def transplant_attack(files: list, n: int, seed: int = 0, progress: bool = True)
     key = generate_key()
     owner = Pipeline(method="blur", key=key)
     public = Pipeline(method="blur")
-    wm, det = owner.watermark, owner.detector
+    wm, det = owner.watermark, owner.reader
     g = np.random.default_rng(seed)
     moved = opened = own = 0
     for a, b in tqdm(list(zip(files[:n], files[n : 2 * n])), desc="transplant", disable=not progress, file=sys.stderr):

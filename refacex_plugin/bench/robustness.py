@@ -19,7 +19,7 @@ from tqdm import tqdm
 from .. import payload as P
 from ..binding import candidate_hashes, face_hash, face_signatures
 from ..channel import embed_in_image, match_faces, read_marks, reader_frames
-from ..detection import DEFAULT_DETECTOR, load_detector
+from ..detection import DEFAULT_DETECTOR, load_detector, reader_config
 from ..distortions import DISTORTIONS
 from ..geometry import AlignConfig, alignment_matrices, warp_mask_to_image
 from ..image_io import read_image
@@ -33,7 +33,8 @@ def evaluate_watermark(name: str, files: list, host_method: str | None, seed: in
     from ..watermark import load_watermark
 
     wm = load_watermark(name)
-    det = load_detector(DEFAULT_DETECTOR)
+    det = load_detector(DEFAULT_DETECTOR)  # chooses the host faces
+    reader = load_detector(DEFAULT_DETECTOR, reader_config())  # what the embedder and a reader detect
     align = AlignConfig()
     pipe = Pipeline(method=host_method) if host_method else None
     rng = np.random.default_rng(seed)
@@ -60,7 +61,7 @@ def evaluate_watermark(name: str, files: list, host_method: str | None, seed: in
             hashes.extend(now)
             return [P.seal(code, key, P.KIND_RECOVERY_CODE, h) for h in now], now
 
-        emb = embed_in_image(host, reader_frames(host, d.landmarks[c : c + 1], det), [None], wm, det, align, seal=seal)
+        emb = embed_in_image(host, reader_frames(host, d.landmarks[c : c + 1], reader), [None], wm, reader, align, seal=seal)
         marked, channel = emb.image, emb.bits[0]
         writer_hash = P.open_payload(P.bits_to_logits(channel), key, bindings=hashes).binding
         mask = warp_mask_to_image(alignment_matrices(d.landmarks[c : c + 1], align), align, *host.shape[:2])
@@ -68,7 +69,7 @@ def evaluate_watermark(name: str, files: list, host_method: str | None, seed: in
         image_psnr.append(psnr(marked, host))
         for k, fn in DISTORTIONS.items():
             x = fn(marked)
-            found, logits, frames = read_marks(x, wm, det, align)
+            found, logits, frames = read_marks(x, wm, reader, align)
             # The face we marked, wherever the distortion moved it: nearest to the centre.
             j = central_face(found, *x.shape[:2]) if len(found) else None
             if j is None:
@@ -124,7 +125,7 @@ def ecc_comparison(errors: dict[str, list[np.ndarray]]) -> dict:
 
 def false_detections(wm, files: list, progress: bool = True) -> dict:
     """Authenticated payloads read from faces that carry none (must be 0), with a random key each."""
-    det = load_detector(DEFAULT_DETECTOR)
+    det = load_detector(DEFAULT_DETECTOR, reader_config())  # every candidate a reader would try
     align = AlignConfig()
     faces = authenticated = 0
     for f in tqdm(files, desc="false detections", unit="img", disable=not progress, file=sys.stderr):
