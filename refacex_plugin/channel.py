@@ -153,11 +153,15 @@ def _embed_rounds(rgb, landmarks, frames, bits, hashes, watermark, detector, ali
 
 
 #: How far (zoom, turn in degrees, shift in crop pixels) a marked face's re-detection may lie from
-#: the frame its mark was embedded in for the embedder to count it as found: within the search's
-#: first grid step, so that a distortion's own misplacement still leaves the reader inside its range.
-#: Pixelated faces the reader found lay 2.7 % / 0.95 deg / 2.7 px from their mark (medians; 150 LFW
-#: images), those it missed 4.5 % / 1.5 deg / 6.0 px.
-SEARCH_START = (0.04, 2.0, 4.0)
+#: the frame its mark was embedded in for the embedder to count it as found, leaving the search's
+#: range (+-8 % / 4 deg / 8 px, then finer) room for a distortion's own misplacement. Pixelated
+#: faces the reader found lay 2.7 % / 0.95 deg / 2.7 px from their mark (medians; 150 LFW images),
+#: those it missed 4.5 % / 1.5 deg / 6.0 px. Chosen with ``scripts/embed_rounds.py --images 100
+#: --host pixelate|refacex`` (122 faces, reader at 0.2, one core each; opened unchanged / after JPEG
+#: Q75, embedding time): pixelate one round 74.6 / 54.9 %, 32 ms; (4 %, 2 deg, 4 px) 84.4 / 73.0 %,
+#: 59 ms; (6 %, 3 deg, 6 px) 84.4 / 71.3 %, 42 ms. refacex 89.3 / 80.3 %, 38 ms; 90.2 / 82.8 %,
+#: 47 ms; 91.0 / 81.1 %, 42 ms (three rounds at most; two: 1-2 points fewer).
+SEARCH_START = (0.06, 3.0, 6.0)
 
 
 def _correctable() -> int:

@@ -1,0 +1,63 @@
+"""How many payloads a reader opens, by the embedder's round settings (searchable watermarks).
+
+For LFW images anonymised by ``--host`` (every detected face, small background faces included),
+each setting of :data:`refacex_plugin.channel.SEARCH_START` and ``max_rounds`` embeds a vault
+reference in every face as ``Pipeline.embed_codes`` does and counts the faces
+``Pipeline.read_payloads`` then opens, unchanged and after JPEG Q75, with the embedding time.
+
+    python scripts/embed_rounds.py --host pixelate --images 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import random
+import time
+
+import numpy as np
+
+import refacex_plugin.channel as C
+from refacex_plugin import payload as P
+from refacex_plugin.distortions import DISTORTIONS
+from refacex_plugin.image_io import read_image
+from refacex_plugin.keys import generate_key
+from refacex_plugin.pipeline import Pipeline
+
+SETTINGS = [((0.04, 2.0, 4.0), 3), ((0.04, 2.0, 4.0), 2), ((0.06, 3.0, 6.0), 3), ((0.06, 3.0, 6.0), 2), (None, 1)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--host", default="pixelate")
+    ap.add_argument("--images", type=int, default=100)
+    ap.add_argument("--data", default="../shared/data/lfw")
+    ap.add_argument("--seed", type=int, default=5)
+    args = ap.parse_args()
+    files = random.Random(args.seed).sample(sorted(glob.glob(f"{args.data}/*/*.jpg")), args.images)
+    pipe = Pipeline(method=args.host, key=generate_key())
+    hosts = []
+    for f in files:
+        res = pipe.anonymise_image(read_image(f).rgb)
+        if res.faces:
+            hosts.append((res.image, np.asarray([x.landmarks for x in res.faces], np.float32)))
+    embed, shipped = C.embed_in_image, C.SEARCH_START
+    print(f"host {args.host}, {len(hosts)} images, {sum(len(lm) for _, lm in hosts)} faces; reader threshold {pipe.reader.cfg.threshold}")
+    for start, rounds in SETTINGS:
+        C.SEARCH_START = start or (np.inf, np.inf, np.inf)
+        C.embed_in_image = lambda *a, _r=rounds, **k: embed(*a, **{**k, "max_rounds": _r})
+        faces, opened, took = 0, {"none": 0, "jpeg_q75": 0}, 0.0
+        for image, lm in hosts:
+            t = time.perf_counter()
+            emb = pipe.embed_codes(image, lm, [np.zeros(P.CODE_BITS, np.uint8)] * len(lm), P.KIND_VAULT_REF)
+            took += time.perf_counter() - t
+            faces += len(lm)
+            for row in opened:
+                opened[row] += sum(x.authenticated for x in pipe.read_payloads(DISTORTIONS[row](emb.image)))
+        label = "one round" if start is None else f"start {start}, {rounds} rounds"
+        print(f"{label:32s} embed {1000 * took / len(hosts):4.0f} ms/img  " + "  ".join(f"{k} {100 * v / faces:5.1f} %" for k, v in opened.items()), flush=True)
+    C.embed_in_image, C.SEARCH_START = embed, shipped
+
+
+if __name__ == "__main__":
+    main()
