@@ -3,7 +3,9 @@
 For LFW images anonymised by ``--host`` (every detected face, small background faces included),
 each setting of :data:`refacex_plugin.channel.SEARCH_START` and ``max_rounds`` embeds a vault
 reference in every face as ``Pipeline.embed_codes`` does and counts the faces
-``Pipeline.read_payloads`` then opens, unchanged and after JPEG Q75, with the embedding time.
+``Pipeline.read_payloads`` then opens, unchanged and after JPEG Q75, with the embedding time,
+and how many faces the embedder called ``embedded`` that a reader of the unchanged image did not
+open (the status's own error).
 
     python scripts/embed_rounds.py --host pixelate --images 100
 """
@@ -20,6 +22,7 @@ import numpy as np
 import refacex_plugin.channel as C
 from refacex_plugin import payload as P
 from refacex_plugin.distortions import DISTORTIONS
+from refacex_plugin.geometry import alignment_matrices, frame_offset
 from refacex_plugin.image_io import read_image
 from refacex_plugin.keys import generate_key
 from refacex_plugin.pipeline import Pipeline
@@ -46,16 +49,24 @@ def main() -> None:
     for start, rounds in SETTINGS:
         C.SEARCH_START = start or (np.inf, np.inf, np.inf)
         C.embed_in_image = lambda *a, _r=rounds, **k: embed(*a, **{**k, "max_rounds": _r})
-        faces, opened, took = 0, {"none": 0, "jpeg_q75": 0}, 0.0
+        faces, opened, took, called, wrong = 0, {"none": 0, "jpeg_q75": 0}, 0.0, 0, 0
         for image, lm in hosts:
             t = time.perf_counter()
             emb = pipe.embed_codes(image, lm, [np.zeros(P.CODE_BITS, np.uint8)] * len(lm), P.KIND_VAULT_REF)
             took += time.perf_counter() - t
             faces += len(lm)
             for row in opened:
-                opened[row] += sum(x.authenticated for x in pipe.read_payloads(DISTORTIONS[row](emb.image)))
+                read = [x for x in pipe.read_payloads(DISTORTIONS[row](emb.image)) if x.authenticated]
+                opened[row] += len(read)
+                if row == "none":
+                    at = alignment_matrices(emb.frames, pipe.align)
+                    for i, status in enumerate(emb.status):
+                        if status == "embedded":
+                            called += 1
+                            wrong += not any(frame_offset(at[i : i + 1], alignment_matrices(x.frame[None], pipe.align), pipe.align.size / 2)[0, 2] < 2 for x in read)
         label = "one round" if start is None else f"start {start}, {rounds} rounds"
-        print(f"{label:32s} embed {1000 * took / len(hosts):4.0f} ms/img  " + "  ".join(f"{k} {100 * v / faces:5.1f} %" for k, v in opened.items()), flush=True)
+        print(f"{label:32s} embed {1000 * took / len(hosts):4.0f} ms/img  " + "  ".join(f"{k} {100 * v / faces:5.1f} %" for k, v in opened.items())
+              + f"  called embedded {called}, of which not opened {wrong}", flush=True)
     C.embed_in_image, C.SEARCH_START = embed, shipped
 
 
