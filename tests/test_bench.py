@@ -133,6 +133,7 @@ def test_bench_end_to_end_small(lfw, tmp_path):
         assert e["recovery"]["available"] is False
         assert e["speed"]["pipeline_images_per_s"] > 0
         assert 0 < e["speed"]["full_images_per_s"] < e["speed"]["pipeline_images_per_s"] * 1.5  # + seal + embed
+        assert e["speed"]["extract_faces_per_s"] > 0 and e["speed"]["extract_authenticated"] >= 0  # the reader searched its candidates
         assert e["speed"]["full_watermark"] and e["speed"]["backend"] == "torch"
     assert res["methods"]["blur"]["speed"]["time_ratio_vs_blur"] == 1.0
     assert res["methods"]["mask"]["privacy"]["dlib"]["mean_similarity"] < ref["mean_similarity"]

@@ -111,19 +111,21 @@ def markdown(res: dict) -> str:
     if any("speed" in m for m in methods.values()):
         lines += ["## Speed (this machine, decoded images in memory)", "",
                   "*anonymise*: detect, align, anonymise, paste back. *+ embed*: the full pipeline with a key (anonymise, seal "
-                  "each face's code, embed it in the re-detected frame and read it back); both timed against blur's *anonymise*.", "",
-                  "| method | anonymise img/s | faces/s | + embed img/s | anonymise op faces/s | detect img/s | peak RSS (MB) | time vs blur | + embed vs blur | RSS vs blur |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "each face's code, embed it in the re-detected frame and read it back); both timed against blur's *anonymise*. "
+                  "*extract*: the reader on the marked images (detect, search for each candidate face's mark, open it with the key).", "",
+                  "| method | anonymise img/s | faces/s | + embed img/s | anonymise op faces/s | detect img/s | extract img/s (faces/s) | peak RSS (MB) | time vs blur | + embed vs blur | RSS vs blur |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for m, e in methods.items():
             s = e.get("speed")
             if not s:
                 continue
             if "error" in s:
-                lines.append(f"| {m} | error: {s['error']} | | | | | | | | |")
+                lines.append(f"| {m} | error: {s['error']} | | | | | | | | | |")
                 continue
             lines.append(f"| {m}{' (baseline)' if s.get('baseline_only') else ''} | {s['pipeline_images_per_s']:.1f} | {s['pipeline_faces_per_s']:.1f} | "
                          f"{_f(s.get('full_images_per_s'), '{:.1f}')} | "
-                         f"{_f(s['anonymise_faces_per_s'], '{:.1f}')} | {s['detect_images_per_s']:.1f} | {s['peak_rss_mb']:.0f} | "
+                         f"{_f(s['anonymise_faces_per_s'], '{:.1f}')} | {s['detect_images_per_s']:.1f} | "
+                         f"{_f(s.get('extract_images_per_s'), '{:.1f}')} ({_f(s.get('extract_faces_per_s'), '{:.1f}')}) | {s['peak_rss_mb']:.0f} | "
                          f"{_f(s.get('time_ratio_vs_blur'), '{:.2f}×')} | {_f(s.get('full_time_ratio_vs_blur'), '{:.2f}×')} | "
                          f"{_f(s.get('rss_ratio_vs_blur'), '{:.2f}×')} |")
         lines.append("")
