@@ -153,13 +153,13 @@ def _embed_rounds(rgb, landmarks, frames, bits, hashes, watermark, detector, ali
 
 #: How far (zoom, turn in degrees, shift in crop pixels) a marked face's re-detection may lie from
 #: the frame its mark was embedded in for the embedder to count it as found: within the search's
-#: first grid step, leaving its range (+-8 % / 4 deg / 8 px, then finer) room for a distortion's
-#: own misplacement. Measured with ``scripts/embed_rounds.py --images 150 --seed 11 --host pixelate|refacex`` (185 faces, reader at
-#: 0.2, one core each; opened unchanged / after JPEG Q75; embedding time; faces called embedded
-#: that did not open unchanged): pixelate in one round 73.5 / 57.8 %, 39 ms, 20 of 156 wrong; this
-#: start, three rounds 81.6 / 64.3 %, 53 ms, 0 of 139; a looser (6 %, 3 deg, 6 px) 81.6 / 64.9 %,
-#: 48 ms, 5 of 153. refacex 85.4 / 76.8 %, 37 ms, 2 of 160; 85.9 / 77.3 %, 45 ms, 0 of 159; the
-#: looser start 85.9 / 77.3 %, 39 ms, 0 of 159.
+#: first grid step, leaving its range (+-8 % / 4 deg / 8 px, then finer) room for a distortion's own
+#: misplacement. Measured with ``scripts/embed_rounds.py --images 150 --seed 11 --host
+#: pixelate|refacex`` (185 faces, reader at 0.2, one core each; opened unchanged / after JPEG Q75;
+#: embedding time; faces called embedded that did not open unchanged): pixelate in one round 73.5 /
+#: 57.8 %, 39 ms, 20 of 156 wrong; this start, three rounds 81.6 / 64.3 %, 53 ms, 0 of 139; a looser
+#: (6 %, 3 deg, 6 px) 81.6 / 64.9 %, 48 ms, 5 of 153. refacex 85.4 / 76.8 %, 37 ms, 2 of 160; 85.9 /
+#: 77.3 %, 45 ms, 0 of 159; the looser start 85.9 / 77.3 %, 39 ms, 0 of 159.
 SEARCH_START = (0.04, 2.0, 4.0)
 
 
