@@ -85,7 +85,9 @@ class Pipeline:
     Args:
         method: anonymisation method name; default the best available.
         detector: detector name (``centerface`` or ``dlib``) or a detector object.
-        detector_config: thresholds for the detector.
+        detector_config: thresholds for the detector. Payloads are embedded for, and read by,
+            ``self.reader``: the same detector taking candidates down to
+            :data:`~refacex_plugin.detection.READER_THRESHOLD` (a detector object serves as both).
         align: canonical crop configuration.
         strength: privacy/utility dial passed to the method.
         key: secret key bytes: seal payloads with it (:meth:`embed_codes`). Never shown or logged.
