@@ -6,15 +6,20 @@ INPUT>``; a file INPUT goes to ``OUTDIR/<its name>``. One bad file never stops t
 
 from __future__ import annotations
 
+import os
 import sys
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from tqdm import tqdm
 
 from .errors import RefacexError
 from .image_io import IMAGE_SUFFIXES
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -82,21 +87,39 @@ def _job(src: Path, rel: Path, outdir: Path | None, seen: set[Path]) -> Iterator
     yield Job(src=src, rel=rel, dst=src if outdir is None else outdir / rel)
 
 
+def default_workers() -> int:
+    """Files worked on at once by default: one per usable CPU core, at most 4 (each holds its image
+    and the networks' activations in memory)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 4))
+
+
 def run_jobs(
     jobs: list[Job],
-    process: Callable[[Job, Summary], None],
+    work: Callable[[Job], R],
+    finish: Callable[[Job, R, Summary], None] = lambda job, result, summary: None,
     progress: bool | None = None,
     desc: str = "refacex",
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
+    workers: int = 1,
 ) -> Summary:
-    """Call ``process(job, summary)`` for each job; a :class:`RefacexError` is logged as one line
-    and recorded, and the run goes on. ``progress=None`` shows a bar when stderr is a terminal."""
+    """Call ``work(job)`` for each job on up to ``workers`` threads (decoding, inference and writing
+    of different files overlap; the networks and the detector release the GIL), then
+    ``finish(job, result, summary)`` on the calling thread, in job order. At most ``workers + 1``
+    jobs are in flight, so memory stays bounded on large folders. An exception from either is
+    logged as one line and recorded, and the run goes on. ``progress=None`` shows a bar when
+    stderr is a terminal.
+    """
     summary = Summary()
     show = sys.stderr.isatty() if progress is None else progress
-    bar = tqdm(jobs, desc=desc, unit="img", disable=not show or len(jobs) < 2, file=sys.stderr, dynamic_ncols=True)
-    for job in bar:
+    bar = tqdm(total=len(jobs), desc=desc, unit="img", disable=not show or len(jobs) < 2, file=sys.stderr, dynamic_ncols=True)
+
+    def done(job: Job, outcome: Callable[[], R]) -> None:
         try:
-            process(job, summary)
+            finish(job, outcome(), summary)
             summary.images += 1
         except Exception as exc:  # one bad file never stops the run
             msg = str(exc) if isinstance(exc, RefacexError) else f"unexpected {type(exc).__name__}: {exc}"
@@ -105,6 +128,32 @@ def run_jobs(
                 msg = f"{job.src}: {msg}"
             summary.failed.append((str(job.src), msg))
             (bar.write if show else log)(f"error: {msg}")
+        bar.update(1)
         if show:
             bar.set_postfix(faces=summary.faces, failed=len(summary.failed), refresh=False)
-    return summary
+
+    try:
+        if workers <= 1:
+            for job in jobs:
+                done(job, lambda: work(job))
+            return summary
+        with ThreadPoolExecutor(workers, thread_name_prefix="refacex") as pool:
+            pending: deque[tuple[Job, Future]] = deque()
+            try:
+                for job in jobs:
+                    pending.append((job, pool.submit(work, job)))
+                    if len(pending) > workers:
+                        done(*_oldest(pending))
+                while pending:
+                    done(*_oldest(pending))
+            finally:  # interrupted: files not started are not started; running ones finish their atomic writes
+                for _, fut in pending:
+                    fut.cancel()
+        return summary
+    finally:
+        bar.close()
+
+
+def _oldest(pending: deque) -> tuple[Job, Callable]:
+    job, fut = pending.popleft()
+    return job, fut.result

@@ -10,7 +10,7 @@ import click
 
 from . import __version__
 from .anonymisers import available_methods, default_method, known_methods
-from .batch import Job, Summary, iter_jobs, run_jobs
+from .batch import Job, Summary, default_workers, iter_jobs, run_jobs
 from .detection import DEFAULT_DETECTOR, DetectorConfig, detector_names, READER_THRESHOLD
 from .errors import RefacexError
 from .geometry import AlignConfig
@@ -30,13 +30,21 @@ def _finish(summary: Summary, verb: str) -> None:
     sys.exit(0 if summary.ok else 1)
 
 
-def _run(inputs: tuple[str, ...], outdir: Path | None, recursive: bool, process, desc: str, progress=None) -> Summary:
-    """Run ``process`` over every file of ``inputs``; missing inputs count as failures."""
+def _run(inputs: tuple[str, ...], outdir: Path | None, recursive: bool, work, finish, desc: str, progress=None, workers: int = 1) -> Summary:
+    """Run ``work`` over every file of ``inputs`` on ``workers`` threads and ``finish`` in input
+    order (:func:`~refacex_plugin.batch.run_jobs`); missing inputs count as failures."""
     missing = [r for r in inputs if not Path(r).exists()]
     for raw in missing:
         click.echo(f"error: {raw}: no such file or folder", err=True)
     jobs = list(iter_jobs([r for r in inputs if r not in missing], outdir, recursive))
-    summary = run_jobs(jobs, process, progress, desc=desc)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // workers))  # the files' threads share the cores
+    try:
+        summary = run_jobs(jobs, work, finish, progress, desc=desc, workers=workers)
+    finally:
+        torch.set_num_threads(threads)
     summary.failed.extend((r, "no such file or folder") for r in missing)
     return summary
 
@@ -60,6 +68,8 @@ detector_options = [
     click.option("--threshold", type=float, default=DetectorConfig.threshold, show_default=True, help=f"Minimum detection score of a face to anonymise (payloads are looked for down to min(this, {READER_THRESHOLD})).",),
     click.option("--min-face", type=int, default=DetectorConfig.min_size, show_default=True, help="Minimum face size in pixels."),
 ]
+workers_option = click.option("--workers", type=click.IntRange(min=1), default=default_workers(), show_default=True,
+                              help="Files worked on at once (threads sharing the models; output order is kept).")
 
 
 def _with(options):
@@ -94,8 +104,9 @@ def _with(options):
 @click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True, help="Run the learned networks with PyTorch or onnxruntime.")
 @click.option("--records", type=click.Path(dir_okay=False), help="Write one JSON line per image with its face records.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal].")
+@workers_option
 @_with(detector_options)
-def anonymise(inputs, outdir, method, strength, key_file, vault_path, donor_policy, donors_dir, keep_landmarks, watermark, watermark_strength, in_place, recursive, fmt, quality, device, backend, records, progress, detector, threshold, min_face):
+def anonymise(inputs, outdir, method, strength, key_file, vault_path, donor_policy, donors_dir, keep_landmarks, watermark, watermark_strength, in_place, recursive, fmt, quality, device, backend, records, progress, workers, detector, threshold, min_face):
     """Anonymise every face in INPUTS (files or folders).
 
     Pixels outside the face masks are kept; EXIF (with its thumbnail), XMP, IPTC and ICC data are
@@ -135,8 +146,10 @@ def anonymise(inputs, outdir, method, strength, key_file, vault_path, donor_poli
         _fail(str(exc))
     records_fh = open(records, "w", encoding="utf-8") if records else None
 
-    def process(job: Job, summary: Summary) -> None:
-        res = anonymise_file(pipe, job.src, job.dst, fmt, quality, vault, in_place)
+    def work(job: Job):
+        return anonymise_file(pipe, job.src, job.dst, fmt, quality, vault, in_place)
+
+    def finish(job: Job, res, summary: Summary) -> None:
         if res.skipped:
             summary.skipped += 1
             return
@@ -146,7 +159,7 @@ def anonymise(inputs, outdir, method, strength, key_file, vault_path, donor_poli
             records_fh.write(json.dumps({"input": str(res.src), "output": str(res.dst), "faces": [f.to_dict() for f in res.faces]}) + "\n")
 
     try:
-        summary = _run(inputs, Path(outdir) if outdir else None, recursive, process, "anonymise", progress)
+        summary = _run(inputs, Path(outdir) if outdir else None, recursive, work, finish, "anonymise", progress, workers)
     finally:
         if records_fh:
             records_fh.close()
@@ -186,14 +199,17 @@ def keygen(path, from_passphrase):
 @click.option("--watermark", default=None, help="Watermark to read [default: the best available].")
 @click.option("-r", "--recursive", is_flag=True, help="Descend into sub-folders of folder inputs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image.")
+@workers_option
 @_with(detector_options)
-def extract(inputs, key_files, watermark, recursive, as_json, detector, threshold, min_face):
+def extract(inputs, key_files, watermark, recursive, as_json, workers, detector, threshold, min_face):
     """Report, for each face in INPUTS, whether it carries a payload, whether that payload
     authenticates with one of the keys, and its key id, version and kind. Never prints a code."""
     pipe, keys = _reader(key_files, watermark, detector, threshold, min_face)
 
-    def process(job: Job, summary: Summary) -> None:
-        faces = pipe.read_payloads(read_image(job.src).rgb, keys)
+    def work(job: Job):
+        return pipe.read_payloads(read_image(job.src).rgb, keys)
+
+    def finish(job: Job, faces, summary: Summary) -> None:
         summary.faces += len(faces)
         rows = [f.to_dict() for f in faces]
         if as_json:
@@ -207,7 +223,7 @@ def extract(inputs, key_files, watermark, recursive, as_json, detector, threshol
                      else "no payload")
             click.echo(f"{job.src}: face {r['face']}: {state}")
 
-    _finish(_run(inputs, None, recursive, process, "extract"), "read")
+    _finish(_run(inputs, None, recursive, work, finish, "extract", workers=workers), "read")
 
 
 @main.command(context_settings=_SETTINGS)
@@ -217,8 +233,9 @@ def extract(inputs, key_files, watermark, recursive, as_json, detector, threshol
 @click.option("--watermark", default=None, help="Watermark to read payloads with [default: the best available].")
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("-r", "--recursive", is_flag=True, help="Descend into sub-folders of folder inputs.")
+@workers_option
 @_with(detector_options)
-def recover(inputs, key_files, vault_path, watermark, outdir, recursive, detector, threshold, min_face):
+def recover(inputs, key_files, vault_path, watermark, outdir, recursive, workers, detector, threshold, min_face):
     """Restore original faces in INPUTS with the secret key (admin only).
 
     With --vault: unchanged images by their pixel hash (bit-exact), changed ones (re-encoded,
@@ -249,12 +266,14 @@ def recover(inputs, key_files, vault_path, watermark, outdir, recursive, detecto
         pipe = None  # no watermark: unchanged images only, by pixel hash
         click.echo("note: no watermark available; only unchanged images can be restored", err=True)
 
-    def process(job: Job, summary: Summary) -> None:
-        res = recover_file(job.src, job.dst, vault, pipe)
+    def work(job: Job):
+        return recover_file(job.src, job.dst, vault, pipe)
+
+    def finish(job: Job, res, summary: Summary) -> None:
         summary.faces += res.vault_records
 
     try:
-        summary = _run(inputs, Path(outdir), recursive, process, "recover")
+        summary = _run(inputs, Path(outdir), recursive, work, finish, "recover", workers=workers)
     finally:
         if vault is not None:
             vault.close()

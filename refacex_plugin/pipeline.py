@@ -6,6 +6,7 @@ returns the new image plus one :class:`FaceRecord` per face.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -134,6 +135,7 @@ class Pipeline:
         self._key = key
         self._watermark_name = watermark
         self._watermark = None
+        self._loading = threading.Lock()  # threads share a pipeline (a folder run's workers); models load once
         self.watermark_strength = watermark_strength
         self.donors = None
         bank = donor_bank if donor_bank is not None else getattr(self.anonymiser, "bank", None)
@@ -190,8 +192,9 @@ class Pipeline:
         """Move each drawn face's features onto the original's 68 landmarks (:mod:`~refacex_plugin.landmarks`)."""
         from .landmarks import Landmarks68, keep_landmarks
 
-        if self._landmarks68 is None:
-            self._landmarks68 = Landmarks68()
+        with self._loading:
+            if self._landmarks68 is None:
+                self._landmarks68 = Landmarks68()
         h, w = rgb.shape[:2]
         masks = [warp_mask_to_image(m[i : i + 1], self.align, h, w) for i in range(len(det))]
         return keep_landmarks(rgb, out, det.boxes, masks, face_footprints(m, self.align, h, w), self._landmarks68)
@@ -202,11 +205,12 @@ class Pipeline:
 
     @property
     def watermark(self):
-        if self._watermark is None:
-            from .watermark import load_watermark
+        with self._loading:
+            if self._watermark is None:
+                from .watermark import load_watermark
 
-            self._watermark = load_watermark(self._watermark_name)
-        return self._watermark
+                self._watermark = load_watermark(self._watermark_name)
+            return self._watermark
 
     def embed_codes(self, image, landmarks: np.ndarray, codes: list[np.ndarray], kind: int):
         """Seal each face's ``(CODE_BITS,)`` code with the key and embed it in that face.

@@ -7,7 +7,8 @@ associated data, so records cannot be swapped or edited undetected. Records are 
 SHA-256 of the anonymised image's decoded pixels (as written) and the face index, or by the
 random record id a payload carries.
 
-Writes are committed (SQLite ``synchronous=FULL``) before the caller replaces any original.
+Writes are committed (SQLite ``synchronous=FULL``) before the caller replaces any original. One
+:class:`Vault` may be shared by threads (a folder run's workers): its connection is used under a lock.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import os
 import secrets
 import sqlite3
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,7 +103,7 @@ class Vault:
         if not create and not self.path.is_file():
             raise VaultError(f"{self.path}: no such vault")
         try:
-            self.db = sqlite3.connect(self.path, isolation_level=None)
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(_SCHEMA)
@@ -111,6 +113,11 @@ class Vault:
             os.chmod(self.path, 0o600)
         self._aes = AESGCM(_vault_key(key))
         self.key_id = key_id(key)
+        self._lock = threading.Lock()  # one statement or transaction on the connection at a time
+
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self.db.execute(sql, args).fetchall()
 
     def __enter__(self) -> "Vault":
         return self
@@ -119,7 +126,8 @@ class Vault:
         self.close()
 
     def close(self) -> None:
-        self.db.close()
+        with self._lock:
+            self.db.close()
 
     def put(self, image_hash: str, regions: list[FaceRegion], record_ids: list[bytes] | None = None) -> list[bytes]:
         """Store one image's face regions in one committed transaction; returns their record ids
@@ -136,15 +144,16 @@ class Vault:
             ct = self._aes.encrypt(nonce, _png(region.pixels), _aad(rid, image_hash, i, box, frame))
             rows.append((rid, image_hash, i, self.key_id, box, frame, nonce, ct))
             ids.append(rid)
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.executemany(
-                "INSERT INTO faces (record_id, image_hash, face_index, key_id, box, frame, nonce, ciphertext) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
-            )
-            self.db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self.db.execute("ROLLBACK") if self.db.in_transaction else None
-            raise VaultError(f"{self.path}: cannot write ({exc})") from None
+        with self._lock:
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.executemany(
+                    "INSERT INTO faces (record_id, image_hash, face_index, key_id, box, frame, nonce, ciphertext) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
+                )
+                self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self.db.execute("ROLLBACK") if self.db.in_transaction else None
+                raise VaultError(f"{self.path}: cannot write ({exc})") from None
         return ids
 
     def _decrypt(self, row) -> FaceRegion:
@@ -163,10 +172,10 @@ class Vault:
 
     def get(self, image_hash: str) -> list[FaceRegion]:
         """All face regions stored for an anonymised image, in face order (empty if none)."""
-        rows = self.db.execute(
+        rows = self._query(
             "SELECT record_id, image_hash, face_index, box, frame, nonce, ciphertext FROM faces WHERE image_hash = ? ORDER BY face_index, created",
             (image_hash,),
-        ).fetchall()
+        )
         seen, out = set(), []
         for row in rows:
             if row[2] in seen:
@@ -177,16 +186,16 @@ class Vault:
 
     def has(self, image_hash: str) -> bool:
         """Whether an image with these pixels was anonymised into this vault (no key needed)."""
-        return self.db.execute("SELECT 1 FROM faces WHERE image_hash = ? LIMIT 1", (image_hash,)).fetchone() is not None
+        return bool(self._query("SELECT 1 FROM faces WHERE image_hash = ? LIMIT 1", (image_hash,)))
 
     def get_record(self, record_id: bytes) -> FaceRegion | None:
-        row = self.db.execute(
+        rows = self._query(
             "SELECT record_id, image_hash, face_index, box, frame, nonce, ciphertext FROM faces WHERE record_id = ?", (record_id,)
-        ).fetchone()
-        return None if row is None else self._decrypt(row)
+        )
+        return self._decrypt(rows[0]) if rows else None
 
     def __len__(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM faces").fetchone()[0]
+        return self._query("SELECT COUNT(*) FROM faces")[0][0]
 
 
 def restore(rgb: np.ndarray, regions: list[FaceRegion]) -> np.ndarray:

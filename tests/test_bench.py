@@ -136,6 +136,15 @@ def test_bench_end_to_end_small(lfw, tmp_path):
         assert e["speed"]["extract_faces_per_s"] > 0 and e["speed"]["extract_authenticated"] >= 0  # the reader searched its candidates
         assert e["speed"]["full_watermark"] and e["speed"]["backend"] == "torch"
     assert res["methods"]["blur"]["speed"]["time_ratio_vs_blur"] == 1.0
+    from refacex_plugin.batch import default_workers
+
+    par = res["methods"]["mask"]["speed"]["parallel"]
+    if default_workers() > 1:  # several images at a time, against blur timed the same way
+        assert par["workers"] == default_workers() and par["full_images_per_s"] > 0 and par["full_time_ratio_vs_blur"] > 0
+        assert res["methods"]["blur"]["speed"]["parallel"]["time_ratio_vs_blur"] == 1.0
+        assert "images at a time" in markdown(res)
+    else:
+        assert par is None
     assert res["methods"]["mask"]["privacy"]["dlib"]["mean_similarity"] < ref["mean_similarity"]
     json.dumps(res)  # serialisable
     assert "## Privacy" in markdown(res) and "## Speed" in markdown(res)

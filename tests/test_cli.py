@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from refacex_plugin.batch import iter_jobs
 from refacex_plugin.cli import main
 from refacex_plugin.image_io import read_image
 from test_image_io import METADATA_MARKERS, jpeg_with_all_metadata
@@ -249,3 +250,19 @@ def test_models_add_records_the_architecture_saved_with_the_weights(tmp_path, mo
     np.save(tmp_path / "bank.npy", np.zeros((2, 128), np.float32))
     code, text = run("models", "add", "my-bank", tmp_path / "bank.npy", "--command", "c", "--data", "d", "--half")
     assert code == 2 and "--half applies to PyTorch .pt weights only" in text and "my-bank" not in manifest()
+
+
+def test_workers_write_the_same_files_and_records_in_input_order(tree, tmp_path):
+    """Files worked on by several threads come out as one thread makes them, reported in input order."""
+    outs = {}
+    for workers in (1, 3):
+        out, records = tmp_path / f"o{workers}", tmp_path / f"r{workers}.jsonl"
+        code, text = run("anonymise", tree, "-o", out, "-r", "--method", "blur", "--workers", workers, "--records", records)
+        assert code == 0 and "4 image(s) anonymised" in text, text
+        outs[workers] = ({p.relative_to(out): read_image(p).rgb for p in out.rglob("*.jpg")},
+                         [json.loads(line)["input"] for line in records.read_text().splitlines()])
+    (files1, order1), (files3, order3) = outs[1], outs[3]
+    assert sorted(files1) == sorted(files3) and len(files1) == 4
+    for rel in files1:
+        assert np.array_equal(files1[rel], files3[rel])
+    assert order1 == order3 == [str(job.src) for job in iter_jobs([tree], None, recursive=True)]

@@ -66,12 +66,15 @@ def test_vault_round_trip_and_authentication(tmp_path):
     assert np.array_equal(restore(img, regions[:1])[4:24, 3:13], regions[0].pixels)
 
 
-def test_anonymise_with_vault_then_recover_bit_exact(png_tree, tmp_path, key_file):
+@pytest.mark.parametrize("workers", [1, 3])
+def test_anonymise_with_vault_then_recover_bit_exact(png_tree, tmp_path, key_file, workers):
+    """One file at a time, or three threads sharing the pipeline and the vault."""
     anon, back, vault = tmp_path / "anon", tmp_path / "back", tmp_path / "faces.vault"
-    code, text = run("anonymise", png_tree, "-o", anon, "-r", "--method", "pixelate", "--key-file", key_file, "--vault", vault)
+    code, text = run("anonymise", png_tree, "-o", anon, "-r", "--method", "pixelate", "--key-file", key_file, "--vault", vault,
+                     "--workers", workers)
     assert code == 0, text
-    assert "originals in vault" in text
-    code, text = run("recover", anon, "-o", back, "-r", "--key-file", key_file, "--vault", vault)
+    assert "originals in vault" in text and "8 image(s) anonymised" in text
+    code, text = run("recover", anon, "-o", back, "-r", "--key-file", key_file, "--vault", vault, "--workers", workers)
     assert code == 0, text
     for src in png_tree.rglob("*.png"):
         rel = src.relative_to(png_tree)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -94,6 +95,7 @@ class DonorAssigner:
         if self.policy not in ("random", "consistent"):
             raise ValueError("policy must be 'random' or 'consistent'")
         self._rng = np.random.default_rng(self.seed)
+        self._lock = threading.Lock()  # a folder run's threads share one assigner
 
     def _new_donor(self) -> int:
         if self.policy == "consistent" and self.key is not None:
@@ -102,7 +104,12 @@ class DonorAssigner:
         return int(self._rng.integers(len(self.bank)))
 
     def assign(self, identities: np.ndarray) -> np.ndarray:
-        """``(N, 128)`` original identity embeddings -> ``(N,)`` donor indices."""
+        """``(N, 128)`` original identity embeddings -> ``(N,)`` donor indices (one image's faces
+        at a time: threads share the people seen so far)."""
+        with self._lock:
+            return self._assign(identities)
+
+    def _assign(self, identities: np.ndarray) -> np.ndarray:
         out = []
         for e in np.asarray(identities, np.float32):
             if self.policy == "random":

@@ -129,6 +129,16 @@ def markdown(res: dict) -> str:
                          f"{_f(s.get('time_ratio_vs_blur'), '{:.2f}×')} | {_f(s.get('full_time_ratio_vs_blur'), '{:.2f}×')} | "
                          f"{_f(s.get('rss_ratio_vs_blur'), '{:.2f}×')} |")
         lines.append("")
+        par = {m: e["speed"]["parallel"] for m, e in methods.items() if (e.get("speed") or {}).get("parallel")}
+        if par:
+            n = next(iter(par.values()))["workers"]
+            lines += [f"With {n} images at a time (threads sharing one pipeline, as `refacex anonymise --workers {n}` runs a folder; "
+                      "each network call gets its share of the cores), against blur timed the same way:", "",
+                      "| method | anonymise img/s | + embed img/s | time vs blur | + embed vs blur |", "| --- | --- | --- | --- | --- |"]
+            for m, q in par.items():
+                lines.append(f"| {m} | {q['pipeline_images_per_s']:.1f} | {q['full_images_per_s']:.1f} | "
+                             f"{_f(q.get('time_ratio_vs_blur'), '{:.2f}×')} | {_f(q.get('full_time_ratio_vs_blur'), '{:.2f}×')} |")
+            lines.append("")
         fo_speed = methods.get("blur", {}).get("speed", {}).get("fiftyone")
         if fo_speed and "error" not in fo_speed:
             lines += [f"FiftyOne operator API vs the core file loop (blur, same {fo_speed['images']} images, files written, "

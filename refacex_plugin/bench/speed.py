@@ -2,7 +2,9 @@
 
 Images are decoded beforehand; timings cover detection, the operators and paste-back on this
 machine's CPU (or ``--device cuda``). The blur baseline is always measured in the same run, and
-every figure is also given as a ratio to it.
+every figure is also given as a ratio to it. Where the machine has more than one core, anonymise
+and the full pipeline are timed again with several images at a time (threads sharing the pipeline,
+as a folder run's ``--workers`` does), against blur timed the same way.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _worker(method: str, files: list[str], device: str, repeats: int = 1, backend: str = "torch") -> dict:
+def _worker(method: str, files: list[str], device: str, repeats: int = 1, backend: str = "torch", workers: int = 1) -> dict:
     import numpy as np
     import torch
 
@@ -77,17 +79,22 @@ def _worker(method: str, files: list[str], device: str, repeats: int = 1, backen
 
     # The full pipeline with a key: anonymise, seal each face's code (the recovery code of a
     # reversible method, else a vault record id) and embed it in the re-detected frame and read it back.
-    rng = np.random.default_rng(0)
+    def full(im):
+        res = keyed.anonymise_image(im)
+        if not res.faces:
+            return None
+        lm = np.asarray([f.landmarks for f in res.faces], np.float32)
+        if res.codes is not None:
+            return keyed.embed_codes(res.image, lm, res.codes, P.KIND_RECOVERY_CODE).image
+        ids = list(np.random.default_rng(len(marked)).integers(0, 2, (len(lm), P.CODE_BITS)))
+        return keyed.embed_codes(res.image, lm, ids, P.KIND_VAULT_REF).image
+
     marked = []
     t0 = time.perf_counter()
     for im in images:
-        res = keyed.anonymise_image(im)
-        if res.faces:
-            lm = np.asarray([f.landmarks for f in res.faces], np.float32)
-            if res.codes is not None:
-                marked.append(keyed.embed_codes(res.image, lm, res.codes, P.KIND_RECOVERY_CODE).image)
-            else:
-                marked.append(keyed.embed_codes(res.image, lm, list(rng.integers(0, 2, (len(lm), P.CODE_BITS))), P.KIND_VAULT_REF).image)
+        out = full(im)
+        if out is not None:
+            marked.append(out)
     sync()
     t_full = time.perf_counter() - t0
 
@@ -97,6 +104,27 @@ def _worker(method: str, files: list[str], device: str, repeats: int = 1, backen
     sync()
     t_read = time.perf_counter() - t0
     candidates = sum(len(r) for r in read)
+
+    # Several images at a time, as a folder run does (``--workers``): threads sharing the
+    # pipeline, each network call with its share of the cores.
+    parallel = None
+    if workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, threads // workers))
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(pipe.anonymise_image, images[:workers]))  # warm-up of the threads
+            t0 = time.perf_counter()
+            list(pool.map(pipe.anonymise_image, images))
+            sync()
+            t_pipe_par = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            list(pool.map(full, images))
+            sync()
+            t_full_par = time.perf_counter() - t0
+        torch.set_num_threads(threads)
+        parallel = {"workers": workers, "pipeline_images_per_s": len(images) / t_pipe_par, "full_images_per_s": len(images) / t_full_par}
     rss_mb = peak_rss_mb()
     return {
         "images": len(images),
@@ -113,6 +141,7 @@ def _worker(method: str, files: list[str], device: str, repeats: int = 1, backen
         "anonymise_faces_per_s": len(batch) / t_op if t_op > 0 else None,
         "peak_rss_mb": rss_mb,
         "torch_threads": torch.get_num_threads(),
+        "parallel": parallel,
     }
 
 
@@ -157,12 +186,16 @@ def measure_speed(cfg, split) -> dict:
     files = random.Random(cfg.seed).sample(pool, min(n, len(pool)))
     from ..anonymisers import _LEARNED
 
+    from ..batch import default_workers
+
+    workers = default_workers()
     out = {}
     runs = [(m, "torch") for m in dict.fromkeys(["blur", *cfg.methods])] + [(m, "onnx") for m in cfg.methods if m in _LEARNED]
     for method, backend in runs:
         name = method if backend == "torch" else f"{method} (onnx)"
         proc = subprocess.run(
-            [sys.executable, "-m", "refacex_plugin.bench.speed", "--method", method, "--device", cfg.device, "--backend", backend, *files],
+            [sys.executable, "-m", "refacex_plugin.bench.speed", "--method", method, "--device", cfg.device, "--backend", backend,
+             "--workers", str(workers), *files],
             capture_output=True, text=True,
         )
         if proc.returncode != 0:
@@ -177,6 +210,9 @@ def measure_speed(cfg, split) -> dict:
         s["time_ratio_vs_blur"] = base["pipeline_images_per_s"] / s["pipeline_images_per_s"]
         s["full_time_ratio_vs_blur"] = base["pipeline_images_per_s"] / s["full_images_per_s"]
         s["rss_ratio_vs_blur"] = s["peak_rss_mb"] / base["peak_rss_mb"]
+        if s.get("parallel") and base.get("parallel"):
+            s["parallel"]["time_ratio_vs_blur"] = base["parallel"]["pipeline_images_per_s"] / s["parallel"]["pipeline_images_per_s"]
+            s["parallel"]["full_time_ratio_vs_blur"] = base["parallel"]["pipeline_images_per_s"] / s["parallel"]["full_images_per_s"]
     if "blur" not in cfg.methods and "blur" in out:
         out["blur"]["baseline_only"] = True
     import importlib.util
@@ -196,13 +232,14 @@ def main() -> None:
     ap.add_argument("--method", required=True)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    ap.add_argument("--workers", type=int, default=1, help="also time this many images at a time (threads)")
     ap.add_argument("--fiftyone", action="store_true", help="measure the FiftyOne operator's overhead instead")
     ap.add_argument("files", nargs="+")
     args = ap.parse_args()
     if args.fiftyone:
         print(json.dumps(_fiftyone_worker(args.method, args.files)))
     else:
-        print(json.dumps(_worker(args.method, args.files, args.device, backend=args.backend)))
+        print(json.dumps(_worker(args.method, args.files, args.device, backend=args.backend, workers=args.workers)))
 
 
 if __name__ == "__main__":
