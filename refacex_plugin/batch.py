@@ -10,6 +10,7 @@ import os
 import sys
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
@@ -24,11 +25,13 @@ R = TypeVar("R")
 
 @dataclass(frozen=True)
 class Job:
-    """One input file and the path its output would take (before any format change)."""
+    """One input file and the path its output would take (before any format change); ``tag``:
+    what the caller knows the file by (e.g. a FiftyOne sample id)."""
 
     src: Path
     rel: Path
     dst: Path | None
+    tag: str = ""
 
 
 @dataclass
@@ -137,7 +140,7 @@ def run_jobs(
             for job in jobs:
                 done(job, lambda: work(job))
             return summary
-        with ThreadPoolExecutor(workers, thread_name_prefix="refacex") as pool:
+        with share_cores(workers), ThreadPoolExecutor(workers, thread_name_prefix="refacex") as pool:
             pending: deque[tuple[Job, Future]] = deque()
             try:
                 for job in jobs:
@@ -152,6 +155,20 @@ def run_jobs(
         return summary
     finally:
         bar.close()
+
+
+@contextmanager
+def share_cores(workers: int):
+    """PyTorch's intra-op threads split among the workers for the run (each network call gets its
+    share of the cores instead of all of them contending)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _oldest(pending: deque) -> tuple[Job, Callable]:

@@ -37,14 +37,7 @@ def _run(inputs: tuple[str, ...], outdir: Path | None, recursive: bool, work, fi
     for raw in missing:
         click.echo(f"error: {raw}: no such file or folder", err=True)
     jobs = list(iter_jobs([r for r in inputs if r not in missing], outdir, recursive))
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads // workers))  # the files' threads share the cores
-    try:
-        summary = run_jobs(jobs, work, finish, progress, desc=desc, workers=workers)
-    finally:
-        torch.set_num_threads(threads)
+    summary = run_jobs(jobs, work, finish, progress, desc=desc, workers=workers)
     summary.failed.extend((r, "no such file or folder") for r in missing)
     return summary
 

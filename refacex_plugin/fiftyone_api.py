@@ -20,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 
+from .batch import Job, Summary, default_workers, run_jobs
 from .errors import RefacexError
 from .files import anonymise_file, recover_file
 from .image_io import read_image
@@ -43,7 +44,10 @@ def _fo():
 
 
 def is_done(sample) -> bool:
-    status = sample[STATUS_FIELD] if sample.has_field(STATUS_FIELD) else None
+    return _is_done_status(sample[STATUS_FIELD] if sample.has_field(STATUS_FIELD) else None)
+
+
+def _is_done_status(status: dict | None) -> bool:
     return bool(status) and status.get("status") == "anonymized"
 
 
@@ -83,6 +87,7 @@ def anonymize_samples(
     keep_originals: bool = False,
     detector: str = "centerface",
     progress: Progress | None = None,
+    workers: int | None = None,
 ) -> dict:
     """Anonymise every face in ``samples`` (a dataset or view).
 
@@ -92,6 +97,8 @@ def anonymize_samples(
             stores the anonymised path in ``media_field`` and leaves ``filepath`` alone.
         key_file, vault: with both, each original face region is stored encrypted in the vault
             and can be restored by :func:`recover_samples`; without, anonymisation is irreversible.
+        workers: files worked on at once (:func:`~refacex_plugin.batch.run_jobs`; default one per
+            core, at most 4); samples are saved in order, each after its file is written.
 
     Returns:
         a summary dict (counts, output folder, whether the result is reversible).
@@ -104,42 +111,43 @@ def anonymize_samples(
     pipe = _pipeline(method=method, strength=strength, detector=detector, key=key if vault else None)
     out_dir = Path(output_dir) if output_dir else default_output_dir(samples)
     ids, paths = samples.values("id"), samples.values("filepath")
+    status = samples.values(STATUS_FIELD) if samples.has_sample_field(STATUS_FIELD) else [None] * len(ids)
     root = Path(os.path.commonpath([str(Path(p).resolve().parent) for p in paths])) if paths else Path("/")
-    done = skipped = faces = 0
-    failed: list[str] = []
+    jobs = [Job(Path(p), Path(Path(p).name), _output_path(Path(p), root, out_dir, i), tag=i)
+            for i, p, st in zip(ids, paths, status) if not _is_done_status(st)]
+    dataset = samples._dataset
     v = Vault(vault, key) if vault else None
+
+    def work(job: Job):
+        return anonymise_file(pipe, job.src, job.dst, vault=v)
+
+    def finish(job: Job, res, summary: Summary) -> None:
+        sample = dataset[job.tag]
+        dets, kps = _labels(res.faces, *res.size)
+        sample[FACES_FIELD] = dets
+        sample[LANDMARKS_FIELD] = kps
+        sample[STATUS_FIELD] = {
+            "status": "anonymized", "method": pipe.method, "faces": len(res.faces),
+            "reversible": v is not None, "key_id": key_id(key) if key else None,
+            "vault_records": res.vault_records,
+            "payload": "vault-ref" if res.faces and all(f.payload.startswith("embedded") for f in res.faces) else "none",
+        }
+        if target == "replace":
+            if keep_originals:
+                sample[ORIGINAL_FIELD] = str(job.src)
+            sample.filepath = str(res.dst)
+            sample.metadata = None
+        else:
+            sample[media_field] = str(res.dst)
+        sample.save()  # one document write, after the file and its vault record: the sample is either done or untouched
+        summary.faces += len(res.faces)
+        if progress:
+            n = summary.images + len(summary.failed) + 1
+            progress(n / max(len(jobs), 1), f"{n}/{len(jobs)} samples")
+
     try:
-        for n, sample in enumerate(samples.iter_samples(autosave=False, progress=False)):
-            if is_done(sample):
-                skipped += 1
-                continue
-            src = Path(sample.filepath)
-            try:
-                res = anonymise_file(pipe, src, _output_path(src, root, out_dir, sample.id), vault=v)
-            except RefacexError as exc:
-                failed.append(str(exc))
-                continue
-            dets, kps = _labels(res.faces, *res.size)
-            sample[FACES_FIELD] = dets
-            sample[LANDMARKS_FIELD] = kps
-            sample[STATUS_FIELD] = {
-                "status": "anonymized", "method": pipe.method, "faces": len(res.faces),
-                "reversible": v is not None, "key_id": key_id(key) if key else None,
-                "vault_records": res.vault_records,
-                "payload": "vault-ref" if res.faces and all(f.payload.startswith("embedded") for f in res.faces) else "none",
-            }
-            if target == "replace":
-                if keep_originals:
-                    sample[ORIGINAL_FIELD] = str(src)
-                sample.filepath = str(res.dst)
-                sample.metadata = None
-            else:
-                sample[media_field] = str(res.dst)
-            sample.save()  # one document write: the sample is either done or untouched
-            done += 1
-            faces += len(res.faces)
-            if progress:
-                progress((n + 1) / max(len(ids), 1), f"{n + 1}/{len(ids)} samples")
+        summary = run_jobs(jobs, work, finish, progress=False, log=lambda msg: None,
+                           workers=default_workers() if workers is None else workers)
     finally:
         if v is not None:
             v.close()
@@ -149,8 +157,8 @@ def anonymize_samples(
             ds.app_config.media_fields = list(dict.fromkeys([*(ds.app_config.media_fields or ["filepath"]), media_field]))
             ds.save()
     return {
-        "anonymized": done, "skipped_already_done": skipped, "failed": len(failed), "errors": failed[:20],
-        "faces": faces, "method": pipe.method, "output_dir": str(out_dir), "reversible": v is not None,
+        "anonymized": summary.images, "skipped_already_done": len(ids) - len(jobs), "failed": len(summary.failed),
+        "errors": [msg for _, msg in summary.failed[:20]], "faces": summary.faces, "method": pipe.method, "output_dir": str(out_dir), "reversible": v is not None,
         "note": None if v is not None else "irreversible: no key/vault configured, originals cannot be restored by refacex",
     }
 

@@ -111,9 +111,9 @@ def _worker(method: str, files: list[str], device: str, repeats: int = 1, backen
     if workers > 1:
         from concurrent.futures import ThreadPoolExecutor
 
-        threads = torch.get_num_threads()
-        torch.set_num_threads(max(1, threads // workers))
-        with ThreadPoolExecutor(workers) as pool:
+        from ..batch import share_cores
+
+        with share_cores(workers), ThreadPoolExecutor(workers) as pool:
             list(pool.map(pipe.anonymise_image, images[:workers]))  # warm-up of the threads
             t0 = time.perf_counter()
             list(pool.map(pipe.anonymise_image, images))
@@ -123,7 +123,6 @@ def _worker(method: str, files: list[str], device: str, repeats: int = 1, backen
             list(pool.map(full, images))
             sync()
             t_full_par = time.perf_counter() - t0
-        torch.set_num_threads(threads)
         parallel = {"workers": workers, "pipeline_images_per_s": len(images) / t_pipe_par, "full_images_per_s": len(images) / t_full_par}
     rss_mb = peak_rss_mb()
     return {
