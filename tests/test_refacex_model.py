@@ -157,6 +157,24 @@ def test_donor_bank_and_policies():
         DonorAssigner(bank, "sticky")
 
 
+def test_consistent_donors_hold_when_threads_share_the_assigner():
+    """A folder run's workers share one assigner: each person still gets exactly one donor."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(1)
+    bank = DonorBank.synthetic(rng.normal(size=(200, 128)).astype(np.float32), n=1024, seed=2)
+    people = rng.normal(size=(40, 128)).astype(np.float32)
+    photos = [people[i % 40 : i % 40 + 1] + 0.01 * rng.normal(size=(1, 128)).astype(np.float32) for i in range(400)]
+    assigner = DonorAssigner(bank, "consistent", key=b"k" * 32)
+    with ThreadPoolExecutor(8) as pool:
+        donors = list(pool.map(lambda e: int(assigner.assign(e)[0]), photos))
+    by_person = {}
+    for i, d in enumerate(donors):
+        by_person.setdefault(i % 40, set()).add(d)
+    assert all(len(d) == 1 for d in by_person.values())
+    assert len(assigner._seen) == 40  # no person entered twice
+
+
 def test_anonymiser_training_runs_and_resumes(lfw, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))  # crop cache under tmp
     cfg = AnonymiserTrainConfig(steps=2, batch=2, width=8, train_images=8, val_images=6, donors=16, log_every=1, ckpt_every=1)
