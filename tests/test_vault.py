@@ -1,3 +1,4 @@
+import re
 import signal
 import sqlite3
 import subprocess
@@ -74,6 +75,8 @@ def test_anonymise_with_vault_then_recover_bit_exact(png_tree, tmp_path, key_fil
                      "--workers", workers)
     assert code == 0, text
     assert "originals in vault" in text and "8 image(s) anonymised" in text
+    read_back, faces = map(int, re.search(r"\((\d+) of (\d+) faces read back", text).groups())
+    assert faces == int(re.search(r"(\d+) face\(s\)", text).group(1)) and 0 < read_back <= faces
     code, text = run("recover", anon, "-o", back, "-r", "--key-file", key_file, "--vault", vault, "--workers", workers)
     assert code == 0, text
     for src in png_tree.rglob("*.png"):
