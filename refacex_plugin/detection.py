@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
-from collections import OrderedDict
 import importlib.util
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol
 
@@ -105,17 +106,19 @@ class _CvDnnRunner:
     def __init__(self, weights: str):
         self._weights = weights
         self._nets: OrderedDict[tuple[int, int], cv2.dnn.Net] = OrderedDict()
+        self._lock = threading.Lock()  # a net holds its input: one call at a time (a folder run's workers share it)
 
     def __call__(self, blob: np.ndarray) -> list[np.ndarray]:
         shape = blob.shape[2:]
-        net = self._nets.pop(shape, None)
-        if net is None:
-            net = cv2.dnn.readNetFromONNX(self._weights)
-            if len(self._nets) >= self._MAX_NETS:
-                self._nets.popitem(last=False)
-        self._nets[shape] = net
-        net.setInput(blob)
-        return net.forward(_CENTERFACE_OUTPUTS)
+        with self._lock:
+            net = self._nets.pop(shape, None)
+            if net is None:
+                net = cv2.dnn.readNetFromONNX(self._weights)
+                if len(self._nets) >= self._MAX_NETS:
+                    self._nets.popitem(last=False)
+            self._nets[shape] = net
+            net.setInput(blob)
+            return net.forward(_CENTERFACE_OUTPUTS)
 
 
 class _OrtRunner:

@@ -83,6 +83,24 @@ def test_centerface_runtimes_agree(lfw_sample, group_rgb):
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
 
 
+@pytest.mark.parametrize("runtime", ["onnxruntime", "opencv"])
+def test_detectors_shared_by_threads_find_what_they_find_alone(lfw_sample, group_rgb, runtime):
+    """A folder run's workers share one detector; OpenCV's net holds its input between calls."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from refacex_plugin.detection import CenterFaceDetector
+
+    if runtime == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    det = CenterFaceDetector(runtime=runtime)
+    images = ([read_image(p).rgb for p in lfw_sample[:6]] + [group_rgb, group_rgb[:301, :517]]) * 3
+    alone = [det(rgb) for rgb in images]
+    with ThreadPoolExecutor(4) as pool:
+        shared = list(pool.map(det, images))
+    for a, b in zip(alone, shared):
+        assert np.array_equal(a.landmarks, b.landmarks) and np.array_equal(a.scores, b.scores)
+
+
 def test_payload_readers_take_weaker_candidates_with_the_same_network():
     from refacex_plugin.detection import READER_THRESHOLD, reader_config
     from refacex_plugin.pipeline import Pipeline
