@@ -141,7 +141,7 @@ def markdown(res: dict) -> str:
             lines.append("")
         fo_speed = methods.get("blur", {}).get("speed", {}).get("fiftyone")
         if fo_speed and "error" not in fo_speed:
-            lines += [f"FiftyOne operator API vs the core file loop (blur, same {fo_speed['images']} images, files written, "
+            lines += [f"FiftyOne operator API vs the CLI's file runner (blur, same {fo_speed['images']} images, as many at a time, files written, "
                       f"real database): {fo_speed['fiftyone_images_per_s']:.1f} vs {fo_speed['core_images_per_s']:.1f} img/s "
                       f"= {fo_speed['fiftyone_vs_core']:.2f}× the core's throughput.", ""]
     return "\n".join(lines)

@@ -155,15 +155,16 @@ def _fiftyone_worker(method: str, files: list[str]) -> dict:
     import fiftyone as fo
 
     from .. import fiftyone_api
+    from ..batch import Job, default_workers, run_jobs
     from ..files import anonymise_file
     from ..pipeline import Pipeline
 
     pipe = Pipeline(method=method)
+    jobs = [Job(Path(f), Path(f"{i}{Path(f).suffix}"), tmp / "core" / f"{i}{Path(f).suffix}") for i, f in enumerate(files)]
 
-    def core() -> float:
+    def core() -> float:  # the CLI's file runner, as many files at a time as the operator works on
         t0 = time.perf_counter()
-        for i, f in enumerate(files):
-            anonymise_file(pipe, Path(f), tmp / "core" / f"{i}{Path(f).suffix}")
+        run_jobs(jobs, lambda job: anonymise_file(pipe, job.src, job.dst), progress=False, workers=default_workers())
         return time.perf_counter() - t0
 
     core()  # warm-up: models loaded, files in the page cache
