@@ -142,14 +142,15 @@ def anonymise(inputs, outdir, method, strength, key_file, vault_path, donor_poli
     def work(job: Job):
         return anonymise_file(pipe, job.src, job.dst, fmt, quality, vault, in_place)
 
-    verified = [0]  # faces whose payload a reader was shown to open in the written image
+    verified = 0  # faces whose payload a reader was shown to open in the written image
 
     def finish(job: Job, res, summary: Summary) -> None:
+        nonlocal verified
         if res.skipped:
             summary.skipped += 1
             return
         summary.faces += len(res.faces)
-        verified[0] += sum(f.payload == "embedded" for f in res.faces)
+        verified += sum(f.payload == "embedded" for f in res.faces)
         summary.no_face += not res.faces
         if records_fh:
             records_fh.write(json.dumps({"input": str(res.src), "output": str(res.dst), "faces": [f.to_dict() for f in res.faces]}) + "\n")
@@ -165,7 +166,7 @@ def anonymise(inputs, outdir, method, strength, key_file, vault_path, donor_poli
     if key is not None:
         note += f", key id {key_id(key)}, payloads in the {pipe.watermark.name} watermark"
         if summary.faces:  # the others: small or weakly detected faces (docs/payload.md); the vault still has them
-            note += f" ({verified[0]} of {summary.faces} faces read back; see --records)"
+            note += f" ({verified} of {summary.faces} faces read back; see --records)"
     if vault is not None:
         note += f", originals in vault {vault_path}"
     click.echo(note, err=True)
