@@ -410,12 +410,13 @@ def _training_argv(data, config, out, device, **options) -> list[str]:
 @click.option("--init", help="Start a new run from these weights ('zoo': models/'s refacex-anonymiser).")
 @click.option("--recovery-only", is_flag=True, help="Fine-tune the recovery network alone (G and E frozen; use with --init).")
 @click.option("--lr", type=float, help="Override the config's learning rate.")
-def train_anonymiser(data, config, out, steps, no_detach, device, init, recovery_only, lr):
+@click.option("--view-blur", type=float, help="Strength of the blur G sees under the face mask (default: the current design's).")
+def train_anonymiser(data, config, out, steps, no_detach, device, init, recovery_only, lr, view_blur):
     """Train the anonymiser, code encoder and recovery network; re-run the same command to resume."""
     from .training.anonymiser import main as run_training
 
     run_training(_training_argv(data, config, out, device, steps=steps, no_detach=no_detach, init=init,
-                                recovery_only=recovery_only, lr=lr))
+                                recovery_only=recovery_only, lr=lr, view_blur=view_blur))
 
 
 @main.group(context_settings=_SETTINGS)

@@ -258,6 +258,9 @@ def train(cfg: AnonymiserTrainConfig, data: Path, out: Path, device: str = "cpu"
     ckpt = out / "checkpoint.pt"
     state = load_checkpoint(ckpt, device) if resume else None
     if state:
+        if state.get("config", {}).get("view_blur", cfg.view_blur) != cfg.view_blur:
+            raise SystemExit(f"{ckpt} was trained with view_blur {state['config']['view_blur']}, not {cfg.view_blur}: "
+                             "resume with the same --view-blur or start a new --out")
         m.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         disc.load_state_dict(state["disc"])
@@ -324,6 +327,7 @@ def main(argv=None) -> None:
     ap.add_argument("--no-detach", action="store_true", help="ablation: let recovery gradients reach the anonymiser")
     ap.add_argument("--recovery-only", action="store_true", help="fine-tune the recovery network alone (G and E frozen; use with --init)")
     ap.add_argument("--lr", type=float, help="learning rate (default: the config's)")
+    ap.add_argument("--view-blur", type=float, help=f"strength of the blur G sees (default: {VIEW_BLUR})")
     args = ap.parse_args(argv)
     over = {"steps": args.steps} if args.steps else {}
     if args.no_detach:
@@ -332,6 +336,8 @@ def main(argv=None) -> None:
         over["recovery_only"] = True
     if args.lr:
         over["lr"] = args.lr
+    if args.view_blur:
+        over["view_blur"] = args.view_blur
     cfg = AnonymiserTrainConfig(**{**asdict(CONFIGS[args.config]), **over})
     init = resolve_init(args.init, "refacex-anonymiser")
     print(train(cfg, args.data, args.out, args.device, log=lambda msg: print(msg, file=sys.stderr, flush=True), init=init))
