@@ -67,8 +67,8 @@ class AnonymiserTrainConfig:
     w_away: float = 1.0
     w_donor: float = 0.5
     w_low: float = 6.0
-    view_blur: float = VIEW_BLUR  # G's view: blur_faces at this strength (sigma 12.8 px at RES for 2.0)
-    # Low-pass consistency at sigma 6 px, finer than G's view (12.8 px): G cannot know that detail,
+    view_blur: float = VIEW_BLUR  # G's view: blur_faces at this strength (sigma 19.2 px at RES for 3.0)
+    # Low-pass consistency at sigma 6 px, finer than G's view (12.8-19.2 px): G cannot know that detail,
     # so the loss pulls it toward a plausible average face. At 12 px (tried in session 5) nothing
     # held the mid frequencies and G drew horizontal stripes by step 300 (face PSNR 17 dB).
     low_sigma: float = 6.0
@@ -92,7 +92,7 @@ CONFIGS = {
     "tiny": AnonymiserTrainConfig(steps=6, batch=2, width=8, train_images=16, val_images=8, donors=32, log_every=3, ckpt_every=3),
     # 1.37 s/step on this 2-core CPU with the discriminator (width 16, batch 8): 2,200 steps in
     # 3,016 s (runs/anon_view, session 4) and 3,025 s with the sigma-10 % view (runs/anon_view2,
-    # session 5).
+    # session 5); 1.48 s/step with the sigma-15 % view (1,800 steps in 2,663 s, runs/anon_view3, session 10).
     # The first run (w_away 2, margin 0.9, w_adv 0.1) drew rainbow adversarial textures on eyes and
     # mouth by step 100 (face PSNR 16 dB): the weights below balance it toward naturalness. Before
     # G saw only the blurred face (session 4) the cpu config used low_sigma 3, w_pix 0.3,
