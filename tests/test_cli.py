@@ -214,10 +214,24 @@ def test_keygen_from_passphrase_recreates_the_same_key(tmp_path):
     assert short.exit_code == 2 and "too short" in short.output and not (tmp_path / "c.key").exists()
 
 
+def test_anonymiser_training_keeps_its_view_when_resumed(lfw, tmp_path):
+    """A run's G is trained on one view: its checkpoint records it, and resuming it with another
+    ``--view-blur`` is refused rather than silently training G on a view it was not made for."""
+    import torch
+
+    from refacex_plugin.training.anonymiser import main as train_main
+
+    out = tmp_path / "run"
+    train_main(["--data", str(lfw), "--config", "tiny", "--out", str(out), "--view-blur", "2.5", "--steps", "3"])
+    assert torch.load(out / "refacex-anonymiser.pt", weights_only=True)["view_blur"] == 2.5
+    with pytest.raises(SystemExit, match="view_blur 2.5, not 3.0"):
+        train_main(["--data", str(lfw), "--config", "tiny", "--out", str(out), "--view-blur", "3", "--steps", "6"])
+
+
 @pytest.mark.parametrize("command, extra, expected", [
     ("watermark", ["--init", "zoo", "--steps", "5"], ["--steps", "5", "--init", "zoo"]),
-    ("anonymiser", ["--init", "zoo", "--recovery-only", "--lr", "0.0002", "--no-detach"],
-     ["--no-detach", "--init", "zoo", "--recovery-only", "--lr", "0.0002"]),
+    ("anonymiser", ["--init", "zoo", "--recovery-only", "--lr", "0.0002", "--no-detach", "--view-blur", "3"],
+     ["--no-detach", "--init", "zoo", "--recovery-only", "--lr", "0.0002", "--view-blur", "3.0"]),
 ])
 def test_train_commands_forward_their_options(command, extra, expected, lfw, monkeypatch):
     """``refacex train`` hands its options to the training module's own parser, flags bare."""
