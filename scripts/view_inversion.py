@@ -6,6 +6,7 @@ only): the same inverter (``bench.attacks.train_inverter``) trained on "train" i
 rate of its output against the original at dlib distance 0.544 (FAR 0.1 %) on "val" identities.
 
     python scripts/view_inversion.py --data ../shared/data/lfw --view blur:1 --view blur:2
+    python scripts/view_inversion.py --data ../shared/data/lfw --view mask:1 --view blur:3 --steps 1500 --faces 300
 """
 
 from __future__ import annotations
@@ -16,14 +17,17 @@ from pathlib import Path
 
 import torch
 
-from refacex_plugin.anonymisers import blur_faces, pixelate_faces
+from refacex_plugin.anonymisers import blur_faces, mask_faces, pixelate_faces
 from refacex_plugin.bench.attacks import AttackConfig, _frozen_identity_model, train_inverter
 from refacex_plugin.geometry import AlignConfig, face_mask, pool_to
 from refacex_plugin.anonymiser.networks import RES, blend
 from refacex_plugin.training.anonymiser import MATCH_DISTANCE
 from refacex_plugin.training.data import prepare_crops
 
-VIEWS = {"blur": blur_faces, "pixelate": pixelate_faces}
+VIEWS = {"blur": blur_faces, "pixelate": pixelate_faces,
+         # the context alone: the face under the mask one flat colour (strength ignored) - the bound
+         # no view for G can go under, since the pipeline keeps what lies outside the mask
+         "mask": lambda x, strength: mask_faces(x, strength, face_mask(AlignConfig(size=x.shape[-1])).to(x))}
 
 
 def view_of(name: str, strength: float, crops: torch.Tensor) -> torch.Tensor:
