@@ -1,12 +1,17 @@
 """How much identity a learned inverter gets back from a candidate *view* of the face - the bound
 on any anonymiser whose generator sees only that view (``anonymiser.networks.limited_view``).
 
-Proxy of ``refacex bench attacks``'s inversion row, on aligned crops only (no detection, dlib port
-only): the same inverter (``bench.attacks.train_inverter``) trained on "train" identities, match
-rate of its output against the original at dlib distance 0.544 (FAR 0.1 %) on "val" identities.
+Proxy of ``refacex bench attacks``'s inversion row, on aligned crops only (no detection): the same
+inverter (``bench.attacks.train_inverter``) trained on "train" identities, match rate of its output
+against the original on "val" identities at dlib distance 0.544 and, when the MobileFaceNet judge
+sits in ../shared/models, at its cosine 0.3326 (both FAR 0.1 %, the full attack run's calibration),
+read from the crop's ArcFace frame. ``--id-weight 0`` trains the inverter on pixels alone (no
+identity loss through the dlib port): what is left of its dlib matches is not dlib's own blind spots.
 
     python scripts/view_inversion.py --data ../shared/data/lfw --view blur:1 --view blur:2
     python scripts/view_inversion.py --data ../shared/data/lfw --view mask:1 --view blur:3 --steps 1500 --faces 300
+    python scripts/view_inversion.py --data ../shared/data/lfw --view mask:1 --steps 1500 --faces 300 --mask-axes 54 66
+    python scripts/view_inversion.py --data ../shared/data/lfw --view mask:1 --steps 1500 --faces 300 --id-weight 0
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
+from refacex_plugin import geometry
 from refacex_plugin.anonymisers import blur_faces, mask_faces, pixelate_faces
 from refacex_plugin.bench.attacks import AttackConfig, _frozen_identity_model, train_inverter
 from refacex_plugin.geometry import AlignConfig, face_mask, pool_to
@@ -40,6 +47,26 @@ def view_of(name: str, strength: float, crops: torch.Tensor) -> torch.Tensor:
     return torch.cat(out)
 
 
+#: The judge's cosine threshold at FAR 0.1 % (docs/benchmarks/attacks-refacex-full.md's calibration).
+MFN_MATCH = 0.3326
+MFN_PATH = Path(__file__).resolve().parents[2] / "shared/models/mobilefacenet_ms1m.onnx"
+
+
+def mfn_embeddings(crops: torch.Tensor) -> torch.Tensor | None:
+    """``(N, 3, RES, RES)`` canonical crops -> the MobileFaceNet judge's ``(N, 128)`` unit embeddings
+    of their ArcFace frame (the central ``zoom`` of the crop, resampled to 112 px); None without it."""
+    if not MFN_PATH.is_file():
+        return None
+    from refacex_plugin.bench.recognizers import OnnxRecognizer
+
+    judge = OnnxRecognizer(MFN_PATH)
+    margin = round((1 - AlignConfig().zoom) / 2 * RES)
+    chips = F.interpolate(crops[:, :, margin : RES - margin, margin : RES - margin], size=(112, 112), mode="bilinear", align_corners=False)
+    x = ((chips.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255 - judge.mean) / judge.std).transpose(0, 3, 1, 2)
+    out = torch.cat([torch.from_numpy(judge.sess.run(None, {judge.input: x[i : i + 1].copy()})[0]).reshape(1, -1) for i in range(len(x))])
+    return F.normalize(out, dim=1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True)
@@ -47,7 +74,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--train", type=int, default=3000)
     ap.add_argument("--faces", type=int, default=150)
+    ap.add_argument("--id-weight", type=float, default=AttackConfig.id_weight, help="the inverter's dlib identity loss weight (0: pixels alone)")
+    ap.add_argument("--mask-axes", type=float, nargs=2, metavar=("AX", "AY"),
+                    help="the face ellipse's semi-axes in ArcFace-112 units (a candidate mask; default: geometry's)")
     args = ap.parse_args()
+    if args.mask_axes:  # before any mask is built: every face_mask() of this run uses the candidate
+        geometry._FACE_AXES_112 = tuple(args.mask_axes)
+    print("mask axes", geometry._FACE_AXES_112, flush=True)
     train = prepare_crops(args.data, "train", args.train, 256, 0)
     val = prepare_crops(args.data, "val", args.faces, 256, 1)
     idm = _frozen_identity_model()
@@ -56,7 +89,8 @@ def main() -> None:
     orig_val = pool_to(val.float() / 255, RES)
     with torch.no_grad():
         e_val = idm(orig_val)
-    cfg = AttackConfig(steps=args.steps)
+    m_val = mfn_embeddings(orig_val)
+    cfg = AttackConfig(steps=args.steps, id_weight=args.id_weight)
     for spec in args.view:
         name, strength = spec.split(":")
         anon_train, anon_val = view_of(name, float(strength), train), view_of(name, float(strength), val)
@@ -67,7 +101,10 @@ def main() -> None:
             d_view = (idm(anon_val) - e_val).norm(dim=1)
             d_rec = (idm(rec) - e_val).norm(dim=1)
         result = {"view_match": float((d_view < MATCH_DISTANCE).float().mean()), "inverted_match": float((d_rec < MATCH_DISTANCE).float().mean()),
-                  "faces": len(val), "steps": args.steps, "train_s": info["train_s"]}
+                  "faces": len(val), "steps": args.steps, "id_weight": args.id_weight, "train_s": info["train_s"]}
+        if m_val is not None:
+            for what, x in (("view", anon_val), ("inverted", rec)):
+                result[f"{what}_match_mfn"] = float(((mfn_embeddings(x) * m_val).sum(1) >= MFN_MATCH).float().mean())
         print(spec, json.dumps(result), flush=True)
 
 
