@@ -7,11 +7,13 @@ against the original on "val" identities at dlib distance 0.544 and, when the Mo
 sits in ../shared/models, at its cosine 0.3326 (both FAR 0.1 %, the full attack run's calibration),
 read from the crop's ArcFace frame. ``--id-weight 0`` trains the inverter on pixels alone (no
 identity loss through the dlib port): what is left of its dlib matches is not dlib's own blind spots.
+``--id-loss judge`` takes the identity loss through the judge instead (``bench.onnx_torch``).
 
     python scripts/view_inversion.py --data ../shared/data/lfw --view blur:1 --view blur:2
     python scripts/view_inversion.py --data ../shared/data/lfw --view mask:1 --view blur:3 --steps 1500 --faces 300
     python scripts/view_inversion.py --data ../shared/data/lfw --view mask:1 --steps 1500 --faces 300 --mask-axes 54 66
     python scripts/view_inversion.py --data ../shared/data/lfw --view mask:1 --steps 1500 --faces 300 --id-weight 0
+    python scripts/view_inversion.py --data ../shared/data/lfw --view mask:1 --steps 1500 --faces 300 --id-loss judge
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--train", type=int, default=3000)
     ap.add_argument("--faces", type=int, default=150)
+    ap.add_argument("--id-loss", choices=("dlib", "judge"), default="dlib", help="the recogniser the inverter's identity loss goes through")
     ap.add_argument("--id-weight", type=float, default=AttackConfig.id_weight, help="the inverter's dlib identity loss weight (0: pixels alone)")
     ap.add_argument("--mask-axes", type=float, nargs=2, metavar=("AX", "AY"),
                     help="the face ellipse's semi-axes in ArcFace-112 units (a candidate mask; default: geometry's)")
@@ -90,18 +93,23 @@ def main() -> None:
     with torch.no_grad():
         e_val = idm(orig_val)
     m_val = mfn_embeddings(orig_val)
+    loss_model = None  # train_inverter's default: the dlib port
+    if args.id_loss == "judge":
+        from refacex_plugin.bench.onnx_torch import ArcFaceCropEmbedder
+
+        loss_model = ArcFaceCropEmbedder(MFN_PATH).eval().requires_grad_(False)
     cfg = AttackConfig(steps=args.steps, id_weight=args.id_weight)
     for spec in args.view:
         name, strength = spec.split(":")
         anon_train, anon_val = view_of(name, float(strength), train), view_of(name, float(strength), val)
-        net, info = train_inverter(anon_train, orig_train, 16, cfg, progress=False)
+        net, info = train_inverter(anon_train, orig_train, 16, cfg, progress=False, idm=loss_model)
         with torch.no_grad():
             m = mask.expand(len(anon_val), -1, -1, -1)
             rec = net(anon_val, torch.zeros(len(anon_val), net.unet.cond[0].in_features), m)
             d_view = (idm(anon_val) - e_val).norm(dim=1)
             d_rec = (idm(rec) - e_val).norm(dim=1)
         result = {"view_match": float((d_view < MATCH_DISTANCE).float().mean()), "inverted_match": float((d_rec < MATCH_DISTANCE).float().mean()),
-                  "faces": len(val), "steps": args.steps, "id_weight": args.id_weight, "train_s": info["train_s"]}
+                  "faces": len(val), "steps": args.steps, "id_weight": args.id_weight, "id_loss": args.id_loss, "train_s": info["train_s"]}
         if m_val is not None:
             for what, x in (("view", anon_val), ("inverted", rec)):
                 result[f"{what}_match_mfn"] = float(((mfn_embeddings(x) * m_val).sum(1) >= MFN_MATCH).float().mean())
