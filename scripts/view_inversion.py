@@ -14,6 +14,7 @@ identity loss through the dlib port): what is left of its dlib matches is not dl
     python scripts/view_inversion.py --data ../shared/data/lfw --view mask:1 --steps 1500 --faces 300 --mask-axes 54 66
     python scripts/view_inversion.py --data ../shared/data/lfw --view mask:1 --steps 1500 --faces 300 --id-weight 0
     python scripts/view_inversion.py --data ../shared/data/lfw --view mask:1 --steps 1500 --faces 300 --id-loss judge
+    python scripts/view_inversion.py --data ../shared/data/lfw --view refacex:1 --steps 1500 --faces 300 --id-loss judge
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -33,7 +35,22 @@ from refacex_plugin.anonymiser.networks import RES, blend
 from refacex_plugin.training.anonymiser import MATCH_DISTANCE
 from refacex_plugin.training.data import prepare_crops
 
-VIEWS = {"blur": blur_faces, "pixelate": pixelate_faces,
+def refacex_faces(x: torch.Tensor, strength: float) -> torch.Tensor:
+    """The shipped refacex anonymiser's output (random donors, seeded; strength ignored): not a
+    view for G but the whole method, so the proxy can also attack what the pipeline publishes."""
+    global _DONORS
+    from refacex_plugin.anonymiser.donors import DonorAssigner
+    from refacex_plugin.anonymisers import get_anonymiser
+    from refacex_plugin.operators import anonymise
+
+    if _DONORS is None:
+        _DONORS = DonorAssigner(get_anonymiser("refacex").bank, "random", None, seed=0)
+    with torch.inference_mode():
+        return anonymise(x, _DONORS.vectors(np.zeros((len(x), 128), np.float32)), "refacex")
+
+
+_DONORS = None
+VIEWS = {"blur": blur_faces, "pixelate": pixelate_faces, "refacex": refacex_faces,
          # the context alone: the face under the mask one flat colour (strength ignored) - the bound
          # no view for G can go under, since the pipeline keeps what lies outside the mask
          "mask": lambda x, strength: mask_faces(x, strength, face_mask(AlignConfig(size=x.shape[-1])).to(x))}
