@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from refacex_plugin import geometry
 from refacex_plugin.anonymisers import blur_faces, mask_faces, pixelate_faces
+from refacex_plugin.bench.onnx_torch import ArcFaceCropEmbedder
 from refacex_plugin.bench.attacks import AttackConfig, _frozen_identity_model, train_inverter
 from refacex_plugin.geometry import AlignConfig, face_mask, pool_to
 from refacex_plugin.anonymiser.networks import RES, blend
@@ -71,19 +71,10 @@ MFN_MATCH = 0.3326
 MFN_PATH = Path(__file__).resolve().parents[2] / "shared/models/mobilefacenet_ms1m.onnx"
 
 
-def mfn_embeddings(crops: torch.Tensor) -> torch.Tensor | None:
-    """``(N, 3, RES, RES)`` canonical crops -> the MobileFaceNet judge's ``(N, 128)`` unit embeddings
-    of their ArcFace frame (the central ``zoom`` of the crop, resampled to 112 px); None without it."""
-    if not MFN_PATH.is_file():
-        return None
-    from refacex_plugin.bench.recognizers import OnnxRecognizer
-
-    judge = OnnxRecognizer(MFN_PATH)
-    margin = round((1 - AlignConfig().zoom) / 2 * RES)
-    chips = F.interpolate(crops[:, :, margin : RES - margin, margin : RES - margin], size=(112, 112), mode="bilinear", align_corners=False)
-    x = ((chips.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255 - judge.mean) / judge.std).transpose(0, 3, 1, 2)
-    out = torch.cat([torch.from_numpy(judge.sess.run(None, {judge.input: x[i : i + 1].copy()})[0]).reshape(1, -1) for i in range(len(x))])
-    return F.normalize(out, dim=1)
+def mfn_embeddings(judge, crops: torch.Tensor) -> torch.Tensor:
+    """``(N, 3, RES, RES)`` canonical crops -> the judge's ``(N, 128)`` unit embeddings of their ArcFace frame."""
+    with torch.no_grad():
+        return torch.cat([judge(crops[i : i + 64].clamp(0, 1)) for i in range(0, len(crops), 64)])
 
 
 def main() -> None:
@@ -109,12 +100,11 @@ def main() -> None:
     orig_val = pool_to(val.float() / 255, RES)
     with torch.no_grad():
         e_val = idm(orig_val)
-    m_val = mfn_embeddings(orig_val)
-    loss_model = None  # train_inverter's default: the dlib port
-    if args.id_loss == "judge":
-        from refacex_plugin.bench.onnx_torch import ArcFaceCropEmbedder
-
-        loss_model = ArcFaceCropEmbedder(MFN_PATH).eval().requires_grad_(False)
+    judge = ArcFaceCropEmbedder(MFN_PATH).eval().requires_grad_(False) if MFN_PATH.is_file() else None
+    m_val = mfn_embeddings(judge, orig_val) if judge is not None else None
+    if args.id_loss == "judge" and judge is None:
+        raise SystemExit(f"--id-loss judge needs the judge at {MFN_PATH}")
+    loss_model = judge if args.id_loss == "judge" else None  # None: train_inverter's default, the dlib port
     cfg = AttackConfig(steps=args.steps, id_weight=args.id_weight)
     for spec in args.view:
         name, strength = spec.split(":")
@@ -129,7 +119,7 @@ def main() -> None:
                   "faces": len(val), "steps": args.steps, "id_weight": args.id_weight, "id_loss": args.id_loss, "train_s": info["train_s"]}
         if m_val is not None:
             for what, x in (("view", anon_val), ("inverted", rec)):
-                result[f"{what}_match_mfn"] = float(((mfn_embeddings(x) * m_val).sum(1) >= MFN_MATCH).float().mean())
+                result[f"{what}_match_mfn"] = float(((mfn_embeddings(judge, x) * m_val).sum(1) >= MFN_MATCH).float().mean())
         print(spec, json.dumps(result), flush=True)
 
 
