@@ -355,10 +355,10 @@ def bench(sections, data, methods, recognizers, quick, seed, probes_per_person, 
         res = run(cfg)
     except (RefacexError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
-    text = markdown(res)
-    if json_out:
+    if json_out:  # first: hours of measurements survive a report that fails to render
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(res, indent=2))
+    text = markdown(res)
     if report_out:
         Path(report_out).parent.mkdir(parents=True, exist_ok=True)
         Path(report_out).write_text(text + "\n")

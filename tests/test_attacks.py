@@ -61,8 +61,9 @@ def test_attack_report_renders_every_section():
     }
     text = "\n".join(attacks_markdown(res))
     for needle in ("Payload tampering", "tag_forged_and_recoded", "Transplant", "Learned inversion: blur", "50.0 %", "Consistent-donor",
-                   "identity loss through onnx:judge", "25.0 %"):
+                   "identity loss through onnx:judge", "25.0 %", "Wilson"):
         assert needle in text
+    assert "50.0 % (12.5–87.5)" in text  # half of 3 faces: the rate with its interval
 
 
 def test_the_inverters_training_pairs_repeat_with_the_seed(lfw):

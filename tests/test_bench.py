@@ -52,6 +52,17 @@ def test_threshold_at_far_and_best_accuracy():
     assert len(imp) == 4 and (imp < 0.2).all()
 
 
+@pytest.mark.parametrize("k, n", [(0, 300), (22, 300), (150, 300), (300, 300), (1, 3)])
+def test_wilson_interval_brackets_the_rate_and_matches_the_closed_form(k, n):
+    lo, hi = M.wilson_interval(k / n, n)
+    assert 0.0 <= lo <= k / n <= hi <= 1.0
+    # the interval's ends are the rates whose normal test just accepts k of n: |k/n - p| = z sqrt(p (1 - p) / n)
+    for p in (lo, hi):
+        if 0.0 < p < 1.0:
+            assert abs(abs(k / n - p) - 1.96 * np.sqrt(p * (1 - p) / n)) < 1e-9
+    assert M.wilson_interval(22 / 300, 300) == pytest.approx((0.0489, 0.1085), abs=1e-4)
+
+
 def test_landmark_and_pose_metrics(lfw_sample):
     from refacex_plugin.bench.originals import Landmarks68
     from refacex_plugin.detection import load_detector

@@ -19,6 +19,16 @@ def _pct(v):
     return _f(None if v is None else 100 * v, "{:.1f} %")
 
 
+def _pct_ci(v, n):
+    """A rate with its 95 % Wilson interval over ``n`` trials: ``7.3 % (4.9-10.8)``."""
+    if v is None or not n:
+        return _pct(v)
+    from .metrics import wilson_interval
+
+    lo, hi = wilson_interval(v, int(n))
+    return f"{_pct(v)} ({100 * lo:.1f}–{100 * hi:.1f})"
+
+
 def markdown(res: dict) -> str:
     d = res["data"]
     lines = [
@@ -187,7 +197,8 @@ def attacks_markdown(a: dict) -> list[str]:
     learned inversion, adversarial pull and donor linkage."""
     lines = ["## Attacks (public code and weights, no key)", "",
              f"Attacked faces: {a.get('evaluated_faces')} probes of people the attacker's networks never trained on "
-             "(their \"val\" identities; training pairs come from the \"train\" identities).", "",
+             "(their \"val\" identities; training pairs come from the \"train\" identities). Identity match rates carry "
+             "their 95 % Wilson interval over the faces attacked.", "",
              "### Payload tampering", "", "| case | trials | refused | opened intact | opened into something else |",
              "| --- | --- | --- | --- | --- |"]
     for case, r in a["payload"].items():
@@ -222,7 +233,8 @@ def attacks_markdown(a: dict) -> list[str]:
                             f"{r['train_faces']} faces, {r['train_s']:.0f} s")
                 if section == "adversarial_pull":
                     note = f"L-inf {r['linf'] * 255:.0f}/255, crop PSNR {r['crop_psnr_db']:.1f} dB"
-                lines.append(f"| {name} | " + " | ".join(_pct(r["identity"][n]["match_rate"]) for n in names) + " | "
+                faces = rows.get("faces") if section == "adversarial_pull" else a.get("evaluated_faces")
+                lines.append(f"| {name} | " + " | ".join(_pct_ci(r["identity"][n]["match_rate"], faces) for n in names) + " | "
                              + " | ".join(_f(r["identity"][n]["mean_similarity"]) for n in names) + f" | {note} |")
     d = a.get("donor_linkage")
     if d:
