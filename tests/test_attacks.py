@@ -66,6 +66,29 @@ def test_attack_report_renders_every_section():
     assert "50.0 % (12.5–87.5)" in text  # half of 3 faces: the rate with its interval
 
 
+def test_match_counts_a_photo_of_the_same_person_as_re_identification():
+    """rank-1 among every original: an attacked face nearest another photo of its person counts,
+    one nearest somebody else does not, whatever the threshold match says."""
+    from types import SimpleNamespace
+
+    class Recognizer:
+        name, metric = "r", "cosine"
+
+        def embed(self, image, geometry):
+            return image[None]  # the "image" is its embedding
+
+    e = np.eye(4, dtype=np.float32)  # A_1, A_2, B_1, C_1
+    orig = SimpleNamespace(ok=np.array([True, True, True, True]), paths=["d/A/A_1.jpg", "d/A/A_2.jpg", "d/B/B_1.jpg", "d/C/C_1.jpg"],
+                           embedding={"r": e}, geometry={"r": np.zeros((4, 5, 2), np.float32)})
+    faces = SimpleNamespace(index=[0, 2])
+    attacked = [e[1] + 0.1 * e[0], e[3] + 0.1 * e[2]]  # A's face nearest A_2; B's face nearest C_1
+    out = A._match(attacked, faces, orig, [Recognizer()], {"r": {"threshold": 0.5}})["r"]
+    assert out["rank1_originals"] == 0.5 and out["originals_searched"] == 4
+    assert out["match_rate"] == 0.0  # neither is near its own original
+    res = {"evaluated_faces": 2, "payload": {}, "methods": {"blur": {"inversion": {"anonymised_without_attack": {"identity": {"r": out}}}}}}
+    assert "| 0.0 % (0.0–65.8) | 50.0 % (9.5–90.5) |" in "\n".join(attacks_markdown(res))
+
+
 def test_the_inverters_training_pairs_repeat_with_the_seed(lfw):
     """The attack's (anonymised, original) pairs draw refacex's donors from the run's seed."""
     from refacex_plugin.anonymisers import available_methods

@@ -220,10 +220,17 @@ def attacks_markdown(a: dict) -> list[str]:
             if first is None:
                 continue
             names = list(first["identity"])
+            ranked = [n for n in names if "rank1_originals" in first["identity"][n]]
             title = {"keyless_recovery": "Keyless recovery", "inversion": "Learned inversion",
                      "adversarial_pull": f"Adversarial pull (PGD on the dlib model, {rows.get('faces')} faces with a gallery photo)"}[section]
-            lines += ["", f"### {title}: {method}", "", "| attack | " + " | ".join(f"match {n}" for n in names)
-                      + " | " + " | ".join(f"mean sim. {n}" for n in names) + " | notes |", "| --- " * (2 + 2 * len(names)) + "|"]
+            lines += ["", f"### {title}: {method}", ""]
+            if ranked:
+                searched = first["identity"][ranked[0]]["originals_searched"]
+                lines += [f"*match*: the face matches its own original at the recogniser's threshold; *rank-1*: the most similar "
+                          f"of all {searched:,} original photos (its own included) shows the same person.", ""]
+            lines += ["| attack | " + " | ".join(f"match {n}" for n in names) + "".join(f" | rank-1 {n}" for n in ranked)
+                      + " | " + " | ".join(f"mean sim. {n}" for n in names) + " | notes |",
+                      "| --- " * (2 + 2 * len(names) + len(ranked)) + "|"]
             for name, r in rows.items():
                 if not isinstance(r, dict) or "identity" not in r:
                     continue
@@ -234,7 +241,8 @@ def attacks_markdown(a: dict) -> list[str]:
                 if section == "adversarial_pull":
                     note = f"L-inf {r['linf'] * 255:.0f}/255, crop PSNR {r['crop_psnr_db']:.1f} dB"
                 faces = rows.get("faces") if section == "adversarial_pull" else a.get("evaluated_faces")
-                lines.append(f"| {name} | " + " | ".join(_pct_ci(r["identity"][n]["match_rate"], faces) for n in names) + " | "
+                lines.append(f"| {name} | " + " | ".join(_pct_ci(r["identity"][n]["match_rate"], faces) for n in names)
+                             + "".join(f" | {_pct_ci(r['identity'][n].get('rank1_originals'), faces)}" for n in ranked) + " | "
                              + " | ".join(_f(r["identity"][n]["mean_similarity"]) for n in names) + f" | {note} |")
     d = a.get("donor_linkage")
     if d:
