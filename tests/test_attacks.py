@@ -56,12 +56,15 @@ def test_attack_report_renders_every_section():
                                                         "identity": {"dlib": {"match_rate": 0.5, "mean_similarity": -0.6}}},
                                            "width_16_vs_onnx:judge": {"width": 16, "steps": 5, "train_faces": 10, "train_s": 1.0,
                                                                       "identity_loss": "onnx:judge",
-                                                                      "identity": {"dlib": {"match_rate": 0.25, "mean_similarity": -0.7}}}}}},
+                                                                      "identity": {"dlib": {"match_rate": 0.25, "mean_similarity": -0.7}}},
+                                           "width_16_pixels_only": {"width": 16, "steps": 5, "train_faces": 10, "train_s": 1.0,
+                                                                    "identity_loss": "none",
+                                                                    "identity": {"dlib": {"match_rate": 0.0, "mean_similarity": -0.8}}}}}},
         "donor_linkage": {"people": 4, "bank_size": 8, "same_donor_same_key_other_photo": 1.0, "same_donor_across_keys": 0.0, "chance": 0.125},
     }
     text = "\n".join(attacks_markdown(res))
     for needle in ("Payload tampering", "tag_forged_and_recoded", "Transplant", "Learned inversion: blur", "50.0 %", "Consistent-donor",
-                   "identity loss through onnx:judge", "25.0 %", "Wilson"):
+                   "identity loss through onnx:judge", "25.0 %", "Wilson", "pixel loss only"):
         assert needle in text
     assert "50.0 % (12.5–87.5)" in text  # half of 3 faces: the rate with its interval
 

@@ -398,12 +398,19 @@ def train_inverter(anon: torch.Tensor, orig: torch.Tensor, width: int, cfg: Atta
         m = mask.expand(len(y), -1, -1, -1)
         out = net(y, zeros[: len(y)], m)
         l1 = ((out - x).abs() * m).mean() / m.mean()
-        lid = (idm(out) - target[idx]).norm(dim=1).mean()
-        loss = l1 + cfg.id_weight * lid
+        logged = step % max(cfg.steps // 10, 1) == 0 or step == cfg.steps - 1
+        if cfg.id_weight:
+            lid = (idm(out) - target[idx]).norm(dim=1).mean()
+            loss = l1 + cfg.id_weight * lid
+        else:  # pixels only: the identity distance is only logged
+            loss = l1
+            if logged:
+                with torch.no_grad():
+                    lid = (idm(out) - target[idx]).norm(dim=1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if step % max(cfg.steps // 10, 1) == 0 or step == cfg.steps - 1:
+        if logged:
             loss_log.append({"step": step, "l1": round(l1.item(), 4), "id_distance": round(lid.item(), 4)})
     net.eval()
     return net, {"width": width, "steps": cfg.steps, "train_faces": len(anon), "train_s": round(time.time() - t0, 1), "log": loss_log}
@@ -411,16 +418,20 @@ def train_inverter(anon: torch.Tensor, orig: torch.Tensor, width: int, cfg: Atta
 
 def inversion_attack(method: str, faces: _Faces, data, orig, recognizers, calib, widths: list[int],
                      cfg: AttackConfig, seed: int = 0, progress: bool = True) -> dict:
-    """Inverters of each width in ``widths`` trained through the dlib port (rows ``width_W``), and one
-    of the first width through each other differentiable recogniser (``width_W_vs_NAME``)."""
+    """Inverters of each width in ``widths`` trained through the dlib port (rows ``width_W``), one of
+    the first width through each other differentiable recogniser (``width_W_vs_NAME``), and one of
+    the first width on the pixel loss alone (``width_W_pixels_only``: the textbook inversion, no
+    recogniser to steer)."""
     anon, original = _training_pairs(method, data, cfg.train_images, seed, progress)
     mask = face_mask(AlignConfig(size=RES))
     losses = identity_losses(recognizers)
-    attackers = [(f"width_{w}", w, "dlib") for w in widths] + [(f"width_{widths[0]}_vs_{n}", widths[0], n) for n in losses if n != "dlib"]
+    attackers = ([(f"width_{w}", w, "dlib") for w in widths] + [(f"width_{widths[0]}_vs_{n}", widths[0], n) for n in losses if n != "dlib"]
+                 + [(f"width_{widths[0]}_pixels_only", widths[0], None)])
     out = {}
     for row, w, loss in attackers:
-        net, info = train_inverter(anon, original, w, cfg, seed, progress, idm=losses[loss])
-        info["identity_loss"] = loss
+        net, info = train_inverter(anon, original, w, cfg if loss else replace(cfg, id_weight=0.0), seed, progress,
+                                   idm=losses[loss or "dlib"])
+        info["identity_loss"] = loss or "none"
 
         def fn(crops, owners, net=net):
             small = pool_to(crops, RES)

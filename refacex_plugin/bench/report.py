@@ -236,8 +236,9 @@ def attacks_markdown(a: dict) -> list[str]:
                     continue
                 note = ""
                 if section == "inversion" and "steps" in r:
-                    note = (f"width {r['width']}, identity loss through {r.get('identity_loss', 'dlib')}, {r['steps']} steps on "
-                            f"{r['train_faces']} faces, {r['train_s']:.0f} s")
+                    loss = r.get("identity_loss", "dlib")
+                    note = (f"width {r['width']}, " + ("pixel loss only" if loss == "none" else f"identity loss through {loss}")
+                            + f", {r['steps']} steps on {r['train_faces']} faces, {r['train_s']:.0f} s")
                 if section == "adversarial_pull":
                     note = f"L-inf {r['linf'] * 255:.0f}/255, crop PSNR {r['crop_psnr_db']:.1f} dB"
                 faces = rows.get("faces") if section == "adversarial_pull" else a.get("evaluated_faces")
