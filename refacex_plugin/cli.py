@@ -374,17 +374,19 @@ def train():
 
 
 @train.command("watermark", context_settings=_SETTINGS)
-@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Identity-labelled face folder.")
-@click.option("--config", type=click.Choice(["tiny", "cpu", "gpu"]), default="cpu", show_default=True)
+@click.option("--data", required=True, type=click.Path(exists=True),
+              help="Identity-labelled face folder, or a crop pack (.npz; scripts/device_bundle.py writes one).")
+@click.option("--config", type=click.Choice(["tiny", "cpu", "gpu", "device"]), default="cpu", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default="runs/watermark", show_default=True, help="Run folder (checkpoint, log, samples).")
 @click.option("--steps", type=int, help="Override the config's number of steps.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--init", help="Start a new run from these weights ('zoo': the partially trained models/ watermark-learned).")
-def train_watermark(data, config, out, steps, device, init):
+@click.option("--minutes", type=float, help="Stop after this long (checkpoint and weights written; the learning rate anneals by time).")
+def train_watermark(data, config, out, steps, device, init, minutes):
     """Train the learned watermark; re-run the same command to resume."""
     from .training.watermark import main as run_training
 
-    run_training(_training_argv(data, config, out, device, steps=steps, init=init))
+    run_training(_training_argv(data, config, out, device, steps=steps, init=init, minutes=minutes))
 
 
 def _training_argv(data, config, out, device, **options) -> list[str]:
@@ -401,8 +403,9 @@ def _training_argv(data, config, out, device, **options) -> list[str]:
 
 
 @train.command("anonymiser", context_settings=_SETTINGS)
-@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Identity-labelled face folder.")
-@click.option("--config", type=click.Choice(["tiny", "cpu", "gpu"]), default="cpu", show_default=True)
+@click.option("--data", required=True, type=click.Path(exists=True),
+              help="Identity-labelled face folder, or a crop pack (.npz; scripts/device_bundle.py writes one).")
+@click.option("--config", type=click.Choice(["tiny", "cpu", "gpu", "device"]), default="cpu", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default="runs/anonymiser", show_default=True, help="Run folder (checkpoint, log, samples, donors).")
 @click.option("--steps", type=int, help="Override the config's number of steps.")
 @click.option("--no-detach", is_flag=True, help="Ablation: let recovery gradients reach the anonymiser.")
@@ -411,12 +414,13 @@ def _training_argv(data, config, out, device, **options) -> list[str]:
 @click.option("--recovery-only", is_flag=True, help="Fine-tune the recovery network alone (G and E frozen; use with --init).")
 @click.option("--lr", type=float, help="Override the config's learning rate.")
 @click.option("--view-blur", type=float, help="Strength of the blur G sees under the face mask (default: the current design's).")
-def train_anonymiser(data, config, out, steps, no_detach, device, init, recovery_only, lr, view_blur):
+@click.option("--minutes", type=float, help="Stop after this long (checkpoint and weights written; the learning rate anneals by time).")
+def train_anonymiser(data, config, out, steps, no_detach, device, init, recovery_only, lr, view_blur, minutes):
     """Train the anonymiser, code encoder and recovery network; re-run the same command to resume."""
     from .training.anonymiser import main as run_training
 
     run_training(_training_argv(data, config, out, device, steps=steps, no_detach=no_detach, init=init,
-                                recovery_only=recovery_only, lr=lr, view_blur=view_blur))
+                                recovery_only=recovery_only, lr=lr, view_blur=view_blur, minutes=minutes))
 
 
 @main.group(context_settings=_SETTINGS)

@@ -46,7 +46,7 @@ from ..geometry import AlignConfig, face_mask
 from ..identity import IdentityModel
 from ..payload import CODE_BITS
 from .augment import random_distortion
-from .common import JsonLog, base_parser, load_checkpoint, resolve_init, save_checkpoint, save_grid
+from .common import Budget, JsonLog, base_parser, load_checkpoint, resolve_init, save_checkpoint, save_grid
 from .data import prepare_crops
 
 #: dlib distance at FAR 0.1% on LFW (the full benchmark's threshold): below it, "same person".
@@ -99,6 +99,9 @@ CONFIGS = {
     # w_donor 0.3, w_keyless 0.5 and 2,400 steps.
     "cpu": AnonymiserTrainConfig(steps=2200, width=16),
     "gpu": AnonymiserTrainConfig(steps=60000, batch=32, width=64, train_images=9000, val_images=600, lr=3e-4, log_every=500, ckpt_every=2000),
+    # A lent accelerator's few minutes (scripts/device_train.sh): the shipped width, so it continues
+    # the zoo's weights (--init zoo), a larger batch, and as many steps as --minutes allows.
+    "device": AnonymiserTrainConfig(steps=100000, batch=32, width=16, lr=2e-4, val_images=64, log_every=250, ckpt_every=1000),
 }
 
 
@@ -229,8 +232,10 @@ def evaluate(m: Models, idm: IdentityModel, x: torch.Tensor, e_x: torch.Tensor, 
 
 
 def train(cfg: AnonymiserTrainConfig, data: Path, out: Path, device: str = "cpu", resume: bool = True, log=print,
-          init: Path | None = None) -> Path:
-    """Train (or resume ``out``'s checkpoint); ``init``: start a fresh run from these G/E/R weights."""
+          init: Path | None = None, minutes: float | None = None) -> Path:
+    """Train (or resume ``out``'s checkpoint); ``init``: start a fresh run from these G/E/R weights;
+    ``minutes``: stop (checkpoint and final weights written) once this much time has passed, the
+    learning rate's cosine following whichever of steps and time is further along."""
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     train_crops = prepare_crops(data, "train", cfg.train_images, RES, cfg.seed)
@@ -253,7 +258,8 @@ def train(cfg: AnonymiserTrainConfig, data: Path, out: Path, device: str = "cpu"
             p.requires_grad_(False)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_d, betas=(0.5, 0.999))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / cfg.steps, 1.0))))
+    clock = Budget(minutes)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * clock.progress(s, cfg.steps))))
     step = 0
     ckpt = out / "checkpoint.pt"
     state = load_checkpoint(ckpt, device) if resume else None
@@ -306,14 +312,17 @@ def train(cfg: AnonymiserTrainConfig, data: Path, out: Path, device: str = "cpu"
             opt_d.step()
             losses["disc"] = d_loss
         step += 1
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        last = step == cfg.steps or clock.spent()
+        if step % cfg.log_every == 0 or last:
             ev = evaluate(m, idm, x_val, e_val, d_val, mask.expand(len(x_val), -1, -1, -1), cfg.seed)
             save_grid(ev.pop("_grid"), out / "samples.png")
             logf.write({"step": step, **{k: float(v.detach()) for k, v in losses.items()},
                         "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 1), **ev})
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+        if step % cfg.ckpt_every == 0 or last:
             save_checkpoint(ckpt, model=m.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), disc=disc.state_dict(),
                             opt_d=opt_d.state_dict(), step=step, config=asdict(cfg))
+        if last:
+            break
     logf.close()
     final = out / "refacex-anonymiser.pt"
     torch.save({"model": m.state_dict(), "width": cfg.width, "code_bits": cfg.code_bits, "view_blur": cfg.view_blur,
@@ -328,6 +337,7 @@ def main(argv=None) -> None:
     ap.add_argument("--recovery-only", action="store_true", help="fine-tune the recovery network alone (G and E frozen; use with --init)")
     ap.add_argument("--lr", type=float, help="learning rate (default: the config's)")
     ap.add_argument("--view-blur", type=float, help=f"strength of the blur G sees (default: {VIEW_BLUR})")
+    ap.add_argument("--minutes", type=float, help="stop after this long (checkpoint and weights written)")
     args = ap.parse_args(argv)
     over = {"steps": args.steps} if args.steps else {}
     if args.no_detach:
@@ -340,7 +350,8 @@ def main(argv=None) -> None:
         over["view_blur"] = args.view_blur
     cfg = AnonymiserTrainConfig(**{**asdict(CONFIGS[args.config]), **over})
     init = resolve_init(args.init, "refacex-anonymiser")
-    print(train(cfg, args.data, args.out, args.device, log=lambda msg: print(msg, file=sys.stderr, flush=True), init=init))
+    print(train(cfg, args.data, args.out, args.device, log=lambda msg: print(msg, file=sys.stderr, flush=True), init=init,
+                minutes=args.minutes))
 
 if __name__ == "__main__":
     main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,24 @@ def save_grid(rows: list[torch.Tensor], path: Path) -> None:
 
     grid = torch.cat([torch.cat(list(r.detach().float().cpu().clamp(0, 1)), dim=2) for r in rows], dim=1)
     Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(path)
+
+
+class Budget:
+    """A training run's time budget (``minutes``; None: unlimited), counted from its creation."""
+
+    def __init__(self, minutes: float | None = None):
+        self.seconds = None if minutes is None else 60.0 * minutes
+        self.start = time.monotonic()
+
+    def spent(self) -> bool:
+        return self.seconds is not None and time.monotonic() - self.start >= self.seconds
+
+    def progress(self, step: int, steps: int) -> float:
+        """How far along the run is, in [0, 1]: of its steps, or of its time if that is further."""
+        p = step / max(steps, 1)
+        if self.seconds is not None:
+            p = max(p, 1.0 if self.seconds <= 0 else (time.monotonic() - self.start) / self.seconds)
+        return min(p, 1.0)
 
 
 class JsonLog:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from ..watermark.learned import RES, LearnedWatermark
 from .augment import random_distortion
+from .common import Budget
 from .data import prepare_crops
 
 
@@ -58,6 +59,11 @@ CONFIGS = {
     "cpu": WatermarkTrainConfig(steps=10000, batch=16, width=16, rms_start=0.03, warmup_steps=300, ramp_steps=4000,
                                 log_every=100, ckpt_every=250, bits_threshold=0.93),
     "gpu": WatermarkTrainConfig(steps=40000, batch=64, width=48, train_images=9000, val_images=600, warmup_steps=2000, ramp_steps=15000, log_every=200, ckpt_every=2000),
+    # A lent accelerator's few minutes (scripts/device_train.sh): continue the zoo's weights (width
+    # 16, all 252 bits learnt at the final strength) with every bit active, the final RMS and the
+    # distortions at full severity after a short ramp, for as many steps as --minutes allows.
+    "device": WatermarkTrainConfig(steps=100000, batch=64, width=16, lr=5e-4, rms_start=0.01, warmup_steps=0, ramp_steps=500,
+                                   val_images=64, start_bits=252, log_every=250, ckpt_every=1000),
 }
 
 
@@ -103,16 +109,19 @@ def save_grid(model: LearnedWatermark, crops: torch.Tensor, rms: float, path: Pa
 
 
 def train(cfg: WatermarkTrainConfig, data: Path, out: Path, device: str = "cpu", resume: bool = True, log=print,
-          init: Path | None = None) -> Path:
+          init: Path | None = None, minutes: float | None = None) -> Path:
     """Train (or resume ``out``'s checkpoint); ``init``: start a fresh run from these weights
-    (e.g. the zoo's partially trained ``watermark-learned``, carrying its curriculum position)."""
+    (e.g. the zoo's partially trained ``watermark-learned``, carrying its curriculum position);
+    ``minutes``: stop (checkpoint and final weights written) once this much time has passed, the
+    learning rate's cosine following whichever of steps and time is further along."""
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     train_crops = prepare_crops(data, "train", cfg.train_images, RES, cfg.seed)
     val_crops = prepare_crops(data, "val", cfg.val_images, RES, cfg.seed)
     model = LearnedWatermark(width=cfg.width, rms=cfg.rms).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / cfg.steps, 1.0))))
+    clock = Budget(minutes)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * clock.progress(s, cfg.steps))))
     step = 0
     active = min(cfg.start_bits, model.bits)
     full_step = 0 if active == model.bits else None  # when the whole message became active
@@ -158,7 +167,8 @@ def train(cfg: WatermarkTrainConfig, data: Path, out: Path, device: str = "cpu",
             active = min(active + cfg.bits_step, model.bits)
             if active == model.bits:
                 full_step = step
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        last = step == cfg.steps or clock.spent()
+        if step % cfg.log_every == 0 or last:
             acc = float(((logits > 0).float() == bits).float().mean())
             ev = evaluate(model, val_crops, rms, max(level, 0.15), cfg.seed, device)
             rec = {"step": step, "loss": loss.item(), "train_bit_acc": acc, "active_bits": active, "active_bit_acc": active_acc,
@@ -167,15 +177,17 @@ def train(cfg: WatermarkTrainConfig, data: Path, out: Path, device: str = "cpu",
             logf.write(json.dumps(rec) + "\n")
             logf.flush()
             log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+        if step % cfg.ckpt_every == 0 or last:
             tmp = ckpt.with_suffix(".tmp")
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step,
                         "active_bits": active, "full_step": full_step, "config": asdict(cfg)}, tmp)
             tmp.replace(ckpt)
             save_grid(model, val_crops, rms, out / "samples.png", device)
+        if last:
+            break
     logf.close()
     final = out / "watermark-learned.pt"
-    torch.save({"model": model.state_dict(), "width": cfg.width, "rms": cfg.rms}, final)
+    torch.save({"model": model.state_dict(), "width": cfg.width, "rms": cfg.rms, "active_bits": active}, final)
     return final
 
 
@@ -184,12 +196,14 @@ def main(argv=None) -> None:
 
     ap = base_parser("train the learned watermark", "runs/watermark", "watermark-learned")
     ap.add_argument("--config", choices=list(CONFIGS), default="cpu")
+    ap.add_argument("--minutes", type=float, help="stop after this long (checkpoint and weights written)")
     args = ap.parse_args(argv)
     cfg = CONFIGS[args.config]
     if args.steps:
         cfg = WatermarkTrainConfig(**{**asdict(cfg), "steps": args.steps})
     init = resolve_init(args.init, "watermark-learned")
-    print(train(cfg, args.data, args.out, args.device, log=lambda m: print(m, file=sys.stderr, flush=True), init=init))
+    print(train(cfg, args.data, args.out, args.device, log=lambda m: print(m, file=sys.stderr, flush=True), init=init,
+                minutes=args.minutes))
 
 if __name__ == "__main__":
     main()
