@@ -2,7 +2,8 @@
 
 Each takes and returns an ``(H, W, 3) uint8`` RGB array. JPEG and WebP go through Pillow's real
 encoders (libjpeg / libwebp), never a differentiable stand-in. Used by ``refacex bench robustness``
-and the recovery benchmark; training uses kornia's differentiable counterparts.
+and the recovery benchmark; training uses the differentiable counterparts in
+:mod:`refacex_plugin.training.augment`.
 """
 
 from __future__ import annotations

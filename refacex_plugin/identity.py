@@ -163,11 +163,11 @@ CROP256_TO_DLIB_CHIP = ((0.887294, -0.005302, -39.0129), (0.005302, 0.887294, -6
 
 def crops_to_dlib_chips(crops: torch.Tensor) -> torch.Tensor:
     """``(B, 3, S, S)`` aligned crops in [0, 1] -> ``(B, 3, 150, 150)`` chips in [0, 255] (differentiable)."""
-    from kornia.geometry.transform import warp_affine
+    from .geometry import warp_affine
 
     m = torch.tensor(CROP256_TO_DLIB_CHIP, dtype=crops.dtype, device=crops.device)
     m = torch.cat([m[:, :2] * (256.0 / crops.shape[-1]), m[:, 2:]], 1)
-    return warp_affine(crops * 255.0, m.expand(crops.shape[0], 2, 3), (150, 150), mode="bilinear", align_corners=True)
+    return warp_affine(crops * 255.0, m.expand(crops.shape[0], 2, 3), (150, 150))
 
 
 class IdentityModel(nn.Module):

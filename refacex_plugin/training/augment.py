@@ -7,10 +7,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-from kornia.enhance import adjust_saturation
-from kornia.geometry.transform import warp_affine
-
 from ..anonymisers import gaussian_blur
+from ..geometry import LUMA, warp_affine
 
 
 def jitter(x: torch.Tensor, max_shift: float, max_rot_deg: float, max_scale: float, g: torch.Generator) -> torch.Tensor:
@@ -26,7 +24,7 @@ def jitter(x: torch.Tensor, max_shift: float, max_rot_deg: float, max_scale: flo
         torch.stack([cos, -sin, cx - cos * cx + sin * cy + tx], -1),
         torch.stack([sin, cos, cy - sin * cx - cos * cy + ty], -1),
     ], 1).to(x)
-    return warp_affine(x, m, (h, w), mode="bilinear", padding_mode="border", align_corners=True)
+    return warp_affine(x, m, (h, w), padding_mode="border")
 
 
 def resample(x: torch.Tensor, factor: float) -> torch.Tensor:
@@ -87,13 +85,20 @@ def jpeg(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     return out.clamp(0, 1)
 
 
+def saturate(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Scale ``x``'s colourfulness about its luma by ``factor (B,)`` (the benchmark's saturation:
+    :func:`refacex_plugin.distortions.saturation`)."""
+    grey = (x * torch.tensor(LUMA).to(x).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return grey + factor.to(x).view(-1, 1, 1, 1) * (x - grey)
+
+
 def colour(x: torch.Tensor, g: torch.Generator, amount: float = 0.25) -> torch.Tensor:
     b = x.shape[0]
     u = lambda: (torch.rand(b, 1, 1, 1, generator=g) * 2 - 1).to(x)  # noqa: E731
     x = x * (1 + amount * u())  # brightness
     mean = x.mean((1, 2, 3), keepdim=True)
     x = (x - mean) * (1 + amount * u()) + mean  # contrast
-    x = adjust_saturation(x.clamp(0, 1), (1 + 1.3 * amount * u()).flatten())
+    x = saturate(x.clamp(0, 1), (1 + 1.3 * amount * u()).flatten())
     return x.clamp(0, 1)
 
 
