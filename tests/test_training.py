@@ -65,3 +65,17 @@ def test_a_spent_budget_stops_training_with_its_weights_and_log_written(trainer,
     assert path.is_file() and [r["step"] for r in recs] == [1]
     assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 1
     assert np.isclose(recs[0]["lr"], 0.0, atol=1e-12)  # the time-annealed cosine is at its end
+
+
+@pytest.mark.parametrize("trainer", ["anonymiser", "watermark"])
+def test_init_from_weights_of_another_width_is_refused_in_one_line(trainer, crops, tmp_path):
+    import importlib
+
+    module = importlib.import_module(f"refacex_plugin.training.{trainer}")
+    pack, init = tmp_path / "pack.npz", tmp_path / "w48.pt"
+    write_crop_pack(pack, crops)
+    torch.save({"model": {}, "width": 48}, init)
+    cfg = (module.AnonymiserTrainConfig(steps=1, batch=2, width=8, train_images=10, val_images=4, donors=8) if trainer == "anonymiser"
+           else module.WatermarkTrainConfig(steps=1, batch=2, width=8, train_images=10, val_images=4))
+    with pytest.raises(SystemExit, match="width-48 networks and this config trains width 8"):
+        module.train(cfg, pack, tmp_path / "run", log=lambda m: None, init=init)

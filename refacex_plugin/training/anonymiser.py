@@ -46,7 +46,7 @@ from ..geometry import AlignConfig, face_mask
 from ..identity import IdentityModel
 from ..payload import CODE_BITS
 from .augment import random_distortion
-from .common import Budget, JsonLog, base_parser, load_checkpoint, resolve_init, save_checkpoint, save_grid
+from .common import Budget, JsonLog, base_parser, check_init_width, load_checkpoint, resolve_init, save_checkpoint, save_grid
 from .data import prepare_crops
 
 #: dlib distance at FAR 0.1% on LFW (the full benchmark's threshold): below it, "same person".
@@ -276,6 +276,7 @@ def train(cfg: AnonymiserTrainConfig, data: Path, out: Path, device: str = "cpu"
         log(f"resumed from {ckpt} at step {step}")
     elif init is not None:
         weights = torch.load(init, map_location=device, weights_only=True)
+        check_init_width(init, weights, cfg.width)
         m.load_state_dict({k: v.float() for k, v in weights["model"].items()})
         log(f"initialised from {init}")
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))

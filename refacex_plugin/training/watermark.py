@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..watermark.learned import RES, LearnedWatermark
 from .augment import random_distortion
-from .common import Budget
+from .common import Budget, check_init_width
 from .data import prepare_crops
 
 
@@ -137,6 +137,7 @@ def train(cfg: WatermarkTrainConfig, data: Path, out: Path, device: str = "cpu",
         log(f"resumed from {ckpt} at step {step} ({active} active bits)")
     elif init is not None:
         state = torch.load(init, map_location=device, weights_only=True)
+        check_init_width(init, state, cfg.width)
         model.load_state_dict({k: v.float() for k, v in state["model"].items()})
         active = int(state.get("active_bits", active))
         full_step = 0 if active == model.bits else None
