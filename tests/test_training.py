@@ -28,6 +28,9 @@ def test_a_crop_pack_reads_back_the_crops_it_was_written_from(crops, tmp_path):
     assert read_crop_pack(path, "train", 3, 128).shape[0] == 3
     # the trainers' loader takes a pack where it takes a folder
     assert torch.equal(prepare_crops(path, "val", 2, 128), read_crop_pack(path, "val", 2, 128))
+    (tmp_path / "face.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match="expected an identity-labelled folder or a .npz crop pack"):
+        prepare_crops(tmp_path / "face.jpg", "train", 3, 128)
     with pytest.raises(ValueError, match="128-px crops, not 256"):
         read_crop_pack(path, "train", 3, 256)
     write_crop_pack(path, {"train": crops["train"]})

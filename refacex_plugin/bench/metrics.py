@@ -71,7 +71,7 @@ def wilson_interval(rate: float, n: int, z: float = 1.96) -> tuple[float, float]
     """Wilson score interval of a proportion ``rate`` observed over ``n`` trials (95 % for ``z = 1.96``).
 
     It stays inside [0, 1] and is honest for the few-percent rates the attack bars are about
-    (0 of 300 -> (0, 1.3 %); 22 of 300 -> (4.9 %, 10.8 %)). Returns ``(low, high)``."""
+    (0 of 300 -> (0, 1.3 %); 22 of 300 -> (4.9 %, 10.9 %)). Returns ``(low, high)``."""
     if n <= 0:
         return 0.0, 1.0
     z2 = z * z

@@ -20,7 +20,7 @@ def _pct(v):
 
 
 def _pct_ci(v, n):
-    """A rate with its 95 % Wilson interval over ``n`` trials: ``7.3 % (4.9-10.8)``."""
+    """A rate with its 95 % Wilson interval over ``n`` trials: ``7.3 % (4.9-10.9)``."""
     if v is None or not n:
         return _pct(v)
     from .metrics import wilson_interval
@@ -197,7 +197,7 @@ def attacks_markdown(a: dict) -> list[str]:
     learned inversion, adversarial pull and donor linkage."""
     lines = ["## Attacks (public code and weights, no key)", "",
              f"Attacked faces: {a.get('evaluated_faces')} probes of people the attacker's networks never trained on "
-             "(their \"val\" identities; training pairs come from the \"train\" identities). Identity match rates carry "
+             "(their \"val\" identities; training pairs come from the \"train\" identities). Identity rates (match, rank-1) carry "
              "their 95 % Wilson interval over the faces attacked.", "",
              "### Payload tampering", "", "| case | trials | refused | opened intact | opened into something else |",
              "| --- | --- | --- | --- | --- |"]

@@ -33,6 +33,8 @@ def prepare_crops(data: Path, split: str, limit: int, res: int = 128, seed: int 
     data = Path(data)
     if data.suffix == ".npz":
         return read_crop_pack(data, split, limit, res)
+    if not data.is_dir():
+        raise ValueError(f"{data}: expected an identity-labelled folder or a .npz crop pack")
     files = sorted(p for p in Path(data).glob("*/*.jpg") if identity_split(p.parent.name) == split)
     files = random.Random(seed).sample(files, min(limit, len(files)))
     key = hashlib.sha256(f"{data.resolve()}|{split}|{limit}|{res}|{seed}|{len(files)}".encode()).hexdigest()[:16]
