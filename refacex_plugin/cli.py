@@ -392,6 +392,8 @@ def train_watermark(data, config, out, steps, device, init, minutes):
 def _training_argv(data, config, out, device, **options) -> list[str]:
     """The ``refacex train`` options as the training module's argv: ``None``/``False`` values
     are left out, ``True`` becomes a bare flag, anything else ``--name value``."""
+    if not (Path(data).is_dir() or Path(data).suffix == ".npz"):
+        _fail(f"{data}: --data takes an identity-labelled folder or a .npz crop pack")
     argv = ["--data", data, "--config", config, "--out", out, "--device", device]
     for name, value in options.items():
         flag = "--" + name.replace("_", "-")

@@ -245,6 +245,13 @@ def test_train_commands_forward_their_options(command, extra, expected, lfw, mon
     assert seen == [["--data", str(lfw), "--config", "tiny", "--out", "runs/x", "--device", "cpu", *expected]]
 
 
+def test_train_refuses_data_that_is_neither_a_folder_nor_a_crop_pack(tmp_path):
+    (tmp_path / "faces.zip").write_bytes(b"PK")
+    res = CliRunner().invoke(main, ["train", "anonymiser", "--data", str(tmp_path / "faces.zip"), "--config", "tiny", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "identity-labelled folder or a .npz crop pack" in res.output
+    assert "Traceback" not in res.output
+
+
 def test_models_add_records_the_architecture_saved_with_the_weights(tmp_path, monkeypatch):
     """``refacex models add`` copies a training checkpoint's width / code_bits / view_blur into the
     manifest (the loader needs them to rebuild the networks) and --half halves the stored tensors."""
