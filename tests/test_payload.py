@@ -75,16 +75,20 @@ def test_reed_solomon_alternative():
     assert np.array_equal(rs.decode_hard(coded)[0], data)
 
 
-def test_payload_bits_look_random_without_the_key(keys):
+def test_payload_bits_look_random_without_the_key():
     """Channel bits of many payloads (same code!) under one key: monobit, per-position bias, runs,
-    and byte chi-square tests all at the 0.1% level."""
+    and byte chi-square tests all at the 0.1% level. The key is fixed (seeded): with a fresh random
+    key each run, four tests at 0.1 % fail about one CI run in 250 by chance (one did: runs z 3.37)."""
+    from refacex_plugin.keys import KEY_BYTES
+
+    key = np.random.default_rng(20261129).bytes(KEY_BYTES)
     code = np.zeros(P.CODE_BITS, np.uint8)  # the most regular plaintext there is
     rng = np.random.default_rng(4)
     bits = []
     for i in range(2000):
         c = code.copy()
         c[:16] = rng.integers(0, 2, 16)  # distinct codes (SIV is deterministic for equal codes)
-        bits.append(P.seal(c, keys[0])[: P.MESSAGE_BITS])  # the message part; ECC parity is a function of it
+        bits.append(P.seal(c, key)[: P.MESSAGE_BITS])  # the message part; ECC parity is a function of it
     bits = np.array(bits)
     n = bits.size
     z = abs(bits.sum() - n / 2) / math.sqrt(n / 4)
