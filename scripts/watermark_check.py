@@ -52,7 +52,7 @@ def main() -> None:
     det, align = load_detector(), AlignConfig()
     files = random.Random(args.seed).sample(sorted(glob.glob(f"{args.data}/*/*.jpg")), args.faces)
     rng = np.random.default_rng(args.seed)
-    ps, acc, ok = [], {r: [] for r in ROWS}, {r: [] for r in ROWS}
+    ps, acc, ok, errs = [], {r: [] for r in ROWS}, {r: [] for r in ROWS}, {r: [] for r in ROWS}
     for f in files:
         rgb = read_image(f).rgb
         d = det(rgb)
@@ -70,9 +70,11 @@ def main() -> None:
             j = central_face(found, *x.shape[:2]) if len(found) else None
             acc[r].append(float(((logits[j] > 0) == channel).mean()) if j is not None else 0.5)
             ok[r].append(j is not None and P.open_payload(logits[j], key) is not None)
+            errs[r].append(int(((logits[j] > 0) != channel).sum()) if j is not None else len(channel))
     print(f"faces {len(ps)}, face-region PSNR {np.mean(ps):.1f} dB")
     for r in ROWS:
-        print(f"{r:16s} bit accuracy {np.mean(acc[r]):.3f}  exact decode {np.mean(ok[r]):.1%}")
+        print(f"{r:16s} bit accuracy {np.mean(acc[r]):.3f}  exact decode {np.mean(ok[r]):.1%}  "
+              f"bit errors: median {np.median(errs[r]):.0f}, <= 10 (BCH's t) in {np.mean(np.array(errs[r]) <= 10):.1%} of faces")
 
 
 if __name__ == "__main__":

@@ -82,3 +82,14 @@ def test_init_from_weights_of_another_width_is_refused_in_one_line(trainer, crop
            else module.WatermarkTrainConfig(steps=1, batch=2, width=8, train_images=10, val_images=4))
     with pytest.raises(SystemExit, match="width-48 networks and this config trains width 8"):
         module.train(cfg, pack, tmp_path / "run", log=lambda m: None, init=init)
+
+
+@pytest.mark.parametrize("max_level", [1.0, 0.6])
+def test_watermark_distortion_ramp_stops_at_the_configs_max_level(max_level):
+    from refacex_plugin.training.watermark import WatermarkTrainConfig, _schedule
+
+    cfg = WatermarkTrainConfig(rms_start=0.03, rms=0.01, warmup_steps=100, ramp_steps=1100, max_level=max_level)
+    assert _schedule(cfg, 50) == (pytest.approx(0.03 * (1 / 3) ** (50 / 1100)), 0.0)  # warm-up: no distortion yet
+    assert _schedule(cfg, 600)[1] == pytest.approx(0.5 * max_level)
+    rms, level = _schedule(cfg, 10_000)
+    assert rms == pytest.approx(0.01) and level == pytest.approx(max_level)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..payload import ECC
 from ..watermark.learned import RES, LearnedWatermark
 from .augment import random_distortion
 from .common import Budget, check_init_width
@@ -37,7 +38,8 @@ class WatermarkTrainConfig:
     rms: float = 0.01
     rms_start: float = 0.04
     warmup_steps: int = 300  # no distortion but jitter while the code is found
-    ramp_steps: int = 1500  # distortion severity reaches 1 here
+    ramp_steps: int = 1500  # distortion severity reaches max_level here
+    max_level: float = 1.0  # the distortions' final severity (1: harsher than the benchmark's rows)
     train_images: int = 4000
     val_images: int = 200
     log_every: int = 50
@@ -64,6 +66,11 @@ CONFIGS = {
     # distortions at full severity after a short ramp, for as many steps as --minutes allows.
     "device": WatermarkTrainConfig(steps=100000, batch=64, width=16, lr=5e-4, rms_start=0.01, warmup_steps=0, ramp_steps=500,
                                    val_images=64, start_bits=252, log_every=250, ckpt_every=1000),
+    # Continuing the zoo's weights on this CPU (session 13): every bit active at the final RMS, the
+    # distortions capped at 0.6 (JPEG >= Q65, blur <= 0.9, down-sampling >= 0.67), where the width-16
+    # networks still learn; at full severity their clean accuracy fell (0.916 -> 0.890 in 500 steps).
+    "cpu-finetune": WatermarkTrainConfig(steps=100000, batch=32, width=16, lr=5e-4, rms_start=0.01, warmup_steps=0, ramp_steps=300,
+                                         max_level=0.6, val_images=64, start_bits=252, log_every=100, ckpt_every=250),
 }
 
 
@@ -73,7 +80,7 @@ def _schedule(cfg: WatermarkTrainConfig, step: int) -> tuple[float, float]:
     t = min(step / max(cfg.ramp_steps, 1), 1.0)
     rms = cfg.rms_start * (cfg.rms / cfg.rms_start) ** t
     level = 0.0 if step < cfg.warmup_steps else min((step - cfg.warmup_steps) / max(cfg.ramp_steps - cfg.warmup_steps, 1), 1.0)
-    return rms, level
+    return rms, level * cfg.max_level
 
 
 @torch.no_grad()
@@ -87,9 +94,12 @@ def evaluate(model: LearnedWatermark, crops: torch.Tensor, rms: float, level: fl
     out = {"psnr_crop_db": float(psnr.mean())}
     for name, lvl in (("clean", 0.0), ("distorted", level)):
         y = random_distortion(marked, g, lvl) if lvl > 0 else marked
-        acc = ((model.decoder(y) > 0).float() == bits).float().mean(1)
+        right = ((model.decoder(y) > 0).float() == bits).float()
+        acc = right.mean(1)
         out[f"bit_acc_{name}"] = float(acc.mean())
         out[f"bit_acc_{name}_p10"] = float(acc.quantile(0.1))
+        # what decoding needs: at most BCH's t wrong bits in a face's 252
+        out[f"within_t_{name}"] = float(((1 - right).sum(1) <= ECC.t).float().mean())
     model.train()
     return out
 
