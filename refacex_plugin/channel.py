@@ -394,9 +394,9 @@ def read_payloads(rgb: np.ndarray, keys: list[bytes], watermark: Watermark, dete
         opened = P.open_payload(logits[i], keys, bindings=candidate_hashes(signatures[i])) if keys else None
         errors = None
         if opened is not None:
-            resealed = P.seal(opened.code, _key_for(opened, keys), opened.kind, opened.binding)
+            resealed = P.seal(opened.code, _key_for(opened, keys), opened.kind, opened.binding, opened.version)
             errors = int(((logits[i] > 0).astype(np.uint8) != resealed).sum())
-        found = opened is not None or P.ECC.decode_hard((logits[i] > 0).astype(np.uint8)) is not None
+        found = opened is not None or P.correct_channel((logits[i] > 0).astype(np.uint8)) is not None
         out.append(FacePayload(i, det.boxes[i].tolist(), det.landmarks[i], found, opened is not None, opened, errors, frames[i]))
     return out
 

@@ -322,6 +322,8 @@ def _reader(key_files, watermark, detector, threshold, min_face):
 @click.option("--attack-faces", type=int, default=None, help="Attacks: attacked faces [default: 40 quick / 300 full].")
 @click.option("--watermark", "watermarks", multiple=True, help="Watermark(s) for the robustness section [default: all available].")
 @click.option("--robustness-faces", type=int, help="Faces for the robustness section [default: 40 quick / 500 full].")
+@click.option("--payload", type=click.Choice(["recovery-code", "vault-ref"]), default="recovery-code", show_default=True,
+              help="Robustness: what each face carries (a 128-bit recovery code, BCH t = 10; a 64-bit vault reference, t = 21).")
 @click.option("--recovery-faces", type=int, help="Faces for the recovery section [default: 40 quick / 300 full].")
 @click.option("--false-detect-images", type=int, help="Unmarked images for the false-detection count [default: 200 quick / 10,000 full].")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=str(Path.home() / ".cache" / "refacex" / "bench"), show_default=True, help="Cache of the originals' measurements.")
@@ -330,7 +332,7 @@ def _reader(key_files, watermark, detector, threshold, min_face):
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False), help="Write PNG plots here.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--progress/--no-progress", default=None)
-def bench(sections, data, methods, recognizers, quick, seed, probes_per_person, far, attack_steps, attack_faces, watermarks, robustness_faces, recovery_faces, false_detect_images,
+def bench(sections, data, methods, recognizers, quick, seed, probes_per_person, far, attack_steps, attack_faces, watermarks, robustness_faces, payload, recovery_faces, false_detect_images,
           cache_dir, json_out, report_out, plots_dir, device, progress):
     """Measure privacy, utility, recovery, robustness and speed on real faces.
 
@@ -347,7 +349,7 @@ def bench(sections, data, methods, recognizers, quick, seed, probes_per_person, 
         recognizers=list(recognizers) or default_recognizer_specs(), quick=quick, seed=seed, far=far,
         probes_per_person=probes_per_person, cache_dir=Path(cache_dir) if cache_dir else None, device=device,
         attack_steps=attack_steps, attack_faces=attack_faces,
-        watermarks=list(watermarks) or None, robustness_faces=robustness_faces, recovery_faces=recovery_faces, false_detect_images=false_detect_images,
+        watermarks=list(watermarks) or None, robustness_faces=robustness_faces, payload=payload, recovery_faces=recovery_faces, false_detect_images=false_detect_images,
         progress=sys.stderr.isatty() if progress is None else progress,
         command="refacex bench " + " ".join(sys.argv[2:]),
     )

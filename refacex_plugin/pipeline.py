@@ -213,10 +213,11 @@ class Pipeline:
             return self._watermark
 
     def embed_codes(self, image, landmarks: np.ndarray, codes: list[np.ndarray], kind: int):
-        """Seal each face's ``(CODE_BITS,)`` code with the key and embed it in that face.
+        """Seal each face's code with the key and embed it in that face.
 
         Args:
             landmarks: ``(N, 5, 2)`` the faces, as :meth:`anonymise_image` reported them.
+            codes: per face, ``(CODE_BITS,)`` 0/1 for a recovery code or ``(REF_BITS,)`` for a vault reference.
             kind: :data:`~refacex_plugin.payload.KIND_RECOVERY_CODE` or ``KIND_VAULT_REF``.
 
         Returns:

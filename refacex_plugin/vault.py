@@ -131,13 +131,14 @@ class Vault:
 
     def put(self, image_hash: str, regions: list[FaceRegion], record_ids: list[bytes] | None = None) -> list[bytes]:
         """Store one image's face regions in one committed transaction; returns their record ids
-        (``record_ids``, 16 bytes each, when given: the ids the image's payloads carry)."""
+        (``record_ids``, when given: the ids the image's payloads carry, ``payload.REF_BITS / 8``
+        bytes; vaults written before payload version 3 hold 16-byte ids, still found)."""
         if record_ids is not None and len(record_ids) != len(regions):
             raise ValueError("one record id per region")
         ids = []
         rows = []
         for i, region in enumerate(regions):
-            rid = record_ids[i] if record_ids is not None else secrets.token_bytes(16)
+            rid = record_ids[i] if record_ids is not None else secrets.token_bytes(8)
             box = ",".join(str(int(v)) for v in region.box)
             frame = region.frame_text()
             nonce = secrets.token_bytes(12)

@@ -14,17 +14,53 @@ def keys():
 
 def test_published_sizes():
     assert P.CODE_BITS == 128 and P.TAG_BITS >= 32
-    assert P.CHANNEL_BITS == 252 == P.ECC.coded_bits
+    assert P.CHANNEL_BITS == 252 == P.ECC.coded_bits == P.REF_ECC.coded_bits
+    assert (P.ECC.t, P.REF_BITS, P.REF_ECC.t) == (10, 64, 21)
 
 
-def test_round_trip_with_several_keys(keys):
+# (kind, code bits, version sealed): the recovery code, a vault reference, and a pre-version-3 one
+LAYOUTS = [(P.KIND_RECOVERY_CODE, P.CODE_BITS, None, 2), (P.KIND_VAULT_REF, P.REF_BITS, None, 3), (P.KIND_VAULT_REF, P.CODE_BITS, 2, 2)]
+
+
+@pytest.mark.parametrize("kind,bits,version,opened_as", LAYOUTS)
+def test_round_trip_with_several_keys(keys, kind, bits, version, opened_as):
     rng = np.random.default_rng(0)
-    code = rng.integers(0, 2, P.CODE_BITS).astype(np.uint8)
-    ch = P.seal(code, keys[1], kind=P.KIND_VAULT_REF)
+    code = rng.integers(0, 2, bits).astype(np.uint8)
+    ch = P.seal(code, keys[1], kind=kind, binding=b"face", version=version)
     assert ch.shape == (P.CHANNEL_BITS,)
-    out = P.open_payload(P.bits_to_logits(ch), [keys[0], keys[2], keys[1]])
-    assert np.array_equal(out.code, code) and out.kind == P.KIND_VAULT_REF and out.version == P.VERSION == 2
-    assert out.key_id == key_id(keys[1])
+    out = P.open_payload(P.bits_to_logits(ch), [keys[0], keys[2], keys[1]], bindings=[b"other", b"face"])
+    assert np.array_equal(out.code, code) and out.kind == kind and out.version == opened_as
+    assert out.key_id == key_id(keys[1]) and out.binding == b"face"
+    assert P.open_payload(P.bits_to_logits(ch), keys[1], bindings=[b"other"]) is None  # sealed for another face
+    assert np.array_equal(P.correct_channel(ch), ch)
+
+
+def test_a_vault_reference_must_have_its_size():
+    with pytest.raises(ValueError, match="64 bits"):
+        P.seal(np.zeros(P.CODE_BITS, np.uint8), generate_key(), kind=P.KIND_VAULT_REF)
+    with pytest.raises(ValueError, match="128 bits"):
+        P.seal(np.zeros(P.REF_BITS, np.uint8), generate_key())
+
+
+def test_a_vault_reference_corrects_21_errors_and_refuses_what_it_cannot(keys):
+    rng = np.random.default_rng(5)
+    code = rng.integers(0, 2, P.REF_BITS).astype(np.uint8)
+    ch = P.seal(code, keys[0], kind=P.KIND_VAULT_REF)
+    for n in (P.REF_ECC.t, P.REF_ECC.t - 1):
+        for _ in range(20):
+            t = ch.copy()
+            t[rng.choice(P.CHANNEL_BITS, n, replace=False)] ^= 1
+            out = P.open_payload(P.bits_to_logits(t), keys[0], chase_depth=0)
+            assert out.version == 3 and np.array_equal(out.code, code)
+    assert P.open_payload(P.bits_to_logits(ch), [keys[1], keys[2]]) is None  # wrong keys
+    for _ in range(200):  # heavy tampering: never a wrong reference
+        t = ch.copy()
+        t[rng.choice(P.CHANNEL_BITS, 40, replace=False)] ^= 1
+        out = P.open_payload(P.bits_to_logits(t), [keys[0]])
+        assert out is None or np.array_equal(out.code, code)
+    msg = P.REF_ECC.decode_hard(ch)[0]  # consistent tampering (the ECC re-encoded) breaks the tag
+    msg[-1] ^= 1
+    assert P.open_payload(P.bits_to_logits(P.REF_ECC.encode(msg)), [keys[0]]) is None
 
 
 def test_wrong_key_and_tampering_are_refused(keys):
@@ -75,20 +111,22 @@ def test_reed_solomon_alternative():
     assert np.array_equal(rs.decode_hard(coded)[0], data)
 
 
-def test_payload_bits_look_random_without_the_key():
+@pytest.mark.parametrize("kind,code_bits,message_bits", [(P.KIND_RECOVERY_CODE, P.CODE_BITS, P.MESSAGE_BITS),
+                                                         (P.KIND_VAULT_REF, P.REF_BITS, P.REF_MESSAGE_BITS)])
+def test_payload_bits_look_random_without_the_key(kind, code_bits, message_bits):
     """Channel bits of many payloads (same code!) under one key: monobit, per-position bias, runs,
     and byte chi-square tests all at the 0.1% level. The key is fixed (seeded): with a fresh random
     key each run, four tests at 0.1 % fail about one CI run in 250 by chance (one did: runs z 3.37)."""
     from refacex_plugin.keys import KEY_BYTES
 
     key = np.random.default_rng(20261129).bytes(KEY_BYTES)
-    code = np.zeros(P.CODE_BITS, np.uint8)  # the most regular plaintext there is
+    code = np.zeros(code_bits, np.uint8)  # the most regular plaintext there is
     rng = np.random.default_rng(4)
     bits = []
     for i in range(2000):
         c = code.copy()
         c[:16] = rng.integers(0, 2, 16)  # distinct codes (SIV is deterministic for equal codes)
-        bits.append(P.seal(c, key)[: P.MESSAGE_BITS])  # the message part; ECC parity is a function of it
+        bits.append(P.seal(c, key, kind)[:message_bits])  # the message part; ECC parity is a function of it
     bits = np.array(bits)
     n = bits.size
     z = abs(bits.sum() - n / 2) / math.sqrt(n / 4)

@@ -46,7 +46,7 @@ def test_vault_round_trip_and_authentication(tmp_path):
     regions = [FaceRegion((3, 4, 13, 24), rng.integers(0, 256, (20, 10, 3), dtype=np.uint8)), FaceRegion((0, 0, 5, 5), rng.integers(0, 256, (5, 5, 3), dtype=np.uint8))]
     with Vault(tmp_path / "v.db", key) as v:
         ids = v.put("h1", regions)
-        assert len(v) == 2 and len(ids[0]) == 16
+        assert len(v) == 2 and len(ids[0]) == 8
         back = v.get("h1")
         assert [r.box for r in back] == [r.box for r in regions]
         assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(back, regions))

@@ -183,17 +183,16 @@ def transplant_attack(files: list, n: int, seed: int = 0, progress: bool = True)
         if not ra.faces or not rb.faces:
             continue
         la = np.asarray([f.landmarks for f in ra.faces[:1]], np.float32)
-        code = g.integers(0, 2, P.CODE_BITS).astype(np.uint8)
+        code = g.integers(0, 2, P.REF_BITS).astype(np.uint8)
         marked = owner.embed_codes(ra.image, la, [code], P.KIND_VAULT_REF).image
         _, logits = read_from_image(marked, wm, det, owner.align)
         if len(logits) == 0:
             continue
         if not any(f.authenticated for f in owner.read_payloads(marked)):
             continue  # the channel lost this payload already; nothing to move
-        clean = P.ECC.decode_hard((logits[0] > 0).astype(np.uint8))
-        if clean is None:
+        bits = P.correct_channel((logits[0] > 0).astype(np.uint8))  # the BCH codes are public: move an error-free codeword
+        if bits is None:
             continue
-        bits = P.ECC.encode(clean[0])  # the BCH code is public: move an error-free codeword
         lb = reader_frames(rb.image, np.asarray([f.landmarks for f in rb.faces[:1]], np.float32), det)
         forged = embed_in_image(rb.image, lb, [bits], wm, det, owner.align).image
         moved += 1

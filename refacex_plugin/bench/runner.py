@@ -41,6 +41,7 @@ class BenchConfig:
     speed_images: int | None = None
     watermarks: list[str] | None = None  # None = every available watermark (incl. the dct-qim baseline)
     robustness_faces: int | None = None  # None = 40 quick / 500 full
+    payload: str = "recovery-code"  # robustness: what each face carries (recovery-code: version 2; vault-ref: version 3)
     recovery_faces: int | None = None  # None = 40 quick / 300 full
     false_detect_images: int | None = None  # None = 200 quick / 10,000 full
     attack_steps: int | None = None  # inverter training steps: None = 60 quick / 1,500 full
@@ -287,4 +288,4 @@ def measure_robustness(cfg: BenchConfig, split) -> dict:
     files = sample_files(split.probes or split.gallery, n, cfg.seed)
     pool = sorted(set(split.gallery) | set(split.probes)) if nf <= len(split.gallery) + len(split.probes) else sorted(cfg.data.glob("*/*.jpg"))
     fd_files = sample_files(pool, nf, cfg.seed + 1)
-    return {name: evaluate_watermark(name, files, host, cfg.seed, fd_files, cfg.progress) for name in names}
+    return {name: evaluate_watermark(name, files, host, cfg.seed, fd_files, cfg.progress, cfg.payload) for name in names}
