@@ -35,7 +35,7 @@ was sealed with. Version-1 payloads (unbound; pre-release) are no longer opened.
 
 ``kind`` says what the code is: :data:`KIND_RECOVERY_CODE` (the learned recovery code, version 2)
 or :data:`KIND_VAULT_REF` (a random record id in an exact-recovery vault: version 3; version-2
-vault references of 128 bits, written before 0.2, still open).
+vault references of 128 bits, written before version 3 existed, still open).
 """
 
 from __future__ import annotations
