@@ -367,7 +367,7 @@ class FacePayload:
     frame: np.ndarray | None = None  # see above; None only when built by hand
 
     def to_dict(self) -> dict:
-        from .payload import KIND_RECOVERY_CODE, KIND_VAULT_REF
+        from .payload import KIND_NAMES
 
         p = self.payload
         return {
@@ -377,7 +377,7 @@ class FacePayload:
             "authenticated": self.authenticated,
             "key_id": getattr(p, "key_id", None),
             "version": getattr(p, "version", None),
-            "kind": {KIND_RECOVERY_CODE: "recovery-code", KIND_VAULT_REF: "vault-ref"}.get(getattr(p, "kind", None)),
+            "kind": KIND_NAMES.get(getattr(p, "kind", None)),
             "bit_errors": self.bit_errors,
         }
 

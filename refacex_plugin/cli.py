@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .payload import KIND_NAMES
 from .anonymisers import available_methods, default_method, known_methods
 from .batch import Job, Summary, default_workers, iter_jobs, run_jobs
 from .detection import DEFAULT_DETECTOR, DetectorConfig, detector_names, READER_THRESHOLD
@@ -322,7 +323,7 @@ def _reader(key_files, watermark, detector, threshold, min_face):
 @click.option("--attack-faces", type=int, default=None, help="Attacks: attacked faces [default: 40 quick / 300 full].")
 @click.option("--watermark", "watermarks", multiple=True, help="Watermark(s) for the robustness section [default: all available].")
 @click.option("--robustness-faces", type=int, help="Faces for the robustness section [default: 40 quick / 500 full].")
-@click.option("--payload", type=click.Choice(["recovery-code", "vault-ref"]), default="recovery-code", show_default=True,
+@click.option("--payload", type=click.Choice(list(KIND_NAMES.values())), default="recovery-code", show_default=True,
               help="Robustness: what each face carries (a 128-bit recovery code, BCH t = 10; a 64-bit vault reference, t = 21).")
 @click.option("--recovery-faces", type=int, help="Faces for the recovery section [default: 40 quick / 300 full].")
 @click.option("--false-detect-images", type=int, help="Unmarked images for the false-detection count [default: 200 quick / 10,000 full].")

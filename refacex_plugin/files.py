@@ -71,7 +71,7 @@ def anonymise_file(
     if pipe.has_key and result.faces:
         landmarks = np.asarray([f.landmarks for f in result.faces], np.float32)
         if vault is not None:  # exact recovery: each face carries its vault record's id
-            record_ids = [secrets.token_bytes(P.REF_BITS // 8) for _ in result.faces]
+            record_ids = [secrets.token_bytes(P.code_bits(P.KIND_VAULT_REF) // 8) for _ in result.faces]
             emb = pipe.embed_codes(image, landmarks, [bytes_to_bits(r) for r in record_ids], P.KIND_VAULT_REF)
         elif result.codes is not None:  # learned recovery: each face carries its recovery code
             emb = pipe.embed_codes(image, landmarks, result.codes, P.KIND_RECOVERY_CODE)

@@ -65,6 +65,8 @@ CHANNEL_BITS = ECC.coded_bits  # 252
 
 KIND_RECOVERY_CODE = 0
 KIND_VAULT_REF = 1
+#: The kinds' names in reports, JSON and command lines.
+KIND_NAMES = {KIND_RECOVERY_CODE: "recovery-code", KIND_VAULT_REF: "vault-ref"}
 
 #: Version 3 (vault references): a shorter code, so BCH corrects 21 errors in the same channel.
 REF_VERSION = 3
@@ -92,6 +94,11 @@ class _SubKeys:
     mac: bytes
     enc: bytes
     hint: bytes
+
+
+def code_bits(kind: int) -> int:
+    """How many code bits :func:`seal` takes for ``kind`` (its current layout)."""
+    return REF_BITS if kind == KIND_VAULT_REF else CODE_BITS
 
 
 def _subkeys(key: bytes) -> _SubKeys:

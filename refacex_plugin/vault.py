@@ -138,7 +138,7 @@ class Vault:
         ids = []
         rows = []
         for i, region in enumerate(regions):
-            rid = record_ids[i] if record_ids is not None else secrets.token_bytes(8)
+            rid = record_ids[i] if record_ids is not None else secrets.token_bytes(8)  # as payload.REF_BITS / 8
             box = ",".join(str(int(v)) for v in region.box)
             frame = region.frame_text()
             nonce = secrets.token_bytes(12)

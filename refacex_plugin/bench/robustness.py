@@ -28,9 +28,6 @@ from .metrics import psnr
 from .originals import central_face
 
 
-PAYLOAD_KINDS = {"recovery-code": P.KIND_RECOVERY_CODE, "vault-ref": P.KIND_VAULT_REF}
-
-
 def evaluate_watermark(name: str, files: list, host_method: str | None, seed: int = 0, false_detect_files: list | None = None, progress: bool = True,
                        payload: str = "recovery-code") -> dict:
     from ..pipeline import Pipeline
@@ -42,8 +39,8 @@ def evaluate_watermark(name: str, files: list, host_method: str | None, seed: in
     align = AlignConfig()
     pipe = Pipeline(method=host_method) if host_method else None
     rng = np.random.default_rng(seed)
-    kind = PAYLOAD_KINDS[payload]
-    code_bits = P.REF_BITS if kind == P.KIND_VAULT_REF else P.CODE_BITS
+    kind = next(k for k, n in P.KIND_NAMES.items() if n == payload)
+    code_bits = P.code_bits(kind)
     exact = {k: [] for k in DISTORTIONS}
     bit_acc = {k: [] for k in DISTORTIONS}
     errors = {k: [] for k in DISTORTIONS}  # hard-decision error vectors, for the ECC comparison

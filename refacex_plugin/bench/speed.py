@@ -86,7 +86,7 @@ def _worker(method: str, files: list[str], device: str, repeats: int = 1, backen
         lm = np.asarray([f.landmarks for f in res.faces], np.float32)
         if res.codes is not None:
             return keyed.embed_codes(res.image, lm, res.codes, P.KIND_RECOVERY_CODE).image
-        ids = list(np.random.default_rng().integers(0, 2, (len(lm), P.REF_BITS)))  # vault record ids: random
+        ids = list(np.random.default_rng().integers(0, 2, (len(lm), P.code_bits(P.KIND_VAULT_REF))))  # vault record ids: random
         return keyed.embed_codes(res.image, lm, ids, P.KIND_VAULT_REF).image
 
     marked = []

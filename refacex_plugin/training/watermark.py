@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..payload import ECC
+from ..payload import ECC, REF_ECC
 from ..watermark.learned import RES, LearnedWatermark
 from .augment import random_distortion
 from .common import Budget, check_init_width
@@ -98,8 +98,9 @@ def evaluate(model: LearnedWatermark, crops: torch.Tensor, rms: float, level: fl
         acc = right.mean(1)
         out[f"bit_acc_{name}"] = float(acc.mean())
         out[f"bit_acc_{name}_p10"] = float(acc.quantile(0.1))
-        # what decoding needs: at most BCH's t wrong bits in a face's 252
-        out[f"within_t_{name}"] = float(((1 - right).sum(1) <= ECC.t).float().mean())
+        # what decoding needs: at most BCH's t wrong bits in a face's 252 (recovery code / vault reference)
+        for code in (ECC, REF_ECC):
+            out[f"within_t{code.t}_{name}"] = float(((1 - right).sum(1) <= code.t).float().mean())
     model.train()
     return out
 
