@@ -131,14 +131,15 @@ def test_reader_finds_marks_after_jpeg_q50_that_a_wide_search_misses(lfw):
     """After JPEG Q50 the mark is weak: the wide search's coarse grid holds no point close enough
     to read it and settles on a chance one, while the re-detection lies within a pixel or three of
     it. The reader searches locally first and keeps a reading that is a codeword; on these 16
-    refacex faces (vault references, one fixed key) it opens 10 where the wide search alone opened 6."""
+    images anonymised by refacex (vault references, fixed key and donors) it opens 8 payloads where
+    the wide search alone opened 5 (donor seeds 1 / 2: 8 vs 5, 7 vs 2)."""
     import glob
     import random
 
     from refacex_plugin import channel as C
     from refacex_plugin.pipeline import Pipeline
 
-    pipe = Pipeline(method="refacex", key=bytes(range(32)))
+    pipe = Pipeline(method="refacex", key=bytes(range(32)), donor_seed=0)
     files = random.Random(3).sample(sorted(glob.glob(str(lfw / "*" / "*.jpg"))), 16)
     opened = {"reader": 0, "wide only": 0}
     for f in files:
@@ -153,7 +154,7 @@ def test_reader_finds_marks_after_jpeg_q50_that_a_wide_search_misses(lfw):
             opened["wide only"] += sum(face.authenticated for face in pipe.read_payloads(x))
         finally:
             C._search = search
-    assert opened["reader"] >= 7 and opened["reader"] >= opened["wide only"] + 2, opened
+    assert opened["reader"] >= 6 and opened["reader"] >= opened["wide only"] + 2, opened
 
 
 @pytest.fixture(scope="module")
