@@ -253,7 +253,7 @@ def _search(rgb, m, watermark, align, device) -> tuple[np.ndarray, torch.Tensor]
     the weakened mark, and its most confident point is a chance one that the finer stages cannot
     leave; the re-detection itself lies within 0.3-3 px of the mark there (measured on 15 LFW faces
     after JPEG Q50: the mark read in its own frame was 0.32-0.44 confident, the wide search's
-    reading 0.26-0.28, 8-38 vs 117-146 wrong bits)."""
+    reading 0.26-0.28, 8-38 vs 117-146 wrong bits; docs/notes/learned-models.md, session 14)."""
     from .payload import correct_channel
 
     def codeword(read):
