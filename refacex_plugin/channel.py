@@ -210,7 +210,8 @@ def _embed_searchable(rgb, landmarks, channel_bits, watermark, detector, align, 
 #: and noise; 30 LFW faces), while dct-qim's carriers repeat every 8-16 crop pixels; and a
 #: registration 0.25-0.7 px off still cost 8-36 of its 252 bits (9 of 40 faces, no distortion),
 #: hence the sub-pixel stages, down to an eighth of a pixel and of a degree (after JPEG Q50 a
-#: registration a fifth of a pixel off still costs 5-25 bits).
+#: registration 0.1-0.3 px off cost up to 28 bits more than the mark's own frame: an ad hoc
+#: check of 15 faces, docs/notes/learned-models.md, session 14).
 SYNC_STAGES = ((0.04, 2.0, 2, 2, 8), (0.02, 1.0, 1, 1, 2), (0.01, 0.5, 1, 1, 1),
                (0.0, 0.0, 0, 0.5, 0.5), (0.005, 0.25, 1, 0, 0), (0.0, 0.0, 0, 0.25, 0.25),
                (0.0025, 0.125, 1, 0, 0), (0.0, 0.0, 0, 0.125, 0.125))

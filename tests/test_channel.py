@@ -28,8 +28,8 @@ def _learned_shipped() -> bool:
         return False
 
 
-#: Reading after a resize to half size needs the learned watermark: dct-qim opens 40-62 % of
-#: faces there (docs/payload.md). Everything else below runs with whatever watermark is the default.
+#: Reading after a resize to half size needs the learned watermark: dct-qim opens 7.8 % of
+#: recovery codes there (full run) and 40-62 % of vault references (quick runs; docs/payload.md). Everything else below runs with whatever watermark is the default.
 needs_reliable_channel = pytest.mark.skipif(not _learned_shipped(), reason="needs a shipped learned watermark")
 
 

@@ -52,8 +52,9 @@ class DctQimWatermark:
         Blocks of 16 px leave too few slots (215 with 5 coefficients; with 10 coefficients and step
         48, 41.1 dB, 20 originals, the search before session 14: no distortion 80 %, JPEG Q50 20 %,
         blur 0 %). Filtering weakens the mark rather than erasing it: read in the exact frame it was
-        embedded in, 80 % of 25 original faces come back within 21 wrong bits after JPEG Q50 or
-        WebP Q80 (blur sigma 1: none, median 61 wrong bits); finding that frame is the reader's
+        embedded in, 84 / 72 % of 25 original faces come back within 21 wrong bits after JPEG Q50 /
+        WebP Q80 (blur sigma 1: none, median 66 wrong bits; ``scripts/watermark_sync.py --decode``,
+        the own-frame columns); finding that frame is the reader's
         search's job (``channel._search``)."""
         self.align = align
         self.step = step
