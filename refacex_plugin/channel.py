@@ -255,10 +255,8 @@ def _search(rgb, m, watermark, align, device) -> tuple[np.ndarray, torch.Tensor]
     leave; the re-detection itself lies within 0.3-3 px of the mark there (measured on 15 LFW faces
     after JPEG Q50: the mark read in its own frame was 0.32-0.44 confident, the wide search's
     reading 0.26-0.28, 8-38 vs 117-146 wrong bits; docs/notes/learned-models.md, session 14)."""
-    from .payload import correct_channel
-
     def codeword(read):
-        return correct_channel((read[0] > 0).astype(np.uint8)) is not None
+        return _is_codeword(read[0])
 
     local = _refine(rgb, m, watermark, align, device, SYNC_STAGES[WIDE_STAGES:])
     if codeword(local):
@@ -363,16 +361,65 @@ def read_from_image(
     return det, logits
 
 
+#: Image scales at which a reader re-detects the faces whose search found no codeword, to start a
+#: local search from each (:func:`_search_rescaled`). CenterFace places a face's landmarks
+#: differently at another image size: after a x1.5 upscale its re-detection lies 3.9 % in zoom,
+#: 1.7 deg and 2.2 crop px from the original's (medians; 90th percentiles 8.1 % / 3.7 deg / 3.9 px:
+#: ``python scripts/watermark_sync.py --misplacement --host none --faces 80``), beyond the search's
+#: reach for ~8 % of faces; re-detecting at the inverse scale sees the pixels the embedder saw
+#: (``test_reader_re_detects_at_the_inverse_scale_after_an_upscale``: 40 of 40 faces open vs 34).
+#: A x0.5 resize is lost to the channel itself, not to registration. Costs unmarked faces a
+#: detection and a local search per scale (ad hoc timing, 12 unmarked LFW images: 248 -> 394 ms a read).
+RESCALED_STARTS = (2 / 3, 1.5)
+
+
+def _is_codeword(logits: np.ndarray) -> bool:
+    from .payload import correct_channel
+
+    return correct_channel((logits > 0).astype(np.uint8)) is not None
+
+
+def _search_rescaled(rgb, det: Detections, logits: np.ndarray, m: torch.Tensor, watermark, detector, align, device) -> None:
+    """For faces of ``det`` whose reading (``logits (N, bits)``, in frames ``m (N, 2, 3)``) is no
+    codeword, re-detect ``rgb`` at each of :data:`RESCALED_STARTS` and search locally from the
+    face's re-detection there; the first codeword found replaces the reading in place."""
+    import cv2
+
+    todo = [i for i in range(len(det)) if not _is_codeword(logits[i])]
+    h, w = rgb.shape[:2]
+    for s in RESCALED_STARTS:
+        if not todo:
+            return
+        size = (max(int(round(w * s)), 1), max(int(round(h * s)), 1))
+        if min(size) < 16 or max(size) > 4096:
+            continue
+        scaled = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
+        found = detector(scaled)
+        if len(found) == 0:
+            continue
+        back = ((found.landmarks + 0.5) / np.array([size[0] / w, size[1] / h], np.float32) - 0.5).astype(np.float32)
+        match = match_faces(det.landmarks[todo], Detections(found.boxes, found.scores, back))
+        for i, j in zip(list(todo), match):
+            if j is None:
+                continue
+            read = _refine(rgb, alignment_matrices(back[j : j + 1], align), watermark, align, device, SYNC_STAGES[WIDE_STAGES:])
+            if _is_codeword(read[0]):
+                logits[i], m[i] = read[0], read[1][0]
+                todo.remove(i)
+
+
 def read_marks(rgb: np.ndarray, watermark: Watermark, detector: FaceDetector, align: AlignConfig = AlignConfig(),
                device="cpu") -> tuple[Detections, np.ndarray, np.ndarray]:
     """:func:`read_from_image`, plus the frame each face is read in, as the five landmarks whose
     alignment is that frame ``(N, 5, 2)``: where the search registered the mark (the frame it was
     embedded and its payload bound in; sub-pixel placement for pasting a face back), or the
-    re-detection for a watermark without a search."""
+    re-detection for a watermark without a search. A face whose search finds no codeword is
+    searched again from its re-detection at other image scales (:data:`RESCALED_STARTS`)."""
     det = detector(rgb)
     logits, m = face_logits(rgb, alignment_matrices(det.landmarks, align), watermark, align, device)
     if not _searchable(watermark):
         return det, logits, det.landmarks
+    _search_rescaled(rgb, det, logits, m, watermark, detector, align, device)
     inv = invert_affine(m)
     frames = canonical_template(align).to(inv) @ inv[:, :, :2].transpose(1, 2) + inv[:, None, :, 2]
     return det, logits, frames.numpy().astype(np.float32)

@@ -147,13 +147,43 @@ def test_reader_finds_marks_after_jpeg_q50_that_a_wide_search_misses(lfw):
         emb = pipe.embed_codes(res.image, lm, [np.arange(P.REF_BITS) % 2] * len(lm), P.KIND_VAULT_REF)
         x = D.DISTORTIONS["jpeg_q50"](emb.image)
         opened["reader"] += sum(face.authenticated for face in pipe.read_payloads(x))
-        search = C._search
-        try:
+        search, starts = C._search, C.RESCALED_STARTS
+        try:  # the wide search alone, from the re-detection only
             C._search = lambda rgb, m, wm, align, device: C._refine(rgb, m, wm, align, device, C.SYNC_STAGES)
+            C.RESCALED_STARTS = ()
             opened["wide only"] += sum(face.authenticated for face in pipe.read_payloads(x))
         finally:
-            C._search = search
+            C._search, C.RESCALED_STARTS = search, starts
     assert opened["reader"] >= 6 and opened["reader"] >= opened["wide only"] + 2, opened
+
+
+def test_reader_re_detects_at_the_inverse_scale_after_an_upscale(lfw):
+    """CenterFace lands a face's landmarks up to ~10 % in zoom and several degrees away after a x1.5
+    upscale, out of the search's reach. A reader that finds no codeword re-detects at
+    :data:`~refacex_plugin.channel.RESCALED_STARTS` and searches from there: on these 40 original
+    LFW faces (recovery codes, fixed key) it opens all 40 after the resize, 34 without."""
+    import glob
+    import random
+
+    from refacex_plugin import channel as C
+    from refacex_plugin.pipeline import Pipeline
+
+    pipe = Pipeline(method="blur", key=bytes(range(32)))
+    files = random.Random(1).sample(sorted(glob.glob(str(lfw / "*" / "*.jpg"))), 40)
+    opened = {"reader": 0, "no rescaled starts": 0}
+    for f in files:
+        rgb = read_image(f).rgb
+        det = pipe.reader(rgb)
+        emb = pipe.embed_codes(rgb, det.landmarks[:1], [np.arange(P.CODE_BITS) % 3 == 0], P.KIND_RECOVERY_CODE)
+        x = D.DISTORTIONS["resize_1.5"](emb.image)
+        opened["reader"] += sum(face.authenticated for face in pipe.read_payloads(x))
+        starts = C.RESCALED_STARTS
+        try:
+            C.RESCALED_STARTS = ()
+            opened["no rescaled starts"] += sum(face.authenticated for face in pipe.read_payloads(x))
+        finally:
+            C.RESCALED_STARTS = starts
+    assert opened["reader"] >= 38 and opened["reader"] >= opened["no rescaled starts"] + 3, opened
 
 
 @pytest.fixture(scope="module")
