@@ -430,7 +430,7 @@ class FacePayload:
     """What one re-detected face carries.
 
     ``found``: the channel bits error-correct to a valid codeword (an unmarked face does so with
-    probability about 2^-17: two readings of 2^-18 each); ``authenticated``: they also open under one of the given keys.
+    probability about 2^-16: up to four readings - local, wide and two rescaled starts - of 2^-18 each); ``authenticated``: they also open under one of the given keys.
     ``payload`` is the opened :class:`~refacex_plugin.payload.Payload` (secret: never print its code).
     ``frame``: the ``(5, 2)`` landmarks of the frame the face was read in: where the reader's
     search registered the mark (the embedder's frame as it lies in this image), or the
