@@ -15,7 +15,7 @@ import torch
 
 from .detection import Detections, FaceDetector
 from .geometry import (AlignConfig, alignment_matrices, canonical_template, extract_crops, face_footprints, frame_offset,
-                       invert_affine, paste_residuals, perturb_about, translate_after)
+                       invert_affine, paste_residuals, perturb_about, translate_after, translate_before)
 from .watermark import Watermark
 
 
@@ -410,6 +410,29 @@ def _search_rescaled(rgb, det: Detections, logits: np.ndarray, m: torch.Tensor, 
                 todo.remove(i)
 
 
+def _search_unclipped(rgb, det: Detections, logits: np.ndarray, m: torch.Tensor, watermark, align, device) -> None:
+    """For faces of ``det`` whose reading is still no codeword, search locally again in an
+    estimate of what clipping took from the face's region (:func:`~refacex_plugin.clipping.estimate_clipped`:
+    a brightness or contrast change that pushed some channels past 255 took the mark with them
+    there); a codeword replaces the reading in place."""
+    from .clipping import estimate_clipped
+
+    h, w = rgb.shape[:2]
+    for i in range(len(det)):
+        if _is_codeword(logits[i]):
+            continue
+        roi = face_footprints(m[i : i + 1], align, h, w)[0]
+        if roi is None:
+            continue
+        x0, y0, x1, y1 = max(roi[0] - 16, 0), max(roi[1] - 16, 0), min(roi[2] + 16, w), min(roi[3] + 16, h)  # room to search
+        patch = estimate_clipped(rgb[y0:y1, x0:x1])
+        if patch is None:
+            continue
+        read = _refine(patch, translate_before(m[i : i + 1], float(x0), float(y0)), watermark, align, device, SYNC_STAGES[WIDE_STAGES:])
+        if _is_codeword(read[0]):
+            logits[i], m[i] = read[0], translate_before(read[1], -float(x0), -float(y0))[0]
+
+
 def read_marks(rgb: np.ndarray, watermark: Watermark, detector: FaceDetector, align: AlignConfig = AlignConfig(),
                device="cpu") -> tuple[Detections, np.ndarray, np.ndarray]:
     """:func:`read_from_image`, plus the frame each face is read in, as the five landmarks whose
@@ -422,6 +445,7 @@ def read_marks(rgb: np.ndarray, watermark: Watermark, detector: FaceDetector, al
     if not _searchable(watermark):
         return det, logits, det.landmarks
     _search_rescaled(rgb, det, logits, m, watermark, detector, align, device)
+    _search_unclipped(rgb, det, logits, m, watermark, align, device)
     inv = invert_affine(m)
     frames = canonical_template(align).to(inv) @ inv[:, :, :2].transpose(1, 2) + inv[:, None, :, 2]
     return det, logits, frames.numpy().astype(np.float32)
