@@ -1,0 +1,72 @@
+"""What the reader's fallbacks buy: faces whose search found no codeword are searched again from
+a re-detection at other image scales (``rescaled``) and in an estimate of what clipping took
+(``unclipped``) - see :func:`refacex_plugin.channel.read_marks`.
+
+Embeds a 128-bit recovery code (payload version 2, BCH t = 10) with a fixed key in the central
+face of ``--images`` original LFW images, as ``Pipeline.embed_codes`` does, applies each row
+(a distortion of the robustness suite, or ``xF``: a resize by F, area when shrinking, cubic when
+enlarging) and counts the images whose payload ``Pipeline.read_payloads`` opens with the
+fallback and without it, with the mean read time of each.
+
+    python scripts/reader_fallbacks.py --fallback rescaled --images 40 --rows x0.67,x0.8,x1.25,x1.5,x2
+    python scripts/reader_fallbacks.py --fallback unclipped --images 200 --seed 3 --rows brightness_+20,contrast_+20
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import random
+import time
+
+import numpy as np
+
+import refacex_plugin.channel as C
+from refacex_plugin import payload as P
+from refacex_plugin.bench.originals import central_face
+from refacex_plugin.distortions import DISTORTIONS, resize
+from refacex_plugin.image_io import read_image
+from refacex_plugin.pipeline import Pipeline
+
+FALLBACKS = {"rescaled": "_search_rescaled", "unclipped": "_search_unclipped"}
+
+
+def _distortion(row: str):
+    return (lambda x: resize(x, float(row[1:]))) if row.startswith("x") else DISTORTIONS[row]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--fallback", choices=sorted(FALLBACKS), required=True)
+    ap.add_argument("--images", type=int, default=40)
+    ap.add_argument("--rows", default="x0.67,x0.8,x1.25,x1.5,x2")
+    ap.add_argument("--data", default="../shared/data/lfw")
+    ap.add_argument("--seed", type=int, default=11)
+    args = ap.parse_args()
+    pipe = Pipeline(method="blur", key=bytes(range(32)), watermark="dct-qim")
+    files = random.Random(args.seed).sample(sorted(glob.glob(f"{args.data}/*/*.jpg")), args.images)
+    code = (np.arange(P.CODE_BITS) % 3 == 0).astype(np.uint8)
+    marked = []
+    for f in files:
+        rgb = read_image(f).rgb
+        det = pipe.reader(rgb)
+        c = central_face(det, *rgb.shape[:2])
+        if c is not None:
+            marked.append(pipe.embed_codes(rgb, det.landmarks[c : c + 1], [code], P.KIND_RECOVERY_CODE).image)
+    name = FALLBACKS[args.fallback]
+    shipped = getattr(C, name)
+    print(f"{len(marked)} original LFW faces (seed {args.seed}), recovery codes, fixed key; "
+          f"opened with / without the {args.fallback} fallback; mean read time")
+    for row in args.rows.split(","):
+        distort, result = _distortion(row), []
+        for fallback in (shipped, lambda *a: None):
+            setattr(C, name, fallback)
+            t0 = time.perf_counter()
+            opened = sum(any(face.authenticated for face in pipe.read_payloads(distort(m))) for m in marked)
+            result.append((opened, (time.perf_counter() - t0) / len(marked)))
+        setattr(C, name, shipped)
+        print(f"{row:16s} {result[0][0]:4d} / {result[1][0]:4d} opened   {result[0][1] * 1000:5.0f} / {result[1][1] * 1000:5.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
