@@ -413,8 +413,8 @@ def _search_rescaled(rgb, det: Detections, logits: np.ndarray, m: torch.Tensor, 
 def _search_unclipped(rgb, det: Detections, logits: np.ndarray, m: torch.Tensor, watermark, align, device) -> None:
     """For faces of ``det`` whose reading is still no codeword, search locally again in an
     estimate of what clipping took from the face's region (:func:`~refacex_plugin.clipping.estimate_clipped`:
-    a brightness or contrast change that pushed some channels past 255 took the mark with them
-    there); a codeword replaces the reading in place."""
+    a brightness or contrast change that pushed some channels past 0 or 255 took the mark with
+    them there); a codeword replaces the reading in place."""
     from .clipping import estimate_clipped
 
     h, w = rgb.shape[:2]
@@ -439,7 +439,8 @@ def read_marks(rgb: np.ndarray, watermark: Watermark, detector: FaceDetector, al
     alignment is that frame ``(N, 5, 2)``: where the search registered the mark (the frame it was
     embedded and its payload bound in; sub-pixel placement for pasting a face back), or the
     re-detection for a watermark without a search. A face whose search finds no codeword is
-    searched again from its re-detection at other image scales (:data:`RESCALED_STARTS`)."""
+    searched again from its re-detection at other image scales (:data:`RESCALED_STARTS`), then in
+    an estimate of what clipping took from it (:func:`_search_unclipped`)."""
     det = detector(rgb)
     logits, m = face_logits(rgb, alignment_matrices(det.landmarks, align), watermark, align, device)
     if not _searchable(watermark):
@@ -456,7 +457,7 @@ class FacePayload:
     """What one re-detected face carries.
 
     ``found``: the channel bits error-correct to a valid codeword (an unmarked face does so with
-    probability about 2^-16: up to four readings - local, wide and two rescaled starts - of 2^-18 each); ``authenticated``: they also open under one of the given keys.
+    probability about 2^-16: up to five readings - local, wide, two rescaled starts and the clipping estimate - of 2^-18 each); ``authenticated``: they also open under one of the given keys.
     ``payload`` is the opened :class:`~refacex_plugin.payload.Payload` (secret: never print its code).
     ``frame``: the ``(5, 2)`` landmarks of the frame the face was read in: where the reader's
     search registered the mark (the embedder's frame as it lies in this image), or the
