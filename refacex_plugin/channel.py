@@ -381,17 +381,19 @@ def _is_codeword(logits: np.ndarray) -> bool:
     return correct_channel((logits > 0).astype(np.uint8)) is not None
 
 
-def _search_rescaled(rgb, det: Detections, logits: np.ndarray, m: torch.Tensor, watermark, detector, align, device) -> None:
-    """For faces of ``det`` whose reading (``logits (N, bits)``, in frames ``m (N, 2, 3)``) is no
-    codeword, re-detect ``rgb`` at each of :data:`RESCALED_STARTS` and search locally from the
-    face's re-detection there; the first codeword found replaces the reading in place."""
+def _search_rescaled(rgb, det: Detections, todo: list[int], logits: np.ndarray, m: torch.Tensor, watermark, detector, align,
+                     device) -> list[int]:
+    """For the faces ``todo`` of ``det`` (their readings ``logits (N, bits)``, in frames ``m (N, 2,
+    3)``, no codeword), re-detect ``rgb`` at each of :data:`RESCALED_STARTS` and search locally
+    from the face's re-detection there; the first codeword found replaces the reading in place.
+    Returns the faces still without a codeword."""
     import cv2
 
-    todo = [i for i in range(len(det)) if not _is_codeword(logits[i])]
+    todo = list(todo)
     h, w = rgb.shape[:2]
     for s in RESCALED_STARTS:
         if not todo:
-            return
+            break
         size = (max(int(round(w * s)), 1), max(int(round(h * s)), 1))
         if min(size) < 16 or max(size) > 4096:
             continue
@@ -408,29 +410,37 @@ def _search_rescaled(rgb, det: Detections, logits: np.ndarray, m: torch.Tensor, 
             if _is_codeword(read[0]):
                 logits[i], m[i] = read[0], read[1][0]
                 todo.remove(i)
+    return todo
 
 
-def _search_unclipped(rgb, det: Detections, logits: np.ndarray, m: torch.Tensor, watermark, align, device) -> None:
-    """For faces of ``det`` whose reading is still no codeword, search locally again in an
-    estimate of what clipping took from the face's region (:func:`~refacex_plugin.clipping.estimate_clipped`:
-    a brightness or contrast change that pushed some channels past 0 or 255 took the mark with
-    them there); a codeword replaces the reading in place."""
+def _search_unclipped(rgb, todo: list[int], logits: np.ndarray, m: torch.Tensor, watermark, align, device) -> list[int]:
+    """For the faces ``todo`` (readings ``logits (N, bits)`` in frames ``m (N, 2, 3)``, no codeword
+    yet), search locally again in an estimate of what clipping took from the face's region
+    (:func:`~refacex_plugin.clipping.estimate_clipped`: a brightness or contrast change that pushed
+    some channels past 0 or 255 took the mark with them there); a codeword replaces the reading in
+    place. Returns the faces still without a codeword."""
     from .clipping import estimate_clipped
 
-    h, w = rgb.shape[:2]
-    for i in range(len(det)):
-        if _is_codeword(logits[i]):
-            continue
+    def unclipped_reading(i):
         roi = face_footprints(m[i : i + 1], align, h, w)[0]
         if roi is None:
-            continue
-        x0, y0, x1, y1 = max(roi[0] - 16, 0), max(roi[1] - 16, 0), min(roi[2] + 16, w), min(roi[3] + 16, h)  # room to search
-        patch = estimate_clipped(rgb[y0:y1, x0:x1])
+            return None
+        x0, y0 = max(roi[0] - 16, 0), max(roi[1] - 16, 0)  # room to search
+        patch = estimate_clipped(rgb[y0 : min(roi[3] + 16, h), x0 : min(roi[2] + 16, w)])
         if patch is None:
-            continue
+            return None
         read = _refine(patch, translate_before(m[i : i + 1], float(x0), float(y0)), watermark, align, device, SYNC_STAGES[WIDE_STAGES:])
-        if _is_codeword(read[0]):
-            logits[i], m[i] = read[0], translate_before(read[1], -float(x0), -float(y0))[0]
+        return read[0], translate_before(read[1], -float(x0), -float(y0))[0]
+
+    h, w = rgb.shape[:2]
+    left = []
+    for i in todo:
+        read = unclipped_reading(i)
+        if read is not None and _is_codeword(read[0]):
+            logits[i], m[i] = read
+        else:
+            left.append(i)
+    return left
 
 
 def read_marks(rgb: np.ndarray, watermark: Watermark, detector: FaceDetector, align: AlignConfig = AlignConfig(),
@@ -445,8 +455,9 @@ def read_marks(rgb: np.ndarray, watermark: Watermark, detector: FaceDetector, al
     logits, m = face_logits(rgb, alignment_matrices(det.landmarks, align), watermark, align, device)
     if not _searchable(watermark):
         return det, logits, det.landmarks
-    _search_rescaled(rgb, det, logits, m, watermark, detector, align, device)
-    _search_unclipped(rgb, det, logits, m, watermark, align, device)
+    todo = [i for i in range(len(det)) if not _is_codeword(logits[i])]
+    todo = _search_rescaled(rgb, det, todo, logits, m, watermark, detector, align, device)
+    _search_unclipped(rgb, todo, logits, m, watermark, align, device)
     inv = invert_affine(m)
     frames = canonical_template(align).to(inv) @ inv[:, :, :2].transpose(1, 2) + inv[:, None, :, 2]
     return det, logits, frames.numpy().astype(np.float32)
