@@ -7,6 +7,7 @@ anonymiser's effect on landmark positions does not become an alignment error at 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -15,7 +16,8 @@ import torch
 
 from .detection import Detections, FaceDetector
 from .geometry import (AlignConfig, alignment_matrices, canonical_template, extract_crops, face_footprints, frame_offset,
-                       invert_affine, paste_residuals, perturb_about, translate_after, translate_before)
+                       invert_affine, paste_residuals, perturb_about, perturbations_about, translate_after,
+                       translate_before)
 from .watermark import Watermark
 
 
@@ -267,12 +269,28 @@ def _search(rgb, m, watermark, align, device) -> tuple[np.ndarray, torch.Tensor]
     return max((local, wide), key=lambda read: float(np.abs(read[0]).mean()))
 
 
+#: How far the search's shifts can move a reading, summed over :data:`SYNC_STAGES` (crop pixels),
+#: plus bilinear sampling's pixel: a searching reader samples its watermark's ``read_window`` widened by this.
+SEARCH_REACH = int(math.ceil(sum(stage[4] for stage in SYNC_STAGES))) + 1
+
+
+def _search_window(watermark: Watermark, size: int) -> tuple[int, int, int, int] | None:
+    """The part of each crop the search reads (None: whole crops)."""
+    win = getattr(watermark, "read_window", None)
+    if win is None:
+        return None
+    y0, y1, x0, x1 = win
+    r = SEARCH_REACH
+    return max(y0 - r, 0), min(y1 + r, size), max(x0 - r, 0), min(x1 + r, size)
+
+
 def _refine(rgb, m, watermark, align, device, stages) -> tuple[np.ndarray, torch.Tensor]:
     """The most confident reading of one face over ``stages`` (each centred on the last's best)
     and :data:`SYNC_GAINS` (coarse after the first stage, fine after the last): ``(logits (bits,),
     transform (1, 2, 3))``."""
     scale, angle, shift, frac, gain = 1.0, 0.0, (0, 0), (0.0, 0.0), 1.0
     centre = align.size / 2
+    window = _search_window(watermark, align.size)
     for stage, (zoom_step, turn_step, side, shift_step, radius) in enumerate(stages):
         zooms_turns = [(scale + i * zoom_step, angle + j * turn_step) for i in range(-side, side + 1) for j in range(-side, side + 1)]
         steps = torch.arange(-radius, radius + shift_step / 2, shift_step) if shift_step else torch.zeros(1)
@@ -283,8 +301,8 @@ def _refine(rgb, m, watermark, align, device, stages) -> tuple[np.ndarray, torch
         else:  # fractions of a pixel: one resampled crop each
             grid = [(s, a, (frac[0] + x, frac[1] + y)) for s, a in zooms_turns for x, y in offsets]
             shifts = torch.tensor([shift], dtype=torch.long)
-        ms = torch.cat([translate_after(perturb_about(m, s, a, centre), -f[0], -f[1]) for s, a, f in grid])
-        crops = extract_crops(rgb, ms, align, device, luma=True)
+        ms = perturbations_about(m, [(s, a, -f[0], -f[1]) for s, a, f in grid], centre)
+        crops = extract_crops(rgb, ms, align, device, luma=True, window=window)
         with torch.inference_mode():
             logits = watermark.extract_shifted(crops, shifts, gain)  # (G, T, bits)
         conf = logits.float().abs().mean(-1)

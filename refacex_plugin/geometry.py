@@ -112,9 +112,9 @@ def warp_affine(src: torch.Tensor, m: torch.Tensor, dsize: tuple[int, int], mode
     a = a.to(device=src.device, dtype=src.dtype)  # (B, 2, 3): destination pixel -> source normalised
     xs = torch.arange(w, device=src.device, dtype=src.dtype).view(1, 1, w)
     ys = torch.arange(h, device=src.device, dtype=src.dtype).view(1, h, 1)
-    gx = a[:, 0, 0, None, None] * xs + a[:, 0, 1, None, None] * ys + a[:, 0, 2, None, None]
-    gy = a[:, 1, 0, None, None] * xs + a[:, 1, 1, None, None] * ys + a[:, 1, 2, None, None]
-    grid = torch.stack([gx, gy], dim=-1)  # (B, h, w, 2)
+    grid = torch.empty(b, h, w, 2, device=src.device, dtype=src.dtype)
+    for k in (0, 1):  # written in place: building and stacking two planes cost 2.4x as much (81 crops: 50 vs 21 ms)
+        torch.add(a[:, k, 0, None, None] * xs + a[:, k, 1, None, None] * ys, a[:, k, 2, None, None], out=grid[..., k])
     return F.grid_sample(src, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
 
 
@@ -136,13 +136,21 @@ def translate_before(m: torch.Tensor, dx: float, dy: float) -> torch.Tensor:
 def perturb_about(m: torch.Tensor, scale: float, angle_deg: float, centre: float) -> torch.Tensor:
     """``P o M`` for ``(B, 2, 3)`` affines, ``P`` a rotation by ``angle_deg`` and scaling by ``scale``
     about the output point ``(centre, centre)``: the same crop, slightly zoomed and turned."""
-    a = math.radians(angle_deg)
-    r = torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]], dtype=m.dtype, device=m.device) * scale
+    return perturbations_about(m, [(scale, angle_deg, 0.0, 0.0)], centre)
+
+
+def perturbations_about(m: torch.Tensor, moves, centre: float) -> torch.Tensor:
+    """Many perturbations of one ``(1, 2, 3)`` affine at once: for each ``(scale, angle_deg, dx,
+    dy)`` of ``moves``, ``T(dx, dy) o P o M`` (:func:`perturb_about`, then :func:`translate_after`).
+    Returns ``(len(moves), 2, 3)`` (or, for one move of ``(B, 2, 3)`` affines, ``(B, 2, 3)``)."""
+    mv = torch.as_tensor(moves, dtype=torch.float64).reshape(-1, 4)
+    a = torch.deg2rad(mv[:, 1])
+    cos, sin = torch.cos(a) * mv[:, 0], torch.sin(a) * mv[:, 0]
+    r = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2).to(m)  # (K, 2, 2)
     c = torch.full((2,), float(centre), dtype=m.dtype, device=m.device)
-    out = torch.empty_like(m)
-    out[:, :, :2] = r @ m[:, :, :2]
-    out[:, :, 2] = (m[:, :, 2] - c) @ r.T + c
-    return out
+    rot = r @ m[:, :, :2]  # (K, 2, 2), or (B, 2, 2) for one move of B affines
+    t = ((m[:, :, 2] - c)[:, None, :] @ r.transpose(-1, -2))[:, 0] + c + mv[:, 2:].to(m)
+    return torch.cat([rot, t[..., None]], -1)
 
 
 def frame_offset(m_from: torch.Tensor, m_to: torch.Tensor, centre: float) -> np.ndarray:
@@ -175,27 +183,14 @@ def face_mask(cfg: AlignConfig, batch: int = 1, device: torch.device | str = "cp
     return m.to(device).expand(batch, 1, s, s).contiguous()
 
 
-def warp_to_crops(image: torch.Tensor, m_img2crop: torch.Tensor, size: int) -> torch.Tensor:
-    """Warp one image into aligned crops.
-
-    Args:
-        image: ``(1, C, H, W)`` or ``(B, C, H, W)`` float.
-        m_img2crop: ``(B, 2, 3)`` image-to-crop affines (pixel coordinates).
-        size: crop side ``S``.
-
-    Returns:
-        ``(B, C, S, S)`` crops (border-replicated outside the image).
-    """
-    src = image.expand(m_img2crop.shape[0], -1, -1, -1)
-    return warp_affine(src, m_img2crop, (size, size), padding_mode="border")
-
-
 # --------------------------------------------------------------------------- numpy-facing helpers
 
 
-def _footprint(m_crop2img: np.ndarray, size: int, height: int, width: int) -> tuple[int, int, int, int] | None:
-    """Integer ROI ``(x0, y0, x1, y1)`` covering the crop square mapped into the image, or None."""
-    corners = np.array([[0, 0, 1], [size - 1, 0, 1], [0, size - 1, 1], [size - 1, size - 1, 1]], dtype=np.float64)
+def _footprint(m_crop2img: np.ndarray, size: int | tuple[int, int], height: int, width: int) -> tuple[int, int, int, int] | None:
+    """Integer ROI ``(x0, y0, x1, y1)`` covering the crop (``size`` square, or ``(h, w)``) mapped
+    into the image, or None."""
+    ch, cw = (size, size) if isinstance(size, int) else size
+    corners = np.array([[0, 0, 1], [cw - 1, 0, 1], [0, ch - 1, 1], [cw - 1, ch - 1, 1]], dtype=np.float64)
     pts = corners @ m_crop2img.T
     x0 = max(int(math.floor(pts[:, 0].min())) - 1, 0)
     y0 = max(int(math.floor(pts[:, 1].min())) - 1, 0)
@@ -217,19 +212,32 @@ LUMA = (0.299, 0.587, 0.114)
 
 
 def extract_crops(rgb: np.ndarray, m_img2crop: torch.Tensor, cfg: AlignConfig, device: str | torch.device = "cpu",
-                  luma: bool = False) -> torch.Tensor:
+                  luma: bool = False, window: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """Aligned face crops from an ``(H, W, 3) uint8`` image.
 
     Only the region the crops cover is converted to float (crops that overlap, such as a search's
     around one face, share one region and one warp). Returns ``(N, 3, S, S)`` in [0, 1],
     or with ``luma`` their luminance ``(N, 1, S, S)`` (warped from a grey region: a third of the work).
+    ``window``: ``(y0, y1, x0, x1)`` crop pixels: only those are sampled, the rest of each crop is 0
+    (for a reader that reads part of the crop: a search's hundreds of crops cost that part's share).
     """
-    h, w = rgb.shape[:2]
     s = cfg.size
     if m_img2crop.shape[0] == 0:
         return torch.empty(0, 1 if luma else 3, s, s, device=device)
-    inv = invert_affine(m_img2crop).numpy().astype(np.float64)
-    rois = [_footprint(inv[i], s, h, w) or (0, 0, w, h) for i in range(len(inv))]  # outside: replicate the border
+    if window is None:
+        return _warp_crops(rgb, m_img2crop, (s, s), device, luma)
+    y0, y1, x0, x1 = window
+    part = _warp_crops(rgb, translate_after(m_img2crop, -float(x0), -float(y0)), (y1 - y0, x1 - x0), device, luma)
+    full = torch.zeros(part.shape[0], part.shape[1], s, s, dtype=part.dtype, device=part.device)
+    full[:, :, y0:y1, x0:x1] = part
+    return full
+
+
+def _warp_crops(rgb: np.ndarray, m_img2out: torch.Tensor, out_hw: tuple[int, int], device, luma: bool) -> torch.Tensor:
+    """:func:`extract_crops`'s warp into ``(N, C, *out_hw)`` outputs."""
+    h, w = rgb.shape[:2]
+    inv = invert_affine(m_img2out).numpy().astype(np.float64)
+    rois = [_footprint(inv[i], out_hw, h, w) or (0, 0, w, h) for i in range(len(inv))]  # outside: replicate the border
     union = (min(r[0] for r in rois), min(r[1] for r in rois), max(r[2] for r in rois), max(r[3] for r in rois))
     area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
     if area(union) <= 2 * max(area(r) for r in rois):
@@ -243,8 +251,11 @@ def extract_crops(rgb: np.ndarray, m_img2crop: torch.Tensor, cfg: AlignConfig, d
         patch = torch.from_numpy(region).to(device).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         if luma:
             patch = (patch * patch.new_tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
-        m = translate_before(m_img2crop[members], float(x0), float(y0)).to(device)  # roi -> crop
-        for i, crop in zip(members, warp_to_crops(patch, m, s)):
+        m = translate_before(m_img2out[members], float(x0), float(y0)).to(device)  # roi -> output
+        warped = warp_affine(patch.expand(len(members), -1, -1, -1), m, out_hw, padding_mode="border")
+        if len(groups) == 1:
+            return warped  # one warp made every crop, in order (a search's hundreds: no copy)
+        for i, crop in zip(members, warped):
             crops[i] = crop
     return torch.stack(crops)
 

@@ -101,9 +101,11 @@ def test_a_face_called_embedded_is_one_a_reader_reads(lfw):
 
 
 @pytest.mark.parametrize("warp", ["shift", "zoom", "turn"])
-def test_reader_search_finds_a_mark_the_re_detection_misplaces(lfw, warp):
+def test_reader_search_finds_a_mark_the_re_detection_misplaces(lfw, warp, monkeypatch):
     """A face marked in one frame and read in another a few pixels, 4 % or 2 degrees off (what
-    re-detection after resizing or cropping does): the plain read is noise, the search exact."""
+    re-detection after resizing or cropping does): the plain read is noise, the search exact; and
+    it reads the same sampling only the carriers' window of each crop as sampling whole crops."""
+    from refacex_plugin import channel as C
     from refacex_plugin.channel import face_logits
     from refacex_plugin.detection import load_detector
     from refacex_plugin.geometry import alignment_matrices, extract_crops, perturb_about, translate_after
@@ -124,6 +126,10 @@ def test_reader_search_finds_a_mark_the_re_detection_misplaces(lfw, warp):
     corners = torch.tensor([[0.0, 0.0, 1.0], [255.0, 255.0, 1.0]], dtype=m.dtype)
     to_image = lambda t: corners @ torch.linalg.inv(torch.cat([t[0], torch.tensor([[0.0, 0.0, 1.0]], dtype=t.dtype)]))[:2].T
     assert (to_image(frame) - to_image(m)).abs().max() < 2.0  # the frame it was embedded in, within a pixel or two
+    monkeypatch.setattr(C, "_search_window", lambda watermark, size: None)
+    whole, whole_frame = face_logits(marked, off, wm, cfg)
+    np.testing.assert_allclose(synced, whole, atol=1e-3)
+    torch.testing.assert_close(frame, whole_frame, atol=1e-4, rtol=0)
 
 
 def test_reader_finds_marks_after_jpeg_q50_that_a_wide_search_misses(lfw):

@@ -141,6 +141,36 @@ def test_extract_crops_shares_one_region_between_overlapping_crops():
             torch.testing.assert_close(together, alone, atol=1e-4, rtol=0)  # float rounding of the grid
 
 
+@pytest.mark.parametrize("luma", [False, True])
+def test_extract_crops_window_samples_only_that_part(luma):
+    """A window of the crop (what a searching reader reads) holds the whole crop's pixels there,
+    also where the crop runs off the image, and zeros elsewhere."""
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (240, 260, 3), dtype=np.uint8)
+    cfg = AlignConfig()
+    lm = np.array([[[20, 60], [60, 58], [42, 85], [25, 110], [58, 108]], [[150, 90], [190, 92], [170, 115], [152, 140], [188, 141]]],
+                  np.float32)  # the first runs off the image's left edge
+    m = alignment_matrices(lm, cfg)
+    y0, y1, x0, x1 = 56, 240, 40, 200
+    whole = extract_crops(rgb, m, cfg, luma=luma)
+    part = extract_crops(rgb, m, cfg, luma=luma, window=(y0, y1, x0, x1))
+    assert part.shape == whole.shape
+    torch.testing.assert_close(part[..., y0:y1, x0:x1], whole[..., y0:y1, x0:x1], atol=1e-4, rtol=0)
+    outside = part.clone()
+    outside[..., y0:y1, x0:x1] = 0
+    assert outside.abs().max() == 0
+
+
+def test_perturbations_about_compose_a_turn_a_zoom_and_a_shift():
+    from refacex_plugin.geometry import perturb_about, perturbations_about, translate_after
+
+    cfg = AlignConfig()
+    m = alignment_matrices(np.array([[[100, 120], [140, 118], [122, 145], [105, 170], [138, 168]]], np.float32), cfg)
+    moves = [(1.04, 2.0, -0.5, 0.25), (0.96, -1.0, 0.0, -0.125), (1.0, 0.0, 3.0, 0.0)]
+    one_by_one = torch.cat([translate_after(perturb_about(m, s, a, cfg.size / 2), dx, dy) for s, a, dx, dy in moves])
+    torch.testing.assert_close(perturbations_about(m, moves, cfg.size / 2), one_by_one, atol=1e-5, rtol=0)
+
+
 def test_frame_offset_measures_zoom_turn_and_shift():
     from refacex_plugin.geometry import frame_offset, perturb_about, translate_after
 

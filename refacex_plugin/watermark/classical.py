@@ -77,6 +77,8 @@ class DctQimWatermark:
         self.kernels = torch.stack([self.dct[u][:, None] * self.dct[v][None, :] for u, v in self.coeffs])[:, None]
         rows, cols = self.block_idx // self.grid * b, self.block_idx % self.grid * b
         self.block_corners = torch.stack([rows, cols])  # (2, nblocks)
+        #: ``(y0, y1, x0, x1)``: the part of the crop the carrier blocks cover (what a reader needs)
+        self.read_window = (int(rows.min()), int(rows.max()) + b, int(cols.min()), int(cols.max()) + b)
         # (nslots, CHANNEL_BITS): 1 / (the bit's slot count) where a slot carries that bit
         counts = torch.bincount(self.slot_bit, minlength=self.bits).float()
         self.averaging = torch.zeros(n_slots, self.bits)
@@ -157,8 +159,10 @@ class DctQimWatermark:
             pix = ((rows[..., None, None] + ij[:, None]) * s + cols[..., None, None] + ij[None, :]).reshape(-1)  # (T*nblocks*b*b,)
             patches = y.reshape(y.shape[0], -1)[:, pix].reshape(y.shape[0], len(shifts), rows.shape[1], b * b)
             return (patches @ self.kernels.reshape(c, b * b).T.to(y)).reshape(y.shape[0], len(shifts), -1)
-        resp = F.conv2d(y[:, None], self.kernels.to(y))  # (B, C, S - b + 1, S - b + 1): coefficient c of the block at (i, j)
-        vals = resp[:, :, rows, cols]  # (B, C, T, nblocks)
+        r0, c0 = int(rows.min()), int(cols.min())  # only the span the blocks read
+        part = y[:, None, r0 : int(rows.max()) + b, c0 : int(cols.max()) + b]
+        resp = F.conv2d(part, self.kernels.to(y))  # (B, C, ., .): coefficient c of the block at (r0 + i, c0 + j)
+        vals = resp[:, :, rows - r0, cols - c0]  # (B, C, T, nblocks)
         return vals.permute(0, 2, 3, 1).reshape(y.shape[0], len(shifts), -1)
 
     def _logits(self, slots: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
