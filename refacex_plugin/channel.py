@@ -237,7 +237,7 @@ def face_logits(rgb: np.ndarray, m_img2crop: torch.Tensor, watermark: Watermark,
     if m_img2crop.shape[0] == 0:
         return np.zeros((0, watermark.bits), np.float32), m_img2crop
     if not sync or not _searchable(watermark):
-        crops = extract_crops(rgb, m_img2crop, align, device)
+        crops = extract_crops(rgb, m_img2crop, align, device, window=getattr(watermark, "carrier_window", None))
         with torch.inference_mode():
             return watermark.extract(crops).float().cpu().numpy(), m_img2crop
     found = [_search(rgb, m_img2crop[i : i + 1], watermark, align, device) for i in range(m_img2crop.shape[0])]
@@ -270,13 +270,13 @@ def _search(rgb, m, watermark, align, device) -> tuple[np.ndarray, torch.Tensor]
 
 
 #: How far the search's shifts can move a reading, summed over :data:`SYNC_STAGES` (crop pixels),
-#: plus bilinear sampling's pixel: a searching reader samples its watermark's ``read_window`` widened by this.
+#: plus bilinear sampling's pixel: a searching reader samples its watermark's ``carrier_window`` widened by this.
 SEARCH_REACH = int(math.ceil(sum(stage[4] for stage in SYNC_STAGES))) + 1
 
 
 def _search_window(watermark: Watermark, size: int) -> tuple[int, int, int, int] | None:
     """The part of each crop the search reads (None: whole crops)."""
-    win = getattr(watermark, "read_window", None)
+    win = getattr(watermark, "carrier_window", None)
     if win is None:
         return None
     y0, y1, x0, x1 = win
@@ -322,12 +322,12 @@ def _embed_in_frames(rgb, m, bits, watermark, align, strength, device) -> np.nda
     """Embed and paste back, ``watermark.embed_passes`` times (each pass re-embeds into the
     marked image: pasting and reading a crop resamples it twice and rounds it to 8 bits, which
     moves some of a quantiser's coefficients off its lattice; a pass puts them back)."""
-    out = rgb
+    out, window = rgb, getattr(watermark, "carrier_window", None)
     for _ in range(getattr(watermark, "embed_passes", 1)):
-        crops = extract_crops(out, m, align, device)
+        crops = extract_crops(out, m, align, device, window=window)
         with torch.inference_mode():
             residual = watermark.embed(crops, torch.as_tensor(bits, dtype=crops.dtype, device=crops.device), strength) - crops
-        out = paste_residuals(out, residual, m, align)
+        out = paste_residuals(out, residual, m, align, window)
     return out
 
 

@@ -319,7 +319,8 @@ def pool_to(crops: torch.Tensor, res: int) -> torch.Tensor:
     return F.interpolate(crops, size=(res, res), mode="bilinear", align_corners=False, antialias=True)
 
 
-def paste_residuals(rgb: np.ndarray, residuals: torch.Tensor, m_img2crop: torch.Tensor, cfg: AlignConfig) -> np.ndarray:
+def paste_residuals(rgb: np.ndarray, residuals: torch.Tensor, m_img2crop: torch.Tensor, cfg: AlignConfig,
+                    window: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """Add crop-space residuals (e.g. a watermark) to a copy of ``rgb``, warped into the image.
 
     Unlike :func:`paste_crops` the image is not resampled: only the residual is, so pixels where
@@ -328,13 +329,17 @@ def paste_residuals(rgb: np.ndarray, residuals: torch.Tensor, m_img2crop: torch.
     Args:
         rgb: ``(H, W, 3) uint8``; residuals: ``(N, 3, S, S)`` in [0, 1] units;
         m_img2crop: ``(N, 2, 3)`` the affines the crops were extracted with.
+        window: ``(y0, y1, x0, x1)`` crop pixels outside which the residuals are 0: only that part
+            is warped (the same result, for that part's share of the work).
     """
     out = rgb.copy()
     h, w = rgb.shape[:2]
-    m_crop2img = invert_affine(m_img2crop.cpu())
+    wy0, wy1, wx0, wx1 = window or (0, cfg.size, 0, cfg.size)
+    residuals = residuals[..., wy0:wy1, wx0:wx1]
+    m_crop2img = invert_affine(translate_after(m_img2crop.cpu(), -float(wx0), -float(wy0)))  # window -> image
     inv64 = m_crop2img.numpy().astype(np.float64)
     for i in range(residuals.shape[0]):
-        roi = _footprint(inv64[i], cfg.size, h, w)
+        roi = _footprint(inv64[i], (wy1 - wy0, wx1 - wx0), h, w)
         if roi is None:
             continue
         x0, y0, x1, y1 = roi
