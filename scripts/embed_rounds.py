@@ -52,7 +52,7 @@ def main() -> None:
         faces, opened, took, called, wrong = 0, {"none": 0, "jpeg_q75": 0}, 0.0, 0, 0
         for image, lm in hosts:
             t = time.perf_counter()
-            emb = pipe.embed_codes(image, lm, [np.zeros(P.CODE_BITS, np.uint8)] * len(lm), P.KIND_VAULT_REF)
+            emb = pipe.embed_codes(image, lm, [np.zeros(P.code_bits(P.KIND_VAULT_REF), np.uint8)] * len(lm), P.KIND_VAULT_REF)
             took += time.perf_counter() - t
             faces += len(lm)
             for row in opened:

@@ -43,7 +43,7 @@ def main() -> None:
             if not res.faces:
                 continue
             lm = np.asarray([x.landmarks for x in res.faces], np.float32)
-            marked = pipe.embed_codes(res.image, lm, [np.zeros(P.CODE_BITS, np.uint8)] * len(lm), P.KIND_VAULT_REF).image
+            marked = pipe.embed_codes(res.image, lm, [np.zeros(P.code_bits(P.KIND_VAULT_REF), np.uint8)] * len(lm), P.KIND_VAULT_REF).image
             faces += len(lm)
             for t, det in detectors.items():
                 d = det(marked)
