@@ -44,8 +44,13 @@ _SCALE = np.array([0.216, 0.204, 0.284, 0.16, 0.166, 0.155, 0.157, 0.117, 0.132,
 _SUBSETS = ((np.arange(2**_WEAK)[:, None] >> np.arange(_WEAK)) & 1).astype(np.float32)  # (2^14, 14)
 
 
+#: The grey the hash reads: the mean of the three channels.
+GREY = (1 / 3, 1 / 3, 1 / 3)
+
+
 def dct_features(crops: torch.Tensor) -> np.ndarray:
-    """Raw (uncentred) hash coefficients of aligned crops: ``(N, 3, S, S)`` in [0, 1] -> ``(N, HASH_BITS)``."""
+    """Raw (uncentred) hash coefficients of aligned crops: ``(N, 3, S, S)`` in [0, 1], or their
+    :data:`GREY` ``(N, 1, S, S)`` -> ``(N, HASH_BITS)``."""
     grey = crops.float().mean(1).cpu().numpy()
     out = np.zeros((len(grey), HASH_BITS), np.float32)
     for i, g in enumerate(grey):
@@ -62,8 +67,8 @@ def face_signatures(rgb: np.ndarray, landmarks: np.ndarray, align: AlignConfig =
     landmarks = np.asarray(landmarks, np.float32).reshape(-1, 5, 2)
     if len(landmarks) == 0:
         return np.zeros((0, HASH_BITS), np.float32)
-    crops = extract_crops(rgb, alignment_matrices(landmarks, align), align, "cpu")
-    return (dct_features(crops) - _MEAN) / _SCALE
+    greys = extract_crops(rgb, alignment_matrices(landmarks, align), align, "cpu", luma=GREY)  # warping is linear: the warped grey
+    return (dct_features(greys) - _MEAN) / _SCALE
 
 
 def _pack(bits: np.ndarray) -> bytes:

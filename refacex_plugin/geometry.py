@@ -212,12 +212,13 @@ LUMA = (0.299, 0.587, 0.114)
 
 
 def extract_crops(rgb: np.ndarray, m_img2crop: torch.Tensor, cfg: AlignConfig, device: str | torch.device = "cpu",
-                  luma: bool = False, window: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+                  luma: bool | tuple[float, float, float] = False, window: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """Aligned face crops from an ``(H, W, 3) uint8`` image.
 
     Only the region the crops cover is converted to float (crops that overlap, such as a search's
     around one face, share one region and one warp). Returns ``(N, 3, S, S)`` in [0, 1],
-    or with ``luma`` their luminance ``(N, 1, S, S)`` (warped from a grey region: a third of the work).
+    or with ``luma`` their luminance ``(N, 1, S, S)`` (warped from a grey region: a third of the work;
+    ``luma`` may also give the grey's ``(r, g, b)`` weights instead of :data:`LUMA`'s).
     ``window``: ``(y0, y1, x0, x1)`` crop pixels: only those are sampled, the rest of each crop is 0
     (for a reader that reads part of the crop: a search's hundreds of crops cost that part's share).
     """
@@ -233,7 +234,7 @@ def extract_crops(rgb: np.ndarray, m_img2crop: torch.Tensor, cfg: AlignConfig, d
     return full
 
 
-def _warp_crops(rgb: np.ndarray, m_img2out: torch.Tensor, out_hw: tuple[int, int], device, luma: bool) -> torch.Tensor:
+def _warp_crops(rgb: np.ndarray, m_img2out: torch.Tensor, out_hw: tuple[int, int], device, luma) -> torch.Tensor:
     """:func:`extract_crops`'s warp into ``(N, C, *out_hw)`` outputs."""
     h, w = rgb.shape[:2]
     inv = invert_affine(m_img2out).numpy().astype(np.float64)
@@ -250,7 +251,7 @@ def _warp_crops(rgb: np.ndarray, m_img2out: torch.Tensor, out_hw: tuple[int, int
         region = region if region.flags.c_contiguous and region.flags.writeable else np.array(region)  # torch wants it writable
         patch = torch.from_numpy(region).to(device).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         if luma:
-            patch = (patch * patch.new_tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            patch = (patch * patch.new_tensor(LUMA if luma is True else luma).view(1, 3, 1, 1)).sum(1, keepdim=True)
         m = translate_before(m_img2out[members], float(x0), float(y0)).to(device)  # roi -> output
         warped = warp_affine(patch.expand(len(members), -1, -1, -1), m, out_hw, padding_mode="border")
         if len(groups) == 1:
