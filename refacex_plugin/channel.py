@@ -344,7 +344,7 @@ def _polish(rgb, m, watermark, align, device, params: tuple) -> tuple[np.ndarray
     :data:`POLISH_MOVES` moves). Returns the polished reading, as :func:`_refine` does.
 
     Why: after JPEG Q50 or WebP the grid's stages often end near the mark but not on it (up to
-    0.5 deg, 0.3 px and 1.3 % in zoom away), and that costs up to 32 wrong bits; in its own frame
+    0.5 deg, 0.3 px and 1.3 % in zoom away), and that costs up to 49 wrong bits; in its own frame
     the mark is read more confidently than where the stages ended, every time (20 such faces of 60
     LFW originals, 16 of them near, ad hoc). ``python scripts/watermark_sync.py --decode --host none --faces 60 --rows
     jpeg_q50,webp_q80 --seed 7`` with fixed keys: reads within 21 wrong bits 75 -> 87 % after JPEG
