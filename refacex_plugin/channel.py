@@ -550,7 +550,9 @@ class FacePayload:
     """What one re-detected face carries.
 
     ``found``: the channel bits error-correct to a valid codeword (an unmarked face does so with
-    probability about 2^-16: up to five readings - local, wide, two rescaled starts and the clipping estimate - of 2^-18 each); ``authenticated``: they also open under one of the given keys.
+    probability under 2^-15: up to seven readings - local and wide, each polished, two rescaled
+    starts and the clipping estimate - of 2^-18 each); ``authenticated``: they also open under one
+    of the given keys.
     ``payload`` is the opened :class:`~refacex_plugin.payload.Payload` (secret: never print its code).
     ``frame``: the ``(5, 2)`` landmarks of the frame the face was read in: where the reader's
     search registered the mark (the embedder's frame as it lies in this image), or the
