@@ -36,19 +36,20 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _best_time(run, rounds: int, sync=lambda: None) -> float:
-    """The shortest of ``rounds`` timings of ``run()`` (seconds). This CPU runs the same work up to
+def _best_time(run, rounds: int, sync=lambda: None):
+    """``(seconds, result)``: the shortest of ``rounds`` timings of ``run()`` and what its last
+    round returned. This CPU runs the same work up to
     1.7x slower for seconds at a time (the same 200 detections: 90, 98, then 153 img/s in three
     rounds in one process; ad hoc), which one timing per method turned into swings of the ratios
     to blur of +-30 % between runs; the best round is what the code costs."""
-    best = float("inf")
-    for _ in range(rounds):
+    best, out = float("inf"), None
+    for _ in range(max(rounds, 1)):
         sync()
         t0 = time.perf_counter()
-        run()
+        out = run()
         sync()
         best = min(best, time.perf_counter() - t0)
-    return best
+    return best, out
 
 
 def _worker(method: str, files: list[str], device: str, rounds: int = 3, backend: str = "torch", workers: int = 1) -> dict:
@@ -75,8 +76,7 @@ def _worker(method: str, files: list[str], device: str, rounds: int = 3, backend
     pipe.anonymise_image(images[0])  # warm-up
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
-    dets = [det(im) for im in images]
-    t_det = _best_time(lambda: [det(im) for im in images], rounds, sync)
+    t_det, dets = _best_time(lambda: [det(im) for im in images], rounds, sync)
     faces = sum(len(d) for d in dets)
 
     crops = [extract_crops(im, alignment_matrices(d.landmarks, pipe.align), pipe.align, pipe.device) for im, d in zip(images, dets) if len(d)]
@@ -87,8 +87,8 @@ def _worker(method: str, files: list[str], device: str, rounds: int = 3, backend
             for i in range(0, len(batch), 16):
                 anonymise(batch[i : i + 16], method=method)
 
-    t_op = _best_time(operator, rounds, sync)
-    t_pipe = _best_time(lambda: [pipe.anonymise_image(im) for im in images], rounds, sync)
+    t_op, _ = _best_time(operator, rounds, sync)
+    t_pipe, _ = _best_time(lambda: [pipe.anonymise_image(im) for im in images], rounds, sync)
 
     # The full pipeline with a key: anonymise, seal each face's code (the recovery code of a
     # reversible method, else a vault record id) and embed it in the re-detected frame and read it back.
@@ -102,12 +102,11 @@ def _worker(method: str, files: list[str], device: str, rounds: int = 3, backend
         ids = list(np.random.default_rng().integers(0, 2, (len(lm), P.code_bits(P.KIND_VAULT_REF))))  # vault record ids: random
         return keyed.embed_codes(res.image, lm, ids, P.KIND_VAULT_REF).image
 
-    marked = [out for out in map(full, images) if out is not None]
-    t_full = _best_time(lambda: [full(im) for im in images], rounds, sync)
+    t_full, outs = _best_time(lambda: [full(im) for im in images], rounds, sync)
+    marked = [out for out in outs if out is not None]
 
     # The reader (``refacex extract`` / ``recover``): detect, search for each mark, open the payload.
-    read = [keyed.read_payloads(im) for im in marked]
-    t_read = _best_time(lambda: [keyed.read_payloads(im) for im in marked], rounds, sync)
+    t_read, read = _best_time(lambda: [keyed.read_payloads(im) for im in marked], rounds, sync)
     candidates = sum(len(r) for r in read)
 
     # Several images at a time, as a folder run does (``--workers``): threads sharing the
@@ -120,8 +119,8 @@ def _worker(method: str, files: list[str], device: str, rounds: int = 3, backend
 
         with share_cores(workers), ThreadPoolExecutor(workers) as pool:
             list(pool.map(pipe.anonymise_image, images[:workers]))  # warm-up of the threads
-            t_pipe_par = _best_time(lambda: list(pool.map(pipe.anonymise_image, images)), rounds, sync)
-            t_full_par = _best_time(lambda: list(pool.map(full, images)), rounds, sync)
+            t_pipe_par, _ = _best_time(lambda: list(pool.map(pipe.anonymise_image, images)), rounds, sync)
+            t_full_par, _ = _best_time(lambda: list(pool.map(full, images)), rounds, sync)
         parallel = {"workers": workers, "pipeline_images_per_s": len(images) / t_pipe_par, "full_images_per_s": len(images) / t_full_par}
     rss_mb = peak_rss_mb()
     return {
