@@ -23,8 +23,9 @@ This is SIV (synthetic IV) authenticated encryption built from standard primitiv
 ``cryptography`` package (HKDF, HMAC-SHA256, AES-CTR): without the key every channel bit is a
 pseudo-random function output, so payloads look like random bits and do not link images that
 share a key; a wrong key or any tampering fails the 32-bit tag and is refused. The key hint
-is blinded by the tag, so it links nothing either, yet lets an admin holding several keys try
-the right one first. Equal codes under one key give equal payloads (SIV is deterministic);
+is blinded by the tag, so it links nothing either, yet tells a reader holding several keys which
+one to try; a message whose hint is not the key's is refused unchecked (8 more bits against a
+chance opening: the reader's soft decoding hands on several candidate messages per reading). Equal codes under one key give equal payloads (SIV is deterministic);
 codes are never equal for different faces in practice, and vault references are random. A
 reader tries both layouts; each has its own tag domain, so neither opens as the other.
 
@@ -165,7 +166,9 @@ def seal(code: np.ndarray, key: bytes, kind: int = KIND_RECOVERY_CODE, binding: 
 def _open_message(bits: np.ndarray, subkeys: list[tuple[bytes, _SubKeys]], bindings: Sequence[bytes], layout: _Layout) -> Payload | None:
     msg = ecc.bits_to_bytes(bits)
     hint, tag, ct = msg[:1], msg[1:5], msg[5:]
-    for key, k in sorted(subkeys, key=lambda kk: _hint(kk[1], tag) != hint):  # keys whose hint matches go first
+    for key, k in subkeys:
+        if _hint(k, tag) != hint:  # a payload sealed under this key always carries its hint: 8 more bits against forgery
+            continue
         plaintext = _keystream_xor(k, tag, ct)  # the keystream depends on the tag only
         prefix = _mac_prefix(k, layout.domain)
         for binding in bindings:
@@ -177,13 +180,18 @@ def _open_message(bits: np.ndarray, subkeys: list[tuple[bytes, _SubKeys]], bindi
     return None
 
 
-def open_payload(logits: np.ndarray, keys: list[bytes] | bytes, chase_depth: int = 6, bindings: Sequence[bytes] = (b"",)) -> Payload | None:
+def open_payload(logits: np.ndarray, keys: list[bytes] | bytes, chase_depth: int = 6, bindings: Sequence[bytes] = (b"",),
+                 osd_order: int = 2) -> Payload | None:
     """Error-correct and authenticate channel bit logits (> 0 means 1) with any of ``keys``.
 
-    Both layouts are tried (version 2, then 3). ``bindings``: the candidate hashes of the face
-    the bits were read from, most likely first (:func:`refacex_plugin.binding.candidate_hashes`);
-    the default opens only unbound payloads. Each candidate is one more tag comparison, so n
-    candidates leave a forger 32 - log2(n) bits.
+    Both layouts are tried (version 2, then 3), each by soft-decision decoding (:func:`ecc.decode`:
+    hard, Chase over ``chase_depth`` weak bits, then ordered statistics of ``osd_order``).
+    ``bindings``: the candidate hashes of the face the bits were read from, most likely first
+    (:func:`refacex_plugin.binding.candidate_hashes`); the default opens only unbound payloads.
+    A decoded message must carry the key's 8-bit hint and then its 32-bit tag; each decoded
+    message (ordered statistics hand on 4 per layout, Chase rarely any for unmarked pixels) times
+    each binding is one 40-bit comparison, so a reading of unmarked pixels opens under a given key
+    with odds of about ``8 * len(bindings) * 2^-40``, and a forger gets as many tries per reading.
 
     Returns the :class:`Payload`, or None when nothing authenticates (no payload, a wrong key,
     too many errors, tampering, or a payload sealed for another face): never a guess.
@@ -195,7 +203,8 @@ def open_payload(logits: np.ndarray, keys: list[bytes] | bytes, chase_depth: int
     bindings = list(bindings)
     logits = np.asarray(logits, np.float32)
     for layout in _LAYOUTS.values():
-        opened = ecc.decode(layout.ecc, logits, lambda bits, layout=layout: _open_message(bits, subkeys, bindings, layout), chase_depth)
+        opened = ecc.decode(layout.ecc, logits, lambda bits, layout=layout: _open_message(bits, subkeys, bindings, layout), chase_depth,
+                            osd_order)
         if opened is not None:
             return opened
     return None

@@ -92,6 +92,24 @@ _MIRROR68 = np.array(
 )
 
 
+def test_ecc_comparison_counts_hard_and_soft_corrections():
+    """The robustness report's code comparison: 30 wrong bits among 60 weakly read ones are past
+    every hard radius (t = 10, t = 21) but not past the reader's soft decoding of a vault reference."""
+    from refacex_plugin.bench.robustness import ecc_comparison
+
+    rng = np.random.default_rng(0)
+    clean = np.ones(252)
+    weak = clean.copy()
+    where = rng.choice(252, 60, replace=False)
+    weak[where] = 0.05 * np.where(np.arange(60) < 30, -1, 1)
+    lost = -clean  # every bit wrong
+    margins = [clean, weak, lost]
+    out = ecc_comparison({"row": [m < 0 for m in margins]}, {"row": margins})["row"]
+    assert out["bch_t10"] == out["bch_t21"] == pytest.approx(1 / 3)
+    assert out["bch_t21_soft"] == pytest.approx(2 / 3)
+    assert out["median_bit_errors"] == 30
+
+
 def test_a_strong_blur_defeats_detection(example_rgb):
     from refacex_plugin.bench.originals import central_face
     from refacex_plugin.detection import load_detector

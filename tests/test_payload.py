@@ -101,6 +101,48 @@ def test_error_correction_hard_and_soft(keys):
     assert ok == 50
 
 
+@pytest.mark.parametrize("code", [P.ECC, P.REF_ECC, ecc.ReedSolomonCode(data_bits=P.MESSAGE_BITS, nsym=9)], ids=["bch-t10", "bch-t21", "rs"])
+def test_generator_matrix_is_the_code(code):
+    """Ordered statistics work on the generator: it must be the encoder, systematic and linear."""
+    g = ecc.generator_matrix(code)
+    assert g.shape == (code.data_bits, code.coded_bits)
+    rng = np.random.default_rng(6)
+    for _ in range(5):
+        data = rng.integers(0, 2, code.data_bits).astype(np.uint8)
+        assert np.array_equal((data.astype(np.int64) @ g % 2).astype(np.uint8), code.encode(data))
+
+
+@pytest.mark.parametrize("code", [P.ECC, P.REF_ECC], ids=["bch-t10", "bch-t21"])
+def test_ordered_statistics_correct_beyond_the_hard_radius(code):
+    """Noisy soft readings with 1.5-2x more wrong bits than t (on bits read weakly, as a mark
+    weakened by JPEG is): hard decoding opens almost none, ordered statistics most."""
+    rng = np.random.default_rng(7)
+    sigma = 0.65 if code.t == 10 else 0.8  # median ~15 / ~27 wrong bits of 252
+    hard = osd = 0
+    for _ in range(40):
+        data = rng.integers(0, 2, code.data_bits).astype(np.uint8)
+        logits = (2.0 * code.encode(data) - 1) + rng.normal(0, sigma, code.coded_bits)
+        hard += ecc.decode(code, logits, lambda d: d if np.array_equal(d, data) else None, 0, 0) is not None
+        osd += any(np.array_equal(d, data) for d in ecc.osd_candidates(code, logits))
+    assert hard <= 10 and osd >= 30, (hard, osd)
+
+
+def test_soft_decoding_opens_a_weak_reading_and_never_a_random_one(keys):
+    """A reading 16 bits wrong among its 40 weak ones (beyond t = 10 and Chase's 6 weakest) opens with the key;
+    1,000 random readings never do (odds under 2^-32 each: hint and tag are 40 bits)."""
+    rng = np.random.default_rng(9)
+    code = rng.integers(0, 2, P.CODE_BITS).astype(np.uint8)
+    ch = P.seal(code, keys[0], binding=b"face")
+    logits = P.bits_to_logits(ch) * rng.uniform(0.5, 1.5, P.CHANNEL_BITS)
+    weak = rng.choice(P.CHANNEL_BITS, 40, replace=False)  # 40 weakly read bits, 16 of them wrong
+    logits[weak] *= rng.uniform(0.05, 0.3, 40) * np.where(np.arange(40) < 16, -1, 1)
+    assert P.open_payload(logits, keys[0], bindings=[b"face"], osd_order=0) is None
+    out = P.open_payload(logits, keys[0], bindings=[b"other", b"face"])
+    assert out is not None and np.array_equal(out.code, code)
+    assert P.open_payload(logits, [keys[1], keys[2]], bindings=[b"face"]) is None  # soft decoding is no way round the key
+    assert not any(P.open_payload(rng.normal(size=P.CHANNEL_BITS), keys[0], bindings=[b"face"]) for _ in range(1000))
+
+
 def test_random_words_are_not_codewords():
     """Bounded-distance decoding: a word farther than t from every codeword is refused. (bchlib
     alone called 2.5 % of random words corrected at t = 10, each 38-49 bits from the codeword it

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from .. import payload as P
+from .. import ecc, payload as P
 from ..binding import candidate_hashes, face_hash, face_signatures
 from ..channel import embed_in_image, match_faces, read_marks, reader_frames
 from ..detection import DEFAULT_DETECTOR, load_detector, reader_config
@@ -44,6 +44,7 @@ def evaluate_watermark(name: str, files: list, host_method: str | None, seed: in
     exact = {k: [] for k in DISTORTIONS}
     bit_acc = {k: [] for k in DISTORTIONS}
     errors = {k: [] for k in DISTORTIONS}  # hard-decision error vectors, for the ECC comparison
+    margins = {k: [] for k in DISTORTIONS}  # reliabilities signed by rightness, for its soft decoding
     binding_misses = {k: 0 for k in DISTORTIONS}
     face_psnr, image_psnr = [], []
     skipped = 0
@@ -81,6 +82,7 @@ def evaluate_watermark(name: str, files: list, host_method: str | None, seed: in
                 continue
             wrong = (logits[j] > 0).astype(np.uint8) != channel
             errors[k].append(wrong)
+            margins[k].append(np.abs(logits[j]) * np.where(wrong, -1.0, 1.0))
             bit_acc[k].append(float(1 - wrong.mean()))
             opened = P.open_payload(logits[j], key, bindings=candidate_hashes(face_signatures(x, frames[j : j + 1], align)[0]))
             exact[k].append(opened is not None and bool(np.array_equal(opened.code, code)))
@@ -101,23 +103,28 @@ def evaluate_watermark(name: str, files: list, host_method: str | None, seed: in
         # reads the channel delivered but the reader's binding candidates missed (lost to the binding)
         "binding_misses": binding_misses,
         "bit_accuracy": {k: float(np.mean(v)) if v else None for k, v in bit_acc.items()},
-        "ecc_comparison": ecc_comparison(errors),
+        "ecc_comparison": ecc_comparison(errors, margins),
     }
     if false_detect_files:
         out.update(false_detections(wm, false_detect_files, progress))
     return out
 
 
-def ecc_comparison(errors: dict[str, list[np.ndarray]]) -> dict:
+def ecc_comparison(errors: dict[str, list[np.ndarray]], margins: dict[str, list[np.ndarray]] | None = None) -> dict:
     """Which code corrects more of the errors this channel really makes, per distortion row.
 
     For each read face's hard-decision error vector: decodable by BCH(252, t=10) iff at most 10
     bits are wrong; by the Reed-Solomon alternative (9 parity bytes over the first 248 bits,
     corrects 4 byte errors) iff at most 4 of its 31 bytes hold an error. Scattered errors
-    favour BCH, bursts RS. (Exact decode rates above also use soft Chase decoding.)
+    favour BCH, bursts RS. (Exact decode rates above use soft decoding: Chase, then ordered
+    statistics, :func:`refacex_plugin.ecc.decode`.)
     ``bch_t21``: the vault reference's code (payload version 3: a 112-bit message, 140 parity
-    bits, t = 21), on the same error vectors.
+    bits, t = 21), on the same error vectors; ``bch_t21_soft``: the same code decoded as a reader
+    does, from ``margins`` (per read, each bit's reliability, negative where it was read wrong):
+    a random vault-reference message sent through the same channel, found among the decoder's
+    candidates.
     """
+    rng = np.random.default_rng(0)
     out = {}
     for k, rows in errors.items():
         if not rows:
@@ -128,6 +135,8 @@ def ecc_comparison(errors: dict[str, list[np.ndarray]]) -> dict:
         short = e.sum(1) <= P.REF_ECC.t
         out[k] = {"bch_t10": float(bch.mean()), "rs_nsym9": float(rs.mean()), "bch_t21": float(short.mean()),
                   "mean_bit_errors": float(e.sum(1).mean()), "median_bit_errors": float(np.median(e.sum(1)))}
+        if margins and margins.get(k):
+            out[k]["bch_t21_soft"] = float(np.mean([_soft_ref_decodes(m, rng) for m in margins[k]]))
     return out
 
 
@@ -144,6 +153,14 @@ def false_detections(wm, files: list, progress: bool = True) -> dict:
             faces += 1
             authenticated += P.open_payload(row, generate_key(), bindings=candidate_hashes(sig)) is not None
     return {"false_detect_faces": faces, "false_detect_authenticated": authenticated}
+
+
+def _soft_ref_decodes(margin: np.ndarray, rng: np.random.Generator) -> bool:
+    """Whether a vault reference's message read through a channel that got ``margin (252,)``
+    (reliabilities, negative where wrong) right or wrong comes out of the reader's soft decoding."""
+    data = rng.integers(0, 2, P.REF_ECC.data_bits).astype(np.uint8)
+    logits = (2.0 * P.REF_ECC.encode(data) - 1.0) * margin
+    return ecc.decode(P.REF_ECC, logits, lambda d: True if np.array_equal(d, data) else None) is not None
 
 
 def sample_files(paths: list, n: int, seed: int) -> list:
