@@ -25,9 +25,10 @@ pseudo-random function output, so payloads look like random bits and do not link
 share a key; a wrong key or any tampering fails the 32-bit tag and is refused. The key hint
 is blinded by the tag, so it links nothing either, yet tells a reader holding several keys which
 one to try; a message whose hint is not the key's is refused unchecked (8 more bits against a
-chance opening: the reader's soft decoding hands on several candidate messages per reading). Equal codes under one key give equal payloads (SIV is deterministic);
-codes are never equal for different faces in practice, and vault references are random. A
-reader tries both layouts; each has its own tag domain, so neither opens as the other.
+chance opening: the reader's soft decoding hands on several candidate messages per reading).
+Equal codes under one key give equal payloads (SIV is deterministic); codes are never equal for
+different faces in practice, and vault references are random. A reader tries both layouts; each
+has its own tag domain, so neither opens as the other.
 
 The binding (new in version 2) makes a payload moved into another image fail: the reader
 recomputes the hash from the face it reads and tries its most likely variants
