@@ -38,10 +38,10 @@ def peak_rss_mb() -> float:
 
 def _best_time(run, rounds: int, sync=lambda: None):
     """``(seconds, result)``: the shortest of ``rounds`` timings of ``run()`` and what its last
-    round returned. This CPU runs the same work up to
-    1.7x slower for seconds at a time (the same 200 detections: 90, 98, then 153 img/s in three
-    rounds in one process; ad hoc), which one timing per method turned into swings of the ratios
-    to blur of +-30 % between runs; the best round is what the code costs."""
+    round returned. This CPU runs the same work up to 1.7x slower for seconds at a time (the same
+    200 detections: 90, 98, then 153 img/s in three rounds in one process; ad hoc), which one
+    timing per method turned into swings of the ratios to blur of +-30 % between runs; the best
+    round is what the code costs."""
     best, out = float("inf"), None
     for _ in range(max(rounds, 1)):
         sync()
