@@ -222,6 +222,23 @@ WIDE_STAGES = 1
 #: Contrast gains tried after the first stage (coarse), and around the best after the last (fine):
 #: brightness and contrast changes of +-20 % scale the carriers' coefficients as much.
 SYNC_GAINS = ((0.8, 0.9, 1.0, 1.1, 1.2), (-0.04, -0.02, 0.0, 0.02, 0.04))
+#: Low-pass falloffs tried with them, coarse and fine (each with every gain): blur, down-scaling
+#: and lossy codecs scale a higher-frequency carrier more (the watermark's ``carrier_gains``).
+SYNC_FALLOFFS = ((1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5), (-0.02, -0.01, 0.0, 0.01, 0.02))
+#: Tried at the search's last stage only (the frame is found as before), and taken only if it
+#: reads this much more confidently than the best gain alone: fitted to JPEG's or WebP's noise, a
+#: falloff gained 0-2 % in confidence and moved as many faces' readings away from the mark as
+#: towards it; after a blur it gained 8-20 % and took wrong bits away (30 LFW originals read in
+#: their marks' own frames, ``runs/``-only script, session 18). Measured with ``python
+#: scripts/reader_fallbacks.py --fallback falloff --host none|refacex --images 100 --rows
+#: jpeg_q50,webp_q80,resize_0.5,blur_1,...`` (the same marked images read with / without):
+#: original faces x0.5 16 / 11, blur 9 / 5, JPEG Q50 70 / 70, WebP 76 / 75, brightness -20 %
+#: 100 / 100, contrast +20 % 97 / 97; refacex-anonymised faces x0.5 53 / 45, blur 42 / 35, Q50
+#: 33 / 33, WebP 36 / 36, unchanged 100 / 100.
+FALLOFF_MARGIN = 1.05
+#: Gains tried with each falloff, relative to the gain found without one (a falloff lowers the
+#: lowest carriers' factor too).
+SYNC_FALLOFF_GAINS = (1.0, 1.05, 1.1)
 
 
 def _searchable(watermark: Watermark) -> bool:
@@ -293,10 +310,10 @@ def _search_window(watermark: Watermark, size: int) -> tuple[int, int, int, int]
 
 def _refine(rgb, m, watermark, align, device, stages) -> tuple[np.ndarray, torch.Tensor, tuple]:
     """The most confident reading of one face over ``stages`` (each centred on the last's best)
-    and :data:`SYNC_GAINS` (coarse after the first stage, fine after the last): ``(logits (bits,),
-    transform (1, 2, 3), (scale, turn, dx, dy, gain))``, the transform being
-    ``translate_after(perturb_about(m, scale, turn), -dx, -dy)``."""
-    scale, angle, shift, frac, gain = 1.0, 0.0, (0, 0), (0.0, 0.0), 1.0
+    and :data:`SYNC_GAINS` x :data:`SYNC_FALLOFFS` (coarse after the first stage, fine after the
+    last): ``(logits (bits,), transform (1, 2, 3), (scale, turn, dx, dy, gain, falloff))``, the
+    transform being ``translate_after(perturb_about(m, scale, turn), -dx, -dy)``."""
+    scale, angle, shift, frac, gain, falloff = 1.0, 0.0, (0, 0), (0.0, 0.0), 1.0, 1.0
     centre = align.size / 2
     window = _search_window(watermark, align.size)
     for stage, (zoom_step, turn_step, side, shift_step, radius) in enumerate(stages):
@@ -312,35 +329,50 @@ def _refine(rgb, m, watermark, align, device, stages) -> tuple[np.ndarray, torch
         ms = perturbations_about(m, [(s, a, -f[0], -f[1]) for s, a, f in grid], centre)
         crops = extract_crops(rgb, ms, align, device, luma=True, window=window)
         with torch.inference_mode():
-            logits = watermark.extract_shifted(crops, shifts, gain)  # (G, T, bits)
+            logits = watermark.extract_shifted(crops, shifts, watermark.carrier_gains(gain, falloff))  # (G, T, bits)
         conf = logits.float().abs().mean(-1)
         g, t = divmod(int(conf.argmax()), conf.shape[1])
         (scale, angle, frac), shift, best = grid[g], tuple(shifts[t].tolist()), logits[g, t]
         if stage in (0, len(stages) - 1):  # the contrast gain: coarse after the first stage, fine after the last
-            gains = SYNC_GAINS[0] if stage == 0 else tuple(gain + d for d in SYNC_GAINS[1])
+            pairs = [(k, 1.0) for k in SYNC_GAINS[0]] if stage == 0 else [(gain + k, 1.0) for k in SYNC_GAINS[1]]
+            n_plain = len(pairs)
+            if stage == len(stages) - 1:  # and a low-pass falloff, if one reads clearly better
+                pairs += [(gain * k, f) for f in SYNC_FALLOFFS[0][1:] for k in SYNC_FALLOFF_GAINS]
+            gains = torch.stack([watermark.carrier_gains(k, f) for k, f in pairs])
             with torch.inference_mode():
-                by_gain = torch.cat([watermark.extract_shifted(crops[g : g + 1], shifts[t : t + 1], k)[0] for k in gains])
-            k = int(by_gain.float().abs().mean(-1).argmax())
-            gain, best = gains[k], by_gain[k]
-    params = (scale, angle, float(shift[0] + frac[0]), float(shift[1] + frac[1]), gain)
+                by_gain = watermark.extract_shifted(crops[g : g + 1], shifts[t : t + 1], gains)[0, 0]  # (P, bits)
+            conf = by_gain.float().abs().mean(-1)
+            k = int(conf.argmax())
+            plain = int(conf[:n_plain].argmax())
+            k = k if float(conf[k]) > FALLOFF_MARGIN * float(conf[plain]) else plain
+            if pairs[k][1] != 1.0:  # refine the falloff taken
+                gain, falloff = pairs[k]
+                pairs = [(gain + a, falloff + b) for b in SYNC_FALLOFFS[1] for a in SYNC_GAINS[1]]
+                gains = torch.stack([watermark.carrier_gains(a, b) for a, b in pairs])
+                with torch.inference_mode():
+                    by_gain = watermark.extract_shifted(crops[g : g + 1], shifts[t : t + 1], gains)[0, 0]
+                k = int(by_gain.float().abs().mean(-1).argmax())
+            (gain, falloff), best = pairs[k], by_gain[k]
+    params = (scale, angle, float(shift[0] + frac[0]), float(shift[1] + frac[1]), float(gain), float(falloff))
     return best.float().cpu().numpy(), _frame(m, params, centre), params
 
 
 def _frame(m: torch.Tensor, params: tuple, centre: float) -> torch.Tensor:
-    """The transform a reading's ``(scale, turn, dx, dy, gain)`` stand for, from the re-detection ``m``."""
-    scale, angle, dx, dy, _ = params
+    """The transform a reading's ``(scale, turn, dx, dy, gain, falloff)`` stand for, from the re-detection ``m``."""
+    scale, angle, dx, dy = params[:4]
     return translate_after(perturb_about(m, scale, angle, centre), -float(dx), -float(dy))
 
 
-#: :func:`_polish`'s first steps in (scale, turn in degrees, dx, dy in crop pixels, gain): the
-#: finest of :data:`SYNC_STAGES` and :data:`SYNC_GAINS`; each round halves them.
-POLISH_STEPS = (0.0025, 0.125, 0.125, 0.125, 0.01)
+#: :func:`_polish`'s first steps in (scale, turn in degrees, dx, dy in crop pixels, gain,
+#: falloff): the finest of :data:`SYNC_STAGES`, :data:`SYNC_GAINS` and :data:`SYNC_FALLOFFS`;
+#: each round halves them.
+POLISH_STEPS = (0.0025, 0.125, 0.125, 0.125, 0.01, 0.01)
 POLISH_ROUNDS, POLISH_MOVES = 3, 12
 
 
 def _polish(rgb, m, watermark, align, device, params: tuple) -> tuple[np.ndarray, torch.Tensor, tuple]:
     """Hill-climb a reading's confidence from ``params`` (:func:`_refine`'s): step each of zoom,
-    turn, shift and gain both ways, move to the most confident neighbour while one is better, then
+    turn, shift, gain and falloff both ways, move to the most confident neighbour while one is better, then
     halve the steps (:data:`POLISH_STEPS`, :data:`POLISH_ROUNDS` rounds of at most
     :data:`POLISH_MOVES` moves). Returns the polished reading, as :func:`_refine` does.
 
@@ -357,12 +389,12 @@ def _polish(rgb, m, watermark, align, device, params: tuple) -> tuple[np.ndarray
     zero = torch.zeros(1, 2, dtype=torch.long)
     p = list(params)
 
-    def read(crops, gain):
+    def read(crops, gain, falloff):
         with torch.inference_mode():
-            return watermark.extract_shifted(crops, zero, gain)[:, 0].float()  # (B, bits)
+            return watermark.extract_shifted(crops, zero, watermark.carrier_gains(gain, falloff))[:, 0].float()  # (B, bits)
 
     crop = extract_crops(rgb, _frame(m, p, centre), align, device, luma=True, window=window)
-    best = read(crop, p[4])[0]
+    best = read(crop, p[4], p[5])[0]
     conf = float(best.abs().mean())
     steps = list(POLISH_STEPS)
     for _ in range(POLISH_ROUNDS):
@@ -370,8 +402,8 @@ def _polish(rgb, m, watermark, align, device, params: tuple) -> tuple[np.ndarray
             moved = [p[:d] + [p[d] + sign * steps[d]] + p[d + 1 :] for d in range(4) for sign in (-1, 1)]
             crops = extract_crops(rgb, perturbations_about(m, [(q[0], q[1], -q[2], -q[3]) for q in moved], centre), align, device,
                                   luma=True, window=window)
-            regained = [p[:4] + [p[4] + sign * steps[4]] for sign in (-1, 1)]
-            reads = torch.cat([read(crops, p[4]), read(crop, regained[0][4]), read(crop, regained[1][4])])
+            regained = [p[:d] + [p[d] + sign * steps[d]] + p[d + 1 :] for d in ((4, 5) if p[5] != 1.0 else (4,)) for sign in (-1, 1)]
+            reads = torch.cat([read(crops, p[4], p[5])] + [read(crop, q[4], q[5]) for q in regained])
             confs = reads.abs().mean(-1)
             k = int(confs.argmax())
             if float(confs[k]) <= conf:

@@ -1,15 +1,17 @@
-"""What the reader's fallbacks buy: faces whose search found no codeword are searched again from
-a re-detection at other image scales (``rescaled``) and in an estimate of what clipping took
-(``unclipped``) - see :func:`refacex_plugin.channel.read_marks`.
+"""What the reader's fallbacks and options buy: faces whose search found no codeword are searched
+again from a re-detection at other image scales (``rescaled``) and in an estimate of what
+clipping took (``unclipped``) - see :func:`refacex_plugin.channel.read_marks`; the search's last
+stage also tries low-pass falloffs of the carriers' gains (``falloff``: :data:`~refacex_plugin.channel.SYNC_FALLOFFS`).
 
 Embeds a 128-bit recovery code (payload version 2, BCH t = 10) with a fixed key in the central
-face of ``--images`` original LFW images, as ``Pipeline.embed_codes`` does, applies each row
-(a distortion of the robustness suite, or ``xF``: a resize by F, area when shrinking, cubic when
-enlarging) and counts the images whose payload ``Pipeline.read_payloads`` opens with the
-fallback and without it, with the mean read time of each.
+face of ``--images`` LFW images (original, or anonymised by ``--host``), as
+``Pipeline.embed_codes`` does, applies each row (a distortion of the robustness suite, or ``xF``:
+a resize by F, area when shrinking, cubic when enlarging) and counts the images whose payload
+``Pipeline.read_payloads`` opens with the fallback and without it, with the mean read time of each.
 
     python scripts/reader_fallbacks.py --fallback rescaled --images 40 --rows x0.67,x0.8,x1.25,x1.5,x2
     python scripts/reader_fallbacks.py --fallback unclipped --images 200 --seed 3 --rows brightness_+20,contrast_+20
+    python scripts/reader_fallbacks.py --fallback falloff --host refacex --images 100 --rows jpeg_q50,webp_q80,resize_0.5,blur_1
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from refacex_plugin.distortions import DISTORTIONS, resize
 from refacex_plugin.image_io import read_image
 from refacex_plugin.pipeline import Pipeline
 
-#: Each fallback's function in :mod:`refacex_plugin.channel`, and a stand-in that reads nothing.
+#: Each fallback's function (or option's setting) in :mod:`refacex_plugin.channel`, and a stand-in
+#: that reads nothing (turns it off).
 FALLBACKS = {"rescaled": ("_search_rescaled", lambda rgb, det, todo, *args: todo),
-             "unclipped": ("_search_unclipped", lambda rgb, todo, *args: todo)}
+             "unclipped": ("_search_unclipped", lambda rgb, todo, *args: todo),
+             "falloff": ("SYNC_FALLOFFS", ((1.0,), (0.0,)))}
 
 
 def _distortion(row: str):
@@ -44,20 +48,23 @@ def main() -> None:
     ap.add_argument("--rows", default="x0.67,x0.8,x1.25,x1.5,x2")
     ap.add_argument("--data", default="../shared/data/lfw")
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--host", default="none", help="anonymise the faces with this method first (none: original faces)")
     args = ap.parse_args()
     pipe = Pipeline(method="blur", key=bytes(range(32)), watermark="dct-qim")
+    host = None if args.host == "none" else Pipeline(method=args.host)
     files = random.Random(args.seed).sample(sorted(glob.glob(f"{args.data}/*/*.jpg")), args.images)
     code = (np.arange(P.CODE_BITS) % 3 == 0).astype(np.uint8)
     marked = []
     for f in files:
         rgb = read_image(f).rgb
+        rgb = host.anonymise_image(rgb).image if host is not None else rgb
         det = pipe.reader(rgb)
         c = central_face(det, *rgb.shape[:2])
         if c is not None:
             marked.append(pipe.embed_codes(rgb, det.landmarks[c : c + 1], [code], P.KIND_RECOVERY_CODE).image)
     name, off = FALLBACKS[args.fallback]
     shipped = getattr(C, name)
-    print(f"{len(marked)} original LFW faces (seed {args.seed}), recovery codes, fixed key; "
+    print(f"{len(marked)} LFW faces (seed {args.seed}, {'original' if host is None else args.host + '-anonymised'}), recovery codes, fixed key; "
           f"opened with / without the {args.fallback} fallback; mean read time")
     for row in args.rows.split(","):
         distort, result = _distortion(row), []

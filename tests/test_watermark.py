@@ -66,6 +66,38 @@ def test_dct_qim_reads_every_shift_at_once(face_crops, dtype):
     assert torch.equal((wm.extract_shifted(darker, shifts[zero : zero + 1], gain=0.8)[:, 0] > 0).long(), bits)
 
 
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    r = int(3 * sigma + 1)
+    t = torch.arange(-r, r + 1, dtype=x.dtype)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    k = (k / k.sum()).view(1, 1, 1, -1).repeat(x.shape[1], 1, 1, 1)
+    x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (r, r, 0, 0), mode="reflect"), k, groups=x.shape[1])
+    return torch.nn.functional.conv2d(torch.nn.functional.pad(x, (0, 0, r, r), mode="reflect"), k.transpose(2, 3), groups=x.shape[1])
+
+
+def test_dct_qim_per_carrier_gains_undo_a_low_pass(face_crops):
+    """A blur scales the higher-frequency carriers more than the lower ones: no single gain reads
+    such a mark back, gains falling off with each carrier's frequency (``carrier_gains``) read it
+    with a fraction of the wrong bits; ``(P, C)`` gains give P readings at once."""
+    wm = DctQimWatermark()
+    host = _gaussian_blur(face_crops, 4.0)  # smooth faces, as anonymised ones are
+    bits = torch.randint(0, 2, (len(host), P.CHANNEL_BITS), generator=torch.Generator().manual_seed(2))
+    blurred = _gaussian_blur(wm.embed(host, bits), 1.5)
+    zero = torch.zeros(1, 2, dtype=torch.long)
+    one_gain = torch.stack([((wm.extract_shifted(blurred, zero, g)[:, 0] > 0).long() != bits).sum(1) for g in (0.8, 0.9, 1.0)])
+    falloffs = torch.linspace(0.5, 1.0, 26)
+    gains = torch.stack([wm.carrier_gains(1.0, f) for f in falloffs])  # (P, C)
+    assert gains.shape == (len(falloffs), len(wm.coeffs)) and torch.equal(gains[-1], torch.ones(len(wm.coeffs)))
+    logits = wm.extract_shifted(blurred, zero, gains)[:, 0]  # (B, P, bits)
+    assert logits.shape == (len(host), len(falloffs), P.CHANNEL_BITS)
+    torch.testing.assert_close(logits[:, 3], wm.extract_shifted(blurred, zero, gains[3])[:, 0])
+    best = logits.abs().mean(-1).argmax(1)  # the most confident falloff, as the reader picks it
+    fitted = ((logits[torch.arange(len(host)), best] > 0).long() != bits).sum(1)
+    assert (one_gain.min(0).values >= 10).all()
+    assert (fitted < one_gain.min(0).values).all() and fitted.sum() * 2 <= one_gain.min(0).values.sum()
+    assert (falloffs[best] < 1.0).all()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_dct_qim_shifted_reads_by_convolution_and_by_gathering_agree(face_crops, dtype):
     """The two ways ``extract_shifted`` reads block coefficients (one correlation over the crop for

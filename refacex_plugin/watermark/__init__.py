@@ -28,7 +28,8 @@ class Watermark(Protocol):
 
 # Optional, used where present: ``embed_passes: int`` (times :func:`~refacex_plugin.channel.embed_in_image`
 # embeds into its own output; default 1) and ``extract_shifted(crops, shifts (T, 2), gain) ->
-# (B, T, bits)`` (logits at many translations at once: lets the reader search for the mark), and
+# (B, T, bits)`` with ``carrier_gains(gain, falloff)`` (logits at many translations and carrier
+# gains at once: lets the reader search for the mark), and
 # ``carrier_window: (y0, y1, x0, x1)`` (the crop pixels the carriers cover: ``embed`` changes
 # nothing outside it and ``extract`` reads nothing outside it, so the channel samples only that
 # part of each crop - widened by the search's reach when it searches).
