@@ -89,3 +89,21 @@ def candidate_hashes(signature: np.ndarray, limit: int = CANDIDATES) -> list[byt
     flips = np.zeros((len(order), len(sig)), bool)
     flips[:, weak] = _SUBSETS[order].astype(bool)
     return [row.tobytes() for row in np.packbits((sig > 0) ^ flips, axis=1)]
+
+
+def bound_sealer(rgb: np.ndarray, codes: list[np.ndarray], key: bytes, kind: int, align: AlignConfig = AlignConfig(),
+                 sealed: list[bytes] | None = None):
+    """The ``seal`` that :func:`~refacex_plugin.channel.embed_in_image` takes for bound payloads:
+    given the frames ``(N, 5, 2)`` a reader will find the faces of ``rgb`` (the unmarked image) in,
+    it hashes each face there and seals ``codes[i]`` under ``key`` bound to face ``i``'s hash.
+    Returns ``(channel bits per face, hashes)``; every hash it seals with is also appended to
+    ``sealed`` if given (the embedder may seal again, for the frames its rounds found)."""
+    from .payload import seal as seal_payload
+
+    def seal(frames: np.ndarray):
+        hashes = [face_hash(s) for s in face_signatures(rgb, frames, align)]
+        if sealed is not None:
+            sealed.extend(hashes)
+        return [seal_payload(c, key, kind, h) for c, h in zip(codes, hashes)], hashes
+
+    return seal

@@ -224,19 +224,14 @@ class Pipeline:
             :class:`~refacex_plugin.channel.EmbedResult` (image, per-face status, changed regions
             and the frames a reader will find the faces in).
         """
-        from . import payload
-        from .binding import face_hash, face_signatures
+        from .binding import bound_sealer
         from .channel import embed_in_image, reader_frames
 
         if self._key is None:
             raise RefacexError("embedding a payload needs a key")
         rgb = as_rgb_array(image)
-
-        def seal(frames: np.ndarray):
-            # each payload is bound to the hash of its face in the frame a reader will find it in
-            hashes = [face_hash(s) for s in face_signatures(rgb, frames, self.align)]
-            return [payload.seal(c, self._key, kind, h) for c, h in zip(codes, hashes)], hashes
-
+        # each payload is bound to the hash of its face in the frame a reader will find it in
+        seal = bound_sealer(rgb, list(codes), self._key, kind, self.align)
         frames = reader_frames(rgb, np.asarray(landmarks, np.float32), self.reader)
         return embed_in_image(rgb, frames, [None] * len(codes), self.watermark, self.reader, self.align,
                               self.watermark_strength, self.device, seal=seal)

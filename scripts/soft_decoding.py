@@ -19,7 +19,7 @@ import numpy as np
 
 from refacex_plugin import payload as P
 from refacex_plugin.bench.originals import central_face
-from refacex_plugin.binding import candidate_hashes, face_hash, face_signatures
+from refacex_plugin.binding import bound_sealer, candidate_hashes, face_signatures
 from refacex_plugin.channel import embed_in_image, face_logits, read_marks, reader_frames
 from refacex_plugin.detection import load_detector
 from refacex_plugin.distortions import DISTORTIONS
@@ -52,10 +52,7 @@ def main() -> None:
         faces += 1
         key, code = rng.bytes(32), rng.integers(0, 2, P.CODE_BITS).astype(np.uint8)
 
-        def seal(frames, host=host, key=key, code=code):
-            now = [face_hash(s) for s in face_signatures(host, frames, align)]
-            return [P.seal(code, key, P.KIND_RECOVERY_CODE, h) for h in now], now
-
+        seal = bound_sealer(host, [code], key, P.KIND_RECOVERY_CODE, align)
         emb = embed_in_image(host, reader_frames(host, d.landmarks[c : c + 1], det), [None], wm, det, align, seal=seal)
         for r in rows:
             x = DISTORTIONS[r](emb.image)

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import ecc, payload as P
-from ..binding import candidate_hashes, face_hash, face_signatures
+from ..binding import bound_sealer, candidate_hashes, face_signatures
 from ..channel import embed_in_image, match_faces, read_marks, reader_frames
 from ..detection import DEFAULT_DETECTOR, load_detector, reader_config
 from ..distortions import DISTORTIONS
@@ -59,12 +59,7 @@ def evaluate_watermark(name: str, files: list, host_method: str | None, seed: in
         key = generate_key()
         code = rng.integers(0, 2, code_bits).astype(np.uint8)
         hashes: list[bytes] = []  # every binding sealed for (the embedder may seal again)
-
-        def seal(frames, host=host, key=key, code=code):  # bound to the face, as Pipeline.embed_codes does
-            now = [face_hash(s) for s in face_signatures(host, frames, align)]
-            hashes.extend(now)
-            return [P.seal(code, key, kind, h) for h in now], now
-
+        seal = bound_sealer(host, [code], key, kind, align, sealed=hashes)  # as Pipeline.embed_codes does
         emb = embed_in_image(host, reader_frames(host, d.landmarks[c : c + 1], reader), [None], wm, reader, align, seal=seal)
         marked, channel = emb.image, emb.bits[0]
         writer_hash = P.open_payload(P.bits_to_logits(channel), key, bindings=hashes).binding
