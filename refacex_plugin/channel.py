@@ -222,8 +222,9 @@ WIDE_STAGES = 1
 #: Contrast gains tried after the first stage (coarse), and around the best after the last (fine):
 #: brightness and contrast changes of +-20 % scale the carriers' coefficients as much.
 SYNC_GAINS = ((0.8, 0.9, 1.0, 1.1, 1.2), (-0.04, -0.02, 0.0, 0.02, 0.04))
-#: Low-pass falloffs tried with them, coarse and fine (each with every gain): blur, down-scaling
-#: and lossy codecs scale a higher-frequency carrier more (the watermark's ``carrier_gains``).
+#: Low-pass falloffs (blur, down-scaling and lossy codecs scale a higher-frequency carrier more:
+#: the watermark's ``carrier_gains``) tried at the search's last stage: coarse, each with
+#: :data:`SYNC_FALLOFF_GAINS`, then around the one taken, with the fine gains.
 SYNC_FALLOFFS = ((1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5), (-0.02, -0.01, 0.0, 0.01, 0.02))
 #: Tried at the search's last stage only (the frame is found as before), and taken only if it
 #: reads this much more confidently than the best gain alone: fitted to JPEG's or WebP's noise, a
@@ -310,8 +311,9 @@ def _search_window(watermark: Watermark, size: int) -> tuple[int, int, int, int]
 
 def _refine(rgb, m, watermark, align, device, stages) -> tuple[np.ndarray, torch.Tensor, tuple]:
     """The most confident reading of one face over ``stages`` (each centred on the last's best)
-    and :data:`SYNC_GAINS` x :data:`SYNC_FALLOFFS` (coarse after the first stage, fine after the
-    last): ``(logits (bits,), transform (1, 2, 3), (scale, turn, dx, dy, gain, falloff))``, the
+    and :data:`SYNC_GAINS` (coarse after the first stage, fine after the last, where
+    :data:`SYNC_FALLOFFS` are also tried): ``(logits (bits,), transform (1, 2, 3), (scale, turn,
+    dx, dy, gain, falloff))``, the
     transform being ``translate_after(perturb_about(m, scale, turn), -dx, -dy)``."""
     scale, angle, shift, frac, gain, falloff = 1.0, 0.0, (0, 0), (0.0, 0.0), 1.0, 1.0
     centre = align.size / 2

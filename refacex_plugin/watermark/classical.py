@@ -79,10 +79,10 @@ class DctQimWatermark:
         self.block_corners = torch.stack([rows, cols])  # (2, nblocks)
         #: ``(y0, y1, x0, x1)``: the part of the crop the carrier blocks cover (all that embed changes and extract reads)
         self.carrier_window = (int(rows.min()), int(rows.max()) + b, int(cols.min()), int(cols.max()) + b)
-        # (nslots, CHANNEL_BITS): 1 / (the bit's slot count) where a slot carries that bit
         #: ``(C,)`` each carrier's squared frequency ``u^2 + v^2``: a low-pass distortion scales
         #: carrier ``c`` by about ``falloff ** carrier_order[c]`` (:meth:`carrier_gains`)
         self.carrier_order = torch.tensor([float(u * u + v * v) for u, v in self.coeffs])
+        # (nslots, CHANNEL_BITS): 1 / (the bit's slot count) where a slot carries that bit
         counts = torch.bincount(self.slot_bit, minlength=self.bits).float()
         self.averaging = torch.zeros(n_slots, self.bits)
         self.averaging[torch.arange(n_slots), self.slot_bit] = 1.0 / counts[self.slot_bit]
