@@ -237,6 +237,11 @@ SYNC_FALLOFFS = ((1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5), (-0.02, -0.01
 #: 100 / 100, contrast +20 % 97 / 97; refacex-anonymised faces x0.5 53 / 45, blur 42 / 35, Q50
 #: 33 / 33, WebP 36 / 36, unchanged 100 / 100.
 FALLOFF_MARGIN = 1.05
+#: Watermarks with ``gains_first`` (carriers that read nothing at a wrong gain: ``dct-qim-low``'s
+#: two lowest, the largest coefficients of a face) have a search's first stage read every coarse
+#: gain at once, if the stage reads at most this many crops x shifts (the local search's first
+#: stage, 225; not the wide one's 7,225).
+GAINS_FIRST_READINGS = 400
 #: Gains tried with each falloff, relative to the gain found without one (a falloff lowers the
 #: lowest carriers' factor too).
 SYNC_FALLOFF_GAINS = (1.0, 1.05, 1.1)
@@ -330,10 +335,20 @@ def _refine(rgb, m, watermark, align, device, stages) -> tuple[np.ndarray, torch
             shifts = torch.tensor([shift], dtype=torch.long)
         ms = perturbations_about(m, [(s, a, -f[0], -f[1]) for s, a, f in grid], centre)
         crops = extract_crops(rgb, ms, align, device, luma=True, window=window)
-        with torch.inference_mode():
-            logits = watermark.extract_shifted(crops, shifts, watermark.carrier_gains(gain, falloff))  # (G, T, bits)
-        conf = logits.float().abs().mean(-1)
-        g, t = divmod(int(conf.argmax()), conf.shape[1])
+        if stage == 0 and getattr(watermark, "gains_first", False) and len(grid) * len(shifts) <= GAINS_FIRST_READINGS:
+            # the frame is read at every coarse gain at once: such carriers read nothing at a wrong gain
+            gains = torch.stack([watermark.carrier_gains(k) for k in SYNC_GAINS[0]])
+            with torch.inference_mode():
+                logits = watermark.extract_shifted(crops, shifts, gains)  # (G, T, P, bits)
+            conf = logits.float().abs().mean(-1)
+            g, rest = divmod(int(conf.argmax()), conf.shape[1] * conf.shape[2])
+            t, k = divmod(rest, conf.shape[2])
+            gain, logits = SYNC_GAINS[0][k], logits[:, :, k]
+        else:
+            with torch.inference_mode():
+                logits = watermark.extract_shifted(crops, shifts, watermark.carrier_gains(gain, falloff))  # (G, T, bits)
+            conf = logits.float().abs().mean(-1)
+            g, t = divmod(int(conf.argmax()), conf.shape[1])
         (scale, angle, frac), shift, best = grid[g], tuple(shifts[t].tolist()), logits[g, t]
         if stage in (0, len(stages) - 1):  # the contrast gain: coarse after the first stage, fine after the last
             pairs = [(k, 1.0) for k in SYNC_GAINS[0]] if stage == 0 else [(gain + k, 1.0) for k in SYNC_GAINS[1]]

@@ -132,6 +132,42 @@ def test_reader_search_finds_a_mark_the_re_detection_misplaces(lfw, warp, monkey
     torch.testing.assert_close(frame, whole_frame, atol=1e-4, rtol=0)
 
 
+def test_reader_tries_gains_first_for_the_low_carrier_layout(lfw_sample, monkeypatch):
+    """``dct-qim-low``'s carriers (a block's two lowest coefficients, a face's largest) read nothing
+    at a wrong gain, so its search reads every coarse gain from the first stage: after brightness
+    -20 % every face reads back within BCH's 10 bits with it, and not every face without it."""
+    import refacex_plugin.channel as C
+    from refacex_plugin.bench.originals import central_face
+    from refacex_plugin.detection import load_detector
+    from refacex_plugin.watermark import load_watermark
+
+    wm, det, cfg = load_watermark("dct-qim-low"), load_detector(), AlignConfig()
+    assert wm.gains_first and not load_watermark("dct-qim").gains_first
+    marks = []
+    for i, path in enumerate(lfw_sample[:12]):
+        rgb = read_image(path).rgb
+        found = det(rgb)
+        c = central_face(found, *rgb.shape[:2])
+        if c is None:
+            continue
+        bits = torch.randint(0, 2, (1, P.CHANNEL_BITS), generator=torch.Generator().manual_seed(i))
+        emb = C.embed_in_image(rgb, C.reader_frames(rgb, found.landmarks[c : c + 1], det), [bits[0].numpy()], wm, det, cfg)
+        marks.append((D.brightness(emb.image, 0.8), emb.bits[0]))
+
+    def wrong_bits():
+        out = []
+        for x, bits in marks:
+            found, logits, _ = C.read_marks(x, wm, det, cfg)
+            out.append(int(((logits[central_face(found, *x.shape[:2])] > 0) != bits).sum()))
+        return out
+
+    first = wrong_bits()
+    monkeypatch.setattr(wm, "gains_first", False)
+    later = wrong_bits()
+    assert max(first) <= 10, first
+    assert max(later) > 10, later
+
+
 def test_reader_finds_marks_after_jpeg_q50_that_a_wide_search_misses(lfw):
     """After JPEG Q50 the mark is weak: the wide search's coarse grid holds no point close enough
     to read it and settles on a chance one, while the re-detection lies within a pixel or three of

@@ -31,8 +31,10 @@ def test_dct_matrix_is_orthonormal():
     torch.testing.assert_close(d @ d.T, torch.eye(8, dtype=torch.float64))
 
 
-def test_classical_round_trip_in_the_crop_and_locality(face_crops):
-    wm = DctQimWatermark()
+@pytest.mark.parametrize("name", ["dct-qim", "dct-qim-low"])
+def test_classical_round_trip_in_the_crop_and_locality(face_crops, name):
+    wm = load_watermark(name)
+    assert wm.name == name
     bits = torch.randint(0, 2, (len(face_crops), P.CHANNEL_BITS), generator=torch.Generator().manual_seed(0))
     marked = wm.embed(face_crops, bits)
     assert torch.equal((wm.extract(marked) > 0).long(), bits)
@@ -44,11 +46,12 @@ def test_classical_round_trip_in_the_crop_and_locality(face_crops):
     assert 10 * torch.log10(1 / mse) > 40
 
 
+@pytest.mark.parametrize("name", ["dct-qim", "dct-qim-low"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_dct_qim_reads_every_shift_at_once(face_crops, dtype):
+def test_dct_qim_reads_every_shift_at_once(face_crops, dtype, name):
     """``extract_shifted`` at shift 0 is ``extract``; a mark moved by (dx, dy) reads back exactly,
     and most confidently, at that shift; a gain of the whole crop is undone by the same gain."""
-    wm = DctQimWatermark()
+    wm = load_watermark(name)
     crops = face_crops.to(dtype)
     bits = torch.randint(0, 2, (len(crops), P.CHANNEL_BITS), generator=torch.Generator().manual_seed(1))
     marked = wm.embed(crops, bits)
@@ -216,3 +219,15 @@ def test_watermark_training_runs_and_resumes(lfw, tmp_path, monkeypatch):
     train(cfg2, lfw, out, log=msgs.append)
     assert any("resumed" in m and "step 4" in m and "136 active bits" in m for m in msgs)
     assert json.loads((out / "log.jsonl").read_text().splitlines()[-1])["step"] == 6
+
+
+def test_the_two_dct_qim_layouts_do_not_read_each_other(face_crops):
+    """``dct-qim-low`` is another layout (carriers and step), not a setting of ``dct-qim``: each
+    reads its own marks exactly and the other's as noise."""
+    a, b = load_watermark("dct-qim"), load_watermark("dct-qim-low")
+    assert {"dct-qim", "dct-qim-low"} <= set(available_watermarks())
+    bits = torch.randint(0, 2, (len(face_crops), P.CHANNEL_BITS), generator=torch.Generator().manual_seed(3))
+    for writer, reader in ((a, b), (b, a)):
+        marked = writer.embed(face_crops, bits)
+        assert torch.equal((writer.extract(marked) > 0).long(), bits)
+        assert ((reader.extract(marked) > 0).long() != bits).float().mean() > 0.3

@@ -39,9 +39,10 @@ class DctQimWatermark:
     embed_passes = 2
 
     def __init__(self, align: AlignConfig = AlignConfig(), step: float = 32.0, seed: int = 20261128, block: int = 8,
-                 coeffs: tuple[tuple[int, int], ...] = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0))):
+                 coeffs: tuple[tuple[int, int], ...] = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0)), name: str = "dct-qim"):
         """``step``: QIM step in grey levels (on the 0-255 scale) at strength 1; ``block``: DCT
-        block size in crop pixels; ``coeffs``: the (u, v) coefficients of each block that carry bits.
+        block size in crop pixels; ``coeffs``: the (u, v) coefficients of each block that carry bits;
+        ``name``: the registry's name for this layout (a reader must use the writer's).
 
         Step 32, embedded in two passes (:attr:`embed_passes`), puts the
         face-region PSNR at ~40.3 dB (the invisibility bar is 40 dB). Measured on 40 original LFW
@@ -56,6 +57,11 @@ class DctQimWatermark:
         WebP Q80 (blur sigma 1: none, median 66 wrong bits; ``scripts/watermark_sync.py --decode``,
         the own-frame columns); finding that frame is the reader's
         search's job (``channel._search``)."""
+        self.name = name
+        #: Whether the reader's search must try gains from its first stage on (the channel's
+        #: ``GAINS_FIRST_READINGS``): true when every carrier is one of a block's two lowest, the
+        #: largest coefficients of a face, which a wrong gain moves off the lattice everywhere.
+        self.gains_first = all(u + v <= 1 for u, v in coeffs)
         self.align = align
         self.step = step
         self.block = block
