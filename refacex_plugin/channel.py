@@ -318,8 +318,8 @@ def _refine(rgb, m, watermark, align, device, stages) -> tuple[np.ndarray, torch
     """The most confident reading of one face over ``stages`` (each centred on the last's best)
     and :data:`SYNC_GAINS` (coarse after the first stage, fine after the last, where
     :data:`SYNC_FALLOFFS` are also tried): ``(logits (bits,), transform (1, 2, 3), (scale, turn,
-    dx, dy, gain, falloff))``, the
-    transform being ``translate_after(perturb_about(m, scale, turn), -dx, -dy)``."""
+    dx, dy, gain, falloff))``, the transform being ``translate_after(perturb_about(m, scale,
+    turn), -dx, -dy)``."""
     scale, angle, shift, frac, gain, falloff = 1.0, 0.0, (0, 0), (0.0, 0.0), 1.0, 1.0
     centre = align.size / 2
     window = _search_window(watermark, align.size)
@@ -335,21 +335,17 @@ def _refine(rgb, m, watermark, align, device, stages) -> tuple[np.ndarray, torch
             shifts = torch.tensor([shift], dtype=torch.long)
         ms = perturbations_about(m, [(s, a, -f[0], -f[1]) for s, a, f in grid], centre)
         crops = extract_crops(rgb, ms, align, device, luma=True, window=window)
-        if stage == 0 and getattr(watermark, "gains_first", False) and len(grid) * len(shifts) <= GAINS_FIRST_READINGS:
-            # the frame is read at every coarse gain at once: such carriers read nothing at a wrong gain
-            gains = torch.stack([watermark.carrier_gains(k) for k in SYNC_GAINS[0]])
-            with torch.inference_mode():
-                logits = watermark.extract_shifted(crops, shifts, gains)  # (G, T, P, bits)
-            conf = logits.float().abs().mean(-1)
-            g, rest = divmod(int(conf.argmax()), conf.shape[1] * conf.shape[2])
-            t, k = divmod(rest, conf.shape[2])
-            gain, logits = SYNC_GAINS[0][k], logits[:, :, k]
-        else:
-            with torch.inference_mode():
-                logits = watermark.extract_shifted(crops, shifts, watermark.carrier_gains(gain, falloff))  # (G, T, bits)
-            conf = logits.float().abs().mean(-1)
-            g, t = divmod(int(conf.argmax()), conf.shape[1])
-        (scale, angle, frac), shift, best = grid[g], tuple(shifts[t].tolist()), logits[g, t]
+        # a gains-first watermark's first stage reads the frame at every coarse gain at once (its
+        # carriers read nothing at a wrong gain); otherwise at the gain found so far
+        every_gain = stage == 0 and getattr(watermark, "gains_first", False) and len(grid) * len(shifts) <= GAINS_FIRST_READINGS
+        tried = SYNC_GAINS[0] if every_gain else (gain,)
+        gains = torch.stack([watermark.carrier_gains(k, falloff) for k in tried])
+        with torch.inference_mode():
+            logits = watermark.extract_shifted(crops, shifts, gains)  # (G, T, P, bits)
+        conf = logits.float().abs().mean(-1)
+        g, t, k = np.unravel_index(int(conf.argmax()), conf.shape)
+        gain = tried[k]
+        (scale, angle, frac), shift, best = grid[g], tuple(shifts[t].tolist()), logits[g, t, k]
         if stage in (0, len(stages) - 1):  # the contrast gain: coarse after the first stage, fine after the last
             pairs = [(k, 1.0) for k in SYNC_GAINS[0]] if stage == 0 else [(gain + k, 1.0) for k in SYNC_GAINS[1]]
             n_plain = len(pairs)
