@@ -571,6 +571,89 @@ def _search_unclipped(rgb, todo: list[int], logits: np.ndarray, m: torch.Tensor,
     return left
 
 
+#: Blurs a reader undoes (:func:`_search_deblurred`), tried in order: gaussian sigmas in pixels of the
+#: face's region brought to :data:`DEBLUR_SCALE`. A blur of sigma 1 is best undone at 0.75-1.25, a
+#: half-size resize (the region scaled back up) at 0.5-0.75 (docs/notes/learned-models.md, session 19).
+DEBLUR_SIGMAS = (0.6, 1.0, 1.4)
+#: Crop pixels per region pixel at which a reader deblurs: a face smaller than that in the image (a
+#: down-scaled one) is scaled up to it first (cubic), the scale of LFW's faces (1.2-2.2, median 1.5).
+DEBLUR_SCALE = 1.5
+
+
+def _before_axes(m: torch.Tensor, sx: float, sy: float, tx: float, ty: float) -> torch.Tensor:
+    """``M o A`` for ``(B, 2, 3)`` affines, ``A(x, y) = (sx x + tx, sy y + ty)``."""
+    out = m.clone()
+    out[:, :, 2] += m[:, :, 0] * tx + m[:, :, 1] * ty
+    out[:, :, 0] *= sx
+    out[:, :, 1] *= sy
+    return out
+
+
+def _search_deblurred(rgb, todo: list[int], logits: np.ndarray, m: torch.Tensor, watermark, align, device,
+                      detector: FaceDetector | None = None) -> list[int]:
+    """For the faces ``todo`` (readings ``logits (N, bits)`` in frames ``m (N, 2, 3)``, no codeword
+    yet), search again in the face's region deblurred (:func:`~refacex_plugin.deblurring.wiener_deblur`)
+    at each of :data:`DEBLUR_SIGMAS`, the region first scaled up to :data:`DEBLUR_SCALE` where the
+    face is smaller: locally, polished, from the reading's frame and from the face's re-detection
+    in the scaled-up region (with ``detector``); the first codeword replaces the reading in place.
+    Returns the faces still without a codeword.
+
+    Why: a blur or a down-scaling mixes each carrier block with its neighbours; the search's gains
+    and falloffs scale carriers but cannot unmix them, a deconvolution does (module docstring of
+    :mod:`~refacex_plugin.deblurring`). The re-detection: after a half-size resize the frames the
+    search ended in lie up to ~10 crop px from the mark, and CenterFace finds the face in the
+    scaled-up region as it did in the marked image."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    left = []
+    for i in todo:
+        roi = face_footprints(m[i : i + 1], align, h, w)[0]
+        if roi is None:
+            left.append(i)
+            continue
+        x0, y0 = max(roi[0] - 16, 0), max(roi[1] - 16, 0)  # room to search
+        x1, y1 = min(roi[2] + 16, w), min(roi[3] + 16, h)
+        region = rgb[y0:y1, x0:x1]
+        up = float(torch.det(m[i, :, :2].double()).abs().sqrt()) / DEBLUR_SCALE
+        if up > 1.0:
+            size = (int(round((x1 - x0) * up)), int(round((y1 - y0) * up)))
+            region = cv2.resize(region, size, interpolation=cv2.INTER_CUBIC)
+        ux, uy = region.shape[1] / (x1 - x0), region.shape[0] / (y1 - y0)
+        # region pixel p was sampled at image point (p + 0.5) / u - 0.5 + (x0, y0) (OpenCV's convention)
+        starts = [_before_axes(m[i : i + 1], 1 / ux, 1 / uy, x0 + 0.5 / ux - 0.5, y0 + 0.5 / uy - 0.5)]
+        if detector is not None:
+            inv = invert_affine(starts[0])
+            where = canonical_template(align).to(inv) @ inv[:, :, :2].transpose(1, 2) + inv[:, None, :, 2]
+            found = detector(np.ascontiguousarray(region))
+            j = match_faces(where.numpy(), found)[0]
+            if j is not None:
+                starts.append(alignment_matrices(found.landmarks[j : j + 1], align))
+        read = _first_codeword(region, starts, watermark, align, device)
+        if read is None:
+            left.append(i)
+        else:
+            logits[i] = read[0]
+            m[i] = _before_axes(read[1], ux, uy, ux * (0.5 - x0) - 0.5, uy * (0.5 - y0) - 0.5)[0]
+    return left
+
+
+def _first_codeword(region, starts: list[torch.Tensor], watermark, align, device):
+    """The first reading of ``region`` deblurred at :data:`DEBLUR_SIGMAS` (in order), searched
+    locally and polished from each of ``starts`` (``(1, 2, 3)`` frames), that is a codeword; None if none is."""
+    from .deblurring import wiener_deblur
+
+    for sigma in DEBLUR_SIGMAS:
+        sharp = wiener_deblur(region, sigma)
+        for start in starts:
+            read = _refine(sharp, start, watermark, align, device, SYNC_STAGES[WIDE_STAGES:])
+            if not _is_codeword(read[0]):
+                read = _polish(sharp, start, watermark, align, device, read[2])
+            if _is_codeword(read[0]):
+                return read
+    return None
+
+
 def read_marks(rgb: np.ndarray, watermark: Watermark, detector: FaceDetector, align: AlignConfig = AlignConfig(),
                device="cpu") -> tuple[Detections, np.ndarray, np.ndarray]:
     """:func:`read_from_image`, plus the frame each face is read in, as the five landmarks whose
@@ -578,14 +661,16 @@ def read_marks(rgb: np.ndarray, watermark: Watermark, detector: FaceDetector, al
     embedded and its payload bound in; sub-pixel placement for pasting a face back), or the
     re-detection for a watermark without a search. A face whose search finds no codeword is
     searched again from its re-detection at other image scales (:data:`RESCALED_STARTS`), then in
-    an estimate of what clipping took from it (:func:`_search_unclipped`)."""
+    an estimate of what clipping took from it (:func:`_search_unclipped`), then deblurred
+    (:func:`_search_deblurred`)."""
     det = detector(rgb)
     logits, m = face_logits(rgb, alignment_matrices(det.landmarks, align), watermark, align, device)
     if not _searchable(watermark):
         return det, logits, det.landmarks
     todo = [i for i in range(len(det)) if not _is_codeword(logits[i])]
     todo = _search_rescaled(rgb, det, todo, logits, m, watermark, detector, align, device)
-    _search_unclipped(rgb, todo, logits, m, watermark, align, device)
+    todo = _search_unclipped(rgb, todo, logits, m, watermark, align, device)
+    _search_deblurred(rgb, todo, logits, m, watermark, align, device, detector)
     inv = invert_affine(m)
     frames = canonical_template(align).to(inv) @ inv[:, :, :2].transpose(1, 2) + inv[:, None, :, 2]
     return det, logits, frames.numpy().astype(np.float32)
@@ -596,8 +681,9 @@ class FacePayload:
     """What one re-detected face carries.
 
     ``found``: the channel bits error-correct to a valid codeword (an unmarked face does so with
-    probability under 2^-15: up to seven readings - local and wide, each polished, two rescaled
-    starts and the clipping estimate - of 2^-18 each); ``authenticated``: they also open under one
+    probability under 2^-13: up to 19 readings - local and wide, each polished, two rescaled
+    starts, the clipping estimate, and three deblurrings from two starts each, polished - of 2^-18
+    each); ``authenticated``: they also open under one
     of the given keys.
     ``payload`` is the opened :class:`~refacex_plugin.payload.Payload` (secret: never print its code).
     ``frame``: the ``(5, 2)`` landmarks of the frame the face was read in: where the reader's

@@ -1,6 +1,6 @@
 """What the reader's fallbacks and options buy: faces whose search found no codeword are searched
 again from a re-detection at other image scales (``rescaled``) and in an estimate of what
-clipping took (``unclipped``) - see :func:`refacex_plugin.channel.read_marks`; the search's last
+clipping took (``unclipped``) and deblurred (``deblurred``) - see :func:`refacex_plugin.channel.read_marks`; the search's last
 stage also tries low-pass falloffs of the carriers' gains (``falloff``: :data:`~refacex_plugin.channel.SYNC_FALLOFFS`).
 
 Embeds a 128-bit recovery code (payload version 2, BCH t = 10) with a fixed key in the central
@@ -12,6 +12,7 @@ a resize by F, area when shrinking, cubic when enlarging) and counts the images 
     python scripts/reader_fallbacks.py --fallback rescaled --images 40 --rows x0.67,x0.8,x1.25,x1.5,x2
     python scripts/reader_fallbacks.py --fallback unclipped --images 200 --seed 3 --rows brightness_+20,contrast_+20
     python scripts/reader_fallbacks.py --fallback falloff --host refacex --images 100 --rows jpeg_q50,webp_q80,resize_0.5,blur_1
+    python scripts/reader_fallbacks.py --fallback deblurred --watermark dct-qim-low --images 60 --rows resize_0.5,blur_1
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from refacex_plugin.pipeline import Pipeline
 #: that reads nothing (turns it off).
 FALLBACKS = {"rescaled": ("_search_rescaled", lambda rgb, det, todo, *args: todo),
              "unclipped": ("_search_unclipped", lambda rgb, todo, *args: todo),
+             "deblurred": ("_search_deblurred", lambda rgb, todo, *args: todo),
              "falloff": ("SYNC_FALLOFFS", ((1.0,), (0.0,)))}
 
 
@@ -48,9 +50,10 @@ def main() -> None:
     ap.add_argument("--rows", default="x0.67,x0.8,x1.25,x1.5,x2")
     ap.add_argument("--data", default="../shared/data/lfw")
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--watermark", default="dct-qim")
     ap.add_argument("--host", default="none", help="anonymise the faces with this method first (none: original faces)")
     args = ap.parse_args()
-    pipe = Pipeline(method="blur", key=bytes(range(32)), watermark="dct-qim")
+    pipe = Pipeline(method="blur", key=bytes(range(32)), watermark=args.watermark)
     host = None if args.host == "none" else Pipeline(method=args.host)
     files = random.Random(args.seed).sample(sorted(glob.glob(f"{args.data}/*/*.jpg")), args.images)
     code = (np.arange(P.CODE_BITS) % 3 == 0).astype(np.uint8)

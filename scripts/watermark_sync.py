@@ -89,6 +89,8 @@ def decode(args) -> None:
     coeffs = tuple((int(c[0]), int(c[1])) for c in args.coeffs.split(","))
     wm = DctQimWatermark(step=args.step, block=args.block, coeffs=coeffs)
     wm.embed_passes = args.passes
+    if args.gains_first:
+        wm.gains_first = True
     W._CACHE["dct-qim"] = wm
     det, align = load_detector(), AlignConfig()
     rng = np.random.default_rng(args.seed)
@@ -146,6 +148,7 @@ def main() -> None:
     ap.add_argument("--passes", type=int, default=2)
     ap.add_argument("--block", type=int, default=8, help="DCT block side in crop pixels")
     ap.add_argument("--coeffs", default="01,10,11,02,20", help="carrier coefficients (u, v) of each block")
+    ap.add_argument("--gains-first", action="store_true", help="have the search try gains from its first stage (automatic when every carrier has u + v <= 1)")
     ap.add_argument("--rows", default="", help="comma-separated distortions [default: a representative nine]")
     ap.add_argument("--data", default="../shared/data/lfw")
     ap.add_argument("--seed", type=int, default=0)
