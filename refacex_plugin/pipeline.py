@@ -16,7 +16,7 @@ from PIL import Image
 from . import operators
 from .anonymisers import default_method, get_anonymiser
 from .detection import DEFAULT_DETECTOR, DetectorConfig, Detections, FaceDetector, load_detector, reader_config
-from .errors import RefacexError
+from .errors import ModelNotAvailableError, RefacexError
 from .geometry import AlignConfig, alignment_matrices, extract_crops, face_footprints, face_mask, paste_crops, warp_mask_to_image
 
 
@@ -261,8 +261,27 @@ class Pipeline:
 
     def read_payloads(self, image, keys: list[bytes] = ()) -> list:
         """Per detected face, a :class:`~refacex_plugin.channel.FacePayload`: whether a payload is
-        there and whether it authenticates under one of ``keys`` (the pipeline's key if none given)."""
+        there and whether it authenticates under one of ``keys`` (the pipeline's key if none given).
+        A pipeline whose watermark was not named also reads faces the default finds nothing in with
+        each of :data:`~refacex_plugin.watermark.EARLIER_DEFAULTS` (marks written before the default
+        changed; an unmarked face costs a second reading)."""
         from .channel import read_payloads
+        from .watermark import EARLIER_DEFAULTS, load_watermark
 
+        rgb = as_rgb_array(image)
         keys = list(keys) or ([self._key] if self._key is not None else [])
-        return read_payloads(as_rgb_array(image), keys, self.watermark, self.reader, self.align, self.device)
+        faces = read_payloads(rgb, keys, self.watermark, self.reader, self.align, self.device)
+        if self._watermark_name is not None:
+            return faces
+        # no watermark named: faces the default finds nothing in may carry an earlier default's mark
+        for name in EARLIER_DEFAULTS:
+            if all(f.found for f in faces) or name == self.watermark.name:
+                continue
+            try:
+                earlier = load_watermark(name)
+            except ModelNotAvailableError:
+                continue
+            again = read_payloads(rgb, keys, earlier, self.reader, self.align, self.device)
+            if len(again) == len(faces):  # the same detections, face for face
+                faces = [a if a.found and not f.found else f for f, a in zip(faces, again)]
+        return faces
