@@ -317,6 +317,30 @@ def test_reader_reads_through_what_brightening_clipped(lfw):
     assert opened["reader"] >= 10 and opened["reader"] >= opened["no estimate"] + 2, opened
 
 
+@pytest.mark.parametrize("up", [1.0, 2.0, 2.7])
+def test_a_region_scaled_up_is_read_in_the_same_frame(example_rgb, up):
+    """The deblurring fallback reads a face in a cut-out region scaled up by ``up`` (OpenCV's pixel
+    convention): its frame there must sample the same crop as the image's frame, and map back."""
+    import cv2
+
+    from refacex_plugin import channel as C
+    from refacex_plugin.detection import load_detector
+    from refacex_plugin.geometry import alignment_matrices, extract_crops
+
+    cfg = AlignConfig()
+    m = alignment_matrices(load_detector()(example_rgb).landmarks[:1], cfg)
+    x0, y0, x1, y1 = 40, 30, 220, 230
+    region = example_rgb[y0:y1, x0:x1]
+    if up > 1:
+        region = cv2.resize(region, (int(round((x1 - x0) * up)), int(round((y1 - y0) * up))), interpolation=cv2.INTER_CUBIC)
+    ux, uy = region.shape[1] / (x1 - x0), region.shape[0] / (y1 - y0)
+    m_region = C._before_axes(m, 1 / ux, 1 / uy, x0 + 0.5 / ux - 0.5, y0 + 0.5 / uy - 0.5)
+    diff = (extract_crops(example_rgb, m, cfg) - extract_crops(region, m_region, cfg))[..., 80:200, 80:180].abs().mean() * 255
+    assert float(diff) < 1.5, float(diff)
+    back = C._before_axes(m_region, ux, uy, ux * (0.5 - x0) - 0.5, uy * (0.5 - y0) - 0.5)
+    torch.testing.assert_close(back, m, atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize("row", ["blur_1", "resize_0.5"])
 def test_reader_deblurs_a_mark_a_low_pass_mixed(lfw, row):
     """A gaussian blur (sigma 1) or a half-size resize mixes each carrier block with its
