@@ -185,7 +185,7 @@ def test_reader_finds_marks_after_jpeg_q50_that_a_wide_search_misses(lfw):
     from refacex_plugin import channel as C
     from refacex_plugin.pipeline import Pipeline
 
-    pipe = Pipeline(method="refacex", key=bytes(range(32)), donor_seed=0)
+    pipe = Pipeline(method="refacex", key=bytes(range(32)), donor_seed=0, watermark="dct-qim")
     files = random.Random(3).sample(sorted(glob.glob(str(lfw / "*" / "*.jpg"))), 16)
     opened = {"reader": 0, "wide only": 0}
     for f in files:
@@ -194,13 +194,14 @@ def test_reader_finds_marks_after_jpeg_q50_that_a_wide_search_misses(lfw):
         emb = pipe.embed_codes(res.image, lm, [np.arange(P.REF_BITS) % 2] * len(lm), P.KIND_VAULT_REF)
         x = D.DISTORTIONS["jpeg_q50"](emb.image)
         opened["reader"] += sum(face.authenticated for face in pipe.read_payloads(x))
-        search, starts, unclipped = C._search, C.RESCALED_STARTS, C._search_unclipped
+        search, starts, unclipped, deblurred = C._search, C.RESCALED_STARTS, C._search_unclipped, C._search_deblurred
         try:  # the wide search alone, from the re-detection only, no fallbacks
             C._search = lambda rgb, m, wm, align, device: C._refine(rgb, m, wm, align, device, C.SYNC_STAGES)
             C.RESCALED_STARTS, C._search_unclipped = (), lambda rgb, todo, *args: todo
+            C._search_deblurred = lambda rgb, todo, *args: todo
             opened["wide only"] += sum(face.authenticated for face in pipe.read_payloads(x))
         finally:
-            C._search, C.RESCALED_STARTS, C._search_unclipped = search, starts, unclipped
+            C._search, C.RESCALED_STARTS, C._search_unclipped, C._search_deblurred = search, starts, unclipped, deblurred
     assert opened["reader"] >= 6 and opened["reader"] >= opened["wide only"] + 2, opened
 
 
