@@ -293,29 +293,41 @@ def test_reader_reads_through_what_brightening_clipped(lfw):
     (:func:`~refacex_plugin.clipping.estimate_clipped`): on these 14 original LFW faces, picked
     among those whose reads failed after brightening in a 200-face check (fixed key and code),
     it opens 12 (11 before the polish of session 16), 8 without."""
-    from refacex_plugin import channel as C
-    from refacex_plugin.bench.originals import central_face
     from refacex_plugin.pipeline import Pipeline
 
     names = ["George_W_Bush_0408", "Kim_Ryong-sung_0005", "Kristanna_Loken_0001", "Daniel_Radcliffe_0003", "Vojislav_Kostunica_0003",
              "George_W_Bush_0068", "Tim_Robbins_0003", "Peri_Gilpin_0001", "Kathleen_Kennedy_Townsend_0002", "Norah_Jones_0015",
              "Natasa_Micic_0001", "Pio_Laghi_0001", "Martha_Burk_0003", "Jose_Maria_Aznar_0019"]
     pipe = Pipeline(method="blur", key=bytes(range(32)), watermark="dct-qim")
-    opened = {"reader": 0, "no estimate": 0}
-    for name in names:
-        rgb = read_image(lfw / name.rsplit("_", 1)[0] / f"{name}.jpg").rgb
+    paths = [lfw / name.rsplit("_", 1)[0] / f"{name}.jpg" for name in names]
+    reader, no_estimate = _opened_with_and_without(pipe, paths, "brightness_+20", "_search_unclipped")
+    assert reader >= 10 and reader >= no_estimate + 2, (reader, no_estimate)
+
+
+def _opened_with_and_without(pipe, paths, row: str, fallback: str) -> tuple[int, int]:
+    """Mark the central face of each image at ``paths`` with a recovery code (``pipe``'s key),
+    apply the distortion ``row``, and count the images whose payload opens with the channel's
+    ``fallback`` (a ``_search_*`` function of :mod:`refacex_plugin.channel`) and with it off."""
+    from refacex_plugin import channel as C
+    from refacex_plugin.bench.originals import central_face
+
+    opened = [0, 0]
+    for path in paths:
+        rgb = read_image(path).rgb
         det = pipe.reader(rgb)
         c = central_face(det, *rgb.shape[:2])
+        if c is None:
+            continue
         emb = pipe.embed_codes(rgb, det.landmarks[c : c + 1], [np.arange(P.CODE_BITS) % 3 == 0], P.KIND_RECOVERY_CODE)
-        x = D.DISTORTIONS["brightness_+20"](emb.image)
-        opened["reader"] += sum(face.authenticated for face in pipe.read_payloads(x))
-        search = C._search_unclipped
+        x = D.DISTORTIONS[row](emb.image)
+        opened[0] += any(face.authenticated for face in pipe.read_payloads(x))
+        search = getattr(C, fallback)
         try:
-            C._search_unclipped = lambda rgb, todo, *args: todo
-            opened["no estimate"] += sum(face.authenticated for face in pipe.read_payloads(x))
+            setattr(C, fallback, lambda rgb, todo, *args: todo)
+            opened[1] += any(face.authenticated for face in pipe.read_payloads(x))
         finally:
-            C._search_unclipped = search
-    assert opened["reader"] >= 10 and opened["reader"] >= opened["no estimate"] + 2, opened
+            setattr(C, fallback, search)
+    return opened[0], opened[1]
 
 
 @pytest.mark.parametrize("up", [1.0, 2.0, 2.7])
@@ -352,29 +364,12 @@ def test_reader_deblurs_a_mark_a_low_pass_mixed(lfw, row):
     import glob
     import random
 
-    from refacex_plugin import channel as C
-    from refacex_plugin.bench.originals import central_face
     from refacex_plugin.pipeline import Pipeline
 
     pipe = Pipeline(method="blur", key=bytes(range(32)), watermark="dct-qim")
     files = random.Random(11).sample(sorted(glob.glob(str(lfw / "*" / "*.jpg"))), 16)
-    opened = {"reader": 0, "no deblurring": 0}
-    for f in files:
-        rgb = read_image(f).rgb
-        det = pipe.reader(rgb)
-        c = central_face(det, *rgb.shape[:2])
-        if c is None:
-            continue
-        emb = pipe.embed_codes(rgb, det.landmarks[c : c + 1], [np.arange(P.CODE_BITS) % 3 == 0], P.KIND_RECOVERY_CODE)
-        x = D.DISTORTIONS[row](emb.image)
-        opened["reader"] += any(face.authenticated for face in pipe.read_payloads(x))
-        search = C._search_deblurred
-        try:
-            C._search_deblurred = lambda rgb, todo, *args: todo
-            opened["no deblurring"] += any(face.authenticated for face in pipe.read_payloads(x))
-        finally:
-            C._search_deblurred = search
-    assert opened["reader"] >= opened["no deblurring"] + 6, opened
+    reader, no_deblurring = _opened_with_and_without(pipe, files, row, "_search_deblurred")
+    assert reader >= no_deblurring + 6, (reader, no_deblurring)
 
 
 def test_default_reader_still_opens_marks_of_the_earlier_default(example_rgb):
