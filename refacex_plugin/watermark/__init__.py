@@ -65,9 +65,11 @@ def _learned() -> Watermark:
 _FACTORIES: dict[str, Callable[[], Watermark]] = {
     "dct-qim": _classical, "dct-qim-low": _classical_low, "learned": _learned}
 #: Preference order; the first that loads is the default. ``dct-qim-low`` replaced ``dct-qim`` in
-#: session 19: with the reader's deblurring both meet blur's bar, and on the same 40 original faces
-#: (fresh keys; docs/benchmarks/robustness-quick-s19.md) dct-qim / dct-qim-low opened JPEG Q50 in
-#: 65.0 / 97.5 %, WebP Q80 77.5 / 90.0 %, a half-size resize 65.0 / 77.5 %, blur 97.5 / 95.0 %.
+#: session 19: with the reader's deblurring neither loses blurred faces wholesale any more, and on
+#: the same 40 original faces (fresh keys; docs/benchmarks/robustness-quick-s19.md) dct-qim /
+#: dct-qim-low opened JPEG Q50 in 65.0 / 97.5 %, WebP Q80 77.5 / 90.0 %, a half-size resize 65.0 /
+#: 77.5 %, blur 97.5 / 95.0 %; on refacex-anonymised faces Q50 30.0 / 92.5 %, WebP 47.5 / 85.0 %
+#: (robustness-quick-refacex-s19.md).
 PREFERENCE = ("learned", "dct-qim-low", "dct-qim")
 #: Watermarks that were the default before (oldest last): a reader not told which watermark to read
 #: also tries these on faces the default finds no payload in, so marks written then still open.
