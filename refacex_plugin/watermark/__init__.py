@@ -49,8 +49,10 @@ def _classical_low() -> Watermark:
     survives them better. In the marks' own frames (30 LFW faces, ``runs/``-only script, session
     18; median wrong bits of 252, share within 10): original faces JPEG Q50 10 -> 3 (53 -> 100 %),
     WebP Q80 11 -> 4 (50 -> 97 %); refacex-anonymised faces (step 50) Q50 20 -> 8 (20 -> 80 %), WebP
-    16 -> 10 (17 -> 57 %); blur sigma 1 stays out of reach (60 -> 49, 36 -> 30; none within 10).
-    A different layout: marks of one are not read by the other."""
+    16 -> 10 (17 -> 57 %); blur sigma 1 stays out of reach there (60 -> 49, 36 -> 30; none within
+    10) until the reader deblurs (session 19: :func:`~refacex_plugin.channel._search_deblurred`).
+    The default since session 19 (:data:`PREFERENCE`). A different layout: marks of one are not
+    read by the other."""
     from .classical import DctQimWatermark
 
     return DctQimWatermark(step=52.0, coeffs=((0, 1), (1, 0)), name="dct-qim-low")
