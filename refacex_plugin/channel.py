@@ -574,10 +574,37 @@ def _search_unclipped(rgb, todo: list[int], logits: np.ndarray, m: torch.Tensor,
 #: Blurs a reader undoes (:func:`_search_deblurred`), tried in order: gaussian sigmas in pixels of the
 #: face's region brought to :data:`DEBLUR_SCALE`. A blur of sigma 1 is best undone at 0.75-1.25, a
 #: half-size resize (the region scaled back up) at 0.5-0.75 (docs/notes/learned-models.md, session 19).
-DEBLUR_SIGMAS = (0.6, 1.0, 1.4)
+#: Session 20 dropped 1.4: over 60 LFW faces read after x0.5 and after blur sigma 1, every face the
+#: fallback opened opened at 0.6 (x0.5) or 1.0 (blur) first, and each sigma costs an unmarked face
+#: a local search and a polish per start (~42 ms).
+DEBLUR_SIGMAS = (0.6, 1.0)
 #: Crop pixels per region pixel at which a reader deblurs: a face smaller than that in the image (a
 #: down-scaled one) is scaled up to it first (cubic), the scale of LFW's faces (1.2-2.2, median 1.5).
 DEBLUR_SCALE = 1.5
+
+
+#: Crop pixels per image pixel at which a face without a codeword is re-detected for the deblurred
+#: search's further starts, in order (:func:`_search_deblurred`). CenterFace's landmarks move with
+#: the scale it sees a face at, and the embedder saw the face at the host's own scale, which a reader
+#: does not know. After a half-size resize (30 LFW faces, ``runs/``-only, session 20), the re-detection
+#: in the whole image scaled back up x2 (the embedder's scale) lay a median 0.8 % (90th percentile
+#: 2.4 %) in zoom and 0.9 (1.7) crop px from the mark, scaled x3 3.9 % (7.0 %) and 2.1 (5.3) px, in
+#: the half-size image 2.5 % (6.1 %) and 2.4 (4.5) px; the local search and polish open a face from a
+#: start up to ~4 % in zoom, 2 deg in turn or 3 crop px away, not beyond. Same marked images through
+#: the reader (``runs/``-only A/B, 60 LFW originals, fixed key), (1.5,) / (1.5, 1.2, 1.9) / these
+#: five: x0.5 47 / 53 / 55 opened, blur sigma 1 56 / 59 / 60; refacex-anonymised hosts (40) x0.5
+#: 37 / - / 39, blur 40 / - / 40, WebP 32 / - / 32.
+DEBLUR_DETECT_SCALES = (1.5, 1.2, 1.9, 1.0, 2.4)
+
+
+def _scaled_up(region: np.ndarray, factor: float) -> np.ndarray:
+    """``region`` enlarged by ``factor`` (cubic), or as it is if ``factor <= 1``."""
+    import cv2
+
+    if factor <= 1.0:
+        return region
+    h, w = region.shape[:2]
+    return cv2.resize(region, (int(round(w * factor)), int(round(h * factor))), interpolation=cv2.INTER_CUBIC)
 
 
 def _before_axes(m: torch.Tensor, sx: float, sy: float, tx: float, ty: float) -> torch.Tensor:
@@ -594,19 +621,18 @@ def _search_deblurred(rgb, todo: list[int], logits: np.ndarray, m: torch.Tensor,
     """For the faces ``todo`` (readings ``logits (N, bits)`` in frames ``m (N, 2, 3)``, no codeword
     yet), search again in the face's region deblurred (:func:`~refacex_plugin.deblurring.wiener_deblur`)
     at each of :data:`DEBLUR_SIGMAS`, the region first scaled up to :data:`DEBLUR_SCALE` where the
-    face is smaller: locally, polished, from the reading's frame and from the face's re-detection
-    in the scaled-up region (with ``detector``); the first codeword replaces the reading in place.
+    face is smaller: locally, polished, from the reading's frame, then from the face's re-detections
+    in the region enlarged to each of :data:`DEBLUR_DETECT_SCALES` (with ``detector``; one detection
+    at a time, only while no start has opened the face, and only starts not within
+    :data:`SAME_START` of an earlier one); the first codeword replaces the reading in place.
     Returns the faces still without a codeword.
 
     Why: a blur or a down-scaling mixes each carrier block with its neighbours; the search's gains
     and falloffs scale carriers but cannot unmix them, a deconvolution does (module docstring of
-    :mod:`~refacex_plugin.deblurring`). The re-detection: after a half-size resize the half-size
-    image's re-detection lies 5-19 crop px from the mark (20 LFW faces, ad hoc, session 19), beyond
-    a local search's reach; a re-detection in the region scaled up gives the search a second start
-    (30 LFW faces after the resize, re-detecting in the deblurred region: 67 vs 37 % opened;
-    docs/notes/learned-models.md, session 19)."""
-    import cv2
-
+    :mod:`~refacex_plugin.deblurring`). The re-detections: after a half-size resize the half-size
+    image's re-detection often lies beyond a local search's reach of the mark, in zoom or turn more
+    than in shift; a re-detection with the face enlarged lies nearer, nearest at the scale the
+    embedder saw it at (:data:`DEBLUR_DETECT_SCALES`)."""
     h, w = rgb.shape[:2]
     left = []
     for i in todo:
@@ -616,21 +642,15 @@ def _search_deblurred(rgb, todo: list[int], logits: np.ndarray, m: torch.Tensor,
             continue
         x0, y0 = max(roi[0] - 16, 0), max(roi[1] - 16, 0)  # room to search
         x1, y1 = min(roi[2] + 16, w), min(roi[3] + 16, h)
-        region = rgb[y0:y1, x0:x1]
-        up = float(torch.det(m[i, :, :2].double()).abs().sqrt()) / DEBLUR_SCALE
-        if up > 1.0:
-            size = (int(round((x1 - x0) * up)), int(round((y1 - y0) * up)))
-            region = cv2.resize(region, size, interpolation=cv2.INTER_CUBIC)
+        crop_scale = float(torch.det(m[i, :, :2].double()).abs().sqrt())  # crop pixels per image pixel
+        region = _scaled_up(rgb[y0:y1, x0:x1], crop_scale / DEBLUR_SCALE)
         ux, uy = region.shape[1] / (x1 - x0), region.shape[0] / (y1 - y0)
         # region pixel p was sampled at image point (p + 0.5) / u - 0.5 + (x0, y0) (OpenCV's convention)
-        starts = [_before_axes(m[i : i + 1], 1 / ux, 1 / uy, x0 + 0.5 / ux - 0.5, y0 + 0.5 / uy - 0.5)]
+        start = _before_axes(m[i : i + 1], 1 / ux, 1 / uy, x0 + 0.5 / ux - 0.5, y0 + 0.5 / uy - 0.5)
+        starts = [start]
         if detector is not None:
-            inv = invert_affine(starts[0])
-            where = canonical_template(align).to(inv) @ inv[:, :, :2].transpose(1, 2) + inv[:, None, :, 2]
-            found = detector(np.ascontiguousarray(region))
-            j = match_faces(where.numpy(), found)[0]
-            if j is not None:
-                starts.append(alignment_matrices(found.landmarks[j : j + 1], align))
+            found = _redetections(rgb[y0:y1, x0:x1], m[i : i + 1] @ _shift(x0, y0), crop_scale, detector, align)
+            starts = _distinct([start], ((lm + 0.5) * np.array([ux, uy], np.float32) - 0.5 for lm in found), align)
         read = _first_codeword(region, starts, watermark, align, device)
         if read is None:
             left.append(i)
@@ -640,17 +660,67 @@ def _search_deblurred(rgb, todo: list[int], logits: np.ndarray, m: torch.Tensor,
     return left
 
 
-def _first_codeword(region, starts: list[torch.Tensor], watermark, align, device):
-    """The first reading of ``region`` deblurred at :data:`DEBLUR_SIGMAS` (in order), searched
-    locally and polished from each of ``starts`` (``(1, 2, 3)`` frames), that is a codeword; None if none is."""
+def _shift(x0: float, y0: float) -> torch.Tensor:
+    """``(1, 3, 3)`` homogeneous translation by ``(x0, y0)``: ``m @ _shift(x0, y0)`` reads a region whose
+    origin is the image point ``(x0, y0)`` as ``m (1, 2, 3)`` reads the image."""
+    t = torch.eye(3, dtype=torch.float32)[None]
+    t[0, 0, 2], t[0, 1, 2] = float(x0), float(y0)
+    return t
+
+
+def _redetections(region: np.ndarray, m: torch.Tensor, crop_scale: float, detector: FaceDetector, align: AlignConfig):
+    """The face read in frame ``m (1, 2, 3)`` of ``region`` (``crop_scale`` crop pixels per region
+    pixel) re-detected with the region enlarged to each of :data:`DEBLUR_DETECT_SCALES` crop pixels
+    per pixel (never shrunk: a scale the face already exceeds reads the region as it is; each size
+    once), lazily: yields its five landmarks ``(1, 5, 2)`` in ``region``'s pixels."""
+    inv = invert_affine(m)
+    where = (canonical_template(align).to(inv) @ inv[:, :, :2].transpose(1, 2) + inv[:, None, :, 2]).numpy()
+    h, w = region.shape[:2]
+    sizes = set()
+    for scale in DEBLUR_DETECT_SCALES:
+        seen = _scaled_up(region, crop_scale / scale)
+        if seen.shape in sizes:
+            continue
+        sizes.add(seen.shape)
+        found = detector(np.ascontiguousarray(seen))
+        if len(found) == 0:
+            continue
+        back = ((found.landmarks + 0.5) / np.array([seen.shape[1] / w, seen.shape[0] / h], np.float32) - 0.5).astype(np.float32)
+        j = match_faces(where, Detections(found.boxes, found.scores, back))[0]
+        if j is not None:
+            yield back[j : j + 1]
+
+
+#: Starts nearer than this to an earlier one (zoom, turn in degrees, shift in crop pixels) are not searched again.
+SAME_START = (0.005, 0.25, 0.5)
+
+
+def _distinct(starts: list[torch.Tensor], landmarks, align: AlignConfig):
+    """``starts`` (``(1, 2, 3)`` frames), then the alignment of each of ``landmarks`` (``(1, 5, 2)``,
+    consumed lazily) not within :data:`SAME_START` of an earlier start."""
+    kept = list(starts)
+    yield from kept
+    for lm in landmarks:
+        m = alignment_matrices(lm, align)
+        if all((frame_offset(k, m, align.size / 2)[0] > np.asarray(SAME_START)).any() for k in kept):
+            kept.append(m)
+            yield m
+
+
+def _first_codeword(region, starts, watermark, align, device):
+    """The first reading of ``region`` that is a codeword: from each of ``starts`` (``(1, 2, 3)``
+    frames, an iterable consumed lazily, in order) the region deblurred at each of
+    :data:`DEBLUR_SIGMAS` (in order), searched locally and polished; None if none is."""
     from .deblurring import wiener_deblur
 
-    for sigma in DEBLUR_SIGMAS:
-        sharp = wiener_deblur(region, sigma)
-        for start in starts:
-            read = _refine(sharp, start, watermark, align, device, SYNC_STAGES[WIDE_STAGES:])
+    sharp = {}
+    for start in starts:
+        for sigma in DEBLUR_SIGMAS:
+            if sigma not in sharp:
+                sharp[sigma] = wiener_deblur(region, sigma)
+            read = _refine(sharp[sigma], start, watermark, align, device, SYNC_STAGES[WIDE_STAGES:])
             if not _is_codeword(read[0]):
-                read = _polish(sharp, start, watermark, align, device, read[2])
+                read = _polish(sharp[sigma], start, watermark, align, device, read[2])
             if _is_codeword(read[0]):
                 return read
     return None
@@ -683,9 +753,9 @@ class FacePayload:
     """What one re-detected face carries.
 
     ``found``: the channel bits error-correct to a valid codeword (an unmarked face does so with
-    probability under 2^-13: up to 19 readings - local and wide, each polished, two rescaled
-    starts, the clipping estimate, and three deblurrings from two starts each, polished - of 2^-18
-    each); ``authenticated``: they also open under one
+    probability under 2^-13: up to 31 readings - local and wide, each polished, two rescaled
+    starts, the clipping estimate, and two deblurrings from up to six starts each, polished - of
+    2^-18 each); ``authenticated``: they also open under one
     of the given keys.
     ``payload`` is the opened :class:`~refacex_plugin.payload.Payload` (secret: never print its code).
     ``frame``: the ``(5, 2)`` landmarks of the frame the face was read in: where the reader's

@@ -354,6 +354,31 @@ def test_a_region_scaled_up_is_read_in_the_same_frame(example_rgb, up):
     torch.testing.assert_close(back, m, atol=1e-4, rtol=0)
 
 
+def test_re_detections_of_an_enlarged_region_come_back_in_its_pixels(example_rgb, monkeypatch):
+    """The deblurring fallback re-detects a face in its region enlarged to each of
+    ``DEBLUR_DETECT_SCALES`` crop px per px: each re-detection must come back in the region's own
+    pixels, within a few pixels of the face's landmarks there (a factor or half-pixel slip in the
+    mapping moves them by tens), one per distinct size (never shrunk); and a start that repeats an earlier one is
+    not searched twice."""
+    from refacex_plugin import channel as C
+    from refacex_plugin.detection import load_detector
+    from refacex_plugin.geometry import alignment_matrices
+
+    cfg = AlignConfig()
+    det = load_detector()
+    lm = det(example_rgb).landmarks[:1]
+    x0, y0, x1, y1 = 40, 30, 220, 230
+    m = alignment_matrices(lm, cfg) @ C._shift(x0, y0)  # the face's frame in the region
+    crop_scale = float(torch.det(m[0, :, :2].double()).abs().sqrt())
+    # enlargements of 1.3x and 2x, a scale that would shrink it (read as it is) and a repeat (not read again)
+    monkeypatch.setattr(C, "DEBLUR_DETECT_SCALES", (crop_scale / 1.3, crop_scale / 2.0, crop_scale * 2, crop_scale / 2.0))
+    found = list(C._redetections(example_rgb[y0:y1, x0:x1], m, crop_scale, det, cfg))
+    assert len(found) == 3
+    for back in found:
+        assert np.abs(back - (lm - np.array([x0, y0], np.float32))).max() < 4.0
+    starts = list(C._distinct([alignment_matrices(found[0], cfg)], iter([found[0], found[0] + 6.0]), cfg))
+    assert len(starts) == 2  # the repeat is dropped, the start 6 px away kept
+
 @pytest.mark.parametrize("row", ["blur_1", "resize_0.5"])
 def test_reader_deblurs_a_mark_a_low_pass_mixed(lfw, row):
     """A gaussian blur (sigma 1) or a half-size resize mixes each carrier block with its
