@@ -330,6 +330,32 @@ def _opened_with_and_without(pipe, paths, row: str, fallback: str) -> tuple[int,
     return opened[0], opened[1]
 
 
+def test_beam_starts_are_the_first_stage_runners_up(example_rgb):
+    """A face the local search did not open is searched again from the next most confident points
+    of its first stage (:func:`~refacex_plugin.channel._beam_starts`): ``SEARCH_BEAM`` distinct
+    frames, each a point of that stage's grid around the re-detection (zoom within one step, turn
+    within one step, a whole-pixel shift within its radius), none the point the greedy search took."""
+    from refacex_plugin import channel as C
+    from refacex_plugin.detection import load_detector
+    from refacex_plugin.geometry import alignment_matrices, frame_offset
+    from refacex_plugin.watermark import load_watermark
+
+    cfg = AlignConfig()
+    wm = load_watermark("dct-qim-low")
+    m = alignment_matrices(load_detector()(example_rgb).landmarks[:1], cfg)
+    assert C._stage_readings(C.SYNC_STAGES[C.WIDE_STAGES]) == 225 and C._stage_readings(C.SYNC_STAGES[0]) == 2025
+    starts = C._beam_starts(example_rgb, m, wm, cfg, "cpu")
+    assert len(starts) == C.SEARCH_BEAM
+    zoom_step, turn_step, _, _, radius = C.SYNC_STAGES[C.WIDE_STAGES]
+    offsets = np.concatenate([frame_offset(m, s, cfg.size / 2) for s in starts])
+    assert (offsets[:, 0] <= zoom_step + 1e-4).all() and (offsets[:, 1] <= turn_step + 1e-3).all(), offsets
+    assert (offsets[:, 2] <= radius * 1.5 + 2).all(), offsets  # the shift, plus what the zoom and turn move the centre
+    greedy = C._refine(example_rgb, m, wm, cfg, "cpu", C.SYNC_STAGES[C.WIDE_STAGES : C.WIDE_STAGES + 1])[1]
+    frames = torch.cat([greedy] + starts)
+    apart = [frame_offset(frames[i : i + 1], frames[j : j + 1], cfg.size / 2)[0].max() for i in range(len(frames)) for j in range(i)]
+    assert min(apart) > 1e-3  # all distinct, none the greedy choice
+
+
 @pytest.mark.parametrize("up", [1.0, 2.0, 2.7])
 def test_a_region_scaled_up_is_read_in_the_same_frame(example_rgb, up):
     """The deblurring fallback reads a face in a cut-out region scaled up by ``up`` (OpenCV's pixel
