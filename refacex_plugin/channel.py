@@ -252,28 +252,31 @@ def _searchable(watermark: Watermark) -> bool:
 
 
 def face_logits(rgb: np.ndarray, m_img2crop: torch.Tensor, watermark: Watermark, align: AlignConfig = AlignConfig(),
-                device="cpu", sync: bool = True) -> tuple[np.ndarray, torch.Tensor]:
+                device="cpu", sync: bool = True, accept: Accept | None = None) -> tuple[np.ndarray, torch.Tensor]:
     """Read the channel-bit logits of the faces aligned by ``m_img2crop (N, 2, 3)``.
 
     With ``sync`` (and a watermark that supports it) each face's crop is searched for the mark
-    (:data:`SYNC_STAGES`). Returns ``logits (N, bits)`` and the transforms they were read in ``(N, 2, 3)``."""
+    (:data:`SYNC_STAGES`) until a reading is ``accept``-ed (default: a codeword, :func:`is_codeword`).
+    Returns ``logits (N, bits)`` and the transforms they were read in ``(N, 2, 3)``."""
     if m_img2crop.shape[0] == 0:
         return np.zeros((0, watermark.bits), np.float32), m_img2crop
     if not sync or not _searchable(watermark):
         crops = extract_crops(rgb, m_img2crop, align, device, window=getattr(watermark, "carrier_window", None))
         with torch.inference_mode():
             return watermark.extract(crops).float().cpu().numpy(), m_img2crop
-    found = [_search(rgb, m_img2crop[i : i + 1], watermark, align, device) for i in range(m_img2crop.shape[0])]
+    accept = accept or is_codeword
+    found = [_search(rgb, m_img2crop[i : i + 1], watermark, align, device, accept) for i in range(m_img2crop.shape[0])]
     return np.stack([f[0] for f in found]), torch.cat([f[1] for f in found])
 
 
-def _search(rgb, m, watermark, align, device) -> tuple[np.ndarray, torch.Tensor, tuple]:
+def _search(rgb, m, watermark, align, device, accept: Accept) -> tuple[np.ndarray, torch.Tensor, tuple]:
     """Where one face's mark lies (``m (1, 2, 3)``: its re-detection): ``(logits (bits,),
     transform (1, 2, 3), its parameters)`` (:func:`_refine`).
 
     First a local search around the re-detection (:data:`SYNC_STAGES` after the wide ones), whose
-    reading is kept if its hard bits are a codeword of the payload's error correction (needs no key;
-    random bits are one with odds under 2^-18); else the whole search, wide stages first, and of the
+    reading is kept if ``accept`` takes it (:func:`is_codeword`: its hard bits are a codeword of the
+    payload's error correction, which needs no key, random bits are one with odds under 2^-18; or
+    :func:`payload_opener`: that, or it opens under a key); else the whole search, wide stages first, and of the
     two the codeword, or failing one, the more confident reading. Between the two, the local search
     again from the runners-up of its first stage (:data:`SEARCH_BEAM`). Why both: after a strong
     distortion (JPEG Q50, WebP) the wide stage's coarse grid holds no point close enough to read
@@ -283,7 +286,7 @@ def _search(rgb, m, watermark, align, device) -> tuple[np.ndarray, torch.Tensor,
     reading 0.26-0.28, 8-38 vs 117-146 wrong bits; docs/notes/learned-models.md, session 14).
     A reading that is no codeword is polished (:func:`_polish`) before the next try."""
     def codeword(read):
-        return _is_codeword(read[0])
+        return accept(read[0], read[1])
 
     local = _refine(rgb, m, watermark, align, device, SYNC_STAGES[WIDE_STAGES:])
     if codeword(local):
@@ -554,17 +557,59 @@ def read_from_image(
 RESCALED_STARTS = (2 / 3, 1.5)
 
 
-def _is_codeword(logits: np.ndarray) -> bool:
+#: ``accept(logits (bits,), m (1, 2, 3)) -> bool``: whether a reading of a face, taken in frame ``m``
+#: (image to crop, in the image's pixels), ends the reader's search for it (:func:`is_codeword`,
+#: :func:`payload_opener`).
+Accept = Callable[[np.ndarray, torch.Tensor], bool]
+
+
+def is_codeword(logits: np.ndarray, m: torch.Tensor | None = None) -> bool:
+    """Whether a reading's hard bits are a codeword of the payload's error correction (needs no key)."""
     from .payload import correct_channel
 
     return correct_channel((logits > 0).astype(np.uint8)) is not None
 
 
+def payload_opener(rgb: np.ndarray, keys: list[bytes], align: AlignConfig = AlignConfig()) -> Accept:
+    """The search's ``accept`` for a reader holding ``keys``: a codeword (:func:`is_codeword`), or a
+    reading that soft decoding opens under one of ``keys``, bound to the face as ``rgb`` shows it in
+    the reading's frame (as :func:`read_payloads` opens it).
+
+    Why: without a key the search stops only at a hard codeword (at most ``t`` wrong bits), and a
+    face it never reads one from gets its most confident reading, which after WebP Q80 or a
+    half-size resize is often a chance point; soft decoding opens readings with 11-19 wrong bits.
+    Every reading tried is one more chance for unmarked pixels to authenticate: up to 39 readings
+    of a face, each ``8 * 1024 * 2^-40 = 2^-27`` (:func:`~refacex_plugin.payload.open_payload`),
+    under 2^-21 a face."""
+    from . import payload as P
+    from .binding import candidate_hashes, face_signatures
+
+    tried: dict[bytes, bool] = {}
+
+    def accept(logits: np.ndarray, m: torch.Tensor) -> bool:
+        if is_codeword(logits):
+            return True
+        frame = _frame_landmarks(m, align)
+        seen = logits.tobytes() + frame.tobytes()
+        if seen not in tried:
+            bindings = candidate_hashes(face_signatures(rgb, frame, align)[0])
+            tried[seen] = P.open_payload(logits, keys, bindings=bindings) is not None
+        return tried[seen]
+
+    return accept
+
+
+def _frame_landmarks(m: torch.Tensor, align: AlignConfig) -> np.ndarray:
+    """The five landmarks ``(B, 5, 2)`` whose alignment is ``m (B, 2, 3)``."""
+    inv = invert_affine(m)
+    return (canonical_template(align).to(inv) @ inv[:, :, :2].transpose(1, 2) + inv[:, None, :, 2]).numpy().astype(np.float32)
+
+
 def _search_rescaled(rgb, det: Detections, todo: list[int], logits: np.ndarray, m: torch.Tensor, watermark, detector, align,
-                     device) -> list[int]:
+                     device, accept: Accept = is_codeword) -> list[int]:
     """For the faces ``todo`` of ``det`` (their readings ``logits (N, bits)``, in frames ``m (N, 2,
-    3)``, no codeword), re-detect ``rgb`` at each of :data:`RESCALED_STARTS` and search locally
-    from the face's re-detection there; the first codeword found replaces the reading in place.
+    3)``, none accepted), re-detect ``rgb`` at each of :data:`RESCALED_STARTS` and search locally
+    from the face's re-detection there; the first reading ``accept``-ed replaces the reading in place.
     Returns the faces still without a codeword."""
     import cv2
 
@@ -586,18 +631,19 @@ def _search_rescaled(rgb, det: Detections, todo: list[int], logits: np.ndarray, 
             if j is None:
                 continue
             read = _refine(rgb, alignment_matrices(back[j : j + 1], align), watermark, align, device, SYNC_STAGES[WIDE_STAGES:])
-            if _is_codeword(read[0]):
+            if accept(read[0], read[1]):
                 logits[i], m[i] = read[0], read[1][0]
                 todo.remove(i)
     return todo
 
 
-def _search_unclipped(rgb, todo: list[int], logits: np.ndarray, m: torch.Tensor, watermark, align, device) -> list[int]:
+def _search_unclipped(rgb, todo: list[int], logits: np.ndarray, m: torch.Tensor, watermark, align, device,
+                      accept: Accept = is_codeword) -> list[int]:
     """For the faces ``todo`` (readings ``logits (N, bits)`` in frames ``m (N, 2, 3)``, no codeword
     yet), search locally again in an estimate of what clipping took from the face's region
     (:func:`~refacex_plugin.clipping.estimate_clipped`: a brightness or contrast change that pushed
-    some channels past 0 or 255 took the mark with them there); a codeword replaces the reading in
-    place. Returns the faces still without a codeword."""
+    some channels past 0 or 255 took the mark with them there); a reading ``accept``-ed replaces
+    the reading in place. Returns the faces still without a codeword."""
     from .clipping import estimate_clipped
 
     def unclipped_reading(i):
@@ -609,14 +655,14 @@ def _search_unclipped(rgb, todo: list[int], logits: np.ndarray, m: torch.Tensor,
         if patch is None:
             return None
         read = _refine(patch, translate_before(m[i : i + 1], float(x0), float(y0)), watermark, align, device, SYNC_STAGES[WIDE_STAGES:])
-        return read[0], translate_before(read[1], -float(x0), -float(y0))[0]
+        return read[0], translate_before(read[1], -float(x0), -float(y0))
 
     h, w = rgb.shape[:2]
     left = []
     for i in todo:
         read = unclipped_reading(i)
-        if read is not None and _is_codeword(read[0]):
-            logits[i], m[i] = read
+        if read is not None and accept(read[0], read[1]):
+            logits[i], m[i] = read[0], read[1][0]
         else:
             left.append(i)
     return left
@@ -668,14 +714,14 @@ def _before_axes(m: torch.Tensor, sx: float, sy: float, tx: float, ty: float) ->
 
 
 def _search_deblurred(rgb, todo: list[int], logits: np.ndarray, m: torch.Tensor, watermark, align, device,
-                      detector: FaceDetector | None = None) -> list[int]:
+                      detector: FaceDetector | None = None, accept: Accept = is_codeword) -> list[int]:
     """For the faces ``todo`` (readings ``logits (N, bits)`` in frames ``m (N, 2, 3)``, no codeword
     yet), search again in the face's region deblurred (:func:`~refacex_plugin.deblurring.wiener_deblur`)
     at each of :data:`DEBLUR_SIGMAS`, the region first scaled up to :data:`DEBLUR_SCALE` where the
     face is smaller: locally, polished, from the reading's frame, then from the face's re-detections
     in the region enlarged to each of :data:`DEBLUR_DETECT_SCALES` (with ``detector``; one detection
     at a time, only while no start has opened the face, and only starts not within
-    :data:`SAME_START` of an earlier one); the first codeword replaces the reading in place.
+    :data:`SAME_START` of an earlier one); the first reading ``accept``-ed replaces the reading in place.
     Returns the faces still without a codeword.
 
     Why: a blur or a down-scaling mixes each carrier block with its neighbours; the search's gains
@@ -702,12 +748,14 @@ def _search_deblurred(rgb, todo: list[int], logits: np.ndarray, m: torch.Tensor,
         if detector is not None:
             found = _redetections(rgb[y0:y1, x0:x1], m[i : i + 1] @ _shift(x0, y0), crop_scale, detector, align)
             starts = _distinct([start], ((lm + 0.5) * np.array([ux, uy], np.float32) - 0.5 for lm in found), align)
-        read = _first_codeword(region, starts, watermark, align, device)
+        def in_image(mr, ux=ux, uy=uy, x0=x0, y0=y0):  # a frame of the region as a frame of the image
+            return _before_axes(mr, ux, uy, ux * (0.5 - x0) - 0.5, uy * (0.5 - y0) - 0.5)
+
+        read = _first_codeword(region, starts, watermark, align, device, lambda lg, mr: accept(lg, in_image(mr)))
         if read is None:
             left.append(i)
         else:
-            logits[i] = read[0]
-            m[i] = _before_axes(read[1], ux, uy, ux * (0.5 - x0) - 0.5, uy * (0.5 - y0) - 0.5)[0]
+            logits[i], m[i] = read[0], in_image(read[1])[0]
     return left
 
 
@@ -724,8 +772,7 @@ def _redetections(region: np.ndarray, m: torch.Tensor, crop_scale: float, detect
     pixel) re-detected with the region enlarged to each of :data:`DEBLUR_DETECT_SCALES` crop pixels
     per pixel (never shrunk: a scale the face already exceeds reads the region as it is; each size
     once), lazily: yields its five landmarks ``(1, 5, 2)`` in ``region``'s pixels."""
-    inv = invert_affine(m)
-    where = (canonical_template(align).to(inv) @ inv[:, :, :2].transpose(1, 2) + inv[:, None, :, 2]).numpy()
+    where = _frame_landmarks(m, align)
     h, w = region.shape[:2]
     sizes = set()
     for scale in DEBLUR_DETECT_SCALES:
@@ -758,10 +805,10 @@ def _distinct(starts: list[torch.Tensor], landmarks, align: AlignConfig):
             yield m
 
 
-def _first_codeword(region, starts, watermark, align, device):
-    """The first reading of ``region`` that is a codeword: from each of ``starts`` (``(1, 2, 3)``
-    frames, an iterable consumed lazily, in order) the region deblurred at each of
-    :data:`DEBLUR_SIGMAS` (in order), searched locally and polished; None if none is."""
+def _first_codeword(region, starts, watermark, align, device, accept: Accept = is_codeword):
+    """The first reading of ``region`` that ``accept`` takes (frames in ``region``'s pixels): from
+    each of ``starts`` (``(1, 2, 3)`` frames, an iterable consumed lazily, in order) the region
+    deblurred at each of :data:`DEBLUR_SIGMAS` (in order), searched locally and polished; None if none is."""
     from .deblurring import wiener_deblur
 
     sharp = {}
@@ -770,33 +817,33 @@ def _first_codeword(region, starts, watermark, align, device):
             if sigma not in sharp:
                 sharp[sigma] = wiener_deblur(region, sigma)
             read = _refine(sharp[sigma], start, watermark, align, device, SYNC_STAGES[WIDE_STAGES:])
-            if not _is_codeword(read[0]):
+            if not accept(read[0], read[1]):
                 read = _polish(sharp[sigma], start, watermark, align, device, read[2])
-            if _is_codeword(read[0]):
+            if accept(read[0], read[1]):
                 return read
     return None
 
 
 def read_marks(rgb: np.ndarray, watermark: Watermark, detector: FaceDetector, align: AlignConfig = AlignConfig(),
-               device="cpu") -> tuple[Detections, np.ndarray, np.ndarray]:
+               device="cpu", accept: Accept | None = None) -> tuple[Detections, np.ndarray, np.ndarray]:
     """:func:`read_from_image`, plus the frame each face is read in, as the five landmarks whose
     alignment is that frame ``(N, 5, 2)``: where the search registered the mark (the frame it was
     embedded and its payload bound in; sub-pixel placement for pasting a face back), or the
-    re-detection for a watermark without a search. A face whose search finds no codeword is
-    searched again from its re-detection at other image scales (:data:`RESCALED_STARTS`), then in
+    re-detection for a watermark without a search. Each search ends at a reading ``accept`` takes
+    (default :func:`is_codeword`; :func:`payload_opener` for a reader holding keys). A face whose
+    search found none is searched again from its re-detection at other image scales (:data:`RESCALED_STARTS`), then in
     an estimate of what clipping took from it (:func:`_search_unclipped`), then deblurred
     (:func:`_search_deblurred`)."""
     det = detector(rgb)
-    logits, m = face_logits(rgb, alignment_matrices(det.landmarks, align), watermark, align, device)
+    accept = accept or is_codeword
+    logits, m = face_logits(rgb, alignment_matrices(det.landmarks, align), watermark, align, device, accept=accept)
     if not _searchable(watermark):
         return det, logits, det.landmarks
-    todo = [i for i in range(len(det)) if not _is_codeword(logits[i])]
-    todo = _search_rescaled(rgb, det, todo, logits, m, watermark, detector, align, device)
-    todo = _search_unclipped(rgb, todo, logits, m, watermark, align, device)
-    _search_deblurred(rgb, todo, logits, m, watermark, align, device, detector)
-    inv = invert_affine(m)
-    frames = canonical_template(align).to(inv) @ inv[:, :, :2].transpose(1, 2) + inv[:, None, :, 2]
-    return det, logits, frames.numpy().astype(np.float32)
+    todo = [i for i in range(len(det)) if not accept(logits[i], m[i : i + 1])]
+    todo = _search_rescaled(rgb, det, todo, logits, m, watermark, detector, align, device, accept)
+    todo = _search_unclipped(rgb, todo, logits, m, watermark, align, device, accept)
+    _search_deblurred(rgb, todo, logits, m, watermark, align, device, detector, accept)
+    return det, logits, _frame_landmarks(m, align)
 
 
 @dataclass
@@ -840,11 +887,13 @@ class FacePayload:
 
 
 def read_payloads(rgb: np.ndarray, keys: list[bytes], watermark: Watermark, detector: FaceDetector, align: AlignConfig = AlignConfig(), device="cpu") -> list[FacePayload]:
-    """Detect every face of ``rgb``, read its channel bits and open them with ``keys``."""
+    """Detect every face of ``rgb``, read its channel bits and open them with ``keys`` (the search
+    for each face's mark also ends at a reading that opens: :func:`payload_opener`)."""
     from . import payload as P
     from .binding import candidate_hashes, face_signatures
 
-    det, logits, frames = read_marks(rgb, watermark, detector, align, device)
+    accept = payload_opener(rgb, keys, align) if keys else None
+    det, logits, frames = read_marks(rgb, watermark, detector, align, device, accept)
     signatures = face_signatures(rgb, frames, align) if keys else None  # where the embedder bound it
     out = []
     for i in range(len(det)):
