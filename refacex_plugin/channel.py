@@ -278,7 +278,7 @@ def _search(rgb, m, watermark, align, device, accept: Accept) -> tuple[np.ndarra
     payload's error correction, which needs no key, random bits are one with odds under 2^-18; or
     :func:`payload_opener`: that, or it opens under a key); else the whole search, wide stages first, and of the
     two the codeword, or failing one, the more confident reading. Between the two, the local search
-    again from the runners-up of its first stage (:data:`SEARCH_BEAM`). Why both: after a strong
+    again from the most confident points of a finer grid (:data:`SEARCH_BEAM`). Why both: after a strong
     distortion (JPEG Q50, WebP) the wide stage's coarse grid holds no point close enough to read
     the weakened mark, and its most confident point is a chance one that the finer stages cannot
     leave; the re-detection itself lies within 0.3-3 px of the mark there (measured on 15 LFW faces
@@ -295,7 +295,7 @@ def _search(rgb, m, watermark, align, device, accept: Accept) -> tuple[np.ndarra
     if codeword(local):
         return local
     for start in _beam_starts(rgb, m, watermark, align, device):
-        read = _refine(rgb, start, watermark, align, device, SYNC_STAGES[WIDE_STAGES + 1 :])
+        read = _refine(rgb, start, watermark, align, device, SYNC_STAGES[BEAM_FROM_STAGE:])
         if not codeword(read):
             read = _polish(rgb, start, watermark, align, device, read[2])
         if codeword(read):
@@ -398,27 +398,43 @@ def _read_stage(rgb, m, watermark, align, device, spec: tuple, at: tuple, gains:
     return grid, shifts, crops, logits
 
 
-#: Faces the local search did not open are searched again from the next most confident points of
-#: its first stage (:func:`_beam_starts`), up to this many. After WebP Q80 the greedy search lost
-#: marks that its own frame read with 3-9 wrong bits (5 of 6 such faces of 60, ``runs/``-only,
-#: session 20): a chance point of the first stage read more confidently than the mark's, and the
-#: finer stages cannot leave it; the mark's point ranked 2nd-5th there. Same marked LFW originals
-#: through the reader without / with (fixed key, ``runs/``-only A/B): WebP 54 / 56 of 60 (the faces
-#: the rank was measured on) and 73 / 75 of 80 (others); JPEG Q50 60 / 60, x0.5 68 / 68, brightness
-#: +20 % 76 / 76. Costs a face without a codeword four local searches (~150 ms).
-SEARCH_BEAM = 4
+#: A face the local search did not open is searched again from the most confident points of a finer
+#: grid around its re-detection (:func:`_beam_starts`), up to this many: :data:`BEAM_GRID`.
+#: The mark's confidence peak is narrow: after WebP Q80 (10 LFW faces the reader lost, read at
+#: their marks' own frames, ``runs/``-only, session 21) its mean confidence fell from 0.51-0.60
+#: there to 0.45-0.49 half a crop pixel away, 0.47-0.51 at 1 % in zoom and 0.48-0.52 at half a
+#: degree, while the local search's first stage (steps of 1 px, 2 %, 1 deg) peaked at 0.44-0.51
+#: by chance; so the greedy search took a chance point, and its runners-up were chance points too.
+#: Session 20's beam, the first stage's 2nd-5th points, opened 2 more of 60 WebP faces. The bench's
+#: 300 faces after WebP Q80 (fixed seeded keys, ``runs/``-only A/B, both with
+#: :func:`payload_opener`): of the 13 faces lost with session 20's beam, this grid's top 4 / 8
+#: opened 4 / 5; its cost, ~0.3 s a face without a codeword.
+SEARCH_BEAM = 8
+#: The beam's grid around the re-detection: (zoom step, turn step in degrees, points a side, shift
+#: step and radius in crop pixels): zooms within +-2 %, turns within +-1 deg at half the local
+#: search's first steps, shifts within +-2 px at half-pixel steps (four resampled crops a zoom and
+#: turn, each read at every whole-pixel shift). Each start is refined from the search's
+#: half-pixel stage on (:data:`BEAM_FROM_STAGE`).
+BEAM_GRID = (0.01, 0.5, 2, 0.5, 2)
+BEAM_FROM_STAGE = 3
 
 
 def _beam_starts(rgb, m, watermark, align, device) -> list[torch.Tensor]:
-    """The frames ``(1, 2, 3)`` of the 2nd to ``SEARCH_BEAM + 1``-th most confident of the local
-    search's first-stage points around ``m (1, 2, 3)`` (each grid point and shift once, at every
-    coarse gain), most confident first: the greedy search followed the first."""
-    spec = SYNC_STAGES[WIDE_STAGES]
-    grid, shifts, _, logits = _read_stage(rgb, m, watermark, align, device, spec, (1.0, 0.0, (0, 0), (0.0, 0.0)),
-                                          [watermark.carrier_gains(k, 1.0) for k in SYNC_GAINS[0]])
+    """The frames ``(1, 2, 3)`` of the :data:`SEARCH_BEAM` most confident points of
+    :data:`BEAM_GRID` around ``m (1, 2, 3)`` (each read at every coarse gain), most confident first."""
+    zoom_step, turn_step, side, shift_step, radius = BEAM_GRID
+    fractions = np.arange(0.0, 1.0, shift_step)
+    grid = [(1.0 + i * zoom_step, j * turn_step, (float(fx), float(fy)))
+            for i in range(-side, side + 1) for j in range(-side, side + 1) for fy in fractions for fx in fractions]
+    steps = range(-int(radius), int(radius) + 1)
+    shifts = torch.tensor([[x, y] for y in steps for x in steps], dtype=torch.long)
+    ms = perturbations_about(m, [(s, a, -f[0], -f[1]) for s, a, f in grid], align.size / 2)
+    crops = extract_crops(rgb, ms, align, device, luma=True, window=_search_window(watermark, align.size))
+    with torch.inference_mode():
+        logits = watermark.extract_shifted(crops, shifts, torch.stack([watermark.carrier_gains(k, 1.0) for k in SYNC_GAINS[0]]))
     conf = logits.float().abs().mean(-1).amax(-1).flatten()  # (G * T,)
     starts = []
-    for idx in torch.argsort(conf, descending=True)[1 : SEARCH_BEAM + 1].tolist():
+    for idx in torch.argsort(conf, descending=True)[:SEARCH_BEAM].tolist():
         (s, a, f), t = grid[idx // len(shifts)], shifts[idx % len(shifts)].tolist()
         starts.append(_frame(m, (s, a, t[0] + f[0], t[1] + f[1]), align.size / 2))
     return starts
