@@ -402,7 +402,7 @@ def _read_stage(rgb, m, watermark, align, device, spec: tuple, at: tuple, gains:
 #: grid around its re-detection (:func:`_beam_starts`), up to this many: :data:`BEAM_GRID`.
 #: The mark's confidence peak is narrow: after WebP Q80 (10 LFW faces the reader lost, read at
 #: their marks' own frames, ``runs/``-only, session 21) its mean confidence fell from 0.51-0.60
-#: there to 0.45-0.49 half a crop pixel away, 0.47-0.51 at 1 % in zoom and 0.48-0.52 at half a
+#: there to 0.45-0.50 half a crop pixel away, 0.46-0.51 at 1 % in zoom and 0.47-0.52 at half a
 #: degree, while the local search's first stage (steps of 1 px, 2 %, 1 deg) peaked at 0.44-0.51
 #: by chance; so the greedy search took a chance point, and its runners-up were chance points too.
 #: Session 20's beam, the first stage's 2nd-5th points, opened 2 more of 60 WebP faces. The bench's
