@@ -189,13 +189,8 @@ class CenterFaceDetector:
         if self.cfg.max_side and max(h, w) > self.cfg.max_side:
             scale = self.cfg.max_side / max(h, w)
         sw, sh = max(int(round(w * scale)), 1), max(int(round(h * scale)), 1)
-        in_w, in_h = int(np.ceil(sw / 32) * 32), int(np.ceil(sh / 32) * 32)
-        # CenterFace was trained on unnormalised RGB at stride 4; pad to a multiple of 32.
         small = rgb if (sw, sh) == (w, h) else cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_AREA)
-        padded = np.zeros((in_h, in_w, 3), np.uint8)
-        padded[:sh, :sw] = small
-        blob = np.ascontiguousarray(padded.transpose(2, 0, 1)[None], dtype=np.float32)
-        heat, size, offset, lms = self._run(blob)
+        heat, size, offset, lms = self._maps(small)
         det = self._decode(heat[0, 0], size[0], offset[0], lms[0], min(self.cfg.threshold, 0.99))
         if len(det):
             det.boxes /= scale
@@ -203,6 +198,42 @@ class CenterFaceDetector:
             det.boxes[:, [0, 2]] = det.boxes[:, [0, 2]].clip(0, w)
             det.boxes[:, [1, 3]] = det.boxes[:, [1, 3]].clip(0, h)
         return _filter(det, self.cfg)
+
+    def _maps(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """CenterFace's output maps (heat, size, offset, landmarks; stride 4) for ``rgb``, padded to
+        a multiple of 32 (it was trained on unnormalised RGB)."""
+        h, w = rgb.shape[:2]
+        padded = np.zeros((int(np.ceil(h / 32) * 32), int(np.ceil(w / 32) * 32), 3), np.uint8)
+        padded[:h, :w] = rgb
+        return self._run(np.ascontiguousarray(padded.transpose(2, 0, 1)[None], dtype=np.float32))
+
+    def centred_landmarks(self, rgb: np.ndarray, reach: int = 4, vote: int = 1, threshold: float = 0.1) -> np.ndarray | None:
+        """The five landmarks ``(5, 2)`` of the face whose heat peaks nearest ``rgb``'s centre
+        (within ``reach`` cells of stride 4), averaged over the ``(2 vote + 1)^2`` cells around the
+        peak weighted by their heat; None if that peak is below ``threshold``.
+
+        Why: a detection's landmarks are those of its single best cell, so they jump when a small
+        change of the image moves the peak to a neighbouring cell; the heat-weighted vote moves
+        smoothly (:mod:`~refacex_plugin.registration`)."""
+        heat, size, offset, lms = (a[0] for a in self._maps(rgb))
+        heat = heat[0]
+        cy, cx = heat.shape[0] // 2, heat.shape[1] // 2
+        y0, x0 = max(cy - reach, 0), max(cx - reach, 0)
+        near = heat[y0 : cy + reach + 1, x0 : cx + reach + 1]
+        py, px = np.unravel_index(int(near.argmax()), near.shape)
+        py, px = py + y0, px + x0
+        if heat[py, px] < threshold:
+            return None
+        ys, xs = np.mgrid[max(py - vote, 0) : py + vote + 1, max(px - vote, 0) : px + vote + 1]
+        ys, xs = ys.ravel(), xs.ravel()
+        inside = (ys < heat.shape[0]) & (xs < heat.shape[1])
+        ys, xs = ys[inside], xs[inside]
+        weight = heat[ys, xs] / heat[ys, xs].sum()
+        bh, bw = np.exp(size[0, ys, xs]) * 4, np.exp(size[1, ys, xs]) * 4
+        x0s = (xs + offset[1, ys, xs] + 0.5) * 4 - bw / 2
+        y0s = (ys + offset[0, ys, xs] + 0.5) * 4 - bh / 2
+        pts = np.stack([lms[1::2, ys, xs].T * bw[:, None] + x0s[:, None], lms[0::2, ys, xs].T * bh[:, None] + y0s[:, None]], -1)
+        return (order_landmarks(pts.astype(np.float32)) * weight[:, None, None]).sum(0).astype(np.float32)
 
     @staticmethod
     def _decode(heat: np.ndarray, size: np.ndarray, offset: np.ndarray, lms: np.ndarray, thr: float) -> Detections:
