@@ -599,7 +599,7 @@ def is_codeword(logits: np.ndarray, m: torch.Tensor | None = None) -> bool:
     return correct_channel((logits > 0).astype(np.uint8)) is not None
 
 
-def payload_opener(rgb: np.ndarray, keys: list[bytes], align: AlignConfig = AlignConfig()) -> Accept:
+def payload_opener(rgb: np.ndarray, keys: list[bytes], align: AlignConfig = AlignConfig()) -> "PayloadOpener":
     """The search's ``accept`` for a reader holding ``keys``: a codeword (:func:`is_codeword`), or a
     reading that soft decoding opens under one of ``keys``, bound to the face as ``rgb`` shows it in
     the reading's frame (as :func:`read_payloads` opens it).
@@ -611,22 +611,33 @@ def payload_opener(rgb: np.ndarray, keys: list[bytes], align: AlignConfig = Alig
     of a face (:class:`FacePayload`), each ``8 * 1024 * 2^-40 = 2^-27``
     (:func:`~refacex_plugin.payload.open_payload`), under 2^-21 a face and key. Costs an unmarked
     face ~12 ms a reading (ordered statistics' elimination, mostly): ~0.3-0.6 s."""
-    from . import payload as P
-    from .binding import candidate_hashes, face_signatures
+    return PayloadOpener(rgb, keys, align)
 
-    tried: dict[bytes, bool] = {}
 
-    def accept(logits: np.ndarray, m: torch.Tensor) -> bool:
+class PayloadOpener:
+    """:func:`payload_opener`'s ``accept``; remembers what each reading it tried opened to (so
+    :func:`read_payloads` does not open a face's last reading again)."""
+
+    def __init__(self, rgb: np.ndarray, keys: list[bytes], align: AlignConfig):
+        self.rgb, self.keys, self.align = rgb, keys, align
+        self._tried: dict[bytes, object | None] = {}  # logits + frame -> opened payload or None
+
+    def __call__(self, logits: np.ndarray, m: torch.Tensor) -> bool:
         if is_codeword(logits):
             return True
-        frame = _frame_landmarks(m, align)
-        seen = logits.tobytes() + frame.tobytes()
-        if seen not in tried:
-            bindings = candidate_hashes(face_signatures(rgb, frame, align)[0])
-            tried[seen] = P.open_payload(logits, keys, bindings=bindings) is not None
-        return tried[seen]
+        return self.opened(logits, _frame_landmarks(m, self.align)) is not None
 
-    return accept
+    def opened(self, logits: np.ndarray, frame: np.ndarray):
+        """The payload ``logits (bits,)`` open to under the keys, bound to the face in ``frame``
+        (its five landmarks ``(1, 5, 2)``), or None; each reading opened once."""
+        from . import payload as P
+        from .binding import candidate_hashes, face_signatures
+
+        seen = logits.tobytes() + np.asarray(frame, np.float32).tobytes()
+        if seen not in self._tried:
+            bindings = candidate_hashes(face_signatures(self.rgb, np.asarray(frame, np.float32).reshape(1, 5, 2), self.align)[0])
+            self._tried[seen] = P.open_payload(logits, self.keys, bindings=bindings)
+        return self._tried[seen]
 
 
 def _frame_landmarks(m: torch.Tensor, align: AlignConfig) -> np.ndarray:
@@ -927,14 +938,12 @@ def read_payloads(rgb: np.ndarray, keys: list[bytes], watermark: Watermark, dete
     """Detect every face of ``rgb``, read its channel bits and open them with ``keys`` (the search
     for each face's mark also ends at a reading that opens: :func:`payload_opener`)."""
     from . import payload as P
-    from .binding import candidate_hashes, face_signatures
 
-    accept = payload_opener(rgb, keys, align) if keys else None
-    det, logits, frames = read_marks(rgb, watermark, detector, align, device, accept)
-    signatures = face_signatures(rgb, frames, align) if keys else None  # where the embedder bound it
+    opener = payload_opener(rgb, keys, align) if keys else None
+    det, logits, frames = read_marks(rgb, watermark, detector, align, device, opener)
     out = []
     for i in range(len(det)):
-        opened = P.open_payload(logits[i], keys, bindings=candidate_hashes(signatures[i])) if keys else None
+        opened = opener.opened(logits[i], frames[i : i + 1]) if keys else None  # bound where the embedder bound it
         errors = None
         if opened is not None:
             resealed = P.seal(opened.code, _key_for(opened, keys), opened.kind, opened.binding, opened.version)

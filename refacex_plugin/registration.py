@@ -16,16 +16,19 @@ resized, re-encoded or not, so it places the landmarks the same way; its landmar
 the cells around the heat peak (:meth:`~refacex_plugin.detection.CenterFaceDetector.centred_landmarks`),
 which move smoothly where a single cell's jump.
 
-Measured (``runs/s22/canon.py``-style script, session 22: 40 LFW images blurred by the ``blur``
-anonymiser, CenterFace; offset between the landmarks found in the image and in a distorted copy,
-mapped back; median / 90th percentile of zoom, turn in degrees, shift in crop pixels of the
-256-pixel crop): re-detection vs settled, resize x0.5 3.1 % / 6.8 %, 0.8 / 3.9 deg, 4.4 / 10.8 px
-vs 0.2 % / 0.4 %, 0.1 / 0.4 deg, 0.3 / 0.7 px; x1.5 4.4 % / 7.7 %, 1.6 / 3.7 deg, 4.2 / 8.2 px vs
-0.1 % / 0.5 %, 0.1 / 0.4 deg, 0.2 / 0.6 px; JPEG Q50, WebP Q80, blur sigma 1, noise 0.02, 10 %
-crop, brightness +20 %: settled within 1.8 % / 1.4 deg / 2.3 px at the 90th percentile. Settling
-the same image again moves it 0.4 % / 0.3 deg / 0.8 px (90th percentile). With the single best
-cell instead of the vote and no damping it does not settle (it oscillates between cells): 4.0 % /
-1.1 deg / 4.6 px at the 90th percentile, settling the same image again.
+Measured (``python scripts/watermark_sync.py --misplacement --host blur --faces 40 --seed 3``: 40
+LFW images blurred by the ``blur`` anonymiser, CenterFace at the reader's threshold; offset
+between the landmarks found in the image and in a distorted copy, mapped back; median / 90th
+percentile of zoom, turn in degrees, shift in crop pixels of the 256-pixel crop): re-detection vs
+settled, resize x0.5 3.1 % / 6.8 %, 0.8 / 3.9 deg, 4.4 / 10.8 px vs 0.2 % / 0.5 %, 0.1 / 0.4 deg,
+0.3 / 0.7 px; x1.5 4.4 % / 7.7 %, 1.6 / 3.7 deg, 4.2 / 8.2 px vs 0.1 % / 0.5 %, 0.1 / 0.4 deg, 0.2
+/ 0.6 px; noise 0.02 8.3 % / 4.5 deg / 11.1 px vs 0.9 % / 0.6 deg / 1.2 px (90th percentiles);
+JPEG Q50, WebP Q80, blur sigma 1, 10 % crop: settled within 1.8 % / 1.4 deg / 1.8 px at the 90th
+percentile, re-detected up to 4.6 % / 2.7 deg / 7.1 px; brightness +20 % is the one row where
+settling does not help (1.0 % / 0.9 deg / 2.7 px vs 2.3 % / 0.5 deg / 1.6 px). Without the vote
+(the best cell alone) and without damping it does not settle: settling the same image again
+moved it 4.0 % / 1.1 deg / 4.6 px at the 90th percentile (``runs/``-only variant, session 22),
+0.4 % / 0.3 deg / 0.8 px with them.
 """
 
 from __future__ import annotations

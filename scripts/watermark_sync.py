@@ -2,7 +2,8 @@
 
 ``--misplacement``: for LFW faces anonymised by ``--host``, the similarity between the crop
 aligned on the detection in the clean image and on the re-detection after each geometric or
-noisy distortion (mapped back through the known geometry): zoom, turn and centre shift.
+noisy distortion (mapped back through the known geometry): zoom, turn and centre shift; and the
+same between the two images' settled landmarks (:mod:`refacex_plugin.registration`).
 
 ``--decode``: faces embedded as ``Pipeline.embed_codes`` does (bound payloads) with dct-qim at
 ``--step`` in ``--passes`` passes; per distortion, the median wrong channel bits read at the
@@ -12,6 +13,7 @@ within 21 wrong bits (BCH t of a vault reference) in that frame and by the searc
 share whose payload opens exactly; plus the face-region PSNR of the mark.
 
     python scripts/watermark_sync.py --misplacement --host refacex --faces 30
+    python scripts/watermark_sync.py --misplacement --host blur --faces 40 --seed 3
     python scripts/watermark_sync.py --decode --host none --faces 40 --step 32 --passes 2
     python scripts/watermark_sync.py --decode --host none --faces 25 --rows none,jpeg_q75,jpeg_q50,webp_q80,blur_1,noise_0.02
     python scripts/watermark_sync.py --decode --host blur --faces 30 --block 16 --coeffs 01,10,11,02,20,12,21,03,30,22 --step 48
@@ -21,11 +23,9 @@ from __future__ import annotations
 
 import argparse
 import glob
-import math
 import random
 
 import numpy as np
-import torch
 
 from refacex_plugin import payload as P
 from refacex_plugin.bench.metrics import psnr
@@ -34,7 +34,7 @@ from refacex_plugin.binding import bound_sealer, candidate_hashes, face_signatur
 from refacex_plugin.channel import embed_in_image, face_logits, read_marks, reader_frames
 from refacex_plugin.detection import load_detector
 from refacex_plugin.distortions import DISTORTIONS
-from refacex_plugin.geometry import AlignConfig, alignment_matrices, invert_affine, warp_mask_to_image
+from refacex_plugin.geometry import AlignConfig, alignment_matrices, warp_mask_to_image
 from refacex_plugin.image_io import read_image
 from refacex_plugin.keys import generate_key
 from refacex_plugin.watermark.classical import DctQimWatermark
@@ -53,15 +53,24 @@ def _hosts(args):
         yield pipe.anonymise_image(rgb).image if pipe else rgb
 
 
+MISPLACEMENT_ROWS = ["jpeg_q50", "webp_q80", "resize_0.5", "resize_1.5", "crop_10pct", "blur_1", "brightness_+20", "noise_0.02"]
+
+
 def misplacement(args) -> None:
-    det, align = load_detector(), AlignConfig()
-    rows = {k: [] for k in ("jpeg_q50", "resize_0.5", "resize_1.5", "crop_10pct", "noise_0.02")}
+    from refacex_plugin.detection import reader_config
+    from refacex_plugin.geometry import frame_offset
+    from refacex_plugin.registration import settled_landmarks
+
+    det, align = load_detector(cfg=reader_config()), AlignConfig()
+    rows = {k: {"re-detected": [], "settled": []} for k in (args.rows.split(",") if args.rows else MISPLACEMENT_ROWS)}
+    offset = lambda a, b: frame_offset(alignment_matrices(a, align), alignment_matrices(b, align), align.size / 2)[0]  # noqa: E731
     for host in _hosts(args):
         d = det(host)
         c = central_face(d, *host.shape[:2])
         if c is None:
             continue
-        m0 = invert_affine(alignment_matrices(d.landmarks[c : c + 1], align))[0].double()
+        before = d.landmarks[c : c + 1]
+        settled = settled_landmarks(host, before, det)
         for k in rows:
             x = DISTORTIONS[k](host)
             found = det(x)
@@ -69,18 +78,16 @@ def misplacement(args) -> None:
             if j is None:
                 continue
             scale, crop = GEOMETRY.get(k, (1.0, 0.0))
-            lm = found.landmarks[j] / scale + np.array([round(host.shape[1] * crop), round(host.shape[0] * crop)])
-            m1 = alignment_matrices(lm[None].astype(np.float32), align)[0].double()
-            r = m1[:, :2] @ m0[:, :2]  # crop (clean) -> crop (re-detected)
-            t = m1[:, :2] @ m0[:, 2] + m1[:, 2]
-            centre = torch.full((2,), align.size / 2, dtype=torch.float64)
-            shift = (r @ centre + t - centre).abs().max().item()
-            rows[k].append((abs(math.sqrt(abs(torch.det(r).item())) - 1), abs(math.degrees(math.atan2(r[1, 0].item(), r[0, 0].item()))), shift))
-    print(f"host {args.host}, {args.faces} LFW faces; median / 90th percentile")
-    print(f"{'distortion':12s} {'zoom':>14s} {'turn (deg)':>14s} {'shift (crop px)':>16s}")
-    for k, v in rows.items():
-        a = np.array(v)
-        print(f"{k:12s} " + " ".join(f"{np.median(a[:, i]):6.3f} / {np.percentile(a[:, i], 90):6.3f}" for i in range(3)))
+            back = lambda lm: ((lm + 0.5) / scale - 0.5 + np.array([round(host.shape[1] * crop), round(host.shape[0] * crop)])).astype(np.float32)  # noqa: E731
+            rows[k]["re-detected"].append(offset(before, back(found.landmarks[j : j + 1])))
+            rows[k]["settled"].append(offset(settled, back(settled_landmarks(x, found.landmarks[j : j + 1], det))))
+    print(f"host {args.host}, {args.faces} LFW faces (seed {args.seed}); offset from the clean image's landmarks: median / 90th percentile")
+    print(f"{'distortion':15s} {'landmarks':12s} {'faces':>5s} {'zoom':>15s} {'turn (deg)':>15s} {'shift (crop px)':>16s}")
+    for k, kinds in rows.items():
+        for kind, v in kinds.items():
+            a = np.array(v).reshape(-1, 3)
+            if len(a):
+                print(f"{k:15s} {kind:12s} {len(a):5d} " + " ".join(f"{np.median(a[:, i]):6.3f} / {np.percentile(a[:, i], 90):6.3f}" for i in range(3)))
 
 
 def decode(args) -> None:
