@@ -214,11 +214,17 @@ def open_payload(logits: np.ndarray, keys: list[bytes] | bytes, chase_depth: int
 def correct_channel(bits: np.ndarray) -> np.ndarray | None:
     """The error-free channel word nearest to hard ``(CHANNEL_BITS,)`` 0/1 ``bits`` in either
     layout, or None if neither decodes. Needs no key: it says a payload is probably present
-    (the code is public), never that it is authentic."""
+    (the code is public), never that it is authentic.
+
+    The all-zero word is no payload: it is a codeword of every linear code, and it is what QIM
+    reads where there is no mark (flat or clipped pixels, a search's point off the face), so any
+    reading with at most 21 ones decoded to it (the vault layout's radius): session 22 found a
+    search that stopped at such a reading, 8 px off a mark it had read with 0 wrong bits. A
+    sealed message (112 or 176 bits, encrypted) is all zeros with odds of 2^-112 at most."""
     bits = np.asarray(bits, np.uint8)
     for layout in _LAYOUTS.values():
         out = layout.ecc.decode_hard(bits)
-        if out is not None:
+        if out is not None and out[0].any():
             return layout.ecc.encode(out[0])
     return None
 

@@ -157,6 +157,23 @@ def test_random_words_are_not_codewords():
         assert np.array_equal(layout.decode_hard(word)[0], data)  # t errors: still corrected
 
 
+def test_readings_of_unmarked_pixels_are_no_codeword():
+    """QIM reads 0 where there is no mark, and the all-zero word is a codeword of every linear
+    code: a reading with up to 21 ones (the vault layout's radius) decoded to it until session 22,
+    and a search stopped there. Such readings are no payload now; a sealed one still is, with as
+    many errors on top."""
+    rng = np.random.default_rng(9)
+    for ones in (0, 1, 10, 21):
+        word = np.zeros(P.CHANNEL_BITS, np.uint8)
+        word[rng.choice(P.CHANNEL_BITS, ones, replace=False)] = 1
+        assert P.correct_channel(word) is None, ones
+        assert P.correct_channel(1 - word) is None, ones  # nor the all-one word, which no layout has
+    sealed = P.seal(rng.integers(0, 2, P.CODE_BITS).astype(np.uint8), bytes(32))
+    noisy = sealed.copy()
+    noisy[rng.choice(P.CHANNEL_BITS, P.ECC.t, replace=False)] ^= 1
+    assert np.array_equal(P.correct_channel(noisy), sealed)
+
+
 def test_reed_solomon_alternative():
     rng = np.random.default_rng(3)
     rs = ecc.ReedSolomonCode(data_bits=P.MESSAGE_BITS, nsym=9)
