@@ -185,7 +185,7 @@ def _embed_searchable(rgb, landmarks, channel_bits, watermark, detector, align, 
         out = _embed_in_frames(rgb, m, bits, watermark, align, strength, device)
         found = detector(out)
         match = match_faces(frames, found)
-        seen = _settled_matches(out, frames, found, match, detector)
+        seen = _settled_matches(out, frames, found, match, detector, align)
         near = (frame_offset(m, alignment_matrices(seen, align), align.size / 2) <= np.asarray(SEARCH_START)).all(1)
         where = [None if j is None else frames[i] for i, j in enumerate(match)]  # the search registers the mark's frame
         read = _read_errors(out, where, bits, watermark, align, device)
@@ -526,16 +526,31 @@ def _matched_frames(previous: np.ndarray, found: Detections, match: list[int | N
     return np.stack([found.landmarks[j] if j is not None else previous[i] for i, j in enumerate(match)]).astype(np.float32)
 
 
-def _settled_matches(rgb, previous: np.ndarray, found: Detections, match: list[int | None], detector) -> np.ndarray:
+def _settled_matches(rgb, previous: np.ndarray, found: Detections, match: list[int | None], detector,
+                     align: AlignConfig | None = None) -> np.ndarray:
     """:func:`_matched_frames`, the re-detected faces settled
-    (:func:`~refacex_plugin.registration.settled_landmarks`; a face not re-detected keeps ``previous``)."""
+    (:func:`~refacex_plugin.registration.settled_landmarks`; a face not re-detected keeps ``previous``).
+    With ``align`` (the embedder's check of a marked image: does a reader's start lie near the
+    mark?), a re-detected face settles from its ``previous`` frame (a settled one, where it was
+    marked) for :data:`CHECK_ROUNDS` rounds instead: settling converges to nearly one point from
+    starts pixels apart (after a 10 % crop, re-detections 2.9 px apart at the median settle
+    within 0.6 px; :mod:`~refacex_plugin.registration`), so a mark that moved the face's
+    settled landmarks shows within two rounds. Saves an embedded face ~6 detections of the
+    settling crop."""
     from .registration import settled_landmarks
 
     frames = _matched_frames(previous, found, match)
     seen = [i for i, j in enumerate(match) if j is not None]
     if seen:
-        frames[seen] = settled_landmarks(rgb, frames[seen], detector)
+        if align is None:
+            frames[seen] = settled_landmarks(rgb, frames[seen], detector)
+        else:
+            frames[seen] = settled_landmarks(rgb, previous[seen], detector, CHECK_ROUNDS)
     return frames
+
+
+#: Rounds of settling the embedder's check gives a face from its settled frame (:func:`_settled_matches`).
+CHECK_ROUNDS = 2
 
 
 def _unless_unbound(errors: list[int | None], rgb, where: list[np.ndarray | None], hashes: list[bytes], align) -> list[int | None]:

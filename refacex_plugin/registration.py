@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 
 from .detection import Detections, FaceDetector
-from .geometry import AlignConfig, alignment_matrices
+from .geometry import AlignConfig, canonical_template
 
 #: The crop a face settles in: (side in pixels, zoom of :class:`~refacex_plugin.geometry.AlignConfig`).
 #: An LFW face (1.5 crop pixels of the 256-pixel, 0.75-zoom crop per image pixel) is sampled at
@@ -58,16 +58,16 @@ SETTLE_TOLERANCE = 0.02
 SETTLE_VOTE = 2
 
 
-def settled_landmarks(rgb: np.ndarray, landmarks: np.ndarray, detector: FaceDetector) -> np.ndarray:
-    """Each face's landmarks ``(N, 5, 2)`` settled in its own aligned crop (module docstring);
-    a face the crop loses keeps the landmarks of the round before."""
+def settled_landmarks(rgb: np.ndarray, landmarks: np.ndarray, detector: FaceDetector, rounds: int = SETTLE_ROUNDS) -> np.ndarray:
+    """Each face's landmarks ``(N, 5, 2)`` settled in its own aligned crop (module docstring), in
+    at most ``rounds`` rounds; a face the crop loses keeps the landmarks of the round before."""
     landmarks = np.asarray(landmarks, np.float32).reshape(-1, 5, 2)
-    return np.stack([_settle(rgb, lm, detector) for lm in landmarks]) if len(landmarks) else landmarks
+    return np.stack([_settle(rgb, lm, detector, rounds) for lm in landmarks]) if len(landmarks) else landmarks
 
 
-def _settle(rgb: np.ndarray, lm: np.ndarray, detector: FaceDetector) -> np.ndarray:
+def _settle(rgb: np.ndarray, lm: np.ndarray, detector: FaceDetector, rounds: int) -> np.ndarray:
     lm = lm.astype(np.float64)
-    for _ in range(SETTLE_ROUNDS):
+    for _ in range(rounds):
         m = _crop_matrix(lm)
         found = _centred(detector, _low_passed_crop(rgb, m))
         if found is None:
@@ -82,10 +82,18 @@ def _settle(rgb: np.ndarray, lm: np.ndarray, detector: FaceDetector) -> np.ndarr
 
 
 def _crop_matrix(lm: np.ndarray) -> np.ndarray:
-    """Image-to-crop ``(2, 3)`` similarity of :data:`SETTLE_CROP` for one face's ``(5, 2)`` landmarks."""
+    """Image-to-crop ``(2, 3)`` similarity of :data:`SETTLE_CROP` for one face's ``(5, 2)``
+    landmarks (:func:`~refacex_plugin.geometry.estimate_similarity`'s closed form, in numpy: a
+    round's other work is a few milliseconds)."""
     side, zoom = SETTLE_CROP
-    m = alignment_matrices(lm[None].astype(np.float32), AlignConfig(size=256, zoom=zoom))[0].double().numpy()
-    return m * (side / 256)
+    dst = canonical_template(AlignConfig(size=256, zoom=zoom)).double().numpy() * (side / 256)
+    src = np.asarray(lm, np.float64)
+    xs, xd = src - src.mean(0), dst - dst.mean(0)
+    denom = max(float((xs**2).sum()), 1e-12)
+    a = float((xs[:, 0] * xd[:, 0] + xs[:, 1] * xd[:, 1]).sum()) / denom
+    b = float((xs[:, 0] * xd[:, 1] - xs[:, 1] * xd[:, 0]).sum()) / denom
+    rot = np.array([[a, -b], [b, a]])
+    return np.concatenate([rot, (dst.mean(0) - rot @ src.mean(0))[:, None]], 1)
 
 
 def _low_passed_crop(rgb: np.ndarray, m: np.ndarray) -> np.ndarray:

@@ -171,19 +171,23 @@ def test_reader_tries_gains_first_for_the_low_carrier_layout(lfw_sample, monkeyp
     assert max(later) > 10, later
 
 
-def test_reader_finds_marks_after_jpeg_q50_that_a_wide_search_misses(lfw):
+def test_reader_finds_marks_after_jpeg_q50_that_a_wide_search_misses(lfw, monkeypatch):
     """After JPEG Q50 the mark is weak: the wide search's coarse grid holds no point close enough
     to read it and settles on a chance one, while the re-detection lies within a pixel or three of
     it. The reader searches locally first and keeps a reading that is a codeword; on these 16
-    images anonymised by refacex (vault references, fixed key and donors) it opens 14 payloads
-    where the wide search alone, without fallbacks or polish, opens 6 (session 16, before
-    ordered-statistics decoding: 10 vs 4; 9 before the polish of session 16, 8 before the
-    fallbacks of session 15; session 14, donor seeds 1 / 2: 8 vs 5, 7 vs 2)."""
+    images anonymised by refacex (vault references, fixed key and donors), embedded and read in
+    raw re-detections (as before session 22), it opens 14 payloads where the wide search alone,
+    without fallbacks or polish, opens 6 (session 16, before ordered-statistics decoding: 10 vs 4;
+    9 before the polish of session 16, 8 before the fallbacks of session 15; session 14, donor
+    seeds 1 / 2: 8 vs 5, 7 vs 2). From settled landmarks (session 22) the wide search's grid holds
+    the mark's point: 15 vs 14."""
     import glob
     import random
 
     from refacex_plugin import channel as C
     from refacex_plugin.pipeline import Pipeline
+
+    _unsettled(monkeypatch)
 
     pipe = Pipeline(method="refacex", key=bytes(range(32)), donor_seed=0, watermark="dct-qim")
     files = random.Random(3).sample(sorted(glob.glob(str(lfw / "*" / "*.jpg"))), 16)
@@ -267,7 +271,7 @@ def test_a_reader_holding_the_key_ends_its_search_at_a_reading_that_opens(weak_m
 
     pipe, distorted = weak_marks
     opened = {"keyed": _opened(pipe, distorted)}
-    monkeypatch.setattr(C, "payload_opener", lambda rgb, keys, align: C.is_codeword)
+    monkeypatch.setattr(C.PayloadOpener, "__call__", lambda self, logits, m: C.is_codeword(logits))
     opened["keyless search"] = _opened(pipe, distorted)
     assert opened["keyed"] >= opened["keyless search"] + 3, opened
 
@@ -276,7 +280,7 @@ def _unsettled(monkeypatch):
     """Embed and read in raw re-detections, as before session 22 (no :mod:`~refacex_plugin.registration`)."""
     import refacex_plugin.registration as R
 
-    monkeypatch.setattr(R, "settled_landmarks", lambda rgb, landmarks, detector: np.asarray(landmarks, np.float32).reshape(-1, 5, 2))
+    monkeypatch.setattr(R, "settled_landmarks", lambda rgb, landmarks, detector, rounds=0: np.asarray(landmarks, np.float32).reshape(-1, 5, 2))
 
 
 def test_settled_frames_carry_marks_through_resizes(lfw, monkeypatch):
@@ -332,13 +336,16 @@ def test_marks_embedded_in_unsettled_frames_still_open(lfw, monkeypatch):
     assert sum(sum(f.authenticated for f in pipe.read_payloads(D.DISTORTIONS["jpeg_q75"](x))) for x in marked) >= len(files) - 1
 
 
-def test_reader_reads_through_what_brightening_clipped(lfw):
+def test_reader_reads_through_what_brightening_clipped(lfw, monkeypatch):
     """A +20 % brightness change pushes the red channel of bright skin past 255, and the mark
     with it. A reader that finds no codeword searches again in an estimate of the clipped values
     (:func:`~refacex_plugin.clipping.estimate_clipped`): on these 14 original LFW faces, picked
     among those whose reads failed after brightening in a 200-face check (fixed key and code),
-    it opens 12 (11 before the polish of session 16), 8 without."""
+    it opens 12 (11 before the polish of session 16), 8 without. Those reads were in raw
+    re-detections, as here; from settled landmarks (session 22) 10 open, 9 without."""
     from refacex_plugin.pipeline import Pipeline
+
+    _unsettled(monkeypatch)
 
     names = ["George_W_Bush_0408", "Kim_Ryong-sung_0005", "Kristanna_Loken_0001", "Daniel_Radcliffe_0003", "Vojislav_Kostunica_0003",
              "George_W_Bush_0068", "Tim_Robbins_0003", "Peri_Gilpin_0001", "Kathleen_Kennedy_Townsend_0002", "Norah_Jones_0015",
@@ -465,7 +472,9 @@ def test_reader_deblurs_a_mark_a_low_pass_mixed(lfw, row):
     neighbours, and neither a gain nor a falloff undoes that. A reader that finds no codeword
     searches again in the face's region deblurred (:func:`~refacex_plugin.channel._search_deblurred`):
     in a 60-face check (``scripts/reader_fallbacks.py --fallback deblurred``, session 19) dct-qim
-    opened 55 vs 4 after the blur and 40 vs 8 after the resize; here 16 of those faces."""
+    opened 55 vs 4 after the blur and 40 vs 8 after the resize; here 16 of those faces. Since the
+    reader starts from settled landmarks (session 22) more half-size faces open without it (14 vs
+    10 here)."""
     import glob
     import random
 
@@ -474,7 +483,7 @@ def test_reader_deblurs_a_mark_a_low_pass_mixed(lfw, row):
     pipe = Pipeline(method="blur", key=bytes(range(32)), watermark="dct-qim")
     files = random.Random(11).sample(sorted(glob.glob(str(lfw / "*" / "*.jpg"))), 16)
     reader, no_deblurring = _opened_with_and_without(pipe, files, row, "_search_deblurred")
-    assert reader >= no_deblurring + 6, (reader, no_deblurring)
+    assert reader >= no_deblurring + (6 if row == "blur_1" else 3), (reader, no_deblurring)
 
 
 def test_default_reader_still_opens_marks_of_the_earlier_default(example_rgb):
