@@ -236,9 +236,9 @@ def _opened(pipe, images) -> int:
 def test_reader_polishes_a_reading_that_is_no_codeword(weak_marks, monkeypatch):
     """After JPEG Q50 or WebP the search's grid ends near the mark but not on it; hill-climbing the
     reading's confidence from there (:func:`~refacex_plugin.channel._polish`) reaches it: of these
-    60 weakened payloads the reader opens 43, 36 without polishing (session 16, before
-    soft decoding by ordered statistics: 29 vs 26; 100 other faces, ``scripts/watermark_sync.py``:
-    57 / 55 % vs 45 / 42 %)."""
+    60 weakened payloads the reader opens 54, 51 without polishing (session 22, from settled
+    landmarks; 43 vs 36 before; session 16, before soft decoding by ordered statistics: 29 vs
+    26; 100 other faces, ``scripts/watermark_sync.py``: 57 / 55 % vs 45 / 42 %)."""
     from refacex_plugin import channel as C
 
     pipe, distorted = weak_marks
@@ -251,8 +251,8 @@ def test_reader_polishes_a_reading_that_is_no_codeword(weak_marks, monkeypatch):
 def test_reader_soft_decodes_readings_past_the_hard_radius(weak_marks, monkeypatch):
     """Most readings of a weakened mark are 11-20 bits wrong, past BCH's t = 10, on bits read
     weakly: ordered statistics (:func:`refacex_plugin.ecc.osd_candidates`) open them. Of these 60
-    payloads the reader opens 43, 29 with hard and Chase decoding only (100 other faces,
-    ``scripts/soft_decoding.py``: 76 / 78 % vs 47 / 60 %)."""
+    payloads the reader opens 54, 43 with hard and Chase decoding only (session 22; 43 vs 29
+    before; 100 other faces, ``scripts/soft_decoding.py``: 76 / 78 % vs 47 / 60 %)."""
     import functools
 
     pipe, distorted = weak_marks
@@ -266,7 +266,8 @@ def test_a_reader_holding_the_key_ends_its_search_at_a_reading_that_opens(weak_m
     """Without a key the search stops only at a hard codeword, and a face it never reads one from
     gets its most confident reading, often a chance point after WebP; a reader holding the key also
     stops at a reading that soft decoding opens (:func:`~refacex_plugin.channel.payload_opener`).
-    Of these 60 weakened payloads (dct-qim): 48 with it, 43 with the keyless search (session 21)."""
+    Of these 60 weakened payloads (dct-qim): 54 with it, 50 with the keyless search (session 22;
+    48 vs 43 in session 21, before settled landmarks)."""
     from refacex_plugin import channel as C
 
     pipe, distorted = weak_marks
@@ -288,7 +289,7 @@ def test_settled_frames_carry_marks_through_resizes(lfw, monkeypatch):
     re-detection (:mod:`~refacex_plugin.registration`), which a resize barely moves; in raw
     re-detections the start after a resize lies out of the search's reach for some faces. 30 LFW
     faces (recovery codes, fixed key), opened after x0.5 / x1.5 (measured: settled 30 / 30,
-    raw 28 / 29)."""
+    raw 28 / 30)."""
     import glob
     import random
 
@@ -341,8 +342,9 @@ def test_reader_reads_through_what_brightening_clipped(lfw, monkeypatch):
     with it. A reader that finds no codeword searches again in an estimate of the clipped values
     (:func:`~refacex_plugin.clipping.estimate_clipped`): on these 14 original LFW faces, picked
     among those whose reads failed after brightening in a 200-face check (fixed key and code),
-    it opens 12 (11 before the polish of session 16), 8 without. Those reads were in raw
-    re-detections, as here; from settled landmarks (session 22) 10 open, 9 without."""
+    it opens 12 (11 before the polish of session 16), 9 without (8 before session 22). Those
+    reads were in raw re-detections, as here; from settled landmarks (session 22) 10 open, 9
+    without."""
     from refacex_plugin.pipeline import Pipeline
 
     _unsettled(monkeypatch)
@@ -474,7 +476,7 @@ def test_reader_deblurs_a_mark_a_low_pass_mixed(lfw, row):
     in a 60-face check (``scripts/reader_fallbacks.py --fallback deblurred``, session 19) dct-qim
     opened 55 vs 4 after the blur and 40 vs 8 after the resize; here 16 of those faces. Since the
     reader starts from settled landmarks (session 22) more half-size faces open without it (14 vs
-    10 here)."""
+    11 here; blur 15 vs 5)."""
     import glob
     import random
 
@@ -483,7 +485,7 @@ def test_reader_deblurs_a_mark_a_low_pass_mixed(lfw, row):
     pipe = Pipeline(method="blur", key=bytes(range(32)), watermark="dct-qim")
     files = random.Random(11).sample(sorted(glob.glob(str(lfw / "*" / "*.jpg"))), 16)
     reader, no_deblurring = _opened_with_and_without(pipe, files, row, "_search_deblurred")
-    assert reader >= no_deblurring + (6 if row == "blur_1" else 3), (reader, no_deblurring)
+    assert reader >= no_deblurring + (6 if row == "blur_1" else 2), (reader, no_deblurring)
 
 
 def test_default_reader_still_opens_marks_of_the_earlier_default(example_rgb):
