@@ -7,6 +7,8 @@ of the search tried with the key - and opened against its recomputed bindings), 
 reports how many faces it covered.
 
     OMP_NUM_THREADS=1 python scripts/false_detections.py --watermark dct-qim-low --images 7800 > runs/fd.log
+
+``--skip`` continues a count (or splits it between processes) over the same seeded order of images.
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data/lfw")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--every", type=int, default=100)
+    ap.add_argument("--skip", type=int, default=0, help="start this far into the seed's order (runs that continue or share a count)")
     args = ap.parse_args()
-    files = random.Random(args.seed).sample(sorted(glob.glob(f"{args.data}/*/*.jpg")), args.images)
+    # random.sample draws this population by its pool method, whose first k draws do not depend on
+    # how many follow: --skip S --images N covers draws S .. S + N - 1 of --seed's one order.
+    files = random.Random(args.seed).sample(sorted(glob.glob(f"{args.data}/*/*.jpg")), args.skip + args.images)[args.skip :]
     faces = authenticated = 0
     t0 = time.time()
     for i, (n, opened) in enumerate(unmarked_readings(load_watermark(args.watermark), files), 1):
