@@ -8,7 +8,7 @@ anonymiser's effect on landmark positions does not become an alignment error at 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -884,7 +884,7 @@ def _first_codeword(region, starts, watermark, align, device, accept: Accept = i
 
 
 def read_marks(rgb: np.ndarray, watermark: Watermark, detector: FaceDetector, align: AlignConfig = AlignConfig(),
-               device="cpu", accept: Accept | None = None) -> tuple[Detections, np.ndarray, np.ndarray]:
+               device="cpu", accept: Accept | None = None, detections: Detections | None = None) -> tuple[Detections, np.ndarray, np.ndarray]:
     """:func:`read_from_image`, plus the frame each face is read in, as the five landmarks whose
     alignment is that frame ``(N, 5, 2)``: where the search registered the mark (the frame it was
     embedded and its payload bound in; sub-pixel placement for pasting a face back), or the
@@ -892,10 +892,11 @@ def read_marks(rgb: np.ndarray, watermark: Watermark, detector: FaceDetector, al
     (default :func:`is_codeword`; :func:`payload_opener` for a reader holding keys). A face whose
     search found none is searched again from its re-detection at other image scales (:data:`RESCALED_STARTS`), then in
     an estimate of what clipping took from it (:func:`_search_unclipped`), then deblurred
-    (:func:`_search_deblurred`)."""
+    (:func:`_search_deblurred`). ``detections``: read these faces (``detector``'s, or some of
+    them) instead of detecting ``rgb`` again."""
     from .registration import settled_landmarks
 
-    det = detector(rgb)
+    det = detector(rgb) if detections is None else detections
     accept = accept or is_codeword
     settled = settled_landmarks(rgb, det.landmarks, detector)
     logits, m = face_logits(rgb, alignment_matrices(settled, align), watermark, align, device, accept=accept)
@@ -949,13 +950,17 @@ class FacePayload:
         }
 
 
-def read_payloads(rgb: np.ndarray, keys: list[bytes], watermark: Watermark, detector: FaceDetector, align: AlignConfig = AlignConfig(), device="cpu") -> list[FacePayload]:
+def read_payloads(rgb: np.ndarray, keys: list[bytes], watermark: Watermark, detector: FaceDetector, align: AlignConfig = AlignConfig(),
+                  device="cpu", only: Sequence[int] | None = None) -> list[FacePayload]:
     """Detect every face of ``rgb``, read its channel bits and open them with ``keys`` (the search
-    for each face's mark also ends at a reading that opens: :func:`payload_opener`)."""
+    for each face's mark also ends at a reading that opens: :func:`payload_opener`). ``only``:
+    read just these of the detected faces (their indices; the list returned holds only them)."""
     from . import payload as P
 
     opener = payload_opener(rgb, keys, align) if keys else None
-    det, logits, frames = read_marks(rgb, watermark, detector, align, device, opener)
+    det = detector(rgb)
+    index = np.arange(len(det)) if only is None else np.array(sorted(set(only)), dtype=int)
+    det, logits, frames = read_marks(rgb, watermark, detector, align, device, opener, det.select(index))
     out = []
     for i in range(len(det)):
         opened = opener.opened(logits[i], frames[i : i + 1]) if keys else None  # bound where the embedder bound it
@@ -964,7 +969,7 @@ def read_payloads(rgb: np.ndarray, keys: list[bytes], watermark: Watermark, dete
             resealed = P.seal(opened.code, _key_for(opened, keys), opened.kind, opened.binding, opened.version)
             errors = int(((logits[i] > 0).astype(np.uint8) != resealed).sum())
         found = opened is not None or P.correct_channel((logits[i] > 0).astype(np.uint8)) is not None
-        out.append(FacePayload(i, det.boxes[i].tolist(), det.landmarks[i], found, opened is not None, opened, errors, frames[i]))
+        out.append(FacePayload(int(index[i]), det.boxes[i].tolist(), det.landmarks[i], found, opened is not None, opened, errors, frames[i]))
     return out
 
 

@@ -264,7 +264,7 @@ class Pipeline:
         there and whether it authenticates under one of ``keys`` (the pipeline's key if none given).
         A pipeline whose watermark was not named also reads faces the default finds nothing in with
         each of :data:`~refacex_plugin.watermark.EARLIER_DEFAULTS` (marks written before the default
-        changed; an unmarked face costs a second reading)."""
+        changed; an unmarked face costs a second reading, a face the default opened none)."""
         from .channel import read_payloads
         from .watermark import EARLIER_DEFAULTS, load_watermark
 
@@ -275,13 +275,13 @@ class Pipeline:
             return faces
         # no watermark named: faces the default finds nothing in may carry an earlier default's mark
         for name in EARLIER_DEFAULTS:
-            if all(f.found for f in faces) or name == self.watermark.name:
+            missing = [f.index for f in faces if not f.found]
+            if not missing or name == self.watermark.name:
                 continue
             try:
                 earlier = load_watermark(name)
             except ModelNotAvailableError:
                 continue
-            again = read_payloads(rgb, keys, earlier, self.reader, self.align, self.device)
-            if len(again) == len(faces):  # the same detections, face for face
-                faces = [a if a.found and not f.found else f for f, a in zip(faces, again)]
+            again = {a.index: a for a in read_payloads(rgb, keys, earlier, self.reader, self.align, self.device, only=missing) if a.found}
+            faces = [again.get(f.index, f) for f in faces]
         return faces

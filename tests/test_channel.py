@@ -509,6 +509,25 @@ def test_default_reader_still_opens_marks_of_the_earlier_default(example_rgb):
     assert not any(f.found for f in Pipeline(method="blur", key=key, watermark="dct-qim-low").read_payloads(marked))
 
 
+def test_a_reader_told_which_faces_reads_only_those(group_rgb):
+    """``read_payloads(..., only=...)`` reads just the faces named (a pipeline reads with an earlier
+    default only the faces the default found nothing in): the face named reads as it does in a
+    read of every face, under its own index, and the other faces are not in the list."""
+    from refacex_plugin.channel import read_payloads
+    from refacex_plugin.pipeline import Pipeline
+
+    key = bytes(range(32))
+    pipe = Pipeline(method="blur", key=key)
+    det = pipe.reader(group_rgb)
+    codes = [np.arange(P.CODE_BITS) % (3 + i) == 0 for i in range(len(det))]
+    marked = pipe.embed_codes(group_rgb, det.landmarks, codes, P.KIND_RECOVERY_CODE).image
+    every = read_payloads(marked, [key], pipe.watermark, pipe.reader, pipe.align)
+    assert len(every) >= 2 and all(f.authenticated for f in every[:2])
+    one = read_payloads(marked, [key], pipe.watermark, pipe.reader, pipe.align, only=[1])
+    assert [f.index for f in one] == [1] and one[0].authenticated
+    assert np.array_equal(one[0].payload.code, every[1].payload.code) and np.array_equal(one[0].payload.code, codes[1])
+
+
 @pytest.fixture(scope="module")
 def marked(tmp_path_factory, lfw):
     """Six real LFW faces anonymised by refacex with a key and a vault, written as PNG. (Not Serena
