@@ -264,7 +264,8 @@ class Pipeline:
         there and whether it authenticates under one of ``keys`` (the pipeline's key if none given).
         A pipeline whose watermark was not named also reads faces the default finds nothing in with
         each of :data:`~refacex_plugin.watermark.EARLIER_DEFAULTS` (marks written before the default
-        changed; an unmarked face costs a second reading, a face the default opened none)."""
+        changed; an unmarked face costs a second reading, a face the default found a payload in is
+        not read again)."""
         from .channel import read_payloads
         from .watermark import EARLIER_DEFAULTS, load_watermark
 
