@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .binding import bound_sealer
 from .detection import Detections, FaceDetector
 from .geometry import (AlignConfig, alignment_matrices, canonical_template, extract_crops, face_footprints, frame_offset,
                        invert_affine, paste_residuals, perturb_about, perturbations_about, translate_after,
@@ -126,6 +127,29 @@ def embed_in_image(
             break
         frames = seen
     return best[1]
+
+
+def embed_codes(
+    rgb: np.ndarray,
+    landmarks: np.ndarray,
+    codes: list[np.ndarray],
+    key: bytes,
+    kind: int,
+    watermark: Watermark,
+    detector: FaceDetector,
+    align: AlignConfig = AlignConfig(),
+    strength: float = 1.0,
+    device: str | torch.device = "cpu",
+    sealed: list[bytes] | None = None,
+) -> EmbedResult:
+    """Seal ``codes[i]`` under ``key`` bound to face ``i`` (``landmarks (N, 5, 2)`` of the unmarked
+    ``rgb``, as detected) in the frame a reader will find it in, and embed it there: what a keyed
+    ``anonymise`` writes (:meth:`~refacex_plugin.pipeline.Pipeline.embed_codes`). ``kind`` is a
+    :mod:`~refacex_plugin.payload` kind; every binding hash sealed with is appended to ``sealed``
+    if given (the embedder may seal again, for the frames its rounds find)."""
+    seal = bound_sealer(rgb, list(codes), key, kind, align, sealed=sealed)
+    frames = reader_frames(rgb, np.asarray(landmarks, np.float32), detector)
+    return embed_in_image(rgb, frames, [None] * len(codes), watermark, detector, align, strength, device, seal=seal)
 
 
 def _embed_rounds(rgb, landmarks, frames, bits, hashes, watermark, detector, align, strength, device, max_rounds, accept_errors):

@@ -224,17 +224,12 @@ class Pipeline:
             :class:`~refacex_plugin.channel.EmbedResult` (image, per-face status, changed regions
             and the frames a reader will find the faces in).
         """
-        from .binding import bound_sealer
-        from .channel import embed_in_image, reader_frames
+        from .channel import embed_codes
 
         if self._key is None:
             raise RefacexError("embedding a payload needs a key")
-        rgb = as_rgb_array(image)
-        # each payload is bound to the hash of its face in the frame a reader will find it in
-        seal = bound_sealer(rgb, list(codes), self._key, kind, self.align)
-        frames = reader_frames(rgb, np.asarray(landmarks, np.float32), self.reader)
-        return embed_in_image(rgb, frames, [None] * len(codes), self.watermark, self.reader, self.align,
-                              self.watermark_strength, self.device, seal=seal)
+        return embed_codes(as_rgb_array(image), landmarks, codes, self._key, kind, self.watermark, self.reader, self.align,
+                           self.watermark_strength, self.device)
 
     def recover_image(self, image) -> RecoveryResult:
         """Restore every face whose payload authenticates under the key and holds a learned

@@ -19,8 +19,8 @@ import numpy as np
 
 from refacex_plugin import payload as P
 from refacex_plugin.bench.originals import central_face
-from refacex_plugin.binding import bound_sealer, candidate_hashes, face_signatures
-from refacex_plugin.channel import embed_in_image, face_logits, read_marks, reader_frames
+from refacex_plugin.binding import candidate_hashes, face_signatures
+from refacex_plugin.channel import embed_codes, face_logits, read_marks
 from refacex_plugin.detection import load_detector
 from refacex_plugin.distortions import DISTORTIONS
 from refacex_plugin.geometry import AlignConfig, alignment_matrices
@@ -52,8 +52,7 @@ def main() -> None:
         faces += 1
         key, code = rng.bytes(32), rng.integers(0, 2, P.CODE_BITS).astype(np.uint8)
 
-        seal = bound_sealer(host, [code], key, P.KIND_RECOVERY_CODE, align)
-        emb = embed_in_image(host, reader_frames(host, d.landmarks[c : c + 1], det), [None], wm, det, align, seal=seal)
+        emb = embed_codes(host, d.landmarks[c : c + 1], [code], key, P.KIND_RECOVERY_CODE, wm, det, align)
         for r in rows:
             x = DISTORTIONS[r](emb.image)
             found, logits, frames = read_marks(x, wm, det, align)

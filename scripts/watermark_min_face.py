@@ -21,8 +21,8 @@ import numpy as np
 
 from refacex_plugin import payload as P
 from refacex_plugin.bench.originals import central_face
-from refacex_plugin.binding import bound_sealer, candidate_hashes, face_signatures
-from refacex_plugin.channel import embed_in_image, payload_opener, read_marks, reader_frames
+from refacex_plugin.bench.robustness import read_central_face
+from refacex_plugin.channel import embed_codes
 from refacex_plugin.detection import DEFAULT_DETECTOR, load_detector, reader_config
 from refacex_plugin.distortions import DISTORTIONS
 from refacex_plugin.geometry import AlignConfig
@@ -60,17 +60,14 @@ def main() -> None:
                 continue
             detected += 1
             key, code = rng.bytes(32), rng.integers(0, 2, P.CODE_BITS).astype(np.uint8)
-            seal = bound_sealer(host, [code], key, P.KIND_RECOVERY_CODE, align)
-            marked = embed_in_image(host, reader_frames(host, d.landmarks[c : c + 1], reader), [None], wm, reader, align, seal=seal).image
+            marked = embed_codes(host, d.landmarks[c : c + 1], [code], key, P.KIND_RECOVERY_CODE, wm, reader, align).image
             for row in rows:
                 x = DISTORTIONS[row](marked)
                 t0 = time.perf_counter()
-                found, logits, frames = read_marks(x, wm, reader, align, accept=payload_opener(x, [key], align))
+                read = read_central_face(x, key, wm, reader, align)
                 times.append(time.perf_counter() - t0)
-                j = central_face(found, *x.shape[:2]) if len(found) else None
-                if j is not None:
-                    o = P.open_payload(logits[j], key, bindings=candidate_hashes(face_signatures(x, frames[j : j + 1], align)[0]))
-                    opened[row] += o is not None and bool(np.array_equal(o.code, code))
+                if read is not None and read[1] is not None:
+                    opened[row] += bool(np.array_equal(read[1].code, code))
         shown = ", ".join(f"{row} {n} / {detected}" for row, n in opened.items())
         print(f"eyes {eyes:.0f} px: detected {detected} / {len(files)}; opened {shown}; reading {np.mean(times) if times else 0:.2f} s", flush=True)
 

@@ -30,8 +30,8 @@ import numpy as np
 from refacex_plugin import payload as P
 from refacex_plugin.bench.metrics import psnr
 from refacex_plugin.bench.originals import central_face
-from refacex_plugin.binding import bound_sealer, candidate_hashes, face_signatures
-from refacex_plugin.channel import embed_in_image, face_logits, read_marks, reader_frames
+from refacex_plugin.binding import candidate_hashes, face_signatures
+from refacex_plugin.channel import embed_codes, face_logits, read_marks
 from refacex_plugin.detection import load_detector
 from refacex_plugin.distortions import DISTORTIONS
 from refacex_plugin.geometry import AlignConfig, alignment_matrices, warp_mask_to_image
@@ -111,8 +111,7 @@ def decode(args) -> None:
             continue
         key, code = generate_key(), rng.integers(0, 2, P.CODE_BITS).astype(np.uint8)
 
-        seal = bound_sealer(host, [code], key, P.KIND_RECOVERY_CODE, align)
-        emb = embed_in_image(host, reader_frames(host, d.landmarks[c : c + 1], det), [None], wm, det, align, seal=seal)
+        emb = embed_codes(host, d.landmarks[c : c + 1], [code], key, P.KIND_RECOVERY_CODE, wm, det, align)
         bits = emb.bits[0]
         mask = warp_mask_to_image(alignment_matrices(d.landmarks[c : c + 1], align), align, *host.shape[:2])
         face_psnr.append(psnr(emb.image, host, (mask > 0.5).astype(np.uint8)))

@@ -17,8 +17,8 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import ecc, payload as P
-from ..binding import bound_sealer, candidate_hashes, face_signatures
-from ..channel import embed_in_image, match_faces, payload_opener, read_marks, reader_frames
+from ..binding import candidate_hashes, face_signatures
+from ..channel import embed_codes, match_faces, payload_opener, read_marks
 from ..detection import DEFAULT_DETECTOR, load_detector, reader_config
 from ..distortions import DISTORTIONS
 from ..geometry import AlignConfig, alignment_matrices, warp_mask_to_image
@@ -59,29 +59,25 @@ def evaluate_watermark(name: str, files: list, host_method: str | None, seed: in
         key = generate_key()
         code = rng.integers(0, 2, code_bits).astype(np.uint8)
         hashes: list[bytes] = []  # every binding sealed for (the embedder may seal again)
-        seal = bound_sealer(host, [code], key, kind, align, sealed=hashes)  # as Pipeline.embed_codes does
-        emb = embed_in_image(host, reader_frames(host, d.landmarks[c : c + 1], reader), [None], wm, reader, align, seal=seal)
+        emb = embed_codes(host, d.landmarks[c : c + 1], [code], key, kind, wm, reader, align, sealed=hashes)
         marked, channel = emb.image, emb.bits[0]
         writer_hash = P.open_payload(P.bits_to_logits(channel), key, bindings=hashes).binding
         mask = warp_mask_to_image(alignment_matrices(d.landmarks[c : c + 1], align), align, *host.shape[:2])
         face_psnr.append(psnr(marked, host, (mask > 0.5).astype(np.uint8)))
         image_psnr.append(psnr(marked, host))
         for k, fn in DISTORTIONS.items():
-            x = fn(marked)
-            found, logits, frames = read_marks(x, wm, reader, align, accept=payload_opener(x, [key], align))  # as the key's holder reads
-            # The face we marked, wherever the distortion moved it: nearest to the centre.
-            j = central_face(found, *x.shape[:2]) if len(found) else None
-            if j is None:
+            read = read_central_face(fn(marked), key, wm, reader, align)
+            if read is None:
                 exact[k].append(False)
                 bit_acc[k].append(0.5)
                 continue
-            wrong = (logits[j] > 0).astype(np.uint8) != channel
+            logits, opened = read
+            wrong = (logits > 0).astype(np.uint8) != channel
             errors[k].append(wrong)
-            margins[k].append(np.abs(logits[j]) * np.where(wrong, -1.0, 1.0))
+            margins[k].append(np.abs(logits) * np.where(wrong, -1.0, 1.0))
             bit_acc[k].append(float(1 - wrong.mean()))
-            opened = P.open_payload(logits[j], key, bindings=candidate_hashes(face_signatures(x, frames[j : j + 1], align)[0]))
             exact[k].append(opened is not None and bool(np.array_equal(opened.code, code)))
-            if opened is None and P.open_payload(logits[j], key, bindings=[writer_hash]) is not None:
+            if opened is None and P.open_payload(logits, key, bindings=[writer_hash]) is not None:
                 binding_misses[k] += 1  # the channel delivered; the reader did not recompute the hash
     out = {
         "available": True,
@@ -103,6 +99,19 @@ def evaluate_watermark(name: str, files: list, host_method: str | None, seed: in
     if false_detect_files:
         out.update(false_detections(wm, false_detect_files, progress))
     return out
+
+
+def read_central_face(rgb: np.ndarray, key: bytes, wm, reader, align: AlignConfig = AlignConfig()):
+    """Read ``rgb`` as the holder of ``key`` reads it (:func:`~refacex_plugin.channel.read_marks`
+    with the key's opener) and open the reading of the face nearest the image's centre: the face a
+    benchmark marked, wherever a distortion moved it. Returns ``(logits (CHANNEL_BITS,), payload)``
+    (``payload`` None when it does not open, bound to the face as the reader sees it), or None
+    when no face is found."""
+    found, logits, frames = read_marks(rgb, wm, reader, align, accept=payload_opener(rgb, [key], align))
+    j = central_face(found, *rgb.shape[:2]) if len(found) else None
+    if j is None:
+        return None
+    return logits[j], P.open_payload(logits[j], key, bindings=candidate_hashes(face_signatures(rgb, frames[j : j + 1], align)[0]))
 
 
 def ecc_comparison(errors: dict[str, list[np.ndarray]], margins: dict[str, list[np.ndarray]] | None = None) -> dict:
