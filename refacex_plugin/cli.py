@@ -133,6 +133,8 @@ def anonymise(inputs, outdir, method, strength, key_file, vault_path, donor_poli
         if is_experimental(pipe.method):
             click.echo(f"warning: method {pipe.method!r} is experimental (its weights have not reached the bars; "
                        "see docs/notes/learned-models.md)", err=True)
+        if key is not None:
+            _warn_if_experimental_watermark(pipe)
         if key is not None and vault_path is None and not getattr(pipe.anonymiser, "reversible", False):
             raise RefacexError(f"method {pipe.method!r} is irreversible: with --key-file give --vault PATH (exact recovery) or use --method refacex")
         vault = Vault(vault_path, key) if vault_path else None
@@ -304,10 +306,18 @@ def _reader(key_files, watermark, detector, threshold, min_face):
         keys = [read_key_file(k) for k in key_files]
         pipe = Pipeline(method="blur", detector=detector, watermark=watermark,
                         detector_config=DetectorConfig(threshold=threshold, min_size=min_face), key=keys[0] if keys else None)
-        pipe.watermark  # noqa: B018 - fail now, clearly, if none loads
+        _warn_if_experimental_watermark(pipe)  # also fails now, clearly, if none loads
     except RefacexError as exc:
         _fail(str(exc))
     return pipe, keys
+
+
+def _warn_if_experimental_watermark(pipe) -> None:
+    from .watermark import is_experimental
+
+    if is_experimental(pipe.watermark):
+        click.echo(f"warning: watermark {pipe.watermark.name!r} is experimental (its weights have not reached the bars; "
+                   "see docs/payload.md)", err=True)
 
 
 @main.command(context_settings=_SETTINGS)
@@ -518,7 +528,7 @@ def info():
 
     from . import operators
     from .detection import centerface_weights, dlib_model_path
-    from .watermark import available_watermarks, load_watermark
+    from .watermark import available_watermarks, is_experimental, load_watermark
 
     def probe(fn):
         try:
@@ -538,7 +548,7 @@ def info():
         ("centerface weights", probe(centerface_weights)),
         ("dlib landmarks", probe(lambda: dlib_model_path("shape_predictor_68_face_landmarks.dat"))),
         ("watermarks", ", ".join(available_watermarks()) + f" (default {_default_watermark()})"),
-        ("learned watermark", probe(lambda: load_watermark("learned").name)),
+        ("learned watermark", probe(lambda: "experimental (by name only)" if is_experimental(load_watermark("learned")) else "the default")),
         ("recovery network", "available (refacex)" if operators.recovery_available() else "not available"),
     ]
     width = max(len(k) for k, _ in rows)

@@ -19,11 +19,10 @@ from refacex_plugin.keys import key_id, read_key_file
 
 def _learned_shipped() -> bool:
     from refacex_plugin.errors import ModelNotAvailableError
-    from refacex_plugin.watermark import load_watermark
+    from refacex_plugin.watermark import is_experimental, load_watermark
 
     try:
-        load_watermark("learned")
-        return True
+        return not is_experimental(load_watermark("learned"))
     except ModelNotAvailableError:
         return False
 

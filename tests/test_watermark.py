@@ -15,6 +15,7 @@ from refacex_plugin.training import augment as A
 from refacex_plugin.watermark import available_watermarks, load_watermark
 from refacex_plugin.watermark.classical import DctQimWatermark, dct_matrix
 from refacex_plugin.watermark.learned import LearnedWatermark, normalise_residual
+from refacex_plugin.zoo import manifest
 
 
 @pytest.fixture(scope="module")
@@ -142,12 +143,33 @@ def test_dct_qim_refuses_another_strength_and_so_does_a_keyed_pipeline(face_crop
 
 
 def test_registry_knows_both_and_the_learned_needs_weights(tmp_path, monkeypatch):
+    import refacex_plugin.watermark as W
+
+    monkeypatch.setattr(W, "_CACHE", {})
     monkeypatch.setenv("REFACEX_MODELS", str(tmp_path))
     assert "dct-qim" in available_watermarks()
     with pytest.raises(ModelNotAvailableError, match="no entry"):
         load_watermark("learned")
     with pytest.raises(ModelNotAvailableError, match="unknown watermark"):
         load_watermark("nope")
+
+
+@pytest.mark.skipif(manifest().get("watermark-learned", {}).get("default", True), reason="the learned watermark is the shipped default")
+def test_experimental_learned_watermark_loads_by_name_only_and_warns(monkeypatch, example_image):
+    import refacex_plugin.watermark as W
+    from click.testing import CliRunner
+
+    from refacex_plugin.cli import main
+
+    monkeypatch.setattr(W, "_CACHE", {})
+    wm = load_watermark("learned")
+    assert wm.name == "learned" and W.is_experimental(wm)
+    assert load_watermark().name != "learned" and not W.is_experimental(load_watermark())
+    assert "learned" not in available_watermarks() and "learned" in available_watermarks(experimental=True)
+    named = CliRunner().invoke(main, ["extract", "--watermark", "learned", str(example_image)])
+    default = CliRunner().invoke(main, ["extract", str(example_image)])
+    assert "watermark 'learned' is experimental" in named.output
+    assert "experimental" not in default.output
 
 
 def test_zoo_refuses_a_hash_mismatch(tmp_path, monkeypatch):
