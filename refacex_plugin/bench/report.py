@@ -201,7 +201,7 @@ def robustness_markdown(watermarks: dict) -> list[str]:
                   "BCH t = 10 over 252 bits vs Reed-Solomon with 9 parity bytes over 248 bits"
                   + ("; and the vault reference's BCH t = 21 (payload version 3: a 112-bit message)" if short else "")
                   + (", also soft-decoded as a reader does (Chase, then ordered statistics; the exact decode rates above are"
-                     " the recovery code's, soft-decoded)" if soft else "") + "):", "",
+                     f" the {'vault reference' if w.get('payload') == 'vault-ref' else 'recovery code'}'s, soft-decoded)" if soft else "") + "):", "",
                   "| distortion | mean bit errors | " + ("median | " if short else "") + "BCH | RS |" + (" BCH t = 21 (vault ref) |" if short else "")
                   + (" vault ref, soft |" if soft else ""),
                   "| --- | --- | --- | --- |" + (" --- | --- |" if short else "") + (" --- |" if soft else "")]
