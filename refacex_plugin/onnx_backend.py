@@ -55,21 +55,30 @@ class OrtModule:
         return torch.from_numpy(out).to(args[0].device)
 
 
+def _shipped_learned_watermark():
+    """The learned watermark if its weights are the shipped default (an experimental one, loaded
+    only by name, stays on PyTorch), else None."""
+    from .watermark import is_experimental, load_watermark
+
+    try:
+        wm = load_watermark("learned")
+    except ModelNotAvailableError:
+        return None
+    return None if is_experimental(wm) else wm
+
+
 def _networks(res: int = 128) -> dict[str, tuple[torch.nn.Module, tuple, list[str]]]:
     """name -> (module, example inputs, input names) for every shipped network that loads."""
     from .anonymisers import _LOADED, available_methods
-    from .watermark import load_watermark
 
     out = {}
     x = torch.rand(2, 3, res, res)
     mask = torch.ones(2, 1, res, res)
-    try:
-        wm = load_watermark("learned")
+    wm = _shipped_learned_watermark()
+    if wm is not None:
         bits = torch.randint(0, 2, (2, wm.bits)).float()
         out["watermark-encoder"] = (wm.encoder, (x, bits), ["crops", "bits"])
         out["watermark-decoder"] = (wm.decoder, (x,), ["crops"])
-    except ModelNotAvailableError:
-        pass
     if "refacex" in available_methods():
         m = _LOADED["refacex"]
         code = torch.randint(0, 2, (2, m.R.unet.cond[0].in_features)).float()
@@ -123,19 +132,16 @@ def use_onnx(folder: Path | None = None, device: str = "cpu") -> list[str]:
     """Swap the loaded shipped networks for onnxruntime sessions from ``folder`` (exported first if
     missing). Returns the networks swapped."""
     from .anonymisers import _LOADED, available_methods
-    from .watermark import load_watermark
 
     folder = Path(folder) if folder else default_folder()
-    if not (folder / "export.json").is_file():
+    if not (folder / "export.json").is_file() or any(not (folder / f"{n}.onnx").is_file() for n in _networks()):
         export_onnx(folder)
     swapped = []
-    try:
-        wm = load_watermark("learned")
+    wm = _shipped_learned_watermark()
+    if wm is not None:
         _swap(wm, "encoder", OrtModule(folder / "watermark-encoder.onnx", device))
         _swap(wm, "decoder", OrtModule(folder / "watermark-decoder.onnx", device))
         swapped += ["watermark-encoder", "watermark-decoder"]
-    except ModelNotAvailableError:
-        pass
     if "refacex" in available_methods():
         m = _LOADED["refacex"]
         _swap(m, "G", OrtModule(folder / "refacex-generator.onnx", device))

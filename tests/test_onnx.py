@@ -49,6 +49,17 @@ def test_onnx_backend_anonymises_like_torch(tiny_zoo, example_rgb):
     assert np.abs(onnx_out.astype(int) - torch_out.astype(int)).mean() < 1.0  # within 1/255 on average
 
 
+def test_onnx_backend_exports_again_when_a_network_file_is_missing(tiny_zoo):
+    """An export written when fewer networks loaded (an older version, other weights) is completed,
+    not loaded half-way."""
+    from refacex_plugin.onnx_backend import export_onnx, use_onnx
+
+    export_onnx(tiny_zoo / "onnx3")
+    (tiny_zoo / "onnx3" / "refacex-recovery.onnx").unlink()
+    assert "refacex-recovery" in use_onnx(tiny_zoo / "onnx3")
+    assert (tiny_zoo / "onnx3" / "refacex-recovery.onnx").is_file()
+
+
 def test_bench_recovery_section_runs_the_real_channel(tiny_zoo, lfw, tmp_path):
     from refacex_plugin.bench.report import markdown
     from refacex_plugin.bench.runner import BenchConfig, run
