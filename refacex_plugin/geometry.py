@@ -81,8 +81,12 @@ def estimate_similarity(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
 def _invert_affine64(m: torch.Tensor) -> torch.Tensor:
     """``(B, 2, 3)`` affines inverted in float64 (on the CPU)."""
     m = m.detach().cpu().double()
-    full = torch.cat([m, m.new_tensor([0.0, 0.0, 1.0]).expand(m.shape[0], 1, 3)], dim=1)
-    return torch.linalg.inv(full)[:, :2]
+    a, b, c, d = m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1]
+    det = a * d - b * c
+    # the closed form of [A | t]^-1 = [A^-1 | -A^-1 t]: torch.linalg.inv of the 3x3 took 0.4 ms a
+    # call, 9 % of a reader's time (profile of 10 marked LFW images, session 25)
+    rot = torch.stack([torch.stack([d, -b], -1), torch.stack([-c, a], -1)], -2) / det[:, None, None]
+    return torch.cat([rot, -(rot @ m[:, :, 2:])], dim=2)
 
 
 def invert_affine(m: torch.Tensor) -> torch.Tensor:

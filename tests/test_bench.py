@@ -164,6 +164,8 @@ def test_bench_end_to_end_small(lfw, tmp_path):
         assert 0 < e["speed"]["full_images_per_s"] < e["speed"]["pipeline_images_per_s"] * 1.5  # + seal + embed
         assert e["speed"]["extract_faces_per_s"] > 0 and e["speed"]["extract_authenticated"] >= 0  # the reader searched its candidates
         assert e["speed"]["full_watermark"] and e["speed"]["backend"] == "torch"
+        assert 0 < e["speed"]["extract_images"] <= 3  # the reader timed on the marked images, at most EXTRACT_IMAGES
+    assert "timed once on the first" in markdown(res)
     assert res["methods"]["blur"]["speed"]["time_ratio_vs_blur"] == 1.0
     assert res["methods"]["blur"]["speed"]["full_vs_full_ratio_vs_blur"] == 1.0 and res["methods"]["mask"]["speed"]["rounds"] == 2
     from refacex_plugin.batch import default_workers
