@@ -41,6 +41,21 @@ def match_faces(wanted: np.ndarray, found: Detections, tolerance: float = 0.25) 
     return out
 
 
+#: Faces whose eyes lie closer than this many image pixels (as detected) are not read, and the
+#: embedder does not call a mark in one ``embedded``: a mark does not survive in so small a face
+#: (``python scripts/watermark_min_face.py --faces 15 --eyes 8,10,12,16``, session 25: see
+#: docs/payload.md), while a search that finds no mark costs a reader 2-5 s of fallbacks, most of
+#: ``refacex extract``'s time on an image with a small background face. Skipping a face only
+#: removes readings, so it cannot open a payload that was not there.
+MIN_READ_EYES = 10.0
+
+
+def eye_distances(landmarks: np.ndarray) -> np.ndarray:
+    """``(N, 5, 2)`` landmarks -> ``(N,)`` distances between the two eyes, in their pixels."""
+    landmarks = np.asarray(landmarks, np.float32).reshape(-1, 5, 2)
+    return np.linalg.norm(landmarks[:, 0] - landmarks[:, 1], axis=-1)
+
+
 @dataclass
 class EmbedResult:
     """``image``: the watermarked image; ``status`` per face: ``embedded`` (re-detected in the
@@ -214,7 +229,8 @@ def _embed_searchable(rgb, landmarks, channel_bits, watermark, detector, align, 
         where = [None if j is None else frames[i] for i, j in enumerate(match)]  # the search registers the mark's frame
         read = _read_errors(out, where, bits, watermark, align, device)
         errors = read if hashes is None else _unless_unbound(read, out, where, hashes, align)
-        verified = [e is not None and e <= _correctable() and bool(near[i]) for i, e in enumerate(errors)]
+        readable = eye_distances(frames) >= MIN_READ_EYES
+        verified = [e is not None and e <= _correctable() and bool(near[i]) and bool(readable[i]) for i, e in enumerate(errors)]
         score = (verified.count(False), max([e for e, v in zip(errors, verified) if v], default=0))
         if best is None or score < best[0]:
             best = (score, EmbedResult(out, ["embedded" if v else "embedded-unverified" for v in verified],
@@ -963,6 +979,7 @@ class FacePayload:
     payload: object | None = None
     bit_errors: int | None = None  # channel bits corrected, when authenticated
     frame: np.ndarray | None = None  # see above; None only when built by hand
+    too_small: bool = False  # not read: eyes closer than MIN_READ_EYES pixels
 
     def to_dict(self) -> dict:
         from .payload import KIND_NAMES
@@ -977,6 +994,7 @@ class FacePayload:
             "version": getattr(p, "version", None),
             "kind": KIND_NAMES.get(getattr(p, "kind", None)),
             "bit_errors": self.bit_errors,
+            "too_small": self.too_small,
         }
 
 
@@ -984,13 +1002,21 @@ def read_payloads(rgb: np.ndarray, keys: list[bytes], watermark: Watermark, dete
                   device="cpu", only: Sequence[int] | None = None) -> list[FacePayload]:
     """Detect every face of ``rgb``, read its channel bits and open them with ``keys`` (the search
     for each face's mark also ends at a reading that opens: :func:`payload_opener`). ``only``:
-    read just these of the detected faces (their indices; the list returned holds only them)."""
+    read just these of the detected faces (their indices; the list returned holds only them).
+    A face whose eyes lie under :data:`MIN_READ_EYES` pixels apart is listed, not read
+    (``too_small``)."""
     from . import payload as P
 
     opener = payload_opener(rgb, keys, align) if keys else None
-    det = detector(rgb)
-    index = np.arange(len(det)) if only is None else np.array(sorted(set(only)), dtype=int)
-    det, logits, frames = read_marks(rgb, watermark, detector, align, device, opener, det.select(index))
+    found_all = detector(rgb)
+    index = np.arange(len(found_all)) if only is None else np.array(sorted(set(only)), dtype=int)
+    small = eye_distances(found_all.landmarks[index]) < MIN_READ_EYES
+    skipped = [FacePayload(int(k), found_all.boxes[k].tolist(), found_all.landmarks[k], False, False, frame=found_all.landmarks[k],
+                           too_small=True) for k in index[small]]
+    index = index[~small]
+    if len(index) == 0:
+        return skipped
+    det, logits, frames = read_marks(rgb, watermark, detector, align, device, opener, found_all.select(index))
     out = []
     for i in range(len(det)):
         opened = opener.opened(logits[i], frames[i : i + 1]) if keys else None  # bound where the embedder bound it
@@ -1000,7 +1026,7 @@ def read_payloads(rgb: np.ndarray, keys: list[bytes], watermark: Watermark, dete
             errors = int(((logits[i] > 0).astype(np.uint8) != resealed).sum())
         found = opened is not None or P.correct_channel((logits[i] > 0).astype(np.uint8)) is not None
         out.append(FacePayload(int(index[i]), det.boxes[i].tolist(), det.landmarks[i], found, opened is not None, opened, errors, frames[i]))
-    return out
+    return sorted(out + skipped, key=lambda f: f.index)
 
 
 def _key_for(opened, keys: list[bytes]) -> bytes:

@@ -222,7 +222,7 @@ def extract(inputs, key_files, watermark, recursive, as_json, workers, detector,
         for r in rows:
             state = ("authenticated, key id {key_id}, version {version}, {kind}, {bit_errors} bit errors corrected".format(**r)
                      if r["authenticated"] else "payload found, not authenticated by the given key(s)" if r["payload_found"]
-                     else "no payload")
+                     else "no payload (face too small to carry one; not read)" if r["too_small"] else "no payload")
             click.echo(f"{job.src}: face {r['face']}: {state}")
 
     _finish(_run(inputs, None, recursive, work, finish, "extract", workers=workers), "read")

@@ -143,6 +143,7 @@ def recover_file(src: Path, dst: Path, vault: Vault | None, pipe: Pipeline | Non
                     regions.append(record)
         if not regions:
             why = ("no face found" if not found else
+                   "its faces are too small to carry a payload" if all(f.too_small for f in found) else
                    "no payload found" if not any(f.found for f in found) else
                    "no payload authenticates with this key" if not any(f.authenticated for f in found) else
                    "its payloads' records are not in this vault")

@@ -242,7 +242,7 @@ class Pipeline:
         ok = [f for f in faces if f.authenticated and f.payload.kind == payload.KIND_RECOVERY_CODE]
         for f in faces:
             if f not in ok:
-                why = ("no payload" if not f.found else "payload does not authenticate with this key" if not f.authenticated
+                why = ("face too small to carry a payload" if f.too_small else "no payload" if not f.found else "payload does not authenticate with this key" if not f.authenticated
                        else "payload is a vault reference (use --vault)")
                 result.failed.append((f.index, why))
         if ok:
@@ -271,7 +271,7 @@ class Pipeline:
             return faces
         # no watermark named: faces the default finds nothing in may carry an earlier default's mark
         for name in EARLIER_DEFAULTS:
-            missing = [f.index for f in faces if not f.found]
+            missing = [f.index for f in faces if not f.found and not f.too_small]
             if not missing or name == self.watermark.name:
                 continue
             try:

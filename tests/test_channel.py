@@ -527,6 +527,38 @@ def test_a_reader_told_which_faces_reads_only_those(group_rgb):
     assert np.array_equal(one[0].payload.code, every[1].payload.code) and np.array_equal(one[0].payload.code, codes[1])
 
 
+def test_a_face_too_small_to_carry_a_mark_is_listed_not_read(example_rgb, monkeypatch):
+    """A face whose eyes lie under ``MIN_READ_EYES`` pixels apart is reported ``too_small`` (no
+    payload) without a search, and the embedder does not call a mark in it ``embedded``; the same
+    face read with the minimum lowered is searched (so the skip, not the face, made the difference)."""
+    import cv2
+
+    import refacex_plugin.channel as C
+    from refacex_plugin.pipeline import Pipeline
+
+    key = bytes(range(32))
+    pipe = Pipeline(method="blur", key=key)
+    det = pipe.reader(example_rgb)
+    scale = 9.0 / float(C.eye_distances(det.landmarks[:1])[0])  # eyes ~9 px apart, in a wider scene
+    h, w = example_rgb.shape[:2]
+    small = cv2.resize(example_rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    small = cv2.copyMakeBorder(small, 60, 60, 60, 60, cv2.BORDER_REFLECT)
+    found = pipe.reader(small)
+    assert len(found) and (C.eye_distances(found.landmarks) < C.MIN_READ_EYES).all()
+    emb = pipe.embed_codes(small, found.landmarks, [np.zeros(P.CODE_BITS, np.uint8)] * len(found), P.KIND_RECOVERY_CODE)
+    assert "embedded" not in emb.status
+    searched = []
+    real = C.read_marks
+    monkeypatch.setattr(C, "read_marks", lambda rgb, wm, d, *a, **k: searched.append(len(a[-1]) if a else 0) or real(rgb, wm, d, *a, **k))
+    faces = C.read_payloads(emb.image, [key], pipe.watermark, pipe.reader, pipe.align)
+    assert faces and all(f.too_small and not f.found and not f.authenticated for f in faces)
+    assert [f.index for f in faces] == list(range(len(faces))) and faces[0].to_dict()["too_small"] is True
+    assert searched == []  # nothing searched
+    monkeypatch.setattr(C, "MIN_READ_EYES", 1.0)
+    assert not any(f.too_small for f in C.read_payloads(emb.image, [key], pipe.watermark, pipe.reader, pipe.align))
+    assert searched[-1] == len(faces)
+
+
 @pytest.fixture(scope="module")
 def marked(tmp_path_factory, lfw):
     """Six real LFW faces anonymised by refacex with a key and a vault, written as PNG. (Not Serena
@@ -663,7 +695,8 @@ def test_extract_reports_every_face_with_its_schema_and_never_a_code(marked):
         if not faces:
             continue
         f = faces[0]
-        assert set(f) == {"face", "box", "payload_found", "authenticated", "key_id", "version", "kind", "bit_errors"}
+        assert set(f) == {"face", "box", "payload_found", "authenticated", "key_id", "version", "kind", "bit_errors", "too_small"}
+        assert f["too_small"] is False  # LFW's faces: eyes ~40 px apart
         if f["authenticated"]:  # whatever decodes must be ours, complete and consistent
             assert f["payload_found"] and f["key_id"] == kid and f["version"] == P.REF_VERSION and f["kind"] == "vault-ref"
             assert 0 <= f["bit_errors"] <= P.REF_ECC.t + 6  # BCH's t, and Chase's 6 weakest bits beyond it
