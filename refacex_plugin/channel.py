@@ -62,8 +62,8 @@ class EmbedResult:
     """``image``: the watermarked image; ``status`` per face: ``embedded`` (re-detected in the
     marked image and read back there as a reader would, with at most the error correction's ``t``
     wrong bits) or ``embedded-unverified`` (not re-detected, re-detected too far from its mark for
-    a searching reader, read back with more wrong bits, or, for a bound payload, its binding hash
-    not recomputed there); ``regions``: per face, the rectangle outside which
+    a searching reader, read back with more wrong bits, for a bound payload its binding hash
+    not recomputed there, or too small for a reader to read: :data:`MIN_READ_EYES`); ``regions``: per face, the rectangle outside which
     nothing changed; ``frames``: per face, the ``(5, 2)`` landmarks it was embedded in;
     ``bit_errors``: per face, the channel bits read back wrong from the marked image (before error
     correction; None when not re-detected); ``bits``: the channel bits embedded."""
@@ -185,7 +185,9 @@ def _embed_rounds(rgb, landmarks, frames, bits, hashes, watermark, detector, ali
         worst = max(e if e is not None else bits.shape[1] + 1 for e in errors)
         if best is None or worst < best[0]:
             unbound = any(e is None and r is not None for e, r in zip(errors, read))
-            best = (worst, EmbedResult(out, ["embedded" if e is not None and e <= _correctable() else "embedded-unverified" for e in errors],
+            readable = eye_distances(frames) >= MIN_READ_EYES
+            best = (worst, EmbedResult(out, ["embedded" if e is not None and e <= _correctable() and readable[i] else "embedded-unverified"
+                                             for i, e in enumerate(errors)],
                                        face_footprints(m, align, *rgb.shape[:2]), frames.astype(np.float32), errors, bits), seen, unbound)
         if worst <= accept_errors:
             break
