@@ -33,7 +33,7 @@ def match_faces(wanted: np.ndarray, found: Detections, tolerance: float = 0.25) 
     if len(found) == 0 or len(wanted) == 0:
         return [None] * len(wanted)
     dist = _centre_distance(wanted, found.landmarks)
-    iod = np.linalg.norm(wanted[:, 0] - wanted[:, 1], axis=-1)
+    iod = eye_distances(wanted)
     out = []
     for i in range(len(wanted)):
         j = int(np.argmin(dist[i]))
@@ -63,9 +63,9 @@ class EmbedResult:
     marked image and read back there as a reader would, with at most the error correction's ``t``
     wrong bits) or ``embedded-unverified`` (not re-detected, re-detected too far from its mark for
     a searching reader, read back with more wrong bits, for a bound payload its binding hash
-    not recomputed there, or too small for a reader to read: :data:`MIN_READ_EYES`); ``regions``: per face, the rectangle outside which
-    nothing changed; ``frames``: per face, the ``(5, 2)`` landmarks it was embedded in;
-    ``bit_errors``: per face, the channel bits read back wrong from the marked image (before error
+    not recomputed there, or too small for a reader to read: :data:`MIN_READ_EYES`);
+    ``regions``: per face, the rectangle outside which nothing changed; ``frames``: per face, the
+    ``(5, 2)`` landmarks it was embedded in; ``bit_errors``: per face, the channel bits read back wrong from the marked image (before error
     correction; None when not re-detected); ``bits``: the channel bits embedded."""
 
     image: np.ndarray
@@ -186,8 +186,8 @@ def _embed_rounds(rgb, landmarks, frames, bits, hashes, watermark, detector, ali
         if best is None or worst < best[0]:
             unbound = any(e is None and r is not None for e, r in zip(errors, read))
             readable = eye_distances(frames) >= MIN_READ_EYES
-            best = (worst, EmbedResult(out, ["embedded" if e is not None and e <= _correctable() and readable[i] else "embedded-unverified"
-                                             for i, e in enumerate(errors)],
+            status = ["embedded" if e is not None and e <= _correctable() and readable[i] else "embedded-unverified" for i, e in enumerate(errors)]
+            best = (worst, EmbedResult(out, status,
                                        face_footprints(m, align, *rgb.shape[:2]), frames.astype(np.float32), errors, bits), seen, unbound)
         if worst <= accept_errors:
             break

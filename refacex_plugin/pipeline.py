@@ -242,7 +242,8 @@ class Pipeline:
         ok = [f for f in faces if f.authenticated and f.payload.kind == payload.KIND_RECOVERY_CODE]
         for f in faces:
             if f not in ok:
-                why = ("face too small to carry a payload" if f.too_small else "no payload" if not f.found else "payload does not authenticate with this key" if not f.authenticated
+                why = ("face too small to carry a payload" if f.too_small else "no payload" if not f.found
+                       else "payload does not authenticate with this key" if not f.authenticated
                        else "payload is a vault reference (use --vault)")
                 result.failed.append((f.index, why))
         if ok:
