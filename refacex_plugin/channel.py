@@ -65,8 +65,9 @@ class EmbedResult:
     a searching reader, read back with more wrong bits, for a bound payload its binding hash
     not recomputed there, or too small for a reader to read: :data:`MIN_READ_EYES`);
     ``regions``: per face, the rectangle outside which nothing changed; ``frames``: per face, the
-    ``(5, 2)`` landmarks it was embedded in; ``bit_errors``: per face, the channel bits read back wrong from the marked image (before error
-    correction; None when not re-detected); ``bits``: the channel bits embedded."""
+    ``(5, 2)`` landmarks it was embedded in; ``bit_errors``: per face, the channel bits read back
+    wrong from the marked image (before error correction; None when not re-detected); ``bits``:
+    the channel bits embedded."""
 
     image: np.ndarray
     status: list[str]
