@@ -189,13 +189,60 @@ def test_keypoints_follow_the_configs_own_names(client, docroot):
     assert p["model_version"].startswith("refacex-")
 
 
-def test_unknown_config_is_a_clear_error_not_a_crash(client, docroot):
+def _assert_json_error(r, status, *words):
+    """An error answer: the status code, a JSON body with a one-line message, no traceback."""
+    assert r.status_code == status, (r.status_code, r.get_data(as_text=True)[:500])
+    assert r.is_json and r.json["status"] == status, r.get_data(as_text=True)[:500]
+    detail = r.json["detail"]
+    assert "\n" not in detail and len(detail) <= 300 and "Traceback" not in r.get_data(as_text=True)
+    for w in words:
+        assert w in detail, detail
+
+
+@pytest.fixture
+def fresh_backend(monkeypatch):
+    """The backend as just started: label-studio-ml holds no model until /setup or /predict loads one."""
+    from label_studio_ml.model import LabelStudioMLManager
+
+    monkeypatch.setattr(LabelStudioMLManager, "_current_model", {})
+
+
+def test_predict_without_setup_uses_the_requests_config(client, docroot, fresh_backend):
+    f = next((docroot / "faces").iterdir())
+    r = predict(client, [f"/data/local-files/?d=faces/{f.name}"], FULL_CONFIG, key="photo", project="21.1")
+    assert r.status_code == 200, r.get_data(as_text=True)[:500]
+    boxes = _one_face_box(r.json["results"][0])
+    assert boxes[0]["from_name"] == "boxes" and r.json["model_version"]
+
+
+def test_predict_without_any_config_is_a_400(client, docroot, fresh_backend):
+    f = next((docroot / "faces").iterdir())
+    r = client.post("/predict", json={"tasks": [{"id": 1, "data": {"image": f"/data/local-files/?d=faces/{f.name}"}}], "project": "22.1"})
+    _assert_json_error(r, 400, "label_config", "/setup")
+
+
+def test_unknown_config_is_a_clear_error_not_a_crash(client, docroot, fresh_backend):
     f = next((docroot / "faces").iterdir())
     r = predict(client, [f"/data/local-files/?d=faces/{f.name}"], '<View><Text name="t" value="$text"/></View>')
-    assert r.status_code >= 400 and "RectangleLabels or KeyPointLabels" in r.json["detail"]
+    _assert_json_error(r, 422, "RectangleLabels or KeyPointLabels")
+    _assert_json_error(predict(client, [f"/data/local-files/?d=faces/{f.name}"], "<View>"), 422, "not valid XML")
     with pytest.raises(LabelConfigError, match="not valid XML"):
         parse_label_config("<View>")
     assert client.get("/health").json["status"] == "UP"  # still serving
+
+
+def test_every_error_is_one_json_line_with_its_status(client, docroot, monkeypatch):
+    f = next((docroot / "faces").iterdir())
+    _assert_json_error(client.post("/predict", data="not json", content_type="application/json"), 400, "JSON object")
+    _assert_json_error(client.post("/predict", json={"tasks": "x", "label_config": BOX_CONFIG}), 400, "tasks")
+    _assert_json_error(client.post("/setup", json={"project": "23.1", "schema": "<View>"}), 422, "not valid XML")
+    _assert_json_error(client.post("/webhook", json={"project": {"id": 1}}), 400, "action")
+    _assert_json_error(client.post("/versions", json={}), 400, "project")
+    _assert_json_error(client.get("/predict"), 405)
+    _assert_json_error(client.get("/no-such-route"), 404)
+    monkeypatch.setenv("REFACEX_LS_ANONYMIZE", "1")  # a backend misconfigured: an unknown method
+    monkeypatch.setenv("REFACEX_LS_METHOD", "no-such-method")
+    _assert_json_error(predict(client, [f"/data/local-files/?d=faces/{f.name}"]), 500, "no-such-method")
 
 
 def test_anonymisation_mode_writes_and_references_media(client, docroot, monkeypatch):
