@@ -155,6 +155,8 @@ def anonymise(inputs, outdir, method, strength, key_file, vault_path, donor_poli
         summary.faces += len(res.faces)
         verified += sum(f.payload == "embedded" for f in res.faces)
         summary.no_face += not res.faces
+        for note in res.notes:  # what the output lost (e.g. 16 bits kept in 8), said once per file
+            click.echo(f"warning: {res.src}: {note}", err=True)
         if records_fh:
             records_fh.write(json.dumps({"input": str(res.src), "output": str(res.dst), "faces": [f.to_dict() for f in res.faces]}) + "\n")
 
@@ -233,11 +235,12 @@ def extract(inputs, key_files, watermark, recursive, as_json, workers, detector,
 @click.option("--key-file", "key_files", multiple=True, required=True, type=click.Path(dir_okay=False), help="Secret key file(s).")
 @click.option("--vault", "vault_path", type=click.Path(dir_okay=False), help="Restore bit-exact face regions from this vault.")
 @click.option("--watermark", default=None, help="Watermark to read payloads with [default: the best available].")
-@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("-o", "--output", "outdir", type=click.Path(file_okay=False), help="Output folder (mirrors the input tree).")
+@click.option("--in-place", is_flag=True, help="Replace each anonymised input atomically with its original instead of writing to -o.")
 @click.option("-r", "--recursive", is_flag=True, help="Descend into sub-folders of folder inputs.")
 @workers_option
 @_with(detector_options)
-def recover(inputs, key_files, vault_path, watermark, outdir, recursive, workers, detector, threshold, min_face):
+def recover(inputs, key_files, vault_path, watermark, outdir, in_place, recursive, workers, detector, threshold, min_face):
     """Restore original faces in INPUTS with the secret key (admin only).
 
     With --vault: unchanged images by their pixel hash (bit-exact), changed ones (re-encoded,
@@ -248,6 +251,8 @@ def recover(inputs, key_files, vault_path, watermark, outdir, recursive, workers
     from .files import recover_file
     from .vault import Vault
 
+    if bool(outdir) == bool(in_place):
+        _fail("give exactly one of -o/--output OUTDIR or --in-place")
     if not vault_path:
         from . import operators
 
@@ -269,13 +274,13 @@ def recover(inputs, key_files, vault_path, watermark, outdir, recursive, workers
         click.echo("note: no watermark available; only unchanged images can be restored", err=True)
 
     def work(job: Job):
-        return recover_file(job.src, job.dst, vault, pipe)
+        return recover_file(job.src, job.dst, vault, pipe, in_place=in_place)
 
     def finish(job: Job, res, summary: Summary) -> None:
         summary.faces += res.vault_records
 
     try:
-        summary = _run(inputs, Path(outdir), recursive, work, finish, "recover", workers=workers)
+        summary = _run(inputs, Path(outdir) if outdir else None, recursive, work, finish, "recover", workers=workers)
     finally:
         if vault is not None:
             vault.close()

@@ -30,17 +30,21 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 #: Formats we write, keyed by PIL format name, with their canonical suffix.
 WRITE_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
 _SUFFIX_TO_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
+#: Suffixes a file of each readable format may keep (the first is the one given to a renamed file).
+FORMAT_SUFFIXES = {"JPEG": (".jpg", ".jpeg"), "PNG": (".png",), "WEBP": (".webp",), "TIFF": (".tif", ".tiff"), "BMP": (".bmp",)}
 
 
 @dataclass
 class LoadedImage:
     """Decoded image: ``rgb`` is ``(H, W, 3) uint8`` in sRGB, upright; ``alpha`` is ``(H, W) uint8``
-    or ``None``; ``format`` is the PIL format name of the source file (e.g. ``"JPEG"``)."""
+    or ``None``; ``format`` is the PIL format name of the source file (e.g. ``"JPEG"``); ``bits``:
+    the source's bits per sample (16 for a 16-bit PNG or TIFF, which ``rgb`` holds in 8)."""
 
     rgb: np.ndarray
     alpha: np.ndarray | None
     format: str
     source_mode: str
+    bits: int = 8
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -53,6 +57,21 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
         scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
         return np.clip(np.round(arr * scale), 0, 255).astype(np.uint8)
     return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+def _source_bits(img: Image.Image) -> int:
+    """Bits per sample of an opened (not yet loaded) image. PIL reads 16-bit RGB(A) PNGs and TIFFs
+    as 8-bit ``RGB``, so the decoder's raw mode is asked, not only the image mode."""
+    if img.mode in ("I", "F"):
+        return 32
+    if img.mode.startswith("I;16"):
+        return 16
+    for tile in getattr(img, "tile", None) or []:
+        args = tile[3] if isinstance(tile, tuple) else getattr(tile, "args", None)
+        raw = args[0] if isinstance(args, tuple) and args else args
+        if isinstance(raw, str) and ";16" in raw:
+            return 16
+    return 8
 
 
 def _to_srgb(img: Image.Image) -> Image.Image:
@@ -117,6 +136,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> LoadedI
                     )
                 fmt = img.format or "PNG"
                 source_mode = img.mode
+                bits = _source_bits(img)
                 img.load()
                 img = ImageOps.exif_transpose(img)
                 rgb, alpha = pil_to_rgb(img)
@@ -131,7 +151,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> LoadedI
         if "truncated" in msg.lower():
             msg = "truncated file"
         raise ImageReadError(f"{name}: corrupt image ({msg})") from None
-    return LoadedImage(rgb=rgb, alpha=alpha, format=fmt, source_mode=source_mode)
+    return LoadedImage(rgb=rgb, alpha=alpha, format=fmt, source_mode=source_mode, bits=bits)
 
 
 def output_format(source_format: str, requested: str | None = None) -> str:

@@ -1,4 +1,4 @@
-"""Exact-recovery vault: original face regions, losslessly stored and encrypted, in one SQLite file.
+"""Exact-recovery vault: original files and face regions, encrypted, in one SQLite file.
 
 Each record holds the rectangle of the original image that anonymisation changed for one face
 (PNG-compressed, so lossless) encrypted with AES-256-GCM under a key derived from the secret key
@@ -6,6 +6,10 @@ Each record holds the rectangle of the original image that anonymisation changed
 associated data, so records cannot be swapped or edited undetected. Records are found by the
 SHA-256 of the anonymised image's decoded pixels (as written) and the face index, or by the
 random record id a payload carries.
+
+Each anonymised file's original bytes (whatever its format, metadata included) are sealed the same
+way under the anonymised image's hash, so an unchanged anonymised file gives back the very file it
+replaced. Vaults written before originals were kept have face records only; they still restore pixels.
 
 Writes are committed (SQLite ``synchronous=FULL``) before the caller replaces any original. One
 :class:`Vault` may be shared by threads (a folder run's workers): its connection is used under a lock.
@@ -47,6 +51,15 @@ CREATE TABLE IF NOT EXISTS faces (
     created     TEXT NOT NULL DEFAULT (datetime('now'))
 );
 CREATE INDEX IF NOT EXISTS faces_by_image ON faces (image_hash, face_index);
+CREATE TABLE IF NOT EXISTS originals (
+    image_hash  TEXT NOT NULL,
+    key_id      TEXT NOT NULL,
+    format      TEXT NOT NULL,
+    nonce       BLOB NOT NULL,
+    ciphertext  BLOB NOT NULL,
+    created     TEXT NOT NULL DEFAULT (datetime('now'))
+);
+CREATE INDEX IF NOT EXISTS originals_by_image ON originals (image_hash);
 """
 
 
@@ -81,6 +94,15 @@ class FaceRegion:
         return json.dumps({"size": list(self.image_size), "landmarks": np.round(self.landmarks, 2).tolist()})
 
 
+@dataclass(frozen=True)
+class Original:
+    """An anonymised file's original: its bytes, PIL format name and how many face records it has."""
+
+    data: bytes
+    format: str
+    faces: int
+
+
 def _vault_key(key: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(key)
 
@@ -89,6 +111,10 @@ def _png(pixels: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(pixels, np.uint8), "RGB").save(buf, "PNG", compress_level=6)
     return buf.getvalue()
+
+
+def _original_aad(image_hash: str, fmt: str) -> bytes:
+    return b"|".join([_INFO, b"original", image_hash.encode(), fmt.encode()])
 
 
 def _aad(record_id: bytes, image_hash: str, face_index: int, box: str, frame: str) -> bytes:
@@ -129,10 +155,17 @@ class Vault:
         with self._lock:
             self.db.close()
 
-    def put(self, image_hash: str, regions: list[FaceRegion], record_ids: list[bytes] | None = None) -> list[bytes]:
-        """Store one image's face regions in one committed transaction; returns their record ids
-        (``record_ids``, when given: the ids the image's payloads carry, ``payload.REF_BITS / 8``
-        bytes; vaults written before payload version 3 hold 16-byte ids, still found)."""
+    def put(self, image_hash: str, regions: list[FaceRegion], record_ids: list[bytes] | None = None,
+            original: bytes | None = None, original_format: str = "") -> list[bytes]:
+        """Store one image's face regions, and the original file's bytes when given, in one
+        committed transaction; returns the regions' record ids (``record_ids``, when given: the
+        ids the image's payloads carry, ``payload.REF_BITS / 8`` bytes; vaults written before
+        payload version 3 hold 16-byte ids, still found).
+
+        Args:
+            image_hash: :func:`pixel_hash` of the anonymised image as written.
+            original: the original file, byte for byte; ``original_format``: its PIL format name.
+        """
         if record_ids is not None and len(record_ids) != len(regions):
             raise ValueError("one record id per region")
         ids = []
@@ -145,12 +178,18 @@ class Vault:
             ct = self._aes.encrypt(nonce, _png(region.pixels), _aad(rid, image_hash, i, box, frame))
             rows.append((rid, image_hash, i, self.key_id, box, frame, nonce, ct))
             ids.append(rid)
+        if original is not None:
+            nonce = secrets.token_bytes(12)
+            sealed = (image_hash, self.key_id, original_format, nonce,
+                      self._aes.encrypt(nonce, original, _original_aad(image_hash, original_format)))
         with self._lock:
             try:
                 self.db.execute("BEGIN IMMEDIATE")
                 self.db.executemany(
                     "INSERT INTO faces (record_id, image_hash, face_index, key_id, box, frame, nonce, ciphertext) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
                 )
+                if original is not None:
+                    self.db.execute("INSERT INTO originals (image_hash, key_id, format, nonce, ciphertext) VALUES (?, ?, ?, ?, ?)", sealed)
                 self.db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self.db.execute("ROLLBACK") if self.db.in_transaction else None
@@ -185,9 +224,25 @@ class Vault:
             out.append(self._decrypt(row))
         return out
 
+    def get_original(self, image_hash: str) -> Original | None:
+        """The original file an anonymised image (by :func:`pixel_hash`) replaced, or None
+        (never stored: written by a vault without originals, or not anonymised into this one)."""
+        rows = self._query("SELECT image_hash, format, nonce, ciphertext FROM originals WHERE image_hash = ? ORDER BY created LIMIT 1",
+                           (image_hash,))
+        if not rows:
+            return None
+        _, fmt, nonce, ct = rows[0]
+        try:
+            data = self._aes.decrypt(nonce, ct, _original_aad(image_hash, fmt))
+        except InvalidTag:
+            raise VaultError(f"{self.path}: original fails authentication (wrong key or tampered vault)") from None
+        faces = self._query("SELECT COUNT(DISTINCT face_index) FROM faces WHERE image_hash = ?", (image_hash,))[0][0]
+        return Original(data, fmt, faces)
+
     def has(self, image_hash: str) -> bool:
         """Whether an image with these pixels was anonymised into this vault (no key needed)."""
-        return bool(self._query("SELECT 1 FROM faces WHERE image_hash = ? LIMIT 1", (image_hash,)))
+        return bool(self._query("SELECT 1 FROM faces WHERE image_hash = ? UNION ALL SELECT 1 FROM originals WHERE image_hash = ? LIMIT 1",
+                                (image_hash, image_hash)))
 
     def get_record(self, record_id: bytes) -> FaceRegion | None:
         rows = self._query(
