@@ -41,15 +41,22 @@ class Summary:
     no_face: int = 0
     skipped: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    # what a command said about each face (e.g. "authenticated"), in the order it first counted them
+    counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return not self.failed
 
+    def count(self, what: str, n: int = 1) -> None:
+        self.counts[what] = self.counts.get(what, 0) + n
+
     def line(self, verb: str = "processed") -> str:
+        said = ", ".join(f"{n} {what}" for what, n in self.counts.items() if n)
         return (
-            f"{self.images} image(s) {verb}, {self.faces} face(s), "
-            f"{self.no_face} without a face, "
+            f"{self.images} image(s) {verb}, {self.faces} face(s)"
+            + (f" ({said})" if said else "")
+            + f", {self.no_face} without a face, "
             + (f"{self.skipped} already done (skipped), " if self.skipped else "")
             + f"{len(self.failed)} failed"
         )
@@ -80,6 +87,20 @@ def iter_jobs(inputs: Iterable[str | Path], outdir: Path | None, recursive: bool
                 yield from _job(p, rel, outdir, seen)
         else:
             yield from _job(root, Path(root.name), outdir, seen)
+
+
+def folder_without_work(root: Path, recursive: bool) -> str | None:
+    """Why the folder ``root`` gives :func:`iter_jobs` no image (a run over it would do nothing
+    and say nothing), or None when it has images to work on."""
+
+    def has_image(paths) -> bool:
+        return any(_is_image_name(p) and p.is_file() for p in paths)
+
+    if has_image(root.rglob("*") if recursive else root.glob("*")):
+        return None
+    if not recursive and has_image(root.rglob("*")):
+        return "no images at its top level, only in sub-folders; add -r to take them"
+    return "no images in this folder or its sub-folders"
 
 
 def _job(src: Path, rel: Path, outdir: Path | None, seen: set[Path]) -> Iterator[Job]:

@@ -11,7 +11,7 @@ import click
 from . import __version__
 from .payload import KIND_NAMES
 from .anonymisers import available_methods, default_method, known_methods
-from .batch import Job, Summary, default_workers, iter_jobs, run_jobs
+from .batch import Job, Summary, default_workers, folder_without_work, iter_jobs, run_jobs
 from .detection import DEFAULT_DETECTOR, DetectorConfig, detector_names, READER_THRESHOLD
 from .errors import RefacexError
 from .geometry import AlignConfig
@@ -33,13 +33,18 @@ def _finish(summary: Summary, verb: str) -> None:
 
 def _run(inputs: tuple[str, ...], outdir: Path | None, recursive: bool, work, finish, desc: str, progress=None, workers: int = 1) -> Summary:
     """Run ``work`` over every file of ``inputs`` on ``workers`` threads and ``finish`` in input
-    order (:func:`~refacex_plugin.batch.run_jobs`); missing inputs count as failures."""
-    missing = [r for r in inputs if not Path(r).exists()]
-    for raw in missing:
-        click.echo(f"error: {raw}: no such file or folder", err=True)
-    jobs = list(iter_jobs([r for r in inputs if r not in missing], outdir, recursive))
+    order (:func:`~refacex_plugin.batch.run_jobs`); missing inputs, and folders that hold no image
+    to work on (e.g. only in sub-folders without -r), count as failures."""
+    unusable = {}
+    for raw in inputs:
+        path = Path(raw)
+        why = "no such file or folder" if not path.exists() else path.is_dir() and folder_without_work(path, recursive)
+        if why:
+            unusable[raw] = why
+            click.echo(f"error: {raw}: {why}", err=True)
+    jobs = list(iter_jobs([r for r in inputs if r not in unusable], outdir, recursive))
     summary = run_jobs(jobs, work, finish, progress, desc=desc, workers=workers)
-    summary.failed.extend((r, "no such file or folder") for r in missing)
+    summary.failed.extend(unusable.items())
     return summary
 
 
@@ -213,9 +218,17 @@ def extract(inputs, key_files, watermark, recursive, as_json, workers, detector,
     def work(job: Job):
         return pipe.read_payloads(read_image(job.src).rgb, keys)
 
+    tallies = ("authenticated", "not authenticated", "without a payload", "too small to carry one")
+
     def finish(job: Job, faces, summary: Summary) -> None:
         summary.faces += len(faces)
+        summary.no_face += not faces
         rows = [f.to_dict() for f in faces]
+        for what in tallies:  # the summary lists them in this order
+            summary.counts.setdefault(what, 0)
+        for r in rows:
+            summary.count("authenticated" if r["authenticated"] else "not authenticated" if r["payload_found"]
+                          else "too small to carry one" if r["too_small"] else "without a payload")
         if as_json:
             click.echo(json.dumps({"input": str(job.src), "faces": rows}))
             return
@@ -238,13 +251,17 @@ def extract(inputs, key_files, watermark, recursive, as_json, workers, detector,
 @click.option("-o", "--output", "outdir", type=click.Path(file_okay=False), help="Output folder (mirrors the input tree).")
 @click.option("--in-place", is_flag=True, help="Replace each anonymised input atomically with its original instead of writing to -o.")
 @click.option("-r", "--recursive", is_flag=True, help="Descend into sub-folders of folder inputs.")
+@click.option("--approximate", is_flag=True, help="Without --vault: let the recovery network draw each face from the code its "
+              "payload carries (--method refacex files): an approximation, not the original face.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per restored image.")
 @workers_option
 @_with(detector_options)
-def recover(inputs, key_files, vault_path, watermark, outdir, in_place, recursive, workers, detector, threshold, min_face):
+def recover(inputs, key_files, vault_path, watermark, outdir, in_place, recursive, approximate, as_json, workers, detector, threshold, min_face):
     """Restore original faces in INPUTS with the secret key (admin only).
 
     With --vault: unchanged images by their pixel hash (bit-exact), changed ones (re-encoded,
-    resized, cropped) through the vault references their faces' payloads carry. Writes an output
+    resized, cropped) through the vault references their faces' payloads carry. Without a vault
+    only an approximation can be made, and only when asked for with --approximate. Writes an output
     only for images in which a face was restored; lists the others and why, and exits 1 if any
     image could not be restored.
     """
@@ -253,7 +270,12 @@ def recover(inputs, key_files, vault_path, watermark, outdir, in_place, recursiv
 
     if bool(outdir) == bool(in_place):
         _fail("give exactly one of -o/--output OUTDIR or --in-place")
-    if not vault_path:
+    if vault_path and approximate:
+        _fail("give --vault (the original faces) or --approximate (the recovery network's approximation), not both")
+    if not vault_path and not approximate:
+        _fail("without --vault only an approximation of each face can be drawn from its payload: "
+              "give --vault FILE for the original faces, or --approximate to accept the approximation")
+    if approximate:
         from . import operators
 
         if not operators.recovery_available():
@@ -276,15 +298,23 @@ def recover(inputs, key_files, vault_path, watermark, outdir, in_place, recursiv
     def work(job: Job):
         return recover_file(job.src, job.dst, vault, pipe, in_place=in_place)
 
+    recovery = "approximate" if approximate else "exact"
+
     def finish(job: Job, res, summary: Summary) -> None:
         summary.faces += res.vault_records
+        if as_json:
+            click.echo(json.dumps({"input": str(job.src), "output": str(res.dst), "faces_restored": res.vault_records,
+                                   "recovery": recovery}))
 
     try:
         summary = _run(inputs, Path(outdir) if outdir else None, recursive, work, finish, "recover", workers=workers)
     finally:
         if vault is not None:
             vault.close()
-    _finish(summary, "restored")
+    if approximate and summary.images:
+        click.echo("note: approximate recovery: each face was drawn by the recovery network from its payload's code; "
+                   "it is not the original face (--vault restores originals exactly)", err=True)
+    _finish(summary, "restored approximately" if approximate else "restored")
 
 
 def _default_watermark() -> str:

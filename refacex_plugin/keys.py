@@ -17,6 +17,7 @@ from .errors import KeyFileError
 
 KEY_BYTES = 32
 _HEADER = "refacex-key-v1"
+_MAX_KEY_FILE_BYTES = 1024  # a key file is 60 bytes
 
 
 def generate_key() -> bytes:
@@ -60,15 +61,19 @@ def write_key_file(path: str | os.PathLike, key: bytes | None = None) -> str:
 
 
 def read_key_file(path: str | os.PathLike) -> bytes:
-    """Read a key file written by :func:`write_key_file`; refuses group/world-readable files."""
+    """Read a key file written by :func:`write_key_file`; refuses group/world-readable files.
+
+    The format is checked before the permissions, so a file that is no key at all is called that
+    instead of drawing advice to chmod it.
+    """
     path = Path(path)
     try:
-        mode = path.stat().st_mode
+        st = path.stat()
+        if st.st_size > _MAX_KEY_FILE_BYTES:  # never read a large file given by mistake
+            raise KeyFileError(f"{path}: not a refacex key file")
         text = path.read_text("ascii")
     except (OSError, UnicodeDecodeError) as exc:
         raise KeyFileError(f"{path}: cannot read key file ({getattr(exc, 'strerror', None) or 'not a key file'})") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(f"{path}: key file is readable by others; run chmod 600 on it")
     lines = text.split()
     if len(lines) != 2 or lines[0] != _HEADER:
         raise KeyFileError(f"{path}: not a refacex key file")
@@ -78,4 +83,6 @@ def read_key_file(path: str | os.PathLike) -> bytes:
         raise KeyFileError(f"{path}: corrupt key file") from None
     if len(key) != KEY_BYTES:
         raise KeyFileError(f"{path}: corrupt key file (wrong length)")
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(f"{path}: key file is readable by others; run chmod 600 on it")
     return key
