@@ -116,7 +116,10 @@ _FACTORIES: dict[str, Callable[[], Anonymiser]] = {
 }
 _UNAVAILABLE: dict[str, str] = {}
 #: Learned methods that load their weights from the zoo the first time they are asked for.
-_LEARNED: dict[str, str] = {"refacex": "refacex_plugin.anonymiser.model:load_refacex_model"}
+_LEARNED: dict[str, str] = {
+    "composite": "refacex_plugin.composite:load_composite",
+    "refacex": "refacex_plugin.anonymiser.model:load_refacex_model",
+}
 _LOADED: dict[str, Anonymiser] = {}
 _NOT_DEFAULT: set[str] = set()  # available by name, but not preferred (its manifest says default: false)
 
@@ -149,7 +152,7 @@ def _probe_learned() -> None:
         _FACTORIES[name] = lambda n=name: _LOADED[n]
 
 #: Preference order for :func:`default_method`: learned first, then the baselines.
-PREFERENCE = ("refacex", "pixelate", "blur", "mask")
+PREFERENCE = ("composite", "refacex", "pixelate", "blur", "mask")
 BASELINES = ("blur", "pixelate", "mask")
 
 

@@ -89,7 +89,7 @@ def _with(options):
 @click.option("--vault", "vault_path", type=click.Path(dir_okay=False), help="Store each original face region, encrypted, in this vault file (needs --key-file) for exact recovery.")
 @click.option("--donor-policy", type=click.Choice(["random", "consistent"]), default="random", show_default=True,
               help="Donor-driven methods: a new donor per face, or the same donor for the same person (keyed by --key-file).")
-@click.option("--donors", "donors_dir", type=click.Path(exists=True, file_okay=False), help="Folder of consenting real donors' face images (default: the shipped synthetic identities).")
+@click.option("--donors", "donors_dir", type=click.Path(exists=True), help="Donor bank built by `refacex donors build` from consenting donors' faces, or a folder of their photos [default: the shipped bank].")
 @click.option("--keep-landmarks/--no-keep-landmarks", default=False, show_default=True,
               help="refacex: move the drawn face's features onto the original's 68 landmarks (better landmarks and pose, "
                    "at a measured privacy cost; see the README).")
@@ -131,7 +131,7 @@ def anonymise(inputs, outdir, method, strength, key_file, vault_path, donor_poli
             method=method, detector=detector, detector_config=DetectorConfig(threshold=threshold, min_size=min_face),
             align=AlignConfig(), strength=strength, key=key, watermark=watermark,
             watermark_strength=watermark_strength, donor_policy=donor_policy, device=device,
-            donor_bank=_donor_bank(donors_dir) if donors_dir else None, keep_landmarks=keep_landmarks,
+            donor_bank=_donor_bank(donors_dir, method) if donors_dir else None, keep_landmarks=keep_landmarks,
         )
         from .anonymisers import is_experimental
 
@@ -326,11 +326,49 @@ def _default_watermark() -> str:
         return f"none ({exc})"
 
 
-def _donor_bank(folder):
-    from .anonymiser.donors import DonorBank
+def _donor_bank(path, method):
+    """A donor bank file, or one built from a folder of donor photos (for the generator: its identity vectors)."""
     from .batch import iter_jobs
 
-    return DonorBank.from_images([j.src for j in iter_jobs([folder], None, True)])
+    if Path(path).is_file():
+        from .composite import DonorBank
+
+        return DonorBank.load(path)
+    photos = [j.src for j in iter_jobs([path], None, True)]
+    if method == "refacex":
+        from .anonymiser.donors import DonorBank as IdentityBank
+
+        return IdentityBank.from_images(photos)
+    from .composite import build_bank, collect_faces
+
+    return build_bank(collect_faces(photos), origin=f"donor photos in {path}")
+
+
+@main.group(context_settings=_SETTINGS)
+def donors():
+    """Donor banks: the faces anonymised faces are built from."""
+
+
+@donors.command("build", context_settings=_SETTINGS)
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Bank file to write (.npz).")
+@click.option("--blend", type=click.IntRange(1, 4), default=1, show_default=True, help="People averaged per donor (2+: no single donor's face is ever pasted).")
+@click.option("--screen/--no-screen", default=True, show_default=True, help="Leave out faces with glasses or a covered forehead.")
+def donors_build(folder, output, blend, screen):
+    """Build a donor bank from FOLDER's photos (searched recursively; one face each, of people who consented)."""
+    from .batch import iter_jobs
+    from .composite import build_bank, collect_faces
+
+    photos = [j.src for j in iter_jobs([folder], None, True)]
+    if not photos:
+        _fail(f"{folder}: no images found")
+    faces = collect_faces(photos)
+    try:
+        bank = build_bank(faces, blend=blend, screen=screen, origin=f"{len(faces)} photos from {Path(folder).name}")
+    except RefacexError as exc:
+        _fail(str(exc))
+    bank.save(output)
+    click.echo(f"{len(photos)} photos, {len(faces)} usable faces -> {len(bank)} donors in {output}")
 
 
 def _reader(key_files, watermark, detector, threshold, min_face):
@@ -356,7 +394,7 @@ def _warn_if_experimental_watermark(pipe) -> None:
 
 
 @main.command(context_settings=_SETTINGS)
-@click.argument("sections", nargs=-1, type=click.Choice(["privacy", "utility", "recovery", "robustness", "speed", "attacks", "all"]))
+@click.argument("sections", nargs=-1, type=click.Choice(["privacy", "utility", "naturalness", "recovery", "robustness", "speed", "attacks", "all"]))
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Identity-labelled folder (<Name>/<Name>_NNNN.jpg).")
 @click.option("--method", "methods", multiple=True, type=click.Choice(known_methods()), help="Method(s) to measure [default: all available].")
 @click.option("--recognizer", "recognizers", multiple=True, help="dlib or onnx:PATH[:imagenet|arcface] [default: dlib + ../shared MobileFaceNet if present].")
@@ -371,6 +409,8 @@ def _warn_if_experimental_watermark(pipe) -> None:
 @click.option("--payload", type=click.Choice(list(KIND_NAMES.values())), default="recovery-code", show_default=True,
               help="Robustness: what each face carries (a 128-bit recovery code, BCH t = 10; a 64-bit vault reference, t = 21).")
 @click.option("--recovery-faces", type=int, help="Faces for the recovery section [default: 40 quick / 300 full].")
+@click.option("--strength", type=float, default=1.0, show_default=True, help="The methods' privacy/utility dial.")
+@click.option("--naturalness-faces", type=int, help="Faces for the naturalness classifier [default: 300 quick / 1,500 full].")
 @click.option("--false-detect-images", type=int, help="Unmarked images for the false-detection count [default: 200 quick / 10,000 full].")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=str(Path.home() / ".cache" / "refacex" / "bench"), show_default=True, help="Cache of the originals' measurements.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the results as JSON.")
@@ -378,11 +418,11 @@ def _warn_if_experimental_watermark(pipe) -> None:
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False), help="Write PNG plots here.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--progress/--no-progress", default=None)
-def bench(sections, data, methods, recognizers, quick, seed, probes_per_person, far, attack_steps, attack_faces, watermarks, robustness_faces, payload, recovery_faces, false_detect_images,
-          cache_dir, json_out, report_out, plots_dir, device, progress):
+def bench(sections, data, methods, recognizers, quick, seed, probes_per_person, far, attack_steps, attack_faces, watermarks, robustness_faces, payload, recovery_faces,
+          strength, naturalness_faces, false_detect_images, cache_dir, json_out, report_out, plots_dir, device, progress):
     """Measure privacy, utility, recovery, robustness and speed on real faces.
 
-    SECTIONS: privacy, utility, recovery, robustness, speed, attacks or all (default
+    SECTIONS: privacy, utility, naturalness, recovery, robustness, speed, attacks or all (default
     all; attacks trains inversion networks: ~5 min quick, hours full on a CPU).
     """
     from .bench.recognizers import default_recognizer_specs
@@ -396,6 +436,7 @@ def bench(sections, data, methods, recognizers, quick, seed, probes_per_person, 
         probes_per_person=probes_per_person, cache_dir=Path(cache_dir) if cache_dir else None, device=device,
         attack_steps=attack_steps, attack_faces=attack_faces,
         watermarks=list(watermarks) or None, robustness_faces=robustness_faces, payload=payload, recovery_faces=recovery_faces, false_detect_images=false_detect_images,
+        strength=strength, naturalness_faces=naturalness_faces,
         progress=sys.stderr.isatty() if progress is None else progress,
         command="refacex bench " + " ".join(sys.argv[2:]),
     )

@@ -138,8 +138,11 @@ class Pipeline:
         self._loading = threading.Lock()  # threads share a pipeline (a folder run's workers); models load once
         self.watermark_strength = watermark_strength
         self.donors = None
+        if hasattr(self.anonymiser, "with_donors"):  # donor composites choose their donors per face, keyed
+            self.anonymiser = self.anonymiser.with_donors(donor_bank, donor_policy, key, donor_seed)
+            donor_bank = None
         bank = donor_bank if donor_bank is not None else getattr(self.anonymiser, "bank", None)
-        if bank is not None:
+        if bank is not None and not hasattr(self.anonymiser, "with_donors"):
             from .anonymiser.donors import DonorAssigner
 
             self.donors = DonorAssigner(bank, donor_policy, key, seed=donor_seed)
@@ -172,8 +175,14 @@ class Pipeline:
                 donors = self.donors.vectors(ids).to(crops)
             if self._key is not None and getattr(self.anonymiser, "reversible", False):
                 codes = list(self.anonymiser.codes(crops))
-            new = operators.anonymise(crops, donors, self.method, self.strength)
-        out = paste_crops(rgb, new, m, self.align, self._mask.expand(len(det), -1, -1, -1))
+            mask, donor_ids = self._mask.expand(len(det), -1, -1, -1), [None] * len(det)
+            if hasattr(self.anonymiser, "anonymise"):  # composites say where they changed the crop
+                composites = self.anonymiser.anonymise(crops, self.strength)
+                new, mask = composites.crops, torch.minimum(mask, composites.masks)
+                donor_ids = ["+".join(map(str, d)) for d in composites.donors]
+            else:
+                new = operators.anonymise(crops, donors, self.method, self.strength)
+        out = paste_crops(rgb, new, m, self.align, mask)
         if self.keep_landmarks:
             out = self._keep_landmarks(rgb, out, det, m)
         faces = [
@@ -183,6 +192,7 @@ class Pipeline:
                 score=round(float(det.scores[i]), 4),
                 landmarks=[[round(float(x), 2), round(float(y), 2)] for x, y in det.landmarks[i]],
                 method=self.method,
+                donor_id=donor_ids[i],
             )
             for i in range(len(det))
         ]

@@ -19,11 +19,11 @@ from ..landmarks import Landmarks68
 from ..pipeline import Pipeline
 from . import metrics as M
 from .dataset import make_split, read_pairs
-from .originals import measure_originals
+from .originals import central_face, measure_originals
 from .recognizers import load_recognizer
 
 SCHEMA = "refacex-bench/1"
-SECTIONS = ("privacy", "utility", "recovery", "robustness", "speed", "attacks")
+SECTIONS = ("privacy", "utility", "naturalness", "recovery", "robustness", "speed", "attacks")
 
 
 @dataclass
@@ -41,7 +41,7 @@ class BenchConfig:
     speed_images: int | None = None
     watermarks: list[str] | None = None  # None = every available watermark (incl. the dct-qim baseline)
     robustness_faces: int | None = None  # None = 40 quick / 500 full
-    payload: str = "recovery-code"  # robustness: what each face carries (recovery-code: version 2; vault-ref: version 3)
+    payload: str = "vault-ref"  # robustness: what each face carries (vault-ref: version 3, what a keyed anonymise with a vault writes; recovery-code: version 2)
     recovery_faces: int | None = None  # None = 40 quick / 300 full
     false_detect_images: int | None = None  # None = 200 quick / 10,000 full
     attack_steps: int | None = None  # inverter training steps: None = 60 quick / 1,500 full
@@ -51,6 +51,9 @@ class BenchConfig:
     quick_distractors: int = 380
     progress: bool = True
     command: str = ""
+    strength: float = 1.0  # the methods' privacy/utility dial
+    naturalness_faces: int | None = None  # None = 300 quick / 1,500 full
+    naturalness_steps: int | None = None  # classifier training steps: None = 400 quick / 1,000 full
 
 
 def git_commit() -> str | None:
@@ -138,16 +141,20 @@ def evaluate_method(method: str, cfg: BenchConfig, split, orig, idx, recognizers
     """Privacy and utility of one method over the probes (``method='none'``: the originals)."""
     detector = load_detector(DEFAULT_DETECTOR)
     lm68 = Landmarks68()
-    pipe = Pipeline(method=method, device=cfg.device, donor_seed=cfg.seed) if method != "none" else None
+    pipe = Pipeline(method=method, device=cfg.device, donor_seed=cfg.seed, strength=cfg.strength) if method != "none" else None
     probes = [(idx[str(p)], lab) for p, lab in zip(split.probes, split.probe_labels) if orig.ok[idx[str(p)]]]
     anon_emb = {r.name: [] for r in recognizers}
+    donor_ids: list[str | None] = []
     retained, nmes, pose_d, bg_psnr, bg_ssim, face_psnr = [], [], [], [], [], []
     for i, _ in tqdm(probes, desc=method, unit="img", disable=not cfg.progress, file=sys.stderr):
         rgb = read_image(orig.paths[i]).rgb
         if pipe is None:
             out = rgb
         else:
-            out = pipe.anonymise_image(rgb, orig.detections(i)).image
+            result = pipe.anonymise_image(rgb, orig.detections(i))
+            out = result.image
+            central = central_face(orig.detections(i), *rgb.shape[:2])
+            donor_ids.append(result.faces[central].donor_id if central is not None and result.faces else None)
         for r in recognizers:
             anon_emb[r.name].append(r.embed(out, [orig.geometry[r.name][i]])[0])
         if pipe is None or "utility" not in cfg.sections:
@@ -184,6 +191,14 @@ def evaluate_method(method: str, cfg: BenchConfig, split, orig, idx, recognizers
                 "gallery_identities": int(len(g_ok)),
                 "donor_match_rate": None,  # baselines use no donor
             }
+        bank = getattr(pipe.anonymiser, "bank", None) if pipe is not None else None
+        if bank is not None and hasattr(bank, "sources") and any(donor_ids):
+            from .donors import donor_match_rates
+
+            rates = donor_match_rates({r.name: np.asarray(anon_emb[r.name], np.float32) for r in recognizers}, donor_ids, bank,
+                                      cfg.data, recognizers, calib, detector)
+            for name, rate in rates.items():
+                priv[name]["donor_match_rate"] = rate
         res["privacy"] = priv
     if "utility" in cfg.sections and pipe is not None:
         pose_arr = np.array(pose_d)
@@ -227,7 +242,7 @@ def run(cfg: BenchConfig) -> dict:
         "recognizers": {},
         "methods": {},
     }
-    need_faces = bool({"privacy", "utility", "recovery", "attacks"} & set(cfg.sections))
+    need_faces = bool({"privacy", "utility", "naturalness", "recovery", "attacks"} & set(cfg.sections))
     if need_faces:
         orig = measure_originals(split.images, detector, recognizers, cfg.cache_dir, cfg.progress)
         idx = orig.index()
@@ -242,6 +257,8 @@ def run(cfg: BenchConfig) -> dict:
             result["reference"] = evaluate_method("none", cfg, split, orig, idx, recognizers, calib)
             for m in cfg.methods:
                 result["methods"].setdefault(m, {}).update(evaluate_method(m, cfg, split, orig, idx, recognizers, calib))
+    if "naturalness" in cfg.sections:
+        result["naturalness"] = measure_naturalness_section(cfg, split, orig, idx)
     for m in cfg.methods:
         if "recovery" in cfg.sections:
             result["methods"].setdefault(m, {})["recovery"] = measure_recovery(m, cfg, split, orig, idx, recognizers, calib)
@@ -261,6 +278,26 @@ def run(cfg: BenchConfig) -> dict:
     return result
 
 
+def measure_naturalness_section(cfg: BenchConfig, split, orig, idx) -> dict:
+    """The real-or-anonymised classifier's test accuracy per method (:mod:`.naturalness`)."""
+    import random
+
+    from .naturalness import measure_naturalness
+
+    n = cfg.naturalness_faces or (300 if cfg.quick else 1500)
+    steps = cfg.naturalness_steps or (400 if cfg.quick else 1000)
+    pool = [idx[str(p)] for p in [*split.gallery, *split.probes] if orig.ok[idx[str(p)]]]
+    chosen = sorted(random.Random(cfg.seed).sample(pool, min(n, len(pool))))
+    files = [orig.paths[i] for i in chosen]
+    labels = [orig.paths[i].split("/")[-2] for i in chosen]
+    dets = []
+    for i, path in zip(chosen, files):
+        det = orig.detections(i)
+        h, w = read_image(path).rgb.shape[:2]
+        dets.append((det, central_face(det, h, w)))
+    return measure_naturalness(cfg.methods, files, labels, dets, cfg.device, cfg.seed, steps, cfg.progress)
+
+
 def measure_recovery(method: str, cfg: BenchConfig, split, orig, idx, recognizers, calib) -> dict:
     from ..anonymisers import get_anonymiser
     from .recovery import evaluate_recovery
@@ -275,14 +312,13 @@ def measure_recovery(method: str, cfg: BenchConfig, split, orig, idx, recognizer
 
 
 def measure_robustness(cfg: BenchConfig, split) -> dict:
-    """Every watermark on the same faces: hosts anonymised by the first reversible method given,
-    else the original faces."""
-    from ..anonymisers import get_anonymiser
+    """Every watermark on the same faces: hosts anonymised by the default method, the faces users mark."""
+    from ..anonymisers import default_method
     from ..watermark import available_watermarks
     from .robustness import evaluate_watermark, sample_files
 
     names = cfg.watermarks or available_watermarks()
-    host = next((m for m in cfg.methods if get_anonymiser(m).reversible), None)
+    host = default_method()
     n = cfg.robustness_faces or (40 if cfg.quick else 500)
     nf = cfg.false_detect_images if cfg.false_detect_images is not None else (200 if cfg.quick else 10_000)
     files = sample_files(split.probes or split.gallery, n, cfg.seed)

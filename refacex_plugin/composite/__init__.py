@@ -1,0 +1,33 @@
+"""Donor-composite anonymisation: real donor pixels on the target's dense face geometry."""
+
+from __future__ import annotations
+
+import threading
+
+from .anonymiser import CompositeAnonymiser, CompositeConfig
+from .bank import DonorBank, DonorChooser, build_bank, collect_faces
+
+#: Manifest name of the shipped donor bank.
+BANK = "refacex-donor-bank"
+
+_BANKS: dict[str, DonorBank] = {}
+_LOCK = threading.Lock()
+
+
+def shipped_bank() -> DonorBank:
+    """The shipped bank, loaded once (hash-checked by the zoo)."""
+    from ..zoo import weights_path
+
+    with _LOCK:
+        if BANK not in _BANKS:
+            _BANKS[BANK] = DonorBank.load(weights_path(BANK))
+        return _BANKS[BANK]
+
+
+def load_composite() -> tuple[CompositeAnonymiser, bool]:
+    """The composite anonymiser over the shipped bank; it is the default whenever its bank loads."""
+    return CompositeAnonymiser(shipped_bank()), True
+
+
+__all__ = ["BANK", "CompositeAnonymiser", "CompositeConfig", "DonorBank", "DonorChooser", "build_bank", "collect_faces",
+           "load_composite", "shipped_bank"]
