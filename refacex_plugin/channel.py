@@ -313,7 +313,7 @@ def face_logits(rgb: np.ndarray, m_img2crop: torch.Tensor, watermark: Watermark,
     return np.stack([f[0] for f in found]), torch.cat([f[1] for f in found])
 
 
-def _search(rgb, m, watermark, align, device, accept: Accept) -> tuple[np.ndarray, torch.Tensor, tuple]:
+def _search(rgb, m, watermark, align, device, accept: Accept, fallbacks: bool = True) -> tuple[np.ndarray, torch.Tensor, tuple]:
     """Where one face's mark lies (``m (1, 2, 3)``: its re-detection): ``(logits (bits,),
     transform (1, 2, 3), its parameters)`` (:func:`_refine`).
 
@@ -328,29 +328,53 @@ def _search(rgb, m, watermark, align, device, accept: Accept) -> tuple[np.ndarra
     leave; the re-detection itself lies within 0.3-3 px of the mark there (measured on 15 LFW faces
     after JPEG Q50: the mark read in its own frame was 0.32-0.44 confident, the wide search's
     reading 0.26-0.28, 8-38 vs 117-146 wrong bits; docs/notes/learned-models.md, session 14).
-    A reading that is no codeword is polished (:func:`_polish`) before the next try."""
+    A reading that is no codeword is polished (:func:`_polish`) before the next try.
+    Without ``fallbacks``, the local search and its polish only (:func:`read_marks` runs the
+    beam and the wide search later, among its other fallbacks, within the face's
+    :class:`ReadingBudget`). An ``accept`` that is a :class:`ReadingBudget` ends the search once spent."""
     def codeword(read):
         return accept(read[0], read[1])
 
     local = _refine(rgb, m, watermark, align, device, SYNC_STAGES[WIDE_STAGES:])
-    if codeword(local):
+    if codeword(local) or _spent(accept):
         return local
     local = _polish(rgb, m, watermark, align, device, local[2])
-    if codeword(local):
+    if codeword(local) or not fallbacks:
         return local
+    read = _beam(rgb, m, watermark, align, device, accept)
+    if read is not None:
+        return read
+    wide = _wide(rgb, m, watermark, align, device, accept)
+    return wide if wide[3] else max((local, wide[:3]), key=lambda read: float(np.abs(read[0]).mean()))
+
+
+def _beam(rgb, m, watermark, align, device, accept: Accept):
+    """The first reading ``accept`` takes from the beam's starts around ``m (1, 2, 3)`` (each
+    refined, then polished), or None."""
     for start in _beam_starts(rgb, m, watermark, align, device):
+        if _spent(accept):
+            return None
         read = _refine(rgb, start, watermark, align, device, SYNC_STAGES[BEAM_FROM_STAGE:])
-        if not codeword(read):
-            read = _polish(rgb, start, watermark, align, device, read[2])
-        if codeword(read):
+        if accept(read[0], read[1]):
             return read
+        if _spent(accept):
+            return None
+        read = _polish(rgb, start, watermark, align, device, read[2])
+        if accept(read[0], read[1]):
+            return read
+    return None
+
+
+def _wide(rgb, m, watermark, align, device, accept: Accept):
+    """The whole search from ``m (1, 2, 3)``, wide stages first, then polished: the reading and
+    whether ``accept`` took it."""
     wide = _refine(rgb, m, watermark, align, device, SYNC_STAGES)
-    if codeword(wide):
-        return wide
+    if accept(wide[0], wide[1]):
+        return (*wide, True)
+    if _spent(accept):
+        return (*wide, False)
     wide = _polish(rgb, m, watermark, align, device, wide[2])
-    if codeword(wide):
-        return wide
-    return max((local, wide), key=lambda read: float(np.abs(read[0]).mean()))
+    return (*wide, bool(accept(wide[0], wide[1])))
 
 
 #: How far the search's shifts can move a reading, summed over :data:`SYNC_STAGES` (crop pixels),
@@ -657,6 +681,50 @@ RESCALED_STARTS = (1.0, 2 / 3, 1.5)
 Accept = Callable[[np.ndarray, torch.Tensor], bool]
 
 
+#: Readings a reader tries on one face at most (:class:`ReadingBudget`): the local search and its
+#: polish, then the fallbacks in :data:`FALLBACKS`' order until one opens the face or the budget is
+#: spent. A count, not a clock, so the same image reads the same way on any machine and under any
+#: load. Every fallback used to run to its end on a face with no mark (an unmarked face, or one a
+#: distortion erased): ~45 readings, 5-8 s a face on this CPU, and no measurement of the
+#: confidence, its balance or its peak over the gains separated such faces from marked ones a
+#: distortion weakened (40 LFW faces each, pixelate hosts). What a marked face needs:
+#: ``refacex bench robustness`` rows in the README, measured with this budget.
+READ_BUDGET = 12
+
+
+#: Readings a face gets with each earlier default watermark (``Pipeline.read_payloads``) where the
+#: default found no mark: the local search and its polish. Every face without a payload (an
+#: unmarked one, or one whose mark a distortion erased) pays this, on every read, for the files
+#: written before the default changed; those open unchanged or re-encoded at the local search.
+EARLIER_READ_BUDGET = 2
+
+
+class ReadingBudget:
+    """One face's ``accept`` (:data:`Accept`) that counts the readings it is asked about: spent
+    after ``readings``; remembers whether it took one."""
+
+    def __init__(self, accept: "Accept", readings: int = READ_BUDGET):
+        self.accept, self.left, self.taken = accept, int(readings), False
+
+    def __call__(self, logits: np.ndarray, m: torch.Tensor) -> bool:
+        self.left -= 1
+        self.taken = bool(self.accept(logits, m))
+        return self.taken
+
+    @property
+    def spent(self) -> bool:
+        return self.left <= 0
+
+
+def _spent(accept) -> bool:
+    return bool(getattr(accept, "spent", False))
+
+
+def _face_accept(accept, i: int):
+    """Face ``i``'s ``accept``: one per face (a sequence) or one for all."""
+    return accept[i] if isinstance(accept, (list, tuple)) else accept
+
+
 def is_codeword(logits: np.ndarray, m: torch.Tensor | None = None) -> bool:
     """Whether a reading's hard bits are a codeword of the payload's error correction (needs no key)."""
     from .payload import correct_channel
@@ -672,10 +740,10 @@ def payload_opener(rgb: np.ndarray, keys: list[bytes], align: AlignConfig = Alig
     Why: without a key the search stops only at a hard codeword (at most ``t`` wrong bits), and a
     face it never reads one from gets its most confident reading, which after WebP Q80 or a
     half-size resize is often a chance point; soft decoding opens readings with 11-19 wrong bits.
-    Every reading tried is one more chance for unmarked pixels to authenticate: up to 48 readings
-    of a face (:class:`FacePayload`), each ``8 * 1024 * 2^-40 = 2^-27``
-    (:func:`~refacex_plugin.payload.open_payload`), under 2^-21 a face and key. Costs an unmarked
-    face ~12 ms a reading (ordered statistics' elimination, mostly): ~0.3-0.6 s."""
+    Every reading tried is one more chance for unmarked pixels to authenticate: at most
+    :data:`READ_BUDGET` readings of a face (:class:`FacePayload`), each ``8 * 1024 * 2^-40 = 2^-27``
+    (:func:`~refacex_plugin.payload.open_payload`), under 2^-23 a face and key. Costs an unmarked
+    face ~12 ms a reading (ordered statistics' elimination, mostly)."""
     return PayloadOpener(rgb, keys, align)
 
 
@@ -722,7 +790,7 @@ def _search_rescaled(rgb, det: Detections, todo: list[int], logits: np.ndarray, 
     todo = list(todo)
     h, w = rgb.shape[:2]
     for s in RESCALED_STARTS:
-        if not todo:
+        if not [i for i in todo if not _spent(_face_accept(accept, i))]:
             break
         if s == 1.0:
             back, match = det.landmarks, list(todo)
@@ -737,10 +805,10 @@ def _search_rescaled(rgb, det: Detections, todo: list[int], logits: np.ndarray, 
             back = ((found.landmarks + 0.5) / np.array([size[0] / w, size[1] / h], np.float32) - 0.5).astype(np.float32)
             match = match_faces(det.landmarks[todo], Detections(found.boxes, found.scores, back))
         for i, j in zip(list(todo), match):
-            if j is None:
+            if j is None or _spent(_face_accept(accept, i)):
                 continue
             read = _refine(rgb, alignment_matrices(back[j : j + 1], align), watermark, align, device, SYNC_STAGES[WIDE_STAGES:])
-            if accept(read[0], read[1]):
+            if _face_accept(accept, i)(read[0], read[1]):
                 logits[i], m[i] = read[0], read[1][0]
                 todo.remove(i)
     return todo
@@ -769,8 +837,8 @@ def _search_unclipped(rgb, todo: list[int], logits: np.ndarray, m: torch.Tensor,
     h, w = rgb.shape[:2]
     left = []
     for i in todo:
-        read = unclipped_reading(i)
-        if read is not None and accept(read[0], read[1]):
+        read = None if _spent(_face_accept(accept, i)) else unclipped_reading(i)
+        if read is not None and _face_accept(accept, i)(read[0], read[1]):
             logits[i], m[i] = read[0], read[1][0]
         else:
             left.append(i)
@@ -823,7 +891,7 @@ def _before_axes(m: torch.Tensor, sx: float, sy: float, tx: float, ty: float) ->
 
 
 def _search_deblurred(rgb, todo: list[int], logits: np.ndarray, m: torch.Tensor, watermark, align, device,
-                      detector: FaceDetector | None = None, accept: Accept = is_codeword) -> list[int]:
+                      detector: FaceDetector | None = None, accept: Accept = is_codeword, own: bool = True) -> list[int]:
     """For the faces ``todo`` (readings ``logits (N, bits)`` in frames ``m (N, 2, 3)``, no codeword
     yet), search again in the face's region deblurred (:func:`~refacex_plugin.deblurring.wiener_deblur`)
     at each of :data:`DEBLUR_SIGMAS`, the region first scaled up to :data:`DEBLUR_SCALE` where the
@@ -831,7 +899,8 @@ def _search_deblurred(rgb, todo: list[int], logits: np.ndarray, m: torch.Tensor,
     in the region enlarged to each of :data:`DEBLUR_DETECT_SCALES` (with ``detector``; one detection
     at a time, only while no start has opened the face, and only starts not within
     :data:`SAME_START` of an earlier one); the first reading ``accept``-ed replaces the reading in place.
-    Returns the faces still without a codeword.
+    Returns the faces still without a codeword. Without ``own``, the re-detections' starts only
+    (the reading's own frame was searched before).
 
     Why: a blur or a down-scaling mixes each carrier block with its neighbours; the search's gains
     and falloffs scale carriers but cannot unmix them, a deconvolution does (module docstring of
@@ -843,7 +912,8 @@ def _search_deblurred(rgb, todo: list[int], logits: np.ndarray, m: torch.Tensor,
     left = []
     for i in todo:
         roi = face_footprints(m[i : i + 1], align, h, w)[0]
-        if roi is None:
+        face_accept = _face_accept(accept, i)
+        if roi is None or _spent(face_accept):
             left.append(i)
             continue
         x0, y0 = max(roi[0] - 16, 0), max(roi[1] - 16, 0)  # room to search
@@ -857,10 +927,13 @@ def _search_deblurred(rgb, todo: list[int], logits: np.ndarray, m: torch.Tensor,
         if detector is not None:
             found = _redetections(rgb[y0:y1, x0:x1], m[i : i + 1] @ _shift(x0, y0), crop_scale, detector, align)
             starts = _distinct([start], ((lm + 0.5) * np.array([ux, uy], np.float32) - 0.5 for lm in found), align)
+            if not own:
+                next(starts)
         def in_image(mr, ux=ux, uy=uy, x0=x0, y0=y0):  # a frame of the region as a frame of the image
             return _before_axes(mr, ux, uy, ux * (0.5 - x0) - 0.5, uy * (0.5 - y0) - 0.5)
 
-        read = _first_codeword(region, starts, watermark, align, device, lambda lg, mr: accept(lg, in_image(mr)))
+        read = _first_codeword(region, starts, watermark, align, device, lambda lg, mr: face_accept(lg, in_image(mr)),
+                               lambda: _spent(face_accept))
         if read is None:
             left.append(i)
         else:
@@ -914,49 +987,114 @@ def _distinct(starts: list[torch.Tensor], landmarks, align: AlignConfig):
             yield m
 
 
-def _first_codeword(region, starts, watermark, align, device, accept: Accept = is_codeword):
+def _first_codeword(region, starts, watermark, align, device, accept: Accept = is_codeword, spent=lambda: False):
     """The first reading of ``region`` that ``accept`` takes (frames in ``region``'s pixels): from
     each of ``starts`` (``(1, 2, 3)`` frames, an iterable consumed lazily, in order) the region
-    deblurred at each of :data:`DEBLUR_SIGMAS` (in order), searched locally and polished; None if none is."""
+    deblurred at each of :data:`DEBLUR_SIGMAS` (in order), searched locally and polished; None if
+    none is, or once ``spent()``."""
     from .deblurring import wiener_deblur
 
     sharp = {}
     for start in starts:
         for sigma in DEBLUR_SIGMAS:
+            if spent():
+                return None
             if sigma not in sharp:
                 sharp[sigma] = wiener_deblur(region, sigma)
             read = _refine(sharp[sigma], start, watermark, align, device, SYNC_STAGES[WIDE_STAGES:])
-            if not accept(read[0], read[1]):
-                read = _polish(sharp[sigma], start, watermark, align, device, read[2])
+            if accept(read[0], read[1]):
+                return read
+            if spent():
+                return None
+            read = _polish(sharp[sigma], start, watermark, align, device, read[2])
             if accept(read[0], read[1]):
                 return read
     return None
 
 
 def read_marks(rgb: np.ndarray, watermark: Watermark, detector: FaceDetector, align: AlignConfig = AlignConfig(),
-               device="cpu", accept: Accept | None = None, detections: Detections | None = None) -> tuple[Detections, np.ndarray, np.ndarray]:
+               device="cpu", accept: Accept | None = None, detections: Detections | None = None,
+               budget: int | None = None) -> tuple[Detections, np.ndarray, np.ndarray]:
     """:func:`read_from_image`, plus the frame each face is read in, as the five landmarks whose
     alignment is that frame ``(N, 5, 2)``: where the search registered the mark (the frame it was
     embedded and its payload bound in; sub-pixel placement for pasting a face back), or the
     re-detection for a watermark without a search. Each search ends at a reading ``accept`` takes
     (default :func:`is_codeword`; :func:`payload_opener` for a reader holding keys). A face whose
-    search found none is searched again from its re-detection at other image scales (:data:`RESCALED_STARTS`), then in
-    an estimate of what clipping took from it (:func:`_search_unclipped`), then deblurred
-    (:func:`_search_deblurred`). ``detections``: read these faces (``detector``'s, or some of
-    them) instead of detecting ``rgb`` again."""
+    local search found none is searched by the :data:`FALLBACKS`, in order, until one opens it or
+    its ``budget`` of readings (default :data:`READ_BUDGET`) is spent. ``detections``: read these
+    faces (``detector``'s, or some of them) instead of detecting ``rgb`` again."""
     from .registration import settled_landmarks
 
     det = detector(rgb) if detections is None else detections
     accept = accept or is_codeword
     settled = settled_landmarks(rgb, det.landmarks, detector)
-    logits, m = face_logits(rgb, alignment_matrices(settled, align), watermark, align, device, accept=accept)
+    start = alignment_matrices(settled, align)
     if not _searchable(watermark):
+        logits, m = face_logits(rgb, start, watermark, align, device, accept=accept)
         return det, logits, settled
-    todo = [i for i in range(len(det)) if not accept(logits[i], m[i : i + 1])]
-    todo = _search_rescaled(rgb, det, todo, logits, m, watermark, detector, align, device, accept)
-    todo = _search_unclipped(rgb, todo, logits, m, watermark, align, device, accept)
-    _search_deblurred(rgb, todo, logits, m, watermark, align, device, detector, accept)
+    tallies = [ReadingBudget(accept, READ_BUDGET if budget is None else budget) for _ in range(len(det))]
+    logits, m = np.zeros((len(det), watermark.bits), np.float32), start.clone()
+    for i in range(len(det)):
+        read = _search(rgb, start[i : i + 1], watermark, align, device, tallies[i], fallbacks=False)
+        logits[i], m[i] = read[0], read[1][0]
+    todo = [i for i in range(len(det)) if not tallies[i].taken]
+    for fallback in FALLBACKS:
+        todo = [i for i in todo if not tallies[i].spent]
+        if not todo:
+            break
+        todo = fallback(rgb, det, todo, logits, m, start, watermark, detector, align, device, tallies)
     return det, logits, _frame_landmarks(m, align)
+
+
+def _search_beam(rgb, todo, logits, m, start, watermark, align, device, accept) -> list[int]:
+    """For the faces ``todo``, :func:`_beam` around their start (``start (N, 2, 3)``, the settled
+    re-detection); a reading ``accept``-ed replaces the reading in place. Returns the faces left."""
+    left = []
+    for i in todo:
+        read = _beam(rgb, start[i : i + 1], watermark, align, device, _face_accept(accept, i))
+        if read is None:
+            left.append(i)
+        else:
+            logits[i], m[i] = read[0], read[1][0]
+    return left
+
+
+def _search_wide(rgb, todo, logits, m, start, watermark, align, device, accept) -> list[int]:
+    """For the faces ``todo``, :func:`_wide` from their start; its reading replaces the reading in
+    place if ``accept``-ed or more confident. Returns the faces left."""
+    left = []
+    for i in todo:
+        *read, taken = _wide(rgb, start[i : i + 1], watermark, align, device, _face_accept(accept, i))
+        if taken or float(np.abs(read[0]).mean()) > float(np.abs(logits[i]).mean()):
+            logits[i], m[i] = read[0], read[1][0]
+        if not taken:
+            left.append(i)
+    return left
+
+
+#: A face the local search did not open is searched by these, in order, within its
+#: :data:`READ_BUDGET`; each ``(rgb, det, todo, logits, m, start, watermark, detector, align, device,
+#: accepts) -> todo left``. Likely first: deblurring from the reading's own frame opens most faces a
+#: resize or a blur weakened, in its first readings; the beam most of what JPEG or WebP moved off the
+#: local search's grid (:data:`SEARCH_BEAM`); re-detections at other scales, the clipping estimate
+#: and the wide search open few faces the others leave; the deblurring's further starts fewest,
+#: at the highest cost (a detection each). Order measured on 16 marked LFW images a row
+#: (pixelate hosts; resize x0.5, blur sigma 1, WebP Q80): of the faces the fallbacks opened, the
+#: deblurring opened them in its first 3 readings, the beam in its first 9.
+FALLBACKS = (
+    lambda rgb, det, todo, logits, m, start, wm, detector, align, device, acc:
+        _search_deblurred(rgb, todo, logits, m, wm, align, device, None, acc),
+    lambda rgb, det, todo, logits, m, start, wm, detector, align, device, acc:
+        _search_beam(rgb, todo, logits, m, start, wm, align, device, acc),
+    lambda rgb, det, todo, logits, m, start, wm, detector, align, device, acc:
+        _search_rescaled(rgb, det, todo, logits, m, wm, detector, align, device, acc),
+    lambda rgb, det, todo, logits, m, start, wm, detector, align, device, acc:
+        _search_unclipped(rgb, todo, logits, m, wm, align, device, acc),
+    lambda rgb, det, todo, logits, m, start, wm, detector, align, device, acc:
+        _search_wide(rgb, todo, logits, m, start, wm, align, device, acc),
+    lambda rgb, det, todo, logits, m, start, wm, detector, align, device, acc:
+        _search_deblurred(rgb, todo, logits, m, wm, align, device, detector, acc, own=False),
+)
 
 
 @dataclass
@@ -964,9 +1102,8 @@ class FacePayload:
     """What one re-detected face carries.
 
     ``found``: the channel bits error-correct to a valid codeword (an unmarked face does so with
-    probability under 2^-12: up to 48 readings - local, from the beam's eight starts and wide,
-    each polished, the raw re-detection and two rescaled ones, the clipping estimate, and two deblurrings from up to six
-    starts each, polished - of 2^-18 each); ``authenticated``: they also open under one
+    probability under 2^-12: at most :data:`READ_BUDGET` readings - local, polished, then the
+    :data:`FALLBACKS` - of 2^-18 each); ``authenticated``: they also open under one
     of the given keys (a reader holding keys tries each of those readings with them:
     :func:`payload_opener`).
     ``payload`` is the opened :class:`~refacex_plugin.payload.Payload` (secret: never print its code).
@@ -1003,10 +1140,11 @@ class FacePayload:
 
 
 def read_payloads(rgb: np.ndarray, keys: list[bytes], watermark: Watermark, detector: FaceDetector, align: AlignConfig = AlignConfig(),
-                  device="cpu", only: Sequence[int] | None = None) -> list[FacePayload]:
+                  device="cpu", only: Sequence[int] | None = None, budget: int | None = None) -> list[FacePayload]:
     """Detect every face of ``rgb``, read its channel bits and open them with ``keys`` (the search
     for each face's mark also ends at a reading that opens: :func:`payload_opener`). ``only``:
     read just these of the detected faces (their indices; the list returned holds only them).
+    ``budget``: readings a face at most (:data:`READ_BUDGET`).
     A face whose eyes lie under :data:`MIN_READ_EYES` pixels apart is listed, not read
     (``too_small``)."""
     from . import payload as P
@@ -1020,7 +1158,7 @@ def read_payloads(rgb: np.ndarray, keys: list[bytes], watermark: Watermark, dete
     index = index[~small]
     if len(index) == 0:
         return skipped
-    det, logits, frames = read_marks(rgb, watermark, detector, align, device, opener, found_all.select(index))
+    det, logits, frames = read_marks(rgb, watermark, detector, align, device, opener, found_all.select(index), budget=budget)
     out = []
     for i in range(len(det)):
         opened = opener.opened(logits[i], frames[i : i + 1]) if keys else None  # bound where the embedder bound it

@@ -406,8 +406,8 @@ def _warn_if_experimental_watermark(pipe) -> None:
 @click.option("--attack-faces", type=int, default=None, help="Attacks: attacked faces [default: 40 quick / 300 full].")
 @click.option("--watermark", "watermarks", multiple=True, help="Watermark(s) for the robustness section [default: all available].")
 @click.option("--robustness-faces", type=int, help="Faces for the robustness section [default: 40 quick / 500 full].")
-@click.option("--payload", type=click.Choice(list(KIND_NAMES.values())), default="recovery-code", show_default=True,
-              help="Robustness: what each face carries (a 128-bit recovery code, BCH t = 10; a 64-bit vault reference, t = 21).")
+@click.option("--payload", type=click.Choice(list(KIND_NAMES.values())), default="vault-ref", show_default=True,
+              help="Robustness: what each face carries (a 64-bit vault reference, t = 21, as anonymise --key-file --vault writes; a 128-bit recovery code, BCH t = 10).")
 @click.option("--recovery-faces", type=int, help="Faces for the recovery section [default: 40 quick / 300 full].")
 @click.option("--strength", type=float, default=1.0, show_default=True, help="The methods' privacy/utility dial.")
 @click.option("--naturalness-faces", type=int, help="Faces for the naturalness classifier [default: 300 quick / 1,500 full].")
@@ -417,7 +417,8 @@ def _warn_if_experimental_watermark(pipe) -> None:
 @click.option("--report", "report_out", type=click.Path(dir_okay=False), help="Write a Markdown report.")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False), help="Write PNG plots here.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--progress/--no-progress", default=None)
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Progress on stderr: a bar in a terminal, else a plain line every few items with the time taken.")
 def bench(sections, data, methods, recognizers, quick, seed, probes_per_person, far, attack_steps, attack_faces, watermarks, robustness_faces, payload, recovery_faces,
           strength, naturalness_faces, false_detect_images, cache_dir, json_out, report_out, plots_dir, device, progress):
     """Measure privacy, utility, recovery, robustness and speed on real faces.
@@ -437,7 +438,7 @@ def bench(sections, data, methods, recognizers, quick, seed, probes_per_person, 
         attack_steps=attack_steps, attack_faces=attack_faces,
         watermarks=list(watermarks) or None, robustness_faces=robustness_faces, payload=payload, recovery_faces=recovery_faces, false_detect_images=false_detect_images,
         strength=strength, naturalness_faces=naturalness_faces,
-        progress=sys.stderr.isatty() if progress is None else progress,
+        progress=progress,
         command="refacex bench " + " ".join(sys.argv[2:]),
     )
     try:

@@ -88,4 +88,7 @@ DISTORTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "saturation_-30": lambda x: saturation(x, 0.7),
     "noise_0.02": lambda x: gaussian_noise(x, 0.02),
     "blur_1": lambda x: gaussian_blur(x, 1.0),
+    # what a shared photo meets: shrunk or cropped, then saved again as JPEG
+    "resize_0.5+jpeg_q75": lambda x: jpeg(resize(x, 0.5), 75),
+    "crop_10+jpeg_q75": lambda x: jpeg(border_crop(x, 0.10), 75),
 }

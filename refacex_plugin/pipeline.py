@@ -270,9 +270,9 @@ class Pipeline:
         there and whether it authenticates under one of ``keys`` (the pipeline's key if none given).
         A pipeline whose watermark was not named also reads faces the default finds nothing in with
         each of :data:`~refacex_plugin.watermark.EARLIER_DEFAULTS` (marks written before the default
-        changed; an unmarked face costs a second reading, a face the default found a payload in is
-        not read again)."""
-        from .channel import read_payloads
+        changed; an unmarked face costs a second, local search (:data:`~refacex_plugin.channel.EARLIER_READ_BUDGET`),
+        a face the default found a payload in is not read again)."""
+        from .channel import EARLIER_READ_BUDGET, read_payloads
         from .watermark import EARLIER_DEFAULTS, load_watermark
 
         rgb = as_rgb_array(image)
@@ -289,6 +289,7 @@ class Pipeline:
                 earlier = load_watermark(name)
             except ModelNotAvailableError:
                 continue
-            again = {a.index: a for a in read_payloads(rgb, keys, earlier, self.reader, self.align, self.device, only=missing) if a.found}
+            again = {a.index: a for a in read_payloads(rgb, keys, earlier, self.reader, self.align, self.device, only=missing,
+                                                       budget=EARLIER_READ_BUDGET) if a.found}
             faces = [again.get(f.index, f) for f in faces]
         return faces

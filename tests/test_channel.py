@@ -197,14 +197,13 @@ def test_reader_finds_marks_after_jpeg_q50_that_a_wide_search_misses(lfw, monkey
         emb = pipe.embed_codes(res.image, lm, [np.arange(P.REF_BITS) % 2] * len(lm), P.KIND_VAULT_REF)
         x = D.DISTORTIONS["jpeg_q50"](emb.image)
         opened["reader"] += sum(face.authenticated for face in pipe.read_payloads(x))
-        search, starts, unclipped, deblurred = C._search, C.RESCALED_STARTS, C._search_unclipped, C._search_deblurred
+        search, fallbacks = C._search, C.FALLBACKS
         try:  # the wide search alone, from the re-detection only, no fallbacks
-            C._search = lambda rgb, m, wm, align, device, accept: C._refine(rgb, m, wm, align, device, C.SYNC_STAGES)
-            C.RESCALED_STARTS, C._search_unclipped = (), lambda rgb, todo, *args: todo
-            C._search_deblurred = lambda rgb, todo, *args: todo
+            C._search = lambda rgb, m, wm, align, device, accept, fallbacks=True: C._refine(rgb, m, wm, align, device, C.SYNC_STAGES)
+            C.FALLBACKS = ()
             opened["wide only"] += sum(face.authenticated for face in pipe.read_payloads(x))
         finally:
-            C._search, C.RESCALED_STARTS, C._search_unclipped, C._search_deblurred = search, starts, unclipped, deblurred
+            C._search, C.FALLBACKS = search, fallbacks
     assert opened["reader"] >= 6 and opened["reader"] >= opened["wide only"] + 2, opened
 
 
@@ -557,6 +556,31 @@ def test_a_face_too_small_to_carry_a_mark_is_listed_not_read(example_rgb, monkey
     monkeypatch.setattr(C, "MIN_READ_EYES", 1.0)
     assert not any(f.too_small for f in C.read_payloads(emb.image, [key], pipe.watermark, pipe.reader, pipe.align))
     assert searched[-1] == len(faces)
+
+
+def test_a_face_with_no_mark_costs_a_reader_its_budget_and_no_more(example_rgb):
+    """Every reading the search tries on a face counts against the face's budget of readings
+    (``READ_BUDGET`` by default): a face in which nothing opens is searched through the fallbacks
+    until exactly its budget is spent, and the default budget bounds a real reader's search of an
+    unmarked face."""
+    import refacex_plugin.channel as C
+    from refacex_plugin.detection import DEFAULT_DETECTOR, load_detector, reader_config
+    from refacex_plugin.watermark import load_watermark
+
+    wm, det = load_watermark("dct-qim-low"), load_detector(DEFAULT_DETECTOR, reader_config())
+    asked = []
+
+    def never(logits, m):  # nothing opens: the search goes on while it may
+        asked.append(1)
+        return False
+
+    for budget in (3, 7):  # local + polish + a deblurred reading; then into the beam
+        asked.clear()
+        found, _, _ = C.read_marks(example_rgb, wm, det, accept=never, budget=budget)
+        assert len(found) == 1 and len(asked) == budget
+    asked.clear()
+    C.read_marks(example_rgb, wm, det, accept=lambda logits, m: asked.append(1) or C.is_codeword(logits))
+    assert 0 < len(asked) <= C.READ_BUDGET
 
 
 @pytest.fixture(scope="module")

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..detection import Detections, FaceDetector
 from ..image_io import read_image
 from ..landmarks import Landmarks68
 from .metrics import head_pose
+from .progress import progress as _progress
 from .recognizers import Recognizer
 
 CACHE_VERSION = 2
@@ -89,7 +88,7 @@ def measure_originals(paths: list[Path], detector: FaceDetector, recognizers: li
     offsets, dboxes, dscores, dlms = [0], [], [], []
     geometry = {r.name: np.zeros((n, 5, 2), np.float32) for r in recognizers}
     embedding: dict[str, list] = {r.name: [None] * n for r in recognizers}
-    for i, p in enumerate(tqdm(paths, desc="originals", unit="img", disable=not progress, file=sys.stderr)):
+    for i, p in enumerate(_progress(paths, "originals", progress)):
         rgb = read_image(p).rgb
         det = detector(rgb)
         dboxes.append(det.boxes)

@@ -10,11 +10,8 @@ the key gets).
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .. import operators
 from .. import payload as P
@@ -23,6 +20,7 @@ from ..geometry import alignment_matrices, extract_crops, paste_crops, warp_mask
 from ..image_io import read_image
 from ..keys import generate_key
 from . import metrics as M
+from .progress import progress as _progress
 
 ROWS = ("none", "jpeg_q75")
 
@@ -38,7 +36,7 @@ def evaluate_recovery(method: str, probes: list[int], orig, recognizers, calib, 
     face_psnr = {row: [] for row in ROWS}
     image_ssim = {row: [] for row in ROWS}
     used = []
-    for i in tqdm(probes, desc=f"recovery {method}", unit="img", disable=not progress, file=sys.stderr):
+    for i in _progress(probes, f"recovery {method}", progress):
         rgb = read_image(orig.paths[i]).rgb
         dets = orig.detections(i)
         res = pipe.anonymise_image(rgb, dets)

@@ -1,7 +1,7 @@
 """Payload robustness: exact decode and bit accuracy of each watermark under real distortions.
 
-Hosts are the method's anonymised images; for irreversible methods (which never carry a
-payload) the un-anonymised faces stand in. Each face gets a fresh random code sealed with a
+Hosts are the faces users mark: the images anonymised by the default method
+(:func:`~refacex_plugin.anonymisers.default_method`). Each face gets a fresh random code sealed with a
 random key and bound to the face (the real payload format: encryption, tag over the face's hash,
 BCH), embedded as ``Pipeline.embed_codes`` does; a row's exact-decode rate is the
 share of faces whose code comes back authenticated and identical after the distortion,
@@ -11,10 +11,8 @@ re-detection and re-alignment.
 from __future__ import annotations
 
 import random
-import sys
 
 import numpy as np
-from tqdm import tqdm
 
 from .. import ecc, payload as P
 from ..binding import candidate_hashes, face_signatures
@@ -26,6 +24,7 @@ from ..image_io import read_image
 from ..keys import generate_key
 from .metrics import psnr
 from .originals import central_face
+from .progress import progress as _progress
 
 
 def evaluate_watermark(name: str, files: list, host_method: str | None, seed: int = 0, false_detect_files: list | None = None, progress: bool = True,
@@ -48,7 +47,7 @@ def evaluate_watermark(name: str, files: list, host_method: str | None, seed: in
     binding_misses = {k: 0 for k in DISTORTIONS}
     face_psnr, image_psnr = [], []
     skipped = 0
-    for f in tqdm(files, desc=f"robustness {name}", unit="img", disable=not progress, file=sys.stderr):
+    for f in _progress(files, f"robustness {name} ({len(DISTORTIONS)} rows an image)", progress):
         rgb = read_image(f).rgb
         host = pipe.anonymise_image(rgb).image if pipe else rgb
         d = det(host)
@@ -149,7 +148,7 @@ def false_detections(wm, files: list, progress: bool = True) -> dict:
     image, read as its holder reads (every reading of the search is tried with it:
     :func:`~refacex_plugin.channel.payload_opener`)."""
     faces = authenticated = 0
-    for n, opened in unmarked_readings(wm, tqdm(files, desc="false detections", unit="img", disable=not progress, file=sys.stderr)):
+    for n, opened in unmarked_readings(wm, _progress(files, "false detections", progress)):
         faces, authenticated = faces + n, authenticated + opened
     return {"false_detect_faces": faces, "false_detect_authenticated": authenticated}
 

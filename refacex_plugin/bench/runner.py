@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from .. import __version__, operators
 from ..detection import DEFAULT_DETECTOR, load_detector
@@ -20,6 +18,7 @@ from ..pipeline import Pipeline
 from . import metrics as M
 from .dataset import make_split, read_pairs
 from .originals import central_face, measure_originals
+from .progress import progress as _progress
 from .recognizers import load_recognizer
 
 SCHEMA = "refacex-bench/1"
@@ -146,7 +145,7 @@ def evaluate_method(method: str, cfg: BenchConfig, split, orig, idx, recognizers
     anon_emb = {r.name: [] for r in recognizers}
     donor_ids: list[str | None] = []
     retained, nmes, pose_d, bg_psnr, bg_ssim, face_psnr = [], [], [], [], [], []
-    for i, _ in tqdm(probes, desc=method, unit="img", disable=not cfg.progress, file=sys.stderr):
+    for i, _ in _progress(probes, f"privacy/utility {method}", cfg.progress):
         rgb = read_image(orig.paths[i]).rgb
         if pipe is None:
             out = rgb

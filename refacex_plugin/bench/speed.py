@@ -19,14 +19,21 @@ import sys
 import time
 from pathlib import Path
 
+from .progress import note
+
 
 #: Timing rounds per phase (full mode, quick mode): each phase's best round is reported.
-SPEED_ROUNDS = {False: 3, True: 2}
+SPEED_ROUNDS = {False: 3, True: 1}
+#: Images timed (full mode, quick mode), unless ``--speed-images`` says otherwise: a quick run times
+#: every method in its own process, so its share of the few minutes a quick run takes is small.
+SPEED_IMAGES = {False: 200, True: 10}
 #: Marked images the reader is timed on, once: a face it finds no mark in (a small background
 #: face the embedder could not mark, or one the reader does not re-detect where it was marked) is
 #: searched through every fallback for 2-5 s, so 200 images three times took most of an hour
 #: (session 24) while the anonymise and embed phases took minutes.
 EXTRACT_IMAGES = 20
+#: Marked images the reader is timed on in a quick run.
+QUICK_EXTRACT_IMAGES = 10
 
 
 def peak_rss_mb() -> float:
@@ -57,7 +64,8 @@ def _best_time(run, rounds: int, sync=lambda: None):
     return best, out
 
 
-def _worker(method: str, files: list[str], device: str, rounds: int = 3, backend: str = "torch", workers: int = 1) -> dict:
+def _worker(method: str, files: list[str], device: str, rounds: int = 3, backend: str = "torch", workers: int = 1,
+            extract_images: int = EXTRACT_IMAGES) -> dict:
     import numpy as np
     import torch
 
@@ -111,7 +119,7 @@ def _worker(method: str, files: list[str], device: str, rounds: int = 3, backend
     marked = [out for out in outs if out is not None]
 
     # The reader (``refacex extract`` / ``recover``): detect, search for each mark, open the payload.
-    marked = marked[:EXTRACT_IMAGES]
+    marked = marked[:extract_images]
     t_read, read = _best_time(lambda: [keyed.read_payloads(im) for im in marked], 1, sync)
     candidates = sum(len(r) for r in read)
 
@@ -187,7 +195,7 @@ def _fiftyone_worker(method: str, files: list[str]) -> dict:
 
 def measure_speed(cfg, split) -> dict:
     """Run :func:`_worker` for blur (the baseline) and each method; add ratios to blur."""
-    n = cfg.speed_images or (30 if cfg.quick else 200)
+    n = cfg.speed_images or SPEED_IMAGES[bool(cfg.quick)]
     pool = [str(p) for p in split.probes] or [str(p) for p in split.gallery]
     files = random.Random(cfg.seed).sample(pool, min(n, len(pool)))
     from ..anonymisers import _LEARNED
@@ -197,11 +205,15 @@ def measure_speed(cfg, split) -> dict:
     workers = default_workers()
     out = {}
     runs = [(m, "torch") for m in dict.fromkeys(["blur", *cfg.methods])] + [(m, "onnx") for m in cfg.methods if m in _LEARNED]
-    for method, backend in runs:
+    extract = QUICK_EXTRACT_IMAGES if cfg.quick else EXTRACT_IMAGES
+    started = time.perf_counter()
+    for k, (method, backend) in enumerate(runs, 1):
         name = method if backend == "torch" else f"{method} (onnx)"
+        if cfg.progress:  # each method runs silently in its own process for a while
+            note(f"speed: {name} ({k}/{len(runs)}, {len(files)} images) at {time.perf_counter() - started:.0f} s")
         proc = subprocess.run(
             [sys.executable, "-m", "refacex_plugin.bench.speed", "--method", method, "--device", cfg.device, "--backend", backend,
-             "--workers", str(workers), "--rounds", str(SPEED_ROUNDS[bool(cfg.quick)]), *files],
+             "--workers", str(workers), "--rounds", str(SPEED_ROUNDS[bool(cfg.quick)]), "--extract-images", str(extract), *files],
             capture_output=True, text=True,
         )
         if proc.returncode != 0:
@@ -225,6 +237,8 @@ def measure_speed(cfg, split) -> dict:
     import importlib.util
 
     if importlib.util.find_spec("fiftyone") is not None:
+        if cfg.progress:
+            note(f"speed: FiftyOne operator vs core loop at {time.perf_counter() - started:.0f} s")
         proc = subprocess.run([sys.executable, "-m", "refacex_plugin.bench.speed", "--fiftyone", "--method", "blur", *files],
                               capture_output=True, text=True)
         if proc.returncode == 0:
@@ -241,13 +255,15 @@ def main() -> None:
     ap.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     ap.add_argument("--workers", type=int, default=1, help="also time this many images at a time (threads)")
     ap.add_argument("--rounds", type=int, default=SPEED_ROUNDS[False], help="time each phase this many times; keep the best")
+    ap.add_argument("--extract-images", type=int, default=EXTRACT_IMAGES, help="marked images the reader is timed on")
     ap.add_argument("--fiftyone", action="store_true", help="measure the FiftyOne operator's overhead instead")
     ap.add_argument("files", nargs="+")
     args = ap.parse_args()
     if args.fiftyone:
         print(json.dumps(_fiftyone_worker(args.method, args.files)))
     else:
-        print(json.dumps(_worker(args.method, args.files, args.device, rounds=args.rounds, backend=args.backend, workers=args.workers)))
+        print(json.dumps(_worker(args.method, args.files, args.device, rounds=args.rounds, backend=args.backend, workers=args.workers,
+                                 extract_images=args.extract_images)))
 
 
 if __name__ == "__main__":
