@@ -142,6 +142,11 @@ def anonymise_file(
         for face, status, errors in zip(result.faces, emb.status, emb.bit_errors):
             face.payload, face.payload_bit_errors = status, errors
     data, blocks, notes = _encode(raw, img, image, out_fmt, quality)
+    if blocks is not None and pipe.has_key and _payloads_lost(pipe, result.faces, data):
+        # The file's own tables can be coarser than a re-encode at ``quality``: a payload that
+        # read back before encoding must read back from the file, so such a file is re-encoded whole.
+        data, blocks = encode_image(image, out_fmt, quality, img.alpha), None
+        notes.append(f"JPEG re-encoded whole at quality {quality}: a face's payload did not survive the file's own quantisation tables")
     stored = 0
     if vault is not None:
         h, w = img.rgb.shape[:2]
@@ -155,6 +160,12 @@ def anonymise_file(
         stored = len(vault.put(pixel_hash(decode_bytes(data)), records, ids, original=raw, original_format=img.format))
     atomic_write_bytes(dst, data)
     return FileResult(src, dst, result.faces, stored, size=img.rgb.shape[:2], notes=notes, jpeg_blocks=blocks)
+
+
+def _payloads_lost(pipe: Pipeline, faces: list[FaceRecord], data: bytes) -> bool:
+    """Whether fewer payloads authenticate in the encoded ``data`` than read back before encoding."""
+    verified = sum(f.payload == "embedded" for f in faces)
+    return verified > 0 and sum(f.authenticated for f in pipe.read_payloads(decode_bytes(data))) < verified
 
 
 def _union(a, b):
