@@ -3,9 +3,13 @@
 Point ``FIFTYONE_PLUGINS_DIR`` at the folder holding this one (or ``fiftyone plugins create``
 / copy it there). The key comes from the ``REFACEX_KEY_FILE`` plugin secret (an environment
 variable in open-source FiftyOne): the path of a key file made by ``refacex keygen``. It is
-never a parameter, so it is never stored in the dataset. Every operator calls
-:mod:`refacex_plugin.fiftyone_api`, which calls the core pipeline.
+never a parameter, so it is never stored in the dataset. The vault is the ``vault`` parameter
+or, when that is empty, the ``REFACEX_VAULT`` secret, in every operator that reads the key (so
+a run from the SDK or a delegated run, where no form filled the parameter, is reversible too).
+Every operator calls :mod:`refacex_plugin.fiftyone_api`, which calls the core pipeline.
 """
+
+import time
 
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
@@ -15,6 +19,7 @@ from refacex_plugin.anonymisers import available_methods, default_method
 from refacex_plugin.errors import RefacexError
 
 _DELEGATE_ABOVE = 200  # samples
+_WAIT_S = 2 * 3600  # longest a delegated evaluate waits for a running anonymize on its dataset (its worker may have died)
 
 
 def _progress(ctx):
@@ -26,6 +31,11 @@ def _secret(ctx, name):
         return ctx.secrets.get(name) or None
     except Exception:  # secrets resolver unavailable
         return None
+
+
+def _vault(ctx):
+    """The run's vault: the parameter when given, else the REFACEX_VAULT secret."""
+    return ctx.params.get("vault") or _secret(ctx, "REFACEX_VAULT")
 
 
 def _target(ctx, inputs):
@@ -59,10 +69,15 @@ class AnonymizeFaces(foo.Operator):
         inputs.bool("keep_originals", default=False, label="Keep original paths in a field")
         inputs.str("output_dir", required=False, label="Output folder (default: FiftyOne's dataset dir)")
         key = _secret(ctx, "REFACEX_KEY_FILE")
-        inputs.str("vault", default=_secret(ctx, "REFACEX_VAULT") or "", required=False, label="Vault file (needs the key secret)")
+        inputs.str("vault", default=_secret(ctx, "REFACEX_VAULT") or "", required=False,
+                   label="Vault file (needs the key secret; default: the REFACEX_VAULT secret)")
         inputs.bool("delegate", default=len(view) > _DELEGATE_ABOVE, label="Delegate (background)")
-        if not key:
+        if not key and _vault(ctx):
+            inputs.view("error", types.Error(label="A vault needs the REFACEX_KEY_FILE secret"))
+        elif not key:
             inputs.view("warning", types.Warning(label="No REFACEX_KEY_FILE secret: anonymisation will be irreversible"))
+        elif not _vault(ctx):
+            inputs.view("warning", types.Warning(label="No vault (parameter or REFACEX_VAULT secret): anonymisation will be irreversible"))
         return types.Property(inputs, view=types.View(label=f"Anonymize faces in {len(view)} samples"))
 
     def resolve_delegation(self, ctx):
@@ -71,7 +86,7 @@ class AnonymizeFaces(foo.Operator):
     def execute(self, ctx):
         p = ctx.params
         key = _secret(ctx, "REFACEX_KEY_FILE")
-        vault = (p.get("vault") or None) if key else None
+        vault = _vault(ctx)
         try:
             return api.anonymize_samples(
                 ctx.target_view(), method=p.get("method"), strength=float(p.get("strength", 1.0)),
@@ -91,14 +106,54 @@ class EvaluateAnonymization(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        _target(ctx, inputs)
+        view = _target(ctx, inputs)
+        inputs.str("vault", default=_secret(ctx, "REFACEX_VAULT") or "", required=False,
+                   label="Vault file (identity distance when the originals are not kept; needs the key secret)")
+        inputs.bool("skip_pending", default=False, label="Evaluate only the samples already anonymized")
+        pending = api.pending_count(view)
+        if pending:
+            inputs.view("pending", types.Warning(label=f"{pending} of {len(view)} samples are not anonymized yet"))
         return types.Property(inputs, view=types.View(label="Evaluate anonymization"))
 
     def resolve_delegation(self, ctx):
         return _delegate(ctx)
 
     def execute(self, ctx):
-        return api.evaluate_samples(ctx.target_view(), progress=_progress(ctx))
+        view = ctx.target_view()
+        if ctx.delegated:
+            self._wait_for_anonymization(ctx, view)
+        key = _secret(ctx, "REFACEX_KEY_FILE")
+        try:  # without the key the vault is unreadable: the summary's identity note says what is missing
+            return api.evaluate_samples(view, progress=_progress(ctx), key_file=key, vault=_vault(ctx) if key else None,
+                                        skip_pending=bool(ctx.params.get("skip_pending")))
+        except RefacexError as exc:
+            raise ValueError(str(exc) + self._queued_note(ctx)) from None
+
+    def _anonymize_runs(self, ctx, state):
+        from fiftyone.operators.delegated import DelegatedOperationService
+
+        uri = self.uri.rsplit("/", 1)[0] + "/anonymize_faces"
+        return DelegatedOperationService().list_operations(operator=uri, dataset_name=ctx.dataset.name, run_state=state)
+
+    def _wait_for_anonymization(self, ctx, view):
+        """A delegated evaluate may start while an anonymize run on the same dataset is still
+        running in another worker: wait for it rather than evaluate half-done samples."""
+        from fiftyone.operators.executor import ExecutionRunState
+
+        deadline = time.monotonic() + _WAIT_S
+        while api.pending_count(view) and self._anonymize_runs(ctx, ExecutionRunState.RUNNING) and time.monotonic() < deadline:
+            ctx.set_progress(progress=0.0, label="waiting for the running anonymize_faces to finish")
+            time.sleep(5)
+
+    def _queued_note(self, ctx):
+        """A queued anonymize run cannot be waited for: this worker may be the one to run it next
+        (FiftyOne's executor runs the newest queued operation first)."""
+        from fiftyone.operators.executor import ExecutionRunState
+
+        for state, what in ((ExecutionRunState.RUNNING, "running"), (ExecutionRunState.QUEUED, "queued")):
+            if self._anonymize_runs(ctx, state):
+                return f"; an anonymize_faces run on this dataset is still {what}: evaluate after it has finished"
+        return ""
 
 
 class ExtractPayloads(foo.Operator):
@@ -127,7 +182,8 @@ class RecoverFaces(foo.Operator):
     def resolve_input(self, ctx):
         inputs = types.Object()
         _target(ctx, inputs)
-        inputs.str("vault", default=_secret(ctx, "REFACEX_VAULT") or "", required=True, label="Vault file")
+        vault_secret = _secret(ctx, "REFACEX_VAULT")
+        inputs.str("vault", default=vault_secret or "", required=not vault_secret, label="Vault file (default: the REFACEX_VAULT secret)")
         inputs.enum("target", ["field", "replace"], default="field", label="Write to")
         inputs.str("media_field", default="recovered_filepath", label="Media field (target=field)")
         inputs.str("output_dir", required=False, label="Output folder")
@@ -143,8 +199,11 @@ class RecoverFaces(foo.Operator):
         if not key:
             raise ValueError("recovery needs the REFACEX_KEY_FILE secret")
         p = ctx.params
+        vault = _vault(ctx)
+        if not vault:
+            raise ValueError("recovery needs a vault: the vault parameter or the REFACEX_VAULT secret")
         try:
-            return api.recover_samples(ctx.target_view(), key, p["vault"], output_dir=p.get("output_dir") or None,
+            return api.recover_samples(ctx.target_view(), key, vault, output_dir=p.get("output_dir") or None,
                                        target=p.get("target", "field"), media_field=p.get("media_field") or "recovered_filepath",
                                        progress=_progress(ctx))
         except RefacexError as exc:

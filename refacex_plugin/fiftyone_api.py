@@ -159,31 +159,82 @@ def anonymize_samples(
     return {
         "anonymized": summary.images, "skipped_already_done": len(ids) - len(jobs), "failed": len(summary.failed),
         "errors": [msg for _, msg in summary.failed[:20]], "faces": summary.faces, "method": pipe.method, "output_dir": str(out_dir), "reversible": v is not None,
-        "note": None if v is not None else "irreversible: no key/vault configured, originals cannot be restored by refacex",
+        "note": None if v is not None else _irreversible_note(key is not None),
     }
 
 
-def evaluate_samples(samples, detector: str = "centerface", progress: Progress | None = None) -> dict:
+def _irreversible_note(has_key: bool) -> str:
+    if has_key:
+        return "irreversible: a key but no vault (set the REFACEX_VAULT secret or pass vault=), originals cannot be restored by refacex"
+    return "irreversible: no key/vault configured, originals cannot be restored by refacex"
+
+
+class NotAnonymisedError(RefacexError):
+    """Evaluation was asked for samples that are not anonymised yet."""
+
+
+def pending_count(samples) -> int:
+    """How many samples of ``samples`` are not anonymised (yet)."""
+    if not samples.has_sample_field(STATUS_FIELD):
+        return len(samples)
+    return sum(not _is_done_status(st) for st in samples.values(STATUS_FIELD))
+
+
+def _original_from_vault(media: str, vault: str | os.PathLike, key: bytes) -> np.ndarray:
+    """The original image of an unchanged anonymised file, restored from the vault; the restored
+    file lives in a private temporary folder only while it is read."""
+    import tempfile
+
+    with Vault(vault, key, create=False) as v, tempfile.TemporaryDirectory(prefix="refacex-eval-") as tmp:
+        return read_image(recover_file(Path(media), Path(tmp) / f"original{Path(media).suffix}", v).dst).rgb
+
+
+def evaluate_samples(
+    samples,
+    detector: str = "centerface",
+    progress: Progress | None = None,
+    key_file: str | os.PathLike | None = None,
+    vault: str | os.PathLike | None = None,
+    skip_pending: bool = False,
+) -> dict:
     """Re-detect faces and landmarks on the anonymised media and store per-sample utility figures.
 
     Per sample: ``refacex_eval_detection_retained`` (share of the faces found at anonymisation that
     the detector still finds, IoU >= 0.5), ``refacex_eval_landmark_nme`` (5-point landmark error vs
-    the stored ``refacex_landmarks``, over the inter-ocular distance) and, when the original media
-    is known, ``refacex_eval_identity_distance`` (dlib descriptor distance, original vs anonymised;
-    >= 0.6 means "another person" to dlib). The dataset summary goes to ``dataset.info``.
+    the stored ``refacex_landmarks``, over the inter-ocular distance) and
+    ``refacex_eval_identity_distance`` (dlib descriptor distance, original vs anonymised; >= 0.6
+    means "another person" to dlib). The original comes from ``refacex_original_filepath``, from
+    ``filepath`` when the anonymised media is in a field, or else from ``vault`` (with
+    ``key_file``); where none is available the field stays empty and the summary's
+    ``identity_distance_note`` says why. The dataset summary goes to ``dataset.info``.
+
+    Raises :class:`NotAnonymisedError` when samples are not anonymised yet (a summary over them
+    would be empty or partial), unless ``skip_pending``; then they are left out and counted.
     """
     from .bench.metrics import box_iou
     from .detection import load_detector
 
     fo = _fo()
     ds = samples._dataset
+    n_total = len(samples)
+    pending = pending_count(samples)
+    if not n_total:
+        raise NotAnonymisedError("no samples to evaluate")
+    if pending == n_total or (pending and not skip_pending):
+        raise NotAnonymisedError(
+            f"{pending} of {n_total} samples are not anonymised yet: run anonymize_faces on them first "
+            "(or wait for its run to finish)" + ("" if pending == n_total else ", or evaluate only the anonymised ones (skip_pending)")
+        )
+    if vault and not key_file:
+        raise RefacexError("reading the vault needs a key file (set the REFACEX_KEY_FILE secret)")
     for name in ("detection_retained", "landmark_nme", "identity_distance"):
         if not ds.has_sample_field(EVAL_PREFIX + name):
             ds.add_sample_field(EVAL_PREFIX + name, fo.FloatField)
     det = load_detector(detector)
     recognizer = None
     retained_all, nme_all, dist_all = [], [], []
-    n_total = len(samples)
+    no_original, vault_failures = 0, []
+    key = read_key_file(key_file) if vault else None
     for n, sample in enumerate(samples.iter_samples(autosave=True, progress=False)):
         if not is_done(sample):
             continue
@@ -209,12 +260,20 @@ def evaluate_samples(samples, detector: str = "centerface", progress: Progress |
         original = sample[ORIGINAL_FIELD] if sample.has_field(ORIGINAL_FIELD) else None
         if original is None and media != sample.filepath:
             original = sample.filepath
-        if original and faces:
+        orig = read_image(original).rgb if original and faces else None
+        if orig is None and faces and vault:
+            try:
+                orig = _original_from_vault(media, vault, key)
+            except RefacexError as exc:
+                vault_failures.append(str(exc))
+        elif orig is None and faces:
+            no_original += 1
+        sample[EVAL_PREFIX + "identity_distance"] = None
+        if orig is not None:
             if recognizer is None:
                 from .bench.recognizers import DlibRecognizer
 
                 recognizer = DlibRecognizer()
-            orig = read_image(original).rgb
             f = faces[0]
             bx, by, bw, bh = f.bounding_box
             g = recognizer.geometry(orig, np.array([bx * w, by * h, (bx + bw) * w, (by + bh) * h]), kps.get(f.face_index))
@@ -227,14 +286,27 @@ def evaluate_samples(samples, detector: str = "centerface", progress: Progress |
             progress((n + 1) / max(n_total, 1), f"evaluated {n + 1}/{n_total}")
     summary = {
         "faces": len(retained_all),
+        "not_anonymized": pending,
         "detection_retention": float(np.mean(retained_all)) if retained_all else None,
         "landmark_nme_mean": float(np.mean(nme_all)) if nme_all else None,
         "identity_distance_mean": float(np.mean(dist_all)) if dist_all else None,
         "identity_still_matching_dlib_0.6": float(np.mean(np.array(dist_all) < 0.6)) if dist_all else None,
+        "identity_distance_note": _identity_note(no_original, vault_failures),
     }
     ds.info["refacex_evaluation"] = summary
     ds.save()
     return summary
+
+
+def _identity_note(no_original: int, vault_failures: list[str]) -> str | None:
+    """Why some samples with faces have no ``refacex_eval_identity_distance`` (None when all have one)."""
+    notes = []
+    if no_original:
+        notes.append(f"{no_original} samples have no original to compare with: anonymise with keep_originals=True "
+                     "or target='field', or give the key and vault (REFACEX_KEY_FILE / REFACEX_VAULT secrets)")
+    if vault_failures:
+        notes.append(f"{len(vault_failures)} samples could not be restored from the vault (first: {vault_failures[0]})")
+    return "; ".join(notes) or None
 
 
 def _pipeline(key: bytes | None = None, **kw) -> Pipeline:

@@ -20,6 +20,7 @@ fo = pytest.importorskip("fiftyone")
 from PIL import Image  # noqa: E402
 
 import refacex_plugin.fiftyone_api as api  # noqa: E402
+from refacex_plugin.errors import RefacexError  # noqa: E402
 from refacex_plugin.image_io import read_image  # noqa: E402
 from refacex_plugin.keys import write_key_file  # noqa: E402
 
@@ -132,7 +133,7 @@ def test_without_a_key_it_still_anonymizes_irreversibly(lfw_sample, tmp_path, mo
     ds = make_dataset("refacex-nokey", lfw_sample, tmp_path, n=3)
     res = foo.execute_operator(f"{URI}/anonymize_faces", ctx={"dataset": ds, "view": ds.view(), "params": {
         "target": "field", "output_dir": str(tmp_path / "anon"), "delegate": False}}).result
-    assert res["anonymized"] == 3 and not res["reversible"] and "irreversible" in res["note"]
+    assert res["anonymized"] == 3 and not res["reversible"] and "irreversible" in res["note"], res
     ds.reload()
     for s in ds:  # target=field: filepath untouched, anonymised media in a new media field
         assert Path(s.filepath).parent.name.startswith("media-") and Path(s.anonymized_filepath).is_file()
@@ -189,3 +190,134 @@ def test_killed_run_leaves_samples_whole_and_rerun_finishes(lfw_sample, tmp_path
     assert _labels(ds) == labels
     res = api.anonymize_samples(ds, method="pixelate", key_file=key_file, vault=vault, output_dir=tmp_path / "anon")
     assert res["anonymized"] == 6 - len(done) and res["skipped_already_done"] == len(done)
+
+
+def test_vault_secret_is_honoured_from_the_sdk_and_delegated(lfw_sample, tmp_path, key_file, monkeypatch):
+    import fiftyone.operators as foo
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    vault = tmp_path / "secret.vault"
+    monkeypatch.setenv("REFACEX_VAULT", str(vault))  # a plugin secret is an environment variable in open-source FiftyOne
+    ds = make_dataset("refacex-vault-secret", lfw_sample, tmp_path, n=2)
+    originals = _pixels(ds)
+    params = {"method": "pixelate", "output_dir": str(tmp_path / "anon"), "delegate": False}  # no vault parameter
+    res = foo.execute_operator(f"{URI}/anonymize_faces", ctx={"dataset": ds, "view": ds.view(), "params": params})
+    assert res.error is None, res.error
+    assert res.result["reversible"] and res.result["note"] is None and vault.is_file()
+    ds.reload()
+    assert all(s.refacex["reversible"] and s.refacex["vault_records"] >= 1 for s in ds)
+    rec = foo.execute_operator(f"{URI}/recover_faces", ctx={"dataset": ds, "view": ds.view(), "params": {
+        "target": "field", "output_dir": str(tmp_path / "rec"), "delegate": False}})
+    assert rec.error is None, rec.error
+    assert rec.result["recovered"] == 2
+    ds.reload()
+    assert all(np.array_equal(read_image(s.recovered_filepath).rgb, originals[s.id]) for s in ds)
+
+    queued_ds = make_dataset("refacex-vault-secret-delegated", lfw_sample[2:], tmp_path, n=2)
+    queued = foo.execute_operator(f"{URI}/anonymize_faces", ctx={"dataset": queued_ds, "view": queued_ds.view(), "request_delegation": True,
+                                                                  "params": {**params, "output_dir": str(tmp_path / "anon-d"), "delegate": True}})
+    assert queued.delegated
+    DelegatedOperationService().execute_queued_operations(dataset_name=queued_ds.name)
+    queued_ds.reload()
+    assert all(s.refacex["status"] == "anonymized" and s.refacex["reversible"] for s in queued_ds)
+
+    monkeypatch.delenv("REFACEX_VAULT")  # a key but no vault: irreversible, and the note says which is missing
+    one = make_dataset("refacex-key-no-vault", lfw_sample[4:], tmp_path, n=1)
+    out = foo.execute_operator(f"{URI}/anonymize_faces", ctx={"dataset": one, "view": one.view(), "params": {
+        **params, "output_dir": str(tmp_path / "anon-1")}}).result
+    assert not out["reversible"] and "no vault" in out["note"] and "REFACEX_VAULT" in out["note"]
+
+
+def test_evaluate_refuses_samples_not_anonymised_yet(lfw_sample, tmp_path, key_file):
+    import fiftyone.operators as foo
+    from fiftyone.operators.delegated import DelegatedOperationService
+    from fiftyone.operators.executor import ExecutionError
+
+    ds = make_dataset("refacex-eval-early", lfw_sample, tmp_path, n=3)
+    with pytest.raises(RefacexError, match="3 of 3 samples are not anonymised yet"):
+        api.evaluate_samples(ds)
+    with pytest.raises(ExecutionError, match="not anonymised yet"):
+        foo.execute_operator(f"{URI}/evaluate_anonymization", ctx={"dataset": ds, "view": ds.view(), "params": {"delegate": False}})
+    assert "refacex_evaluation" not in ds.info
+
+    # Queued in order anonymise, evaluate: FiftyOne's executor runs the newest first.
+    for op, params in (("anonymize_faces", {"method": "pixelate", "output_dir": str(tmp_path / "anon"), "delegate": True}),
+                       ("evaluate_anonymization", {"delegate": True})):
+        assert foo.execute_operator(f"{URI}/{op}", ctx={"dataset": ds, "view": ds.view(), "request_delegation": True, "params": params}).delegated
+    svc = DelegatedOperationService()
+    svc.execute_queued_operations(dataset_name=ds.name)
+    ds.reload()
+    assert all(api.is_done(s) for s in ds)
+    evals = svc.list_operations(operator=f"{URI}/evaluate_anonymization", dataset_name=ds.name)
+    assert len(evals) == 1
+    outcome = evals[0].result
+    if outcome.error:  # it ran before the anonymise: refused, and says why
+        assert "not anonymised yet" in outcome.error and "queued" in outcome.error, outcome.error
+        assert "refacex_evaluation" not in ds.info
+    else:
+        assert outcome.result["faces"] >= 3
+    assert ds.info.get("refacex_evaluation", {}).get("faces") != 0  # never a summary of nothing
+
+    fresh = make_dataset("refacex-eval-partial", lfw_sample[3:], tmp_path, n=3)
+    api.anonymize_samples(fresh.limit(2), method="pixelate", output_dir=tmp_path / "anon-p")
+    with pytest.raises(RefacexError, match="1 of 3 samples"):
+        api.evaluate_samples(fresh)
+    summary = api.evaluate_samples(fresh, skip_pending=True)
+    assert summary["faces"] >= 2 and summary["not_anonymized"] == 1
+
+
+def test_identity_distance_from_the_vault_or_explained(lfw_sample, tmp_path, key_file, monkeypatch):
+    import tempfile as tf
+
+    import fiftyone.operators as foo
+
+    vault = tmp_path / "faces.vault"
+    ds = make_dataset("refacex-eval-identity", lfw_sample, tmp_path, n=3)
+    api.anonymize_samples(ds, method="pixelate", key_file=key_file, vault=vault, output_dir=tmp_path / "anon")  # originals not kept
+
+    summary = api.evaluate_samples(ds)  # no vault: no original to compare with, and it says so
+    ds.reload()
+    assert summary["identity_distance_mean"] is None and "no original" in summary["identity_distance_note"]
+    assert all(s[api.EVAL_PREFIX + "identity_distance"] is None for s in ds)
+
+    before = set(Path(tf.gettempdir()).glob("refacex-eval-*"))
+    monkeypatch.setenv("REFACEX_VAULT", str(vault))
+    ev = foo.execute_operator(f"{URI}/evaluate_anonymization", ctx={"dataset": ds, "view": ds.view(), "params": {"delegate": False}})
+    assert ev.error is None, ev.error
+    ds.reload()
+    dists = [s[api.EVAL_PREFIX + "identity_distance"] for s in ds if s.refacex_faces.detections]
+    assert len(dists) >= 2 and all(d is not None and d > 0 for d in dists)
+    assert ev.result["identity_distance_note"] is None and ev.result["identity_distance_mean"] == pytest.approx(np.mean(dists))
+    assert set(Path(tf.gettempdir()).glob("refacex-eval-*")) == before  # no restored original left on disk
+
+
+def test_delegated_evaluate_waits_for_a_running_anonymize(lfw_sample, tmp_path):
+    import threading
+    import time
+
+    import fiftyone.operators as foo
+    from fiftyone.operators.delegated import DelegatedOperationService
+    from fiftyone.operators.executor import ExecutionRunState
+
+    ds = make_dataset("refacex-eval-wait", lfw_sample, tmp_path, n=3)
+    svc = DelegatedOperationService()
+    ctx = {"dataset": ds, "view": ds.view(), "request_delegation": True}
+    foo.execute_operator(f"{URI}/anonymize_faces", ctx={**ctx, "params": {"method": "pixelate", "delegate": True}})
+    foo.execute_operator(f"{URI}/evaluate_anonymization", ctx={**ctx, "params": {"delegate": True}})
+    anon, = svc.list_operations(operator=f"{URI}/anonymize_faces", dataset_name=ds.name)
+    ev, = svc.list_operations(operator=f"{URI}/evaluate_anonymization", dataset_name=ds.name)
+    svc.set_running(anon.id)  # another worker has taken the anonymise run
+
+    def other_worker():
+        while svc.get(ev.id).run_state == ExecutionRunState.QUEUED:  # until the evaluate has started
+            time.sleep(0.2)
+        time.sleep(1)
+        api.anonymize_samples(fo.load_dataset(ds.name), method="pixelate", output_dir=tmp_path / "anon")
+        svc.set_completed(anon.id)
+
+    worker = threading.Thread(target=other_worker)
+    worker.start()
+    done = svc.execute_operation(ev)
+    worker.join()
+    assert done.error is None, done.error
+    assert done.result["faces"] >= 3 and done.result["not_anonymized"] == 0
