@@ -127,7 +127,7 @@ def anonymise_file(
     if vault is not None and vault.has(pixel_hash(img.rgb)):
         return FileResult(src, dst, [], 0, skipped=True)  # a re-run never anonymises twice
     result = pipe.anonymise_image(img.rgb)
-    image, regions, frames, record_ids = result.image, list(result.regions), [None] * len(result.faces), None
+    image, regions, frames, record_ids, emb = result.image, list(result.regions), [None] * len(result.faces), None, None
     if pipe.has_key and result.faces:
         landmarks = np.asarray([f.landmarks for f in result.faces], np.float32)
         if vault is not None:  # exact recovery: each face carries its vault record's id
@@ -142,7 +142,7 @@ def anonymise_file(
         for face, status, errors in zip(result.faces, emb.status, emb.bit_errors):
             face.payload, face.payload_bit_errors = status, errors
     data, blocks, notes = _encode(raw, img, image, out_fmt, quality)
-    if blocks is not None and pipe.has_key and _payloads_lost(pipe, result.faces, data):
+    if blocks is not None and emb is not None and _payloads_lost(pipe, result.faces, emb, data):
         # The file's own tables can be coarser than a re-encode at ``quality``: a payload that
         # read back before encoding must read back from the file, so such a file is re-encoded whole.
         data, blocks = encode_image(image, out_fmt, quality, img.alpha), None
@@ -162,10 +162,21 @@ def anonymise_file(
     return FileResult(src, dst, result.faces, stored, size=img.rgb.shape[:2], notes=notes, jpeg_blocks=blocks)
 
 
-def _payloads_lost(pipe: Pipeline, faces: list[FaceRecord], data: bytes) -> bool:
-    """Whether fewer payloads authenticate in the encoded ``data`` than read back before encoding."""
-    verified = sum(f.payload == "embedded" for f in faces)
-    return verified > 0 and sum(f.authenticated for f in pipe.read_payloads(decode_bytes(data))) < verified
+def _payloads_lost(pipe: Pipeline, faces: list[FaceRecord], emb, data: bytes) -> bool:
+    """Whether a payload that read back before encoding has more wrong channel bits in the encoded
+    ``data`` than the error correction repairs (read where it was embedded: a few ms a face, where a
+    searching reader would take seconds)."""
+    from .channel import face_logits
+    from .geometry import alignment_matrices
+
+    keep = [i for i, f in enumerate(faces) if f.payload == "embedded"]
+    if not keep:
+        return False
+    m = alignment_matrices(np.asarray(emb.frames)[keep], pipe.align)
+    bits = np.asarray(emb.bits)[keep]
+    wrong = [((face_logits(rgb, m, pipe.watermark, pipe.align, pipe.device, sync=False)[0] > 0) != bits).sum(axis=1)
+             for rgb in (emb.image, decode_bytes(data))]
+    return bool((wrong[1] > np.maximum(wrong[0], P.ECC.t)).any())
 
 
 def _union(a, b):
