@@ -31,7 +31,8 @@ def ensure_venv(path: Path, log=print) -> Path:
     if not exe.is_file():
         log(f"installing label-studio=={LABEL_STUDIO_VERSION} into {path}")
         subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
-        subprocess.run([str(path / "bin" / "pip"), "install", "-q", f"label-studio=={LABEL_STUDIO_VERSION}"], check=True)
+        # sentry-sdk 3 drops the send_default_pii option Label Studio 1.23 passes: the server would not start.
+        subprocess.run([str(path / "bin" / "pip"), "install", "-q", f"label-studio=={LABEL_STUDIO_VERSION}", "sentry-sdk<3"], check=True)
     return exe
 
 
