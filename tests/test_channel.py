@@ -583,6 +583,23 @@ def test_a_face_with_no_mark_costs_a_reader_its_budget_and_no_more(example_rgb):
     assert 0 < len(asked) <= C.READ_BUDGET
 
 
+def test_faces_beside_one_that_opened_at_once_get_the_small_budget(group_rgb):
+    """In an image where a face opened in its local search, the distortion fallbacks are not spent
+    on its other faces: each gets ``NEIGHBOUR_BUDGET`` readings in all, not ``READ_BUDGET``."""
+    import refacex_plugin.channel as C
+    from refacex_plugin.pipeline import Pipeline
+
+    pipe = Pipeline(method="blur", key=bytes(range(32)))
+    det = pipe.reader(group_rgb)
+    assert len(det) == 6
+    marked = pipe.embed_codes(group_rgb, det.landmarks[:1], [np.arange(P.CODE_BITS) % 3 == 0], P.KIND_RECOVERY_CODE).image
+    asked = []
+    found, logits, _ = C.read_marks(marked, pipe.watermark, pipe.reader, accept=lambda lg, m: asked.append(1) or C.is_codeword(lg),
+                                    detections=det)
+    assert C.is_codeword(logits[0]) and not any(C.is_codeword(row) for row in logits[1:])
+    assert len(asked) <= 2 + 5 * C.NEIGHBOUR_BUDGET < 6 * C.READ_BUDGET
+
+
 @pytest.fixture(scope="module")
 def marked(tmp_path_factory, lfw):
     """Six real LFW faces anonymised by refacex with a key and a vault, written as PNG. (Not Serena

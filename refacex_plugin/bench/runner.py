@@ -39,10 +39,10 @@ class BenchConfig:
     device: str = "cpu"
     speed_images: int | None = None
     watermarks: list[str] | None = None  # None = every available watermark (incl. the dct-qim baseline)
-    robustness_faces: int | None = None  # None = 40 quick / 500 full
+    robustness_faces: int | None = None  # None = robustness.FACES (12 quick / 500 full)
     payload: str = "vault-ref"  # robustness: what each face carries (vault-ref: version 3, what a keyed anonymise with a vault writes; recovery-code: version 2)
     recovery_faces: int | None = None  # None = 40 quick / 300 full
-    false_detect_images: int | None = None  # None = 200 quick / 10,000 full
+    false_detect_images: int | None = None  # None = robustness.FALSE_DETECT_IMAGES (30 quick / 10,000 full)
     attack_steps: int | None = None  # inverter training steps: None = 60 quick / 1,500 full
     attack_faces: int | None = None  # attacked faces: None = 40 quick / 300 full
     pairs_limit: int | None = None  # pairs.txt pairs to verify: None = 400 quick / all full; 0 = skip
@@ -314,12 +314,12 @@ def measure_robustness(cfg: BenchConfig, split) -> dict:
     """Every watermark on the same faces: hosts anonymised by the default method, the faces users mark."""
     from ..anonymisers import default_method
     from ..watermark import available_watermarks
-    from .robustness import evaluate_watermark, sample_files
+    from .robustness import FACES, FALSE_DETECT_IMAGES, evaluate_watermark, sample_files
 
     names = cfg.watermarks or available_watermarks()
     host = default_method()
-    n = cfg.robustness_faces or (40 if cfg.quick else 500)
-    nf = cfg.false_detect_images if cfg.false_detect_images is not None else (200 if cfg.quick else 10_000)
+    n = cfg.robustness_faces or FACES[cfg.quick]
+    nf = cfg.false_detect_images if cfg.false_detect_images is not None else FALSE_DETECT_IMAGES[cfg.quick]
     files = sample_files(split.probes or split.gallery, n, cfg.seed)
     pool = sorted(set(split.gallery) | set(split.probes)) if nf <= len(split.gallery) + len(split.probes) else sorted(cfg.data.glob("*/*.jpg"))
     fd_files = sample_files(pool, nf, cfg.seed + 1)

@@ -204,7 +204,9 @@ def measure_speed(cfg, split) -> dict:
 
     workers = default_workers()
     out = {}
-    runs = [(m, "torch") for m in dict.fromkeys(["blur", *cfg.methods])] + [(m, "onnx") for m in cfg.methods if m in _LEARNED]
+    runs = [(m, "torch") for m in dict.fromkeys(["blur", *cfg.methods])]
+    if not cfg.quick:  # the ONNX backend and the FiftyOne operator beside the core: full runs only (a process each)
+        runs += [(m, "onnx") for m in cfg.methods if m in _LEARNED]
     extract = QUICK_EXTRACT_IMAGES if cfg.quick else EXTRACT_IMAGES
     started = time.perf_counter()
     for k, (method, backend) in enumerate(runs, 1):
@@ -236,7 +238,7 @@ def measure_speed(cfg, split) -> dict:
         out["blur"]["baseline_only"] = True
     import importlib.util
 
-    if importlib.util.find_spec("fiftyone") is not None:
+    if not cfg.quick and importlib.util.find_spec("fiftyone") is not None:
         if cfg.progress:
             note(f"speed: FiftyOne operator vs core loop at {time.perf_counter() - started:.0f} s")
         proc = subprocess.run([sys.executable, "-m", "refacex_plugin.bench.speed", "--fiftyone", "--method", "blur", *files],
