@@ -684,12 +684,14 @@ Accept = Callable[[np.ndarray, torch.Tensor], bool]
 #: Readings a reader tries on one face at most (:class:`ReadingBudget`): the local search and its
 #: polish, then the fallbacks in :data:`FALLBACKS`' order until one opens the face or the budget is
 #: spent. A count, not a clock, so the same image reads the same way on any machine and under any
-#: load. Every fallback used to run to its end on a face with no mark (an unmarked face, or one a
-#: distortion erased): ~45 readings, 5-8 s a face on this CPU, and no measurement of the
-#: confidence, its balance or its peak over the gains separated such faces from marked ones a
-#: distortion weakened (40 LFW faces each, pixelate hosts). What a marked face needs:
-#: ``refacex bench robustness`` rows in the README, measured with this budget.
-READ_BUDGET = 12
+#: load. Without it every fallback runs to its end on a face with no mark (an unmarked face, or one
+#: a distortion erased): ~45 readings, 5-8 s a face on this CPU; and no early sign tells such a face
+#: from a marked one a distortion weakened (the local reading's confidence, the confidence of its
+#: ones and zeros apart, its peak over the gains: each overlapped between unmarked faces and marked
+#: ones the fallbacks opened, 25-40 LFW faces a row, pixelate hosts). 16 readings: the local search
+#: and its polish, the deblurring from the reading's frame (4), three rescaled starts, the clipping
+#: estimate where something clipped, and the beam's best three starts.
+READ_BUDGET = 16
 
 
 #: Readings a face gets in all when another face of the same image opened in its local search.
@@ -750,7 +752,7 @@ def payload_opener(rgb: np.ndarray, keys: list[bytes], align: AlignConfig = Alig
     half-size resize is often a chance point; soft decoding opens readings with 11-19 wrong bits.
     Every reading tried is one more chance for unmarked pixels to authenticate: at most
     :data:`READ_BUDGET` readings of a face (:class:`FacePayload`), each ``8 * 1024 * 2^-40 = 2^-27``
-    (:func:`~refacex_plugin.payload.open_payload`), under 2^-23 a face and key. Costs an unmarked
+    (:func:`~refacex_plugin.payload.open_payload`), at most 2^-23 a face and key. Costs an unmarked
     face ~12 ms a reading (ordered statistics' elimination, mostly)."""
     return PayloadOpener(rgb, keys, align)
 
@@ -1086,22 +1088,24 @@ def _search_wide(rgb, todo, logits, m, start, watermark, align, device, accept) 
 
 #: A face the local search did not open is searched by these, in order, within its
 #: :data:`READ_BUDGET`; each ``(rgb, det, todo, logits, m, start, watermark, detector, align, device,
-#: accepts) -> todo left``. Likely first: deblurring from the reading's own frame opens most faces a
-#: resize or a blur weakened, in its first readings; the beam most of what JPEG or WebP moved off the
-#: local search's grid (:data:`SEARCH_BEAM`); re-detections at other scales, the clipping estimate
-#: and the wide search open few faces the others leave; the deblurring's further starts fewest,
-#: at the highest cost (a detection each). Order measured on 16 marked LFW images a row
-#: (pixelate hosts; resize x0.5, blur sigma 1, WebP Q80): of the faces the fallbacks opened, the
-#: deblurring opened them in its first 3 readings, the beam in its first 9.
+#: accepts) -> todo left``. Likely and cheap first: deblurring from the reading's own frame opens
+#: most faces a resize or a blur weakened, in its first readings; re-detections at other scales
+#: (an upscale; marks embedded in unsettled frames) and the clipping estimate (brightening; no
+#: reading at all where nothing clipped) take a reading or three; the beam opens most of what JPEG
+#: or WebP moved off the local search's grid (:data:`SEARCH_BEAM`), from its best starts first;
+#: the wide search and the deblurring's further starts (a detection each) come last. Measured on
+#: 16 marked LFW images a row (pixelate hosts; resize x0.5, blur sigma 1, WebP Q80), every reader
+#: fallback run to its end: of the faces the fallbacks opened, the deblurring opened them in its
+#: first 3 readings, the beam in its first 9, the wide search 1.
 FALLBACKS = (
     lambda rgb, det, todo, logits, m, start, wm, detector, align, device, acc:
         _search_deblurred(rgb, todo, logits, m, wm, align, device, None, acc),
     lambda rgb, det, todo, logits, m, start, wm, detector, align, device, acc:
-        _search_beam(rgb, todo, logits, m, start, wm, align, device, acc),
-    lambda rgb, det, todo, logits, m, start, wm, detector, align, device, acc:
         _search_rescaled(rgb, det, todo, logits, m, wm, detector, align, device, acc),
     lambda rgb, det, todo, logits, m, start, wm, detector, align, device, acc:
         _search_unclipped(rgb, todo, logits, m, wm, align, device, acc),
+    lambda rgb, det, todo, logits, m, start, wm, detector, align, device, acc:
+        _search_beam(rgb, todo, logits, m, start, wm, align, device, acc),
     lambda rgb, det, todo, logits, m, start, wm, detector, align, device, acc:
         _search_wide(rgb, todo, logits, m, start, wm, align, device, acc),
     lambda rgb, det, todo, logits, m, start, wm, detector, align, device, acc:

@@ -574,7 +574,7 @@ def test_a_face_with_no_mark_costs_a_reader_its_budget_and_no_more(example_rgb):
         asked.append(1)
         return False
 
-    for budget in (3, 7):  # local + polish + a deblurred reading; then into the beam
+    for budget in (3, 7):  # local + polish + a deblurred reading; then on to a rescaled start
         asked.clear()
         found, _, _ = C.read_marks(example_rgb, wm, det, accept=never, budget=budget)
         assert len(found) == 1 and len(asked) == budget
