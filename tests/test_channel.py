@@ -584,7 +584,7 @@ def test_a_face_with_no_mark_costs_a_reader_its_budget_and_no_more(example_rgb):
 
 
 def test_faces_beside_one_that_opened_at_once_get_the_small_budget(group_rgb):
-    """In an image where a face opened in its local search, the distortion fallbacks are not spent
+    """In an image where a face opened, the distortion fallbacks are not spent
     on its other faces: each gets ``NEIGHBOUR_BUDGET`` readings in all, not ``READ_BUDGET``."""
     import refacex_plugin.channel as C
     from refacex_plugin.pipeline import Pipeline
