@@ -313,10 +313,11 @@ def measure_recovery(method: str, cfg: BenchConfig, split, orig, idx, recognizer
 def measure_robustness(cfg: BenchConfig, split) -> dict:
     """Every watermark on the same faces: hosts anonymised by the default method, the faces users mark."""
     from ..anonymisers import default_method
-    from ..watermark import available_watermarks
+    from ..watermark import available_watermarks, load_watermark
     from .robustness import FACES, FALSE_DETECT_IMAGES, evaluate_watermark, sample_files
 
-    names = cfg.watermarks or available_watermarks()
+    # a quick run measures what a keyed anonymise writes: the default watermark
+    names = cfg.watermarks or ([load_watermark().name] if cfg.quick else available_watermarks())
     host = default_method()
     n = cfg.robustness_faces or FACES[cfg.quick]
     nf = cfg.false_detect_images if cfg.false_detect_images is not None else FALSE_DETECT_IMAGES[cfg.quick]
