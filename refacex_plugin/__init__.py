@@ -8,15 +8,46 @@ Public API::
     write_image("anon.jpg", result.image, "JPEG")
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 __version__ = "0.2.0.dev0"
 
-from .errors import ImageReadError, ModelNotAvailableError, RefacexError  # noqa: E402
-from .image_io import read_image, write_image  # noqa: E402
-from .operators import anonymise, embed, extract, recover  # noqa: E402
-from .pipeline import FaceRecord, ImageResult, Pipeline  # noqa: E402
+# The public names resolve on first use (PEP 562): importing the package, or any light submodule
+# such as the CLI, must not pull in torch and the models.
+_EXPORTS = {
+    "RefacexError": "errors",
+    "ImageReadError": "errors",
+    "ModelNotAvailableError": "errors",
+    "read_image": "image_io",
+    "write_image": "image_io",
+    "anonymise": "operators",
+    "embed": "operators",
+    "extract": "operators",
+    "recover": "operators",
+    "Pipeline": "pipeline",
+    "FaceRecord": "pipeline",
+    "ImageResult": "pipeline",
+}
 
-__all__ = [
-    "Pipeline", "FaceRecord", "ImageResult", "read_image", "write_image",
-    "anonymise", "embed", "extract", "recover",
-    "RefacexError", "ImageReadError", "ModelNotAvailableError", "__version__",
-]
+__all__ = [*_EXPORTS, "__version__"]
+
+if TYPE_CHECKING:
+    from .errors import ImageReadError, ModelNotAvailableError, RefacexError
+    from .image_io import read_image, write_image
+    from .operators import anonymise, embed, extract, recover
+    from .pipeline import FaceRecord, ImageResult, Pipeline
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

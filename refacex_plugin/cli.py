@@ -10,15 +10,18 @@ import click
 
 from . import __version__
 from .payload import KIND_NAMES
-from .anonymisers import available_methods, default_method, known_methods
 from .batch import Job, Summary, default_workers, folder_without_work, iter_jobs, run_jobs
 from .detection import DEFAULT_DETECTOR, DetectorConfig, detector_names, READER_THRESHOLD
 from .errors import RefacexError
-from .geometry import AlignConfig
 from .image_io import read_image
 from .keys import key_id, read_key_file, write_key_file
 
 _SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+#: The names ``--method`` accepts, in ``anonymisers.PREFERENCE`` order. Spelled out here because
+#: the registry imports torch and probes the models, and help must print without either
+#: (tests/test_cli.py checks the two lists agree).
+METHOD_NAMES = ("refacex", "generator", "pixelate", "blur", "mask")
 
 
 def _fail(msg: str, code: int = 2) -> None:
@@ -83,7 +86,8 @@ def _with(options):
 @main.command(context_settings=_SETTINGS)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", "outdir", type=click.Path(file_okay=False), help="Output folder (mirrors the input tree).")
-@click.option("--method", type=click.Choice(known_methods()), default=None, help=f"Anonymisation method [default: best available, now {default_method()}].")
+@click.option("--method", type=click.Choice(METHOD_NAMES), default=None,
+              help="Anonymisation method [default: the best available, refacex when its donor bank is installed; `refacex info` names it].")
 @click.option("--strength", type=float, default=1.0, show_default=True, help="Privacy/utility dial of the method.")
 @click.option("--key-file", type=click.Path(dir_okay=False), help="Secret key: seals each face's payload and encrypts vault records.")
 @click.option("--vault", "vault_path", type=click.Path(dir_okay=False), help="Store each original face region, encrypted, in this vault file (needs --key-file) for exact recovery.")
@@ -112,6 +116,7 @@ def anonymise(inputs, outdir, method, strength, key_file, vault_path, donor_poli
     never written. Files that cannot be read are reported and skipped; the exit code is 1 if any failed.
     """
     from .files import anonymise_file
+    from .geometry import AlignConfig
     from .pipeline import Pipeline
     from .vault import Vault
 
@@ -396,7 +401,7 @@ def _warn_if_experimental_watermark(pipe) -> None:
 @main.command(context_settings=_SETTINGS)
 @click.argument("sections", nargs=-1, type=click.Choice(["privacy", "utility", "naturalness", "recovery", "robustness", "speed", "attacks", "all"]))
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Identity-labelled folder (<Name>/<Name>_NNNN.jpg).")
-@click.option("--method", "methods", multiple=True, type=click.Choice(known_methods()), help="Method(s) to measure [default: all available].")
+@click.option("--method", "methods", multiple=True, type=click.Choice(METHOD_NAMES), help="Method(s) to measure [default: all available].")
 @click.option("--recognizer", "recognizers", multiple=True, help="dlib or onnx:PATH[:imagenet|arcface] [default: dlib + ../shared MobileFaceNet if present].")
 @click.option("--quick", is_flag=True, help="Fixed seeded sample, under 5 minutes.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -426,6 +431,7 @@ def bench(sections, data, methods, recognizers, quick, seed, probes_per_person, 
     SECTIONS: privacy, utility, naturalness, recovery, robustness, speed, attacks or all (default
     all; attacks trains inversion networks: ~5 min quick, hours full on a CPU).
     """
+    from .anonymisers import available_methods
     from .bench.recognizers import default_recognizer_specs
     from .bench.report import markdown, plots
     from .bench.runner import SECTIONS, BenchConfig, run
@@ -604,6 +610,7 @@ def info():
     import torch
 
     from . import operators
+    from .anonymisers import available_methods, default_method
     from .detection import centerface_weights, dlib_model_path
     from .watermark import available_watermarks, is_experimental, load_watermark
 

@@ -41,6 +41,30 @@ def test_help_reads_well():
         assert cmd in out
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["anonymise", "--help"], ["bench", "--help"]])
+def test_help_loads_no_model_and_no_torch(argv):
+    # Help is what a new user runs first: it must answer at once, whatever models are installed.
+    probe = textwrap.dedent(f"""
+        import sys
+        from refacex_plugin.cli import main
+        try:
+            main({argv!r})
+        except SystemExit as exc:
+            assert exc.code == 0, exc.code
+        print(sorted(m for m in ("torch", "dlib", "onnxruntime") if m in sys.modules))
+    """)
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_method_names_help_offers_are_the_registry_s():
+    from refacex_plugin import anonymisers
+    from refacex_plugin.cli import METHOD_NAMES
+
+    assert METHOD_NAMES == anonymisers.PREFERENCE
+
+
 def test_anonymise_mirrors_the_tree(tree, tmp_path):
     out = tmp_path / "out"
     code, text = run("anonymise", tree, "-o", out, "--method", "blur", "--recursive")
