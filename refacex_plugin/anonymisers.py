@@ -117,8 +117,8 @@ _FACTORIES: dict[str, Callable[[], Anonymiser]] = {
 _UNAVAILABLE: dict[str, str] = {}
 #: Learned methods that load their weights from the zoo the first time they are asked for.
 _LEARNED: dict[str, str] = {
-    "composite": "refacex_plugin.composite:load_composite",
-    "refacex": "refacex_plugin.anonymiser.model:load_refacex_model",
+    "refacex": "refacex_plugin.composite:load_composite",
+    "generator": "refacex_plugin.anonymiser.model:load_refacex_model",
 }
 _LOADED: dict[str, Anonymiser] = {}
 _NOT_DEFAULT: set[str] = set()  # available by name, but not preferred (its manifest says default: false)
@@ -152,7 +152,7 @@ def _probe_learned() -> None:
         _FACTORIES[name] = lambda n=name: _LOADED[n]
 
 #: Preference order for :func:`default_method`: learned first, then the baselines.
-PREFERENCE = ("composite", "refacex", "pixelate", "blur", "mask")
+PREFERENCE = ("refacex", "generator", "pixelate", "blur", "mask")
 BASELINES = ("blur", "pixelate", "mask")
 
 

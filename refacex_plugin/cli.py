@@ -95,7 +95,7 @@ def _with(options):
               help="Donor-driven methods: a new donor per face, or the same donor for the same person (keyed by --key-file).")
 @click.option("--donors", "donors_dir", type=click.Path(exists=True), help="Donor bank built by `refacex donors build` from consenting donors' faces, or a folder of their photos [default: the shipped bank].")
 @click.option("--keep-landmarks/--no-keep-landmarks", default=False, show_default=True,
-              help="refacex: move the drawn face's features onto the original's 68 landmarks (better landmarks and pose, "
+              help="generator: move the drawn face's features onto the original's 68 landmarks (better landmarks and pose, "
                    "at a measured privacy cost; see the README).")
 @click.option("--watermark", default=None, help="Watermark that carries the payloads [default: the best available].")
 @click.option("--watermark-strength", type=float, default=1.0, show_default=True, help="Learned watermark: invisibility/robustness dial (residual RMS scale); dct-qim has a fixed strength.")
@@ -146,7 +146,7 @@ def anonymise(inputs, outdir, method, strength, key_file, vault_path, donor_poli
         if key is not None:
             _warn_if_experimental_watermark(pipe)
         if key is not None and vault_path is None and not getattr(pipe.anonymiser, "reversible", False):
-            raise RefacexError(f"method {pipe.method!r} is irreversible: with --key-file give --vault PATH (exact recovery) or use --method refacex")
+            raise RefacexError(f"method {pipe.method!r} is irreversible: with --key-file give --vault PATH (exact recovery) or use --method generator")
         vault = Vault(vault_path, key) if vault_path else None
     except RefacexError as exc:
         _fail(str(exc))
@@ -257,7 +257,7 @@ def extract(inputs, key_files, watermark, recursive, as_json, workers, detector,
 @click.option("--in-place", is_flag=True, help="Replace each anonymised input atomically with its original instead of writing to -o.")
 @click.option("-r", "--recursive", is_flag=True, help="Descend into sub-folders of folder inputs.")
 @click.option("--approximate", is_flag=True, help="Without --vault: let the recovery network draw each face from the code its "
-              "payload carries (--method refacex files): an approximation, not the original face.")
+              "payload carries (--method generator files): an approximation, not the original face.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per restored image.")
 @workers_option
 @_with(detector_options)
@@ -340,7 +340,7 @@ def _donor_bank(path, method):
 
         return DonorBank.load(path)
     photos = [j.src for j in iter_jobs([path], None, True)]
-    if method == "refacex":
+    if method == "generator":
         from .anonymiser.donors import DonorBank as IdentityBank
 
         return IdentityBank.from_images(photos)
@@ -409,14 +409,14 @@ def _warn_if_experimental_watermark(pipe) -> None:
 @click.option("--far", type=float, default=1e-3, show_default=True, help="False-accept rate for the recognisers' thresholds.")
 @click.option("--attack-steps", type=int, default=None, help="Attacks: inverter training steps [default: 60 quick / 1,500 full].")
 @click.option("--attack-faces", type=int, default=None, help="Attacks: attacked faces [default: 40 quick / 300 full].")
-@click.option("--watermark", "watermarks", multiple=True, help="Watermark(s) for the robustness section [default: all available].")
-@click.option("--robustness-faces", type=int, help="Faces for the robustness section [default: 12 quick / 500 full].")
+@click.option("--watermark", "watermarks", multiple=True, help="Watermark(s) for the robustness section [default: the default one quick / all available full].")
+@click.option("--robustness-faces", type=int, help="Faces for the robustness section [default: 10 quick / 500 full].")
 @click.option("--payload", type=click.Choice(list(KIND_NAMES.values())), default="vault-ref", show_default=True,
               help="Robustness: what each face carries (a 64-bit vault reference, t = 21, as anonymise --key-file --vault writes; a 128-bit recovery code, BCH t = 10).")
-@click.option("--recovery-faces", type=int, help="Faces for the recovery section [default: 40 quick / 300 full].")
+@click.option("--recovery-faces", type=int, help="Faces for the recovery section [default: 12 quick / 300 full].")
 @click.option("--strength", type=float, default=1.0, show_default=True, help="The methods' privacy/utility dial.")
 @click.option("--naturalness-faces", type=int, help="Faces for the naturalness classifier [default: 300 quick / 1,500 full].")
-@click.option("--false-detect-images", type=int, help="Unmarked images for the false-detection count [default: 30 quick / 10,000 full].")
+@click.option("--false-detect-images", type=int, help="Unmarked images for the false-detection count [default: 20 quick / 10,000 full].")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=str(Path.home() / ".cache" / "refacex" / "bench"), show_default=True, help="Cache of the originals' measurements.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the results as JSON.")
 @click.option("--report", "report_out", type=click.Path(dir_okay=False), help="Write a Markdown report.")

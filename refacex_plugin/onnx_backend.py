@@ -79,8 +79,8 @@ def _networks(res: int = 128) -> dict[str, tuple[torch.nn.Module, tuple, list[st
         bits = torch.randint(0, 2, (2, wm.bits)).float()
         out["watermark-encoder"] = (wm.encoder, (x, bits), ["crops", "bits"])
         out["watermark-decoder"] = (wm.decoder, (x,), ["crops"])
-    if "refacex" in available_methods():
-        m = _LOADED["refacex"]
+    if "generator" in available_methods():
+        m = _LOADED["generator"]
         code = torch.randint(0, 2, (2, m.R.unet.cond[0].in_features)).float()
         out["refacex-generator"] = (m.G, (x, torch.randn(2, 128), mask), ["face", "donor", "mask"])
         out["refacex-code-encoder"] = (m.E, (x,), ["face"])
@@ -142,8 +142,8 @@ def use_onnx(folder: Path | None = None, device: str = "cpu") -> list[str]:
         _swap(wm, "encoder", OrtModule(folder / "watermark-encoder.onnx", device))
         _swap(wm, "decoder", OrtModule(folder / "watermark-decoder.onnx", device))
         swapped += ["watermark-encoder", "watermark-decoder"]
-    if "refacex" in available_methods():
-        m = _LOADED["refacex"]
+    if "generator" in available_methods():
+        m = _LOADED["generator"]
         _swap(m, "G", OrtModule(folder / "refacex-generator.onnx", device))
         _swap(m, "E", OrtModule(folder / "refacex-code-encoder.onnx", device))
         _swap(m, "R", OrtModule(folder / "refacex-recovery.onnx", device))

@@ -53,9 +53,9 @@ def extract(crops: torch.Tensor) -> torch.Tensor:
 def _recovery_model():
     from .anonymisers import available_methods, get_anonymiser
 
-    if "refacex" not in available_methods():
+    if "generator" not in available_methods():
         raise ModelNotAvailableError(_NO_RECOVERY)
-    return get_anonymiser("refacex")
+    return get_anonymiser("generator")
 
 
 def codes(crops: torch.Tensor):

@@ -25,7 +25,7 @@ def key(tmp_path):
 
 def test_recover_without_a_vault_refuses_unless_asked_for_an_approximation_and_then_says_so(tmp_path, key, example_image):
     anon = tmp_path / "anon"
-    res = run("anonymise", example_image, "-o", anon, "--method", "refacex", "--key-file", key)
+    res = run("anonymise", example_image, "-o", anon, "--method", "generator", "--key-file", key)
     assert res.exit_code == 0, res.output
 
     out = tmp_path / "restored"

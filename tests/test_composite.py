@@ -27,7 +27,7 @@ def test_piecewise_affine_identity_and_shift():
     assert np.allclose(map_x[ys, xs], xs - 3, atol=1e-3) and np.allclose(map_y[ys, xs], ys, atol=1e-3)
 
 
-def test_push_layout_moves_features_keeps_outline_and_openness():
+def test_group_push_moves_features_keeps_outline_and_openness():
     rng = np.random.default_rng(0)
     target = shipped_bank().mean_shape.copy()
     donor = target + rng.normal(0, 3, target.shape).astype(np.float32)
@@ -96,7 +96,7 @@ def test_pipeline_changes_only_the_face_and_hides_identity(lfw_sample):
     from refacex_plugin.image_io import read_image
     from refacex_plugin.pipeline import Pipeline
 
-    pipe = Pipeline(method="composite", donor_seed=0)
+    pipe = Pipeline(method="refacex", donor_seed=0)
     ident = IdentityModel()
     far, done = 0, 0
     for path in lfw_sample[:10]:
@@ -117,3 +117,27 @@ def test_pipeline_changes_only_the_face_and_hides_identity(lfw_sample):
         far += d > 0.6
         done += 1
     assert done >= 7 and far >= done - 1  # dlib calls nearly all of them another person
+
+
+def test_identity_push_keeps_pose_and_expression():
+    from refacex_plugin.composite.shape import INNER
+
+    bank = shipped_bank()
+    anon = CompositeAnonymiser(bank)
+    model = anon.shape_model
+    feats = bank.choice_features()[:, :5]
+    # a smiling, turned target and a neutral donor: after the push the target keeps its yaw and open mouth
+    target_i = int(np.argmax(feats[:, 3] + feats[:, 0]))
+    donor_i = int(np.argmin(np.abs(feats[:, 3] - np.median(feats[:, 3])) + np.abs(feats[:, 0])))
+    target, donor = bank.choice(target_i)[2], bank.choice(donor_i)[2]
+    moved = model.push(target, donor, 1.0)
+    assert np.abs(moved[INNER] - target[INNER]).max() > 1.0  # the layout did move
+    before, after = pose_expression(target), pose_expression(moved)
+    assert abs(after[0] - before[0]) < 0.03 and abs(after[3] - before[3]) < 0.01 and abs(after[4] - before[4]) < 0.01  # yaw and mouth openness stay
+    assert np.abs(moved[:17] - target[:17]).max() < 1e-3  # and so does the jaw line
+
+
+def test_three_donors_give_different_parts(example_rgb):
+    crop = _crop(example_rgb)
+    res = CompositeAnonymiser(shipped_bank()).with_donors(seed=1).anonymise(crop)
+    assert len(res.donors[0]) == 3 and len(set(res.donors[0])) == 3

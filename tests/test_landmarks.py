@@ -36,9 +36,9 @@ def test_refacex_keeps_the_original_landmarks_and_the_background(lfw):
     from refacex_plugin.landmarks import Landmarks68
     from refacex_plugin.pipeline import Pipeline
 
-    if "refacex" not in available_methods():
+    if "generator" not in available_methods():
         pytest.skip("refacex weights not shipped")
-    kept, drawn = Pipeline(method="refacex", donor_seed=0, keep_landmarks=True), Pipeline(method="refacex", donor_seed=0)
+    kept, drawn = Pipeline(method="generator", donor_seed=0, keep_landmarks=True), Pipeline(method="generator", donor_seed=0)
     assert kept.keep_landmarks and not drawn.keep_landmarks  # off by default: it costs privacy
     assert not Pipeline(method="blur", keep_landmarks=True).keep_landmarks  # only for methods that draw a face
     lm68 = Landmarks68()
@@ -65,12 +65,12 @@ def test_the_cli_can_leave_the_generators_geometry(lfw, tmp_path):
     from refacex_plugin.anonymisers import available_methods
     from refacex_plugin.cli import main
 
-    if "refacex" not in available_methods():
+    if "generator" not in available_methods():
         pytest.skip("refacex weights not shipped")
     src = sorted((lfw / "Colin_Powell").glob("*.jpg"))[0]
     outs = {}
     for flag in ("--keep-landmarks", "--no-keep-landmarks"):
-        res = CliRunner().invoke(main, ["anonymise", str(src), "-o", str(tmp_path / flag), "--method", "refacex",
+        res = CliRunner().invoke(main, ["anonymise", str(src), "-o", str(tmp_path / flag), "--method", "generator",
                                         "--format", "png", flag], catch_exceptions=False)
         assert res.exit_code == 0, res.output
         outs[flag] = read_image(next((tmp_path / flag).rglob("*.png"))).rgb.astype(int)

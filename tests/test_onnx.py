@@ -34,18 +34,18 @@ def test_export_matches_pytorch(tiny_zoo):
     report = export_onnx(tiny_zoo / "onnx")
     assert {r["network"] for r in report} >= {"refacex-generator", "refacex-code-encoder", "refacex-recovery"}
     assert all(r["max_abs_diff"] < 1e-4 for r in report)
-    assert "refacex" in anonymisers.available_methods() and anonymisers.default_method() != "refacex"  # default: false
+    assert "generator" in anonymisers.available_methods() and anonymisers.default_method() != "generator"  # default: false
 
 
 def test_onnx_backend_anonymises_like_torch(tiny_zoo, example_rgb):
     from refacex_plugin.onnx_backend import use_onnx
     from refacex_plugin.pipeline import Pipeline
 
-    torch_out = Pipeline(method="refacex", donor_policy="consistent", key=b"k" * 32).anonymise_image(example_rgb).image
+    torch_out = Pipeline(method="generator", donor_policy="consistent", key=b"k" * 32).anonymise_image(example_rgb).image
     assert not np.array_equal(torch_out, example_rgb)
     swapped = use_onnx(tiny_zoo / "onnx2")
     assert "refacex-generator" in swapped
-    onnx_out = Pipeline(method="refacex", donor_policy="consistent", key=b"k" * 32).anonymise_image(example_rgb).image
+    onnx_out = Pipeline(method="generator", donor_policy="consistent", key=b"k" * 32).anonymise_image(example_rgb).image
     assert np.abs(onnx_out.astype(int) - torch_out.astype(int)).mean() < 1.0  # within 1/255 on average
 
 
@@ -64,10 +64,10 @@ def test_bench_recovery_section_runs_the_real_channel(tiny_zoo, lfw, tmp_path):
     from refacex_plugin.bench.report import markdown
     from refacex_plugin.bench.runner import BenchConfig, run
 
-    cfg = BenchConfig(data=lfw, methods=["refacex"], sections=("recovery",), recognizers=["dlib"], quick=True,
+    cfg = BenchConfig(data=lfw, methods=["generator"], sections=("recovery",), recognizers=["dlib"], quick=True,
                       quick_identities=4, quick_distractors=4, recovery_faces=3, cache_dir=tmp_path / "cache", pairs_limit=0, progress=False)
     res = run(cfg)
-    rec = res["methods"]["refacex"]["recovery"]
+    rec = res["methods"]["generator"]["recovery"]
     assert rec["available"] and rec["faces"] == 3
     for row in ("none", "jpeg_q75", "code_direct", "random_code"):
         assert 0 <= rec[row]["identity"]["dlib"]["match_rate"] <= 1

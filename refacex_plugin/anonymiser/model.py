@@ -38,7 +38,7 @@ def _paste(crops: torch.Tensor, small_out: torch.Tensor, mask_small: torch.Tenso
 class RefacexModel(torch.nn.Module):
     """G, E and R with the donor bank. ``policy``: ``random`` or ``consistent`` (keyed by ``key``)."""
 
-    name = "refacex"
+    name = "generator"
     reversible = True
     #: the pipeline can move the drawn face's features onto the original's 68 landmarks
     #: (``Pipeline(keep_landmarks=True)``, landmarks.py)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..geometry import AlignConfig, alignment_matrices, extract_crops
 
 #: Crop side the classifier sees, and the JPEG quality both sides are stored at.
-PATCH = 96
+PATCH = 64
 JPEG_QUALITY = 90
 
 
@@ -35,9 +35,9 @@ def face_patch(rgb: np.ndarray, landmarks5: np.ndarray, align: AlignConfig = Ali
 
 
 class RealOrAnonymised(nn.Module):
-    """Four strided conv blocks and a linear head: ``(B, 3, 96, 96)`` -> ``(B,)`` logits (> 0: anonymised)."""
+    """Four strided conv blocks and a linear head: ``(B, 3, 64, 64)`` -> ``(B,)`` logits (> 0: anonymised)."""
 
-    def __init__(self, width: int = 32):
+    def __init__(self, width: int = 16):
         super().__init__()
         chans = [3, width, 2 * width, 4 * width, 4 * width]
         self.blocks = nn.Sequential(*[

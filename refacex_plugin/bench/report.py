@@ -89,7 +89,7 @@ def markdown(res: dict) -> str:
             lines.append("")
     if res.get("naturalness"):
         lines += ["## Naturalness (a classifier that tells anonymised faces from real ones)", "",
-                  "A small CNN is trained per method on aligned face crops (96 px, JPEG Q90 on both sides) of one set of "
+                  "A small CNN is trained per method on aligned face crops (64 px, JPEG Q90 on both sides) of one set of "
                   "people and tested on people it never saw: 0.5 is indistinguishable from real faces, 1.0 always caught.", "",
                   "| method | test accuracy | train / test faces | steps |", "| --- | --- | --- | --- |"]
         for m, n in res["naturalness"].items():

@@ -39,10 +39,10 @@ class BenchConfig:
     device: str = "cpu"
     speed_images: int | None = None
     watermarks: list[str] | None = None  # None = every available watermark (incl. the dct-qim baseline)
-    robustness_faces: int | None = None  # None = robustness.FACES (12 quick / 500 full)
+    robustness_faces: int | None = None  # None = robustness.FACES (10 quick / 500 full)
     payload: str = "vault-ref"  # robustness: what each face carries (vault-ref: version 3, what a keyed anonymise with a vault writes; recovery-code: version 2)
-    recovery_faces: int | None = None  # None = 40 quick / 300 full
-    false_detect_images: int | None = None  # None = robustness.FALSE_DETECT_IMAGES (30 quick / 10,000 full)
+    recovery_faces: int | None = None  # None = 12 quick / 300 full
+    false_detect_images: int | None = None  # None = robustness.FALSE_DETECT_IMAGES (20 quick / 10,000 full)
     attack_steps: int | None = None  # inverter training steps: None = 60 quick / 1,500 full
     attack_faces: int | None = None  # attacked faces: None = 40 quick / 300 full
     pairs_limit: int | None = None  # pairs.txt pairs to verify: None = 400 quick / all full; 0 = skip
@@ -52,7 +52,7 @@ class BenchConfig:
     command: str = ""
     strength: float = 1.0  # the methods' privacy/utility dial
     naturalness_faces: int | None = None  # None = 300 quick / 1,500 full
-    naturalness_steps: int | None = None  # classifier training steps: None = 400 quick / 1,000 full
+    naturalness_steps: int | None = None  # classifier training steps: None = 300 quick / 1,200 full
 
 
 def git_commit() -> str | None:
@@ -284,7 +284,7 @@ def measure_naturalness_section(cfg: BenchConfig, split, orig, idx) -> dict:
     from .naturalness import measure_naturalness
 
     n = cfg.naturalness_faces or (300 if cfg.quick else 1500)
-    steps = cfg.naturalness_steps or (400 if cfg.quick else 1000)
+    steps = cfg.naturalness_steps or (300 if cfg.quick else 1200)
     pool = [idx[str(p)] for p in [*split.gallery, *split.probes] if orig.ok[idx[str(p)]]]
     chosen = sorted(random.Random(cfg.seed).sample(pool, min(n, len(pool))))
     files = [orig.paths[i] for i in chosen]
@@ -305,7 +305,7 @@ def measure_recovery(method: str, cfg: BenchConfig, split, orig, idx, recognizer
         return {"available": False, "reason": f"{method} is irreversible (no recovery code)"}
     if not operators.recovery_available():
         return {"available": False, "reason": "recovery network not available in this version"}
-    n = cfg.recovery_faces or (40 if cfg.quick else 300)
+    n = cfg.recovery_faces or (12 if cfg.quick else 300)
     probes = [idx[str(p)] for p in split.probes if orig.ok[idx[str(p)]]][:n]
     return evaluate_recovery(method, probes, orig, recognizers, calib, cfg.device, cfg.progress, cfg.seed)
 

@@ -23,14 +23,19 @@ from .mesh import FEATURE_GROUPS, CropLandmarks, hull_indices, piecewise_affine_
 
 @dataclass(frozen=True)
 class CompositeConfig:
-    """``donors``: textures averaged per face. ``layout_push``: at strength 1, the fraction of the way
-    each inner feature moves (and grows or shrinks) toward the donors' layout. ``pool``: donors
-    near the face that the key chooses among. ``blend_levels``: multi-band blend pyramid depth."""
+    """``donors``: donors per face (``mix`` says how they combine). ``layout_push``: at strength 1,
+    how far the inner features' identity layout moves toward the donors' (1: all the way; beyond
+    1 it overshoots, away from the original). ``pool``: donors near the face that the key chooses
+    among. ``blend_levels``: multi-band blend pyramid depth.
 
-    donors: int = 1
-    layout_push: float = 0.6
+    The defaults are the measured operating point (docs/decisions/0001-donor-composite.md)."""
+
+    donors: int = 3
+    layout_push: float = 1.5
     pool: int = 12
     blend_levels: int = 4
+    layout_model: str = "identity"  # identity: the pose/expression-free residual (:mod:`.shape`); groups: :func:`push_layout`
+    mix: str = "parts"  # several donors: parts (eyes and brows, mouth and chin, the rest each from one) or average
 
 
 def push_layout(target: np.ndarray, donor: np.ndarray, amount: float) -> np.ndarray:
@@ -61,23 +66,25 @@ def _plane_fit(values: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray
 
 
 def match_colour(donor: np.ndarray, target: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """Give ``donor (S, S, 3) uint8`` the target's lighting: per Lab channel, swap the donor's
-    best-fitting plane over ``region (S, S) bool`` for the target's and match the lightness spread."""
+    """Give ``donor (H, W, 3) uint8`` the target's lighting: per Lab channel, swap the donor's
+    best-fitting plane over ``region (H, W) bool`` for the target's and match the lightness spread."""
     ys, xs = np.nonzero(region)
     if len(xs) < 50:
         return donor
-    s = float(region.shape[0])
+    step = max(1, len(xs) // 4000)  # a plane is fitted as well from a few thousand pixels
+    ys, xs = ys[::step], xs[::step]
+    s = float(max(region.shape))
     xn, yn = xs / s - 0.5, ys / s - 0.5
     lab_d = cv2.cvtColor(donor, cv2.COLOR_RGB2LAB).astype(np.float32)
-    lab_t = cv2.cvtColor(target, cv2.COLOR_RGB2LAB).astype(np.float32)
-    pd, pt = _plane_fit(lab_d[ys, xs], xn, yn), _plane_fit(lab_t[ys, xs], xn, yn)
+    lab_t = cv2.cvtColor(target, cv2.COLOR_RGB2LAB)[ys, xs].astype(np.float32)
+    pd, pt = _plane_fit(lab_d[ys, xs], xn, yn), _plane_fit(lab_t, xn, yn)
     gy, gx = np.mgrid[0 : region.shape[0], 0 : region.shape[1]].astype(np.float32) / s - 0.5
     basis = np.stack([np.ones_like(gx), gx, gy], -1)
-    residual = lab_d - basis @ pd
+    residual = lab_d - basis @ pd.astype(np.float32)
     std_d = residual[ys, xs, 0].std()
-    std_t = (lab_t[ys, xs, 0] - np.stack([np.ones_like(xn), xn, yn], 1) @ pt[:, 0]).std()
+    std_t = (lab_t[:, 0] - np.stack([np.ones_like(xn), xn, yn], 1) @ pt[:, 0]).std()
     residual[..., 0] *= float(np.clip(std_t / max(std_d, 1e-6), 0.7, 1.4))
-    out = residual + basis @ pt
+    out = residual + basis @ pt.astype(np.float32)
     return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
 
 
@@ -108,6 +115,36 @@ class Composites:
     donors: list[list[int]]
 
 
+#: With several donors, the first gives the eyes and brows, the last the mouth and chin, and the
+#: one in between (or the last) the rest: a face whose parts come from different people looks
+#: like none of them as a whole, and each part keeps a real donor's detail (an average would not).
+PART_POINTS = {"eyes": [*range(17, 27), *range(36, 48)], "mouth": [*range(5, 12), *range(48, 68)]}
+
+
+def part_donors(k: int) -> dict[str, int]:
+    """Donor position (in the chosen list) for each part and for the rest (``"base"``)."""
+    return {"eyes": 0, "base": min(1, k - 1), "mouth": k - 1}
+
+
+def mixed_layout(shapes: list[np.ndarray], k_parts: dict[str, int]) -> np.ndarray:
+    """The donors' layouts ``(78, 2)`` combined part by part (all are in the bank's mean frame)."""
+    out = shapes[k_parts["base"]].copy()
+    for part in ("eyes", "mouth"):
+        out[PART_POINTS[part]] = shapes[k_parts[part]][PART_POINTS[part]]
+    return out
+
+
+def part_weights(geometry: np.ndarray, shape: tuple[int, int], feather: float) -> dict[str, np.ndarray]:
+    """Soft masks ``shape float32`` of the eyes and mouth parts on a mesh, summing to at most 1."""
+    out = {}
+    for part, idx in PART_POINTS.items():
+        m = np.zeros(shape, np.float32)
+        cv2.fillConvexPoly(m, np.round(cv2.convexHull(geometry[idx].astype(np.float32)) * 16).astype(np.int32), 1.0, lineType=cv2.LINE_8, shift=4)
+        out[part] = cv2.GaussianBlur(m, (0, 0), feather)
+    total = np.maximum(out["eyes"] + out["mouth"], 1.0)
+    return {part: w / total for part, w in out.items()}
+
+
 class CompositeAnonymiser:
     """``(crops, donors, strength) -> crops`` over a :class:`DonorBank` (see the module docstring).
 
@@ -123,6 +160,7 @@ class CompositeAnonymiser:
         self.config = config
         self.chooser = chooser or DonorChooser(bank, pool=config.pool)
         self._landmarks = None  # loaded on first use (100 MB)
+        self._shape_model = None
         self._identity = None
 
     def with_donors(self, bank: DonorBank | None = None, policy: str = "random", key: bytes | None = None,
@@ -135,6 +173,15 @@ class CompositeAnonymiser:
     def configured(self, **changes) -> "CompositeAnonymiser":
         """A copy with some :class:`CompositeConfig` fields changed (same chooser)."""
         return CompositeAnonymiser(self.bank, replace(self.config, **changes), self.chooser)
+
+    @property
+    def shape_model(self):
+        if self._shape_model is None:
+            from .shape import ShapeModel
+
+            shapes = np.stack([self.bank.choice(i)[2] for i in range(self.bank.choices)])
+            self._shape_model = ShapeModel.fit(shapes, self.bank.mean_shape)
+        return self._shape_model
 
     def __call__(self, crops: torch.Tensor, donors: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor:
         return self.anonymise(crops, strength).crops
@@ -162,7 +209,7 @@ class CompositeAnonymiser:
         return [self.chooser.person(d) for d in desc]
 
     def donors_for(self, crop: np.ndarray, mesh: np.ndarray, person: int | None = None) -> np.ndarray:
-        return self.chooser.choose(donor_features(crop, mesh), self.config.donors, crop.tobytes(), person)
+        return self.chooser.choose(donor_features(crop, mesh), self.config.donors, crop[::4, ::4].tobytes(), person)
 
     def composite_one(self, crop: np.ndarray, strength: float = 1.0, person: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One ``(S, S, 3) uint8`` crop -> its composite ``(S, S, 3) uint8``, the mask ``(S, S) float32``
@@ -174,22 +221,45 @@ class CompositeAnonymiser:
         mesh = self._landmarks(crop)
         chosen = self.donors_for(crop, mesh, person)
         donors = [bank.choice(int(i)) for i in chosen]
-        layout = np.mean([shape for _, _, shape in donors], 0) * (s / bank.crop_size)
-        geometry = push_layout(mesh, layout, float(np.clip(self.config.layout_push * strength, 0.0, 1.0)))
+        parts = part_donors(len(donors)) if self.config.mix == "parts" else None
+        shapes = [shape for _, _, shape in donors]
+        layout = (mixed_layout(shapes, parts) if parts else np.mean(shapes, 0)) * (s / bank.crop_size)
+        amount = float(np.clip(self.config.layout_push * strength, 0.0, 1.5))
+        if self.config.layout_model == "groups":
+            geometry = push_layout(mesh, layout, min(amount, 1.0))
+        else:
+            geometry = self.shape_model.push(mesh, layout, amount)
         warped = []
         for texture, src, _ in donors:
             map_x, map_y, inside = piecewise_affine_maps(src, geometry, bank.triangles, s)
             warped.append(cv2.remap(np.ascontiguousarray(texture), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT))
-        warped = np.mean(warped, 0).astype(np.uint8) if len(warped) > 1 else warped[0]
+        # everything below happens inside the outline's bounding box (plus the blend's reach)
+        reach = 2 ** (self.config.blend_levels + 1)
+        x0, y0 = (np.floor(geometry.min(0)).astype(int) - reach) // reach * reach
+        x1, y1 = (np.ceil(geometry.max(0)).astype(int) + 2 * reach) // reach * reach
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, s), min(y1, s)
+        box = (slice(y0, y1), slice(x0, x1))
         outline = np.zeros((s, s), np.uint8)
         cv2.fillPoly(outline, [np.round(mesh[hull_indices()] * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
-        region = (outline > 0) & inside
-        warped = match_colour(warped, crop, cv2.erode(region.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0)
+        region = ((outline > 0) & inside)[box]
+        face = crop[box]
+        skin = cv2.erode(region.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        warped = [match_colour(w[box], face, skin).astype(np.float32) for w in warped]  # each to the face's lighting
+        if parts and len(warped) > 1:
+            weights = part_weights(geometry - [x0, y0], (y1 - y0, x1 - x0), s / 64)
+            rest = 1.0 - weights["eyes"] - weights["mouth"]
+            warped = (warped[parts["eyes"]] * weights["eyes"][..., None] + warped[parts["mouth"]] * weights["mouth"][..., None]
+                      + warped[parts["base"]] * rest[..., None])
+        else:
+            warped = np.mean(warped, 0)
         # feather inward only: the blend ends at the face outline, which stays the original's
         edge = max(3, s // 40)
         core = cv2.erode(region.astype(np.uint8), np.ones((edge, edge), np.uint8))
         mask = cv2.GaussianBlur(core.astype(np.float32), (0, 0), edge / 2) * region
-        front = np.where(region[..., None], warped, crop).astype(np.float32)
-        out = multiband_blend(front, crop.astype(np.float32), mask.astype(np.float32), self.config.blend_levels)
-        paste = cv2.GaussianBlur(cv2.dilate(region.astype(np.uint8), np.ones((edge * 3, edge * 3), np.uint8)).astype(np.float32), (0, 0), edge)
-        return np.clip(np.round(out), 0, 255).astype(np.uint8), np.clip(paste * 1.5, 0, 1).astype(np.float32), chosen
+        front = np.where(region[..., None], warped, face.astype(np.float32))
+        out = crop.copy()
+        out[box] = np.clip(np.round(multiband_blend(front, face.astype(np.float32), mask.astype(np.float32), self.config.blend_levels)), 0, 255)
+        paste = np.zeros((s, s), np.float32)
+        grown = cv2.dilate(region.astype(np.uint8), np.ones((edge * 3, edge * 3), np.uint8)).astype(np.float32)
+        paste[box] = np.clip(cv2.GaussianBlur(grown, (0, 0), edge) * 1.5, 0, 1)
+        return out, paste, chosen
