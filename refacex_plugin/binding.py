@@ -12,7 +12,7 @@ the aligned crop's grey levels (context included), each centred on its mean over
 and scaled by how much it moves under the robustness suite's distortions (:data:`_MEAN`,
 :data:`_SCALE`). A candidate's cost is the summed scaled magnitude of the bits it flips.
 
-Measured (``python scripts/binding_hash.py --data ../shared/data/lfw --images 300``, refacex
+Measured (``python research/binding_hash.py --data ../shared/data/lfw --images 300``, refacex
 -anonymised LFW faces, docs/benchmarks/payload-binding.md): a moved payload passes for 0.066 % of
 (face, other image) pairs; the hash stays among the reader's candidates after JPEG, WebP,
 colour changes and blur for 99.7-100 % of faces, after a 10 % crop and noise for 97.6 %, after
@@ -36,7 +36,7 @@ _SIDE = 32
 # the 24 lowest-frequency AC positions of the 32x32 DCT, in zig-zag order
 _POSITIONS = sorted(((u, v) for u in range(8) for v in range(8) if (u, v) != (0, 0)), key=lambda t: (t[0] + t[1], t[0]))[:HASH_BITS]
 # per-coefficient mean over aligned faces, and its spread under distortion: from 295 refacex-anonymised
-# LFW faces (scripts/binding_hash.py --fit), crops in [0, 1]
+# LFW faces (research/binding_hash.py --fit), crops in [0, 1]
 _MEAN = np.array([-0.058, 0.004, -1.242, 0.035, -0.853, 0.001, 0.09, -0.03, 0.03, 0.415, 0.041, 0.672,
                   0.034, -0.389, 0.074, 0.1, -0.026, 0.463, 0.004, -0.274, 0.221, 0.029, -0.034, 0.023], np.float32)
 _SCALE = np.array([0.216, 0.204, 0.284, 0.16, 0.166, 0.155, 0.157, 0.117, 0.132, 0.152, 0.115, 0.139, 0.097, 0.115,

@@ -43,7 +43,7 @@ def match_faces(wanted: np.ndarray, found: Detections, tolerance: float = 0.25) 
 
 #: Faces whose eyes lie closer than this many image pixels (as detected) are not read, and the
 #: embedder does not call a mark in one ``embedded``: a mark does not survive in so small a face
-#: (``python scripts/watermark_min_face.py --faces 15 --eyes 8,10,12``, session 25: of 15 LFW faces
+#: (``python research/watermark_min_face.py --faces 15 --eyes 8,10,12``, session 25: of 15 LFW faces
 #: shrunk to 8 px between the eyes 2 were detected, and neither opened; at 10 and 12 px all 15 were
 #: detected and none opened even unchanged), while a search that finds no mark costs a reader
 #: 2-5 s of fallbacks, most of ``refacex extract``'s time on an image with a small background
@@ -199,7 +199,7 @@ def _embed_rounds(rgb, landmarks, frames, bits, hashes, watermark, detector, ali
 #: How far (zoom, turn in degrees, shift in crop pixels) a marked face's re-detection may lie from
 #: the frame its mark was embedded in for the embedder to count it as found: within the search's
 #: first grid step, leaving its range (+-8 % / 4 deg / 8 px, then finer) room for a distortion's own
-#: misplacement. Measured with ``scripts/embed_rounds.py --images 150 --seed 11 --host
+#: misplacement. Measured with ``research/embed_rounds.py --images 150 --seed 11 --host
 #: pixelate|refacex`` (185 faces, reader at 0.2, one core each; opened unchanged / after JPEG Q75;
 #: embedding time; faces called embedded that did not open unchanged): pixelate in one round 73.5 /
 #: 57.8 %, 39 ms, 20 of 156 wrong; this start, three rounds 81.6 / 64.3 %, 53 ms, 0 of 139; a looser
@@ -275,7 +275,7 @@ SYNC_FALLOFFS = ((1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5), (-0.02, -0.01
 #: falloff gained 0-2 % in confidence and moved as many faces' readings away from the mark as
 #: towards it; after a blur it gained 8-20 % and took wrong bits away (30 LFW originals read in
 #: their marks' own frames, ``runs/``-only script, session 18). Measured with ``python
-#: scripts/reader_fallbacks.py --fallback falloff --host none|refacex --images 100 --rows
+#: research/reader_fallbacks.py --fallback falloff --host none|refacex --images 100 --rows
 #: jpeg_q50,webp_q80,resize_0.5,blur_1,...`` (the same marked images read with / without):
 #: original faces x0.5 16 / 11, blur 9 / 5, JPEG Q50 70 / 70, WebP 76 / 75, brightness -20 %
 #: 100 / 100, contrast +20 % 97 / 97; refacex-anonymised faces x0.5 53 / 45, blur 42 / 35, Q50
@@ -530,7 +530,7 @@ def _polish(rgb, m, watermark, align, device, params: tuple) -> tuple[np.ndarray
     Why: after JPEG Q50 or WebP the grid's stages often end near the mark but not on it (up to
     0.5 deg, 0.3 px and 1.3 % in zoom away), and that costs up to 49 wrong bits; in its own frame
     the mark is read more confidently than where the stages ended, every time (20 such faces of 60
-    LFW originals, 16 of them near, ad hoc). ``python scripts/watermark_sync.py --decode --host
+    LFW originals, 16 of them near, ad hoc). ``python research/watermark_sync.py --decode --host
     none --faces 100 --rows jpeg_q50,webp_q80 --seed 8`` with fixed keys, without / with: reads
     within 21 wrong bits 73 -> 82 % after JPEG Q50 and 68 -> 78 % after WebP (in the mark's own
     frame: 91 / 88 %), recovery codes opened 45 -> 57 % and 42 -> 55 % (session 16, before
@@ -666,9 +666,9 @@ def read_from_image(
 #: unsettled: the frame marks were embedded in before session 22 (:mod:`~refacex_plugin.registration`;
 #: ``test_marks_embedded_in_unsettled_frames_still_open``). Before the reader started from settled
 #: landmarks these starts were its answer to CenterFace's misplacement after a resize (after x1.5:
-#: 3.9 % in zoom, 1.7 deg, 2.2 crop px, medians; ``python scripts/watermark_sync.py --misplacement
+#: 3.9 % in zoom, 1.7 deg, 2.2 crop px, medians; ``python research/watermark_sync.py --misplacement
 #: --host none --faces 80``): re-detecting at the inverse scale sees the pixels the embedder saw
-#: (40 of 40 faces opened after x1.5 vs 34, session 19; ``python scripts/reader_fallbacks.py
+#: (40 of 40 faces opened after x1.5 vs 34, session 19; ``python research/reader_fallbacks.py
 #: --fallback rescaled --images 40``: x0.67 / 0.8 / 1.25 / 1.5 / 2: 26 / 38 / 40 / 40 / 39 of 40 vs
 #: 25 / 34 / 40 / 37 / 37). Costs unmarked faces a detection and a local search per scale (ad hoc
 #: timing, 12 unmarked LFW images: 248 -> 394 ms a read for the two rescaled ones).

@@ -58,7 +58,7 @@ class DetectorConfig:
 #: Score threshold down to which a payload *reader* takes candidate faces (and the embedder, which
 #: predicts what a reader finds). Anonymised faces are harder to detect - that is the point of
 #: blurring and pixelating them - and a candidate that is not a marked face costs one search and
-#: is then refused by authentication. Measured (``python scripts/reader_threshold.py --images 150``:
+#: is then refused by authentication. Measured (``python research/reader_threshold.py --images 150``:
 #: CenterFace on 150 LFW images anonymised and marked, 185 faces; found at 0.5 / 0.35 / 0.2 / 0.1):
 #: pixelate 71.9 / 83.2 / 85.4 / 85.4 %, blur 58.9 / 64.9 / 70.8 / 71.9 %, refacex 89.7 / 90.3 /
 #: 90.3 / 90.3 %, with 6-21 / 20-29 / 41-63 / 71-109 other candidates; so 0.2, the knee.

@@ -18,7 +18,7 @@ resized, re-encoded or not, so it places the landmarks the same way; its landmar
 the cells around the heat peak (:meth:`~refacex_plugin.detection.CenterFaceDetector.centred_landmarks`),
 which move smoothly where a single cell's jump.
 
-Measured (``python scripts/watermark_sync.py --misplacement --host blur --faces 40 --seed 3``: 40
+Measured (``python research/watermark_sync.py --misplacement --host blur --faces 40 --seed 3``: 40
 LFW images blurred by the ``blur`` anonymiser, CenterFace at the reader's threshold; offset
 between the landmarks found in the image and in a distorted copy, mapped back; median / 90th
 percentile of zoom, turn in degrees, shift in crop pixels of the 256-pixel crop): re-detection vs

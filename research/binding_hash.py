@@ -11,7 +11,7 @@ re-detects it in the unmarked anonymised image (as ``Pipeline.embed_codes`` does
 ``--fit`` also prints the raw coefficients' mean and their spread under the distortions: the
 constants ``binding._MEAN`` / ``binding._SCALE`` were fitted this way on 300 images.
 
-    python scripts/binding_hash.py --data ../shared/data/lfw --images 300
+    python research/binding_hash.py --data ../shared/data/lfw --images 300
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A hit is a detection whose box covers the image centre (LFW centres the labelled face).
 
-    python scripts/detector_recall.py ../shared/data/lfw --sample 1000 --seed 0
+    python research/detector_recall.py ../shared/data/lfw --sample 1000 --seed 0
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ reference in every face as ``Pipeline.embed_codes`` does and counts the faces
 and how many faces the embedder called ``embedded`` that a reader of the unchanged image did not
 open (the status's own error).
 
-    python scripts/embed_rounds.py --host pixelate --images 100
+    python research/embed_rounds.py --host pixelate --images 100
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ the full reader, fallbacks included, as the holder of a fresh random key reads i
 of the search tried with the key - and opened against its recomputed bindings), but it prints the cumulative count every ``--every`` images, so a run cut short still
 reports how many faces it covered.
 
-    OMP_NUM_THREADS=1 python scripts/false_detections.py --watermark dct-qim-low --images 7800 > runs/fd.log
+    OMP_NUM_THREADS=1 python research/false_detections.py --watermark dct-qim-low --images 7800 > runs/fd.log
 
 ``--skip`` continues a count (or splits it between processes) over the same seeded order of images.
 """

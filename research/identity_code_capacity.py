@@ -12,7 +12,7 @@ network that must draw a face with that identity is. Counts, on "val" people's f
   sample may hold a person twice), beside ``other_match_originals``, the same count between the
   original descriptors: a code that named "a face" rather than a person would raise the first.
 
-    python scripts/identity_code_capacity.py --data ../shared/data/lfw --bits 128 64 32
+    python research/identity_code_capacity.py --data ../shared/data/lfw --bits 128 64 32
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Re-measure only the keyless-recovery rows of ``refacex bench attacks`` (full-mode split, the
 same attacked faces) with the recovery network now in models/, without re-training inverters.
 
-    python scripts/keyless_check.py --data ../shared/data/lfw --faces 150 --json out.json
+    python research/keyless_check.py --data ../shared/data/lfw --faces 150 --json out.json
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ reader's search starts and read back with at most BCH's 10 wrong bits; else ``em
 split into not re-detected / too many wrong bits or too far) by the width of its detection box and by
 the number of faces in its image.
 
-    python scripts/payload_by_face_size.py records.jsonl
+    python research/payload_by_face_size.py records.jsonl
 """
 
 from __future__ import annotations

@@ -9,10 +9,10 @@ face of ``--images`` LFW images (original, or anonymised by ``--host``), as
 a resize by F, area when shrinking, cubic when enlarging) and counts the images whose payload
 ``Pipeline.read_payloads`` opens with the fallback and without it, with the mean read time of each.
 
-    python scripts/reader_fallbacks.py --fallback rescaled --images 40 --rows x0.67,x0.8,x1.25,x1.5,x2
-    python scripts/reader_fallbacks.py --fallback unclipped --images 200 --seed 3 --rows brightness_+20,contrast_+20
-    python scripts/reader_fallbacks.py --fallback falloff --host refacex --images 100 --rows jpeg_q50,webp_q80,resize_0.5,blur_1
-    python scripts/reader_fallbacks.py --fallback deblurred --watermark dct-qim-low --images 60 --rows resize_0.5,blur_1
+    python research/reader_fallbacks.py --fallback rescaled --images 40 --rows x0.67,x0.8,x1.25,x1.5,x2
+    python research/reader_fallbacks.py --fallback unclipped --images 200 --seed 3 --rows brightness_+20,contrast_+20
+    python research/reader_fallbacks.py --fallback falloff --host refacex --images 100 --rows jpeg_q50,webp_q80,resize_0.5,blur_1
+    python research/reader_fallbacks.py --fallback deblurred --watermark dct-qim-low --images 60 --rows resize_0.5,blur_1
 """
 
 from __future__ import annotations

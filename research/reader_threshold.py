@@ -5,7 +5,7 @@ reference in every face), the share of the faces CenterFace finds in the marked 
 threshold (matched to the faces that were anonymised), and the candidates it finds that match
 none (each costs the reader one search).
 
-    python scripts/reader_threshold.py --images 150
+    python research/reader_threshold.py --images 150
 """
 
 from __future__ import annotations

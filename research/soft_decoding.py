@@ -6,7 +6,7 @@ search, fallbacks); each reading (and, for distortions that keep the geometry, t
 exact frame the mark was embedded in) is then opened with the key by hard BCH decoding only, with
 Chase (6 weak bits), and with Chase then ordered statistics (order 2, 4 codewords: the default).
 
-    python scripts/soft_decoding.py --faces 100 --rows jpeg_q50,webp_q80,resize_0.5,blur_1 --seed 8
+    python research/soft_decoding.py --faces 100 --rows jpeg_q50,webp_q80,resize_0.5,blur_1 --seed 8
 """
 
 from __future__ import annotations

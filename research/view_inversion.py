@@ -9,12 +9,12 @@ read from the crop's ArcFace frame. ``--id-weight 0`` trains the inverter on pix
 identity loss through the dlib port): what is left of its dlib matches is not dlib's own blind spots.
 ``--id-loss judge`` takes the identity loss through the judge instead (``bench.onnx_torch``).
 
-    python scripts/view_inversion.py --data ../shared/data/lfw --view blur:1 --view blur:2
-    python scripts/view_inversion.py --data ../shared/data/lfw --view mask:1 --view blur:3 --steps 1500 --faces 300
-    python scripts/view_inversion.py --data ../shared/data/lfw --view mask:1 --steps 1500 --faces 300 --mask-axes 54 66
-    python scripts/view_inversion.py --data ../shared/data/lfw --view mask:1 --steps 1500 --faces 300 --id-weight 0
-    python scripts/view_inversion.py --data ../shared/data/lfw --view mask:1 --steps 1500 --faces 300 --id-loss judge
-    python scripts/view_inversion.py --data ../shared/data/lfw --view refacex:1 --steps 1500 --faces 300 --id-loss judge
+    python research/view_inversion.py --data ../shared/data/lfw --view blur:1 --view blur:2
+    python research/view_inversion.py --data ../shared/data/lfw --view mask:1 --view blur:3 --steps 1500 --faces 300
+    python research/view_inversion.py --data ../shared/data/lfw --view mask:1 --steps 1500 --faces 300 --mask-axes 54 66
+    python research/view_inversion.py --data ../shared/data/lfw --view mask:1 --steps 1500 --faces 300 --id-weight 0
+    python research/view_inversion.py --data ../shared/data/lfw --view mask:1 --steps 1500 --faces 300 --id-loss judge
+    python research/view_inversion.py --data ../shared/data/lfw --view refacex:1 --steps 1500 --faces 300 --id-loss judge
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 frame, distort with real encoders, re-detect, read, open the payload. Prints the face-region PSNR
 and, per distortion, the mean bit accuracy and the exact-decode rate.
 
-    python scripts/watermark_check.py --weights runs/wm_cpu/checkpoint.pt --rms 0.03 --faces 10
-    python scripts/watermark_check.py --watermark dct-qim --faces 10
-    python scripts/watermark_check.py --weights runs/s13/wm_ft/watermark-learned.pt --faces 20 --payload vault-ref
+    python research/watermark_check.py --weights runs/wm_cpu/checkpoint.pt --rms 0.03 --faces 10
+    python research/watermark_check.py --watermark dct-qim --faces 10
+    python research/watermark_check.py --weights runs/s13/wm_ft/watermark-learned.pt --faces 20 --payload vault-ref
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ key, in its settled frame) and read as the key's holder reads it, unchanged and 
 Prints per eye distance the faces still detected, the faces opened per row, and the mean reading
 time.
 
-    python scripts/watermark_min_face.py --faces 15 --eyes 8,12,16,20,24,32
+    python research/watermark_min_face.py --faces 15 --eyes 8,12,16,20,24,32
 """
 
 from __future__ import annotations

@@ -12,11 +12,11 @@ the geometry: what a perfect search would read) and by the reader's search, the 
 within 21 wrong bits (BCH t of a vault reference) in that frame and by the search, and the
 share whose payload opens exactly; plus the face-region PSNR of the mark.
 
-    python scripts/watermark_sync.py --misplacement --host refacex --faces 30
-    python scripts/watermark_sync.py --misplacement --host blur --faces 40 --seed 3
-    python scripts/watermark_sync.py --decode --host none --faces 40 --step 32 --passes 2
-    python scripts/watermark_sync.py --decode --host none --faces 25 --rows none,jpeg_q75,jpeg_q50,webp_q80,blur_1,noise_0.02
-    python scripts/watermark_sync.py --decode --host blur --faces 30 --block 16 --coeffs 01,10,11,02,20,12,21,03,30,22 --step 48
+    python research/watermark_sync.py --misplacement --host refacex --faces 30
+    python research/watermark_sync.py --misplacement --host blur --faces 40 --seed 3
+    python research/watermark_sync.py --decode --host none --faces 40 --step 32 --passes 2
+    python research/watermark_sync.py --decode --host none --faces 25 --rows none,jpeg_q75,jpeg_q50,webp_q80,blur_1,noise_0.02
+    python research/watermark_sync.py --decode --host blur --faces 30 --block 16 --coeffs 01,10,11,02,20,12,21,03,30,22 --step 48
 """
 
 from __future__ import annotations

@@ -236,7 +236,7 @@ def test_reader_polishes_a_reading_that_is_no_codeword(weak_marks, monkeypatch):
     reading's confidence from there (:func:`~refacex_plugin.channel._polish`) reaches it: of these
     60 weakened payloads the reader opens 57, 55 without polishing (session 22, from settled
     landmarks; 43 vs 36 before; session 16, before soft decoding by ordered statistics: 29 vs
-    26; 100 other faces, ``scripts/watermark_sync.py``: 57 / 55 % vs 45 / 42 %)."""
+    26; 100 other faces, ``research/watermark_sync.py``: 57 / 55 % vs 45 / 42 %)."""
     from refacex_plugin import channel as C
 
     pipe, distorted = weak_marks
@@ -250,7 +250,7 @@ def test_reader_soft_decodes_readings_past_the_hard_radius(weak_marks, monkeypat
     """Most readings of a weakened mark are 11-20 bits wrong, past BCH's t = 10, on bits read
     weakly: ordered statistics (:func:`refacex_plugin.ecc.osd_candidates`) open them. Of these 60
     payloads the reader opens 57, 46 with hard and Chase decoding only (session 22; 43 vs 29
-    before; 100 other faces, ``scripts/soft_decoding.py``: 76 / 78 % vs 47 / 60 %)."""
+    before; 100 other faces, ``research/soft_decoding.py``: 76 / 78 % vs 47 / 60 %)."""
     import functools
 
     pipe, distorted = weak_marks
@@ -472,7 +472,7 @@ def test_reader_deblurs_a_mark_a_low_pass_mixed(lfw, row):
     """A gaussian blur (sigma 1) or a half-size resize mixes each carrier block with its
     neighbours, and neither a gain nor a falloff undoes that. A reader that finds no codeword
     searches again in the face's region deblurred (:func:`~refacex_plugin.channel._search_deblurred`):
-    in a 60-face check (``scripts/reader_fallbacks.py --fallback deblurred``, session 19) dct-qim
+    in a 60-face check (``research/reader_fallbacks.py --fallback deblurred``, session 19) dct-qim
     opened 55 vs 4 after the blur and 40 vs 8 after the resize; here 16 of those faces. Since the
     reader starts from settled landmarks (session 22) more half-size faces open without it (14 vs
     11 here; blur 15 vs 5)."""

@@ -95,7 +95,7 @@ def blend(x: torch.Tensor, face: torch.Tensor, mask: torch.Tensor) -> torch.Tens
 
 VIEW_BLUR = 3.0
 """Strength of the blur ``G`` sees (``blur_faces``: sigma 15 % of the crop side, 19.2 px at
-:data:`RES`). Session 5 chose 2.0 (sigma 10 %) with ``scripts/view_inversion.py`` (3.3 % of identities
+:data:`RES`). Session 5 chose 2.0 (sigma 10 %) with ``research/view_inversion.py`` (3.3 % of identities
 back from that view with 500-step inverters), but ``refacex bench attacks`` with 1,500-step inverters
 got 6.7 % back through ``G`` (issue 9's bar: 5 %); session 10 retrained ``G`` on this wider view
 (docs/notes/learned-models.md, "Session 10"). Saved weights carry their own ``view_blur``."""

@@ -47,14 +47,14 @@ class DctQimWatermark:
         Step 32, embedded in two passes (:attr:`embed_passes`), puts the
         face-region PSNR at ~40.3 dB (the invisibility bar is 40 dB). Measured on 40 original LFW
         faces with the first, whole-pixel version of the reader's search (an ad hoc forerunner of
-        ``scripts/watermark_sync.py --decode``; exact decode, no distortion / JPEG Q90 / Q75 / resize x1.5 / noise
+        ``research/watermark_sync.py --decode``; exact decode, no distortion / JPEG Q90 / Q75 / resize x1.5 / noise
         0.02): step 32 in two passes 100 / 93 / 65 / 78 / 47 %; step 30 in three passes (40.6 dB)
         88 / 90 / 55 / 62 / 25 %; step 36 in three passes (38.9 dB) 93 / 90 / 80 / 88 / 60 %.
         Blocks of 16 px leave too few slots (215 with 5 coefficients; with 10 coefficients and step
         48, 41.1 dB, 20 originals, the search before session 14: no distortion 80 %, JPEG Q50 20 %,
         blur 0 %). Filtering weakens the mark rather than erasing it: read in the exact frame it was
         embedded in, 84 / 72 % of 25 original faces come back within 21 wrong bits after JPEG Q50 /
-        WebP Q80 (blur sigma 1: none, median 66 wrong bits; ``scripts/watermark_sync.py --decode``,
+        WebP Q80 (blur sigma 1: none, median 66 wrong bits; ``research/watermark_sync.py --decode``,
         the own-frame columns); finding that frame is the reader's
         search's job (``channel._search``)."""
         self.name = name
