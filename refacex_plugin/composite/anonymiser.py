@@ -209,7 +209,15 @@ class CompositeAnonymiser:
         return [self.chooser.person(d) for d in desc]
 
     def donors_for(self, crop: np.ndarray, mesh: np.ndarray, person: int | None = None) -> np.ndarray:
-        return self.chooser.choose(donor_features(crop, mesh), self.config.donors, crop[::4, ::4].tobytes(), person)
+        features = donor_features(crop, mesh)
+        chosen = self.chooser.choose(features, self.config.donors, crop[::4, ::4].tobytes(), person)
+        if self.config.mix == "parts" and len(chosen) > 1:
+            # the mouth is the part whose opening shows most (teeth, tongue): its donor is the chosen
+            # one whose mouth is opened most like this face's
+            gap = np.abs(self.bank.choice_features()[chosen, 3] - features[3])
+            last = int(np.argmin(gap))
+            chosen = np.r_[np.delete(chosen, last), chosen[last]]
+        return chosen
 
     def composite_one(self, crop: np.ndarray, strength: float = 1.0, person: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One ``(S, S, 3) uint8`` crop -> its composite ``(S, S, 3) uint8``, the mask ``(S, S) float32``
