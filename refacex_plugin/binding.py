@@ -1,4 +1,4 @@
-"""Binding a payload to the face it is embedded in, so that a moved payload fails (issue 9).
+"""Binding a payload to the face it is embedded in, so that a moved payload fails.
 
 A payload is public bits: anyone can read a face's channel bits with the public decoder and
 embed them in another image with the public encoder. So the payload's tag also covers a short

@@ -43,7 +43,7 @@ def match_faces(wanted: np.ndarray, found: Detections, tolerance: float = 0.25) 
 
 #: Faces whose eyes lie closer than this many image pixels (as detected) are not read, and the
 #: embedder does not call a mark in one ``embedded``: a mark does not survive in so small a face
-#: (``python research/watermark_min_face.py --faces 15 --eyes 8,10,12``, session 25: of 15 LFW faces
+#: (``python research/watermark_min_face.py --faces 15 --eyes 8,10,12``: of 15 LFW faces
 #: shrunk to 8 px between the eyes 2 were detected, and neither opened; at 10 and 12 px all 15 were
 #: detected and none opened even unchanged), while a search that finds no mark costs a reader
 #: 2-5 s of fallbacks, most of ``refacex extract``'s time on an image with a small background
@@ -257,7 +257,7 @@ def _embed_searchable(rgb, landmarks, channel_bits, watermark, detector, align, 
 #: registration 0.25-0.7 px off still cost 8-36 of its 252 bits (9 of 40 faces, no distortion),
 #: hence the sub-pixel stages, down to an eighth of a pixel and of a degree (after JPEG Q50 a
 #: registration 0.1-0.3 px off cost up to 28 bits more than the mark's own frame: an ad hoc
-#: check of 15 faces, docs/notes/learned-models.md, session 14).
+#: check of 15 faces).
 SYNC_STAGES = ((0.04, 2.0, 2, 2, 8), (0.02, 1.0, 1, 1, 2), (0.01, 0.5, 1, 1, 1),
                (0.0, 0.0, 0, 0.5, 0.5), (0.005, 0.25, 1, 0, 0), (0.0, 0.0, 0, 0.25, 0.25),
                (0.0025, 0.125, 1, 0, 0), (0.0, 0.0, 0, 0.125, 0.125))
@@ -274,7 +274,7 @@ SYNC_FALLOFFS = ((1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5), (-0.02, -0.01
 #: reads this much more confidently than the best gain alone: fitted to JPEG's or WebP's noise, a
 #: falloff gained 0-2 % in confidence and moved as many faces' readings away from the mark as
 #: towards it; after a blur it gained 8-20 % and took wrong bits away (30 LFW originals read in
-#: their marks' own frames, ``runs/``-only script, session 18). Measured with ``python
+#: their marks' own frames, an ad hoc script). Measured with ``python
 #: research/reader_fallbacks.py --fallback falloff --host none|refacex --images 100 --rows
 #: jpeg_q50,webp_q80,resize_0.5,blur_1,...`` (the same marked images read with / without):
 #: original faces x0.5 16 / 11, blur 9 / 5, JPEG Q50 70 / 70, WebP 76 / 75, brightness -20 %
@@ -327,7 +327,7 @@ def _search(rgb, m, watermark, align, device, accept: Accept, fallbacks: bool = 
     the weakened mark, and its most confident point is a chance one that the finer stages cannot
     leave; the re-detection itself lies within 0.3-3 px of the mark there (measured on 15 LFW faces
     after JPEG Q50: the mark read in its own frame was 0.32-0.44 confident, the wide search's
-    reading 0.26-0.28, 8-38 vs 117-146 wrong bits; docs/notes/learned-models.md, session 14).
+    reading 0.26-0.28, 8-38 vs 117-146 wrong bits).
     A reading that is no codeword is polished (:func:`_polish`) before the next try.
     Without ``fallbacks``, the local search and its polish only (:func:`read_marks` runs the
     beam and the wide search later, among its other fallbacks, within the face's
@@ -469,13 +469,13 @@ def _read_stage(rgb, m, watermark, align, device, spec: tuple, at: tuple, gains:
 #: A face the local search did not open is searched again from the most confident points of a finer
 #: grid around its re-detection (:func:`_beam_starts`), up to this many: :data:`BEAM_GRID`.
 #: The mark's confidence peak is narrow: after WebP Q80 (10 LFW faces the reader lost, read at
-#: their marks' own frames, ``runs/``-only, session 21) its mean confidence fell from 0.51-0.60
+#: their marks' own frames, an ad hoc script) its mean confidence fell from 0.51-0.60
 #: there to 0.45-0.50 half a crop pixel away, 0.46-0.51 at 1 % in zoom and 0.47-0.52 at half a
 #: degree, while the local search's first stage (steps of 1 px, 2 %, 1 deg) peaked at 0.44-0.51
 #: by chance; so the greedy search took a chance point, and its runners-up were chance points too.
-#: Session 20's beam, the first stage's 2nd-5th points, opened 2 more of 60 WebP faces. The bench's
-#: 300 faces after WebP Q80 (fixed seeded keys, ``runs/``-only A/B, both with
-#: :func:`payload_opener`): of the 13 faces lost with session 20's beam, this grid's top 4 / 8
+#: A beam of the first stage's 2nd-5th points opened only 2 more of 60 WebP faces. The bench's
+#: 300 faces after WebP Q80 (fixed seeded keys, an ad hoc A/B, both with
+#: :func:`payload_opener`): of the 13 faces that beam lost, this grid's top 4 / 8
 #: opened 4 / 5; its cost, ~0.3 s a face without a codeword.
 SEARCH_BEAM = 8
 #: The beam's grid around the re-detection: (zoom step, turn step in degrees, points a side, shift
@@ -533,8 +533,8 @@ def _polish(rgb, m, watermark, align, device, params: tuple) -> tuple[np.ndarray
     LFW originals, 16 of them near, ad hoc). ``python research/watermark_sync.py --decode --host
     none --faces 100 --rows jpeg_q50,webp_q80 --seed 8`` with fixed keys, without / with: reads
     within 21 wrong bits 73 -> 82 % after JPEG Q50 and 68 -> 78 % after WebP (in the mark's own
-    frame: 91 / 88 %), recovery codes opened 45 -> 57 % and 42 -> 55 % (session 16, before
-    ordered-statistics decoding)."""
+    frame: 91 / 88 %), recovery codes opened 45 -> 57 % and 42 -> 55 % (measured with hard and
+    Chase decoding only, without ordered statistics)."""
     centre = align.size / 2
     window = _search_window(watermark, align.size)
     zero = torch.zeros(1, 2, dtype=torch.long)
@@ -586,7 +586,7 @@ def reader_frames(rgb: np.ndarray, landmarks: np.ndarray, detector: FaceDetector
 
     Settled from the given landmarks, not from a re-detection of ``rgb``: settling converges to
     nearly one point from starts pixels apart, so the detection of the whole image only cost time.
-    Measured (``runs/``-only A/B, session 25, 60 LFW images per host, one core; faces opened by a
+    Measured (an ad hoc A/B, 60 LFW images per host, one core; faces opened by a
     key-holding reader unchanged / after JPEG Q75 / a half-size resize, embedding time per face):
     blur-anonymised, 71 faces, re-detected 56 / 55 / 53, 53 ms, settled from the given landmarks
     58 / 56 / 54, 45 ms; refacex-anonymised, 74 faces, 70 / 68 / 65, 58 ms vs 71 / 68 / 65, 51 ms."""
@@ -663,12 +663,12 @@ def read_from_image(
 
 #: Image scales at which a reader re-detects the faces whose search found no codeword, to start a
 #: local search from each (:func:`_search_rescaled`); 1.0 stands for the re-detection itself,
-#: unsettled: the frame marks were embedded in before session 22 (:mod:`~refacex_plugin.registration`;
-#: ``test_marks_embedded_in_unsettled_frames_still_open``). Before the reader started from settled
-#: landmarks these starts were its answer to CenterFace's misplacement after a resize (after x1.5:
+#: unsettled: the frame files marked without :mod:`~refacex_plugin.registration`'s settling carry
+#: their marks in (``test_marks_embedded_in_unsettled_frames_still_open``). For such files these
+#: starts answer CenterFace's misplacement after a resize (after x1.5:
 #: 3.9 % in zoom, 1.7 deg, 2.2 crop px, medians; ``python research/watermark_sync.py --misplacement
 #: --host none --faces 80``): re-detecting at the inverse scale sees the pixels the embedder saw
-#: (40 of 40 faces opened after x1.5 vs 34, session 19; ``python research/reader_fallbacks.py
+#: (40 of 40 faces opened after x1.5 vs 34; ``python research/reader_fallbacks.py
 #: --fallback rescaled --images 40``: x0.67 / 0.8 / 1.25 / 1.5 / 2: 26 / 38 / 40 / 40 / 39 of 40 vs
 #: 25 / 34 / 40 / 37 / 37). Costs unmarked faces a detection and a local search per scale (ad hoc
 #: timing, 12 unmarked LFW images: 248 -> 394 ms a read for the two rescaled ones).
@@ -703,10 +703,11 @@ READ_BUDGET = 16
 #: that did, and the reader without a budget (up to ~48 readings a face) opened none of them
 #: either: 23 of 24 embedded faces both ways, 1.98 s an image then.
 NEIGHBOUR_BUDGET = 2
-#: Readings a face gets with each earlier default watermark (``Pipeline.read_payloads``) where the
-#: default found no mark: the local search and its polish. Every face without a payload (an
-#: unmarked one, or one whose mark a distortion erased) pays this, on every read, for the files
-#: written before the default changed; those open unchanged or re-encoded at the local search.
+#: Readings a face gets with each watermark of :data:`~refacex_plugin.watermark.EARLIER_DEFAULTS`
+#: (``Pipeline.read_payloads``) where the default found no mark: the local search and its polish.
+#: Every face without a payload (an unmarked one, or one whose mark a distortion erased) pays this
+#: on every read, so it stays small; files marked with those watermarks open unchanged or
+#: re-encoded at the local search.
 EARLIER_READ_BUDGET = 2
 
 
@@ -858,8 +859,8 @@ def _search_unclipped(rgb, todo: list[int], logits: np.ndarray, m: torch.Tensor,
 
 #: Blurs a reader undoes (:func:`_search_deblurred`), tried in order: gaussian sigmas in pixels of the
 #: face's region brought to :data:`DEBLUR_SCALE`. A blur of sigma 1 is best undone at 0.75-1.25, a
-#: half-size resize (the region scaled back up) at 0.5-0.75 (docs/notes/learned-models.md, session 19).
-#: Session 20 dropped 1.4: over 60 LFW faces read after x0.5 and after blur sigma 1, every face the
+#: half-size resize (the region scaled back up) at 0.5-0.75 (20 LFW faces, an ad hoc script).
+#: No 1.4: over 60 LFW faces read after x0.5 and after blur sigma 1, every face the
 #: fallback opened opened at 0.6 (x0.5) or 1.0 (blur) first, and each sigma costs an unmarked face
 #: a local search and a polish per start (~42 ms).
 DEBLUR_SIGMAS = (0.6, 1.0)
@@ -871,12 +872,12 @@ DEBLUR_SCALE = 1.5
 #: Crop pixels per image pixel at which a face without a codeword is re-detected for the deblurred
 #: search's further starts, in order (:func:`_search_deblurred`). CenterFace's landmarks move with
 #: the scale it sees a face at, and the embedder saw the face at the host's own scale, which a reader
-#: does not know. After a half-size resize (30 LFW faces, ``runs/``-only, session 20), the re-detection
+#: does not know. After a half-size resize (30 LFW faces, an ad hoc script), the re-detection
 #: in the whole image scaled back up x2 (the embedder's scale) lay a median 0.8 % (90th percentile
 #: 2.4 %) in zoom and 0.9 (1.7) crop px from the mark, scaled x3 3.9 % (7.0 %) and 2.1 (5.3) px, in
 #: the half-size image 2.5 % (6.1 %) and 2.4 (4.5) px; the local search and polish open a face from a
 #: start up to ~4 % in zoom, 2 deg in turn or 3 crop px away, not beyond. Same marked images through
-#: the reader (``runs/``-only A/B, 60 LFW originals, fixed key), (1.5,) / (1.5, 1.2, 1.9) / these
+#: the reader (an ad hoc A/B, 60 LFW originals, fixed key), (1.5,) / (1.5, 1.2, 1.9) / these
 #: five: x0.5 47 / 53 / 55 opened, blur sigma 1 56 / 59 / 60; refacex-anonymised hosts (40) x0.5
 #: 37 / - / 39, blur 40 / - / 40, WebP 32 / - / 32.
 DEBLUR_DETECT_SCALES = (1.5, 1.2, 1.9, 1.0, 2.4)

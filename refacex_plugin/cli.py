@@ -142,7 +142,7 @@ def anonymise(inputs, outdir, method, strength, key_file, vault_path, donor_poli
 
         if is_experimental(pipe.method):
             click.echo(f"warning: method {pipe.method!r} is experimental (its weights have not reached the bars; "
-                       "see docs/notes/learned-models.md)", err=True)
+                       "see the README's status table)", err=True)
         if key is not None:
             _warn_if_experimental_watermark(pipe)
         if key is not None and vault_path is None and not getattr(pipe.anonymiser, "reversible", False):

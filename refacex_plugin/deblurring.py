@@ -2,8 +2,8 @@
 
 A blur or a down-scaling does not erase a block-DCT mark; it mixes each carrier block with its
 neighbours (which no per-carrier gain undoes, :meth:`DctQimWatermark.carrier_gains`), and a
-deconvolution unmixes them. Measured in the marks' own frames (20 LFW faces, ``runs/``-only
-script, session 19; wrong channel bits of 252, share within 21): after blur sigma 1 dct-qim's
+deconvolution unmixes them. Measured in the marks' own frames (20 LFW faces, an ad hoc
+script; wrong channel bits of 252, share within 21): after blur sigma 1 dct-qim's
 median 81 -> 0 (15 -> 100 %) deblurred at sigma 1 (0.75 and 1.25: 4 and 2 wrong); after a half-size
 resize (scaled back up) 20.5 -> 5.5 (55 -> 95 %) at sigma 0.5 - 0.75. An image that was not
 blurred loses its mark to the sharpening (sigma 1 on an unchanged one: 125 wrong), so a reader

@@ -84,7 +84,7 @@ def _invert_affine64(m: torch.Tensor) -> torch.Tensor:
     a, b, c, d = m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1]
     det = a * d - b * c
     # the closed form of [A | t]^-1 = [A^-1 | -A^-1 t]: torch.linalg.inv of the 3x3 took 0.4 ms a
-    # call, 9 % of a reader's time (profile of 10 marked LFW images, session 25)
+    # call, 9 % of a reader's time (profile of 10 marked LFW images)
     rot = torch.stack([torch.stack([d, -b], -1), torch.stack([-c, a], -1)], -2) / det[:, None, None]
     return torch.cat([rot, -(rot @ m[:, :, 2:])], dim=2)
 

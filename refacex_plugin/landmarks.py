@@ -1,5 +1,5 @@
 """68-point landmarks, and the landmark-driven warp that puts an anonymised face's features back
-where the original's were (issue 5: utility).
+where the original's were (utility: landmarks and pose).
 
 The generator draws the new face from a heavy blur of the original (its privacy bound), so the
 eyes, brows, nose, mouth and jaw it draws sit near, not on, the original's. :func:`keep_landmarks`
@@ -8,11 +8,10 @@ positions with a smooth displacement field (Gaussian radial basis functions, anc
 ring around the face), inside the face's blend mask only. What it keeps is geometry (where the
 features are), which users keep on purpose; not appearance.
 
-Measured (``refacex bench ... --quick``, docs/benchmarks/refacex-quick-keep-landmarks.md): dlib
-68-point NME 0.104 -> 0.052, head-pose difference 15.2 -> 7.9 deg; but it costs privacy (the
-attack suite: MobileFaceNet matches 4.0 % of warped faces unattacked), so the pipeline applies it
-only on request (``Pipeline(keep_landmarks=True)``, ``--keep-landmarks``). See
-docs/notes/learned-models.md.
+Measured (``refacex bench privacy utility recovery ... --quick``): dlib 68-point NME 0.104 ->
+0.052, head-pose difference 15.2 -> 7.9 deg; but it costs privacy (the attack suite:
+MobileFaceNet matches 4.0 % of warped faces unattacked), so the pipeline applies it only on
+request (``Pipeline(keep_landmarks=True)``, ``--keep-landmarks``). See docs/decisions/0005.
 """
 
 from __future__ import annotations

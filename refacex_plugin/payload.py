@@ -30,10 +30,10 @@ Equal codes under one key give equal payloads (SIV is deterministic); codes are 
 different faces in practice, and vault references are random. A reader tries both layouts; each
 has its own tag domain, so neither opens as the other.
 
-The binding (new in version 2) makes a payload moved into another image fail: the reader
+The binding (versions 2 and 3) makes a payload moved into another image fail: the reader
 recomputes the hash from the face it reads and tries its most likely variants
 (:data:`~refacex_plugin.binding.CANDIDATES` of them); the tag opens only for the hash the payload
-was sealed with. Version-1 payloads (unbound; pre-release) are no longer opened.
+was sealed with. Version-1 payloads are not opened: being unbound, one would open wherever it was copied.
 
 ``kind`` says what the code is: :data:`KIND_RECOVERY_CODE` (the learned recovery code, version 2)
 or :data:`KIND_VAULT_REF` (a random record id in an exact-recovery vault: version 3; version-2
@@ -218,8 +218,8 @@ def correct_channel(bits: np.ndarray) -> np.ndarray | None:
 
     The all-zero word is no payload: it is a codeword of every linear code, and it is what QIM
     reads where there is no mark (flat or clipped pixels, a search's point off the face), so any
-    reading with at most 21 ones decoded to it (the vault layout's radius): session 22 found a
-    search that stopped at such a reading, 8 px off a mark it had read with 0 wrong bits. A
+    reading with at most 21 ones decoded to it (the vault layout's radius): a search was seen to
+    stop at such a reading, 8 px off a mark it had read with 0 wrong bits. A
     sealed message (112 or 176 bits, encrypted) is all zeros with odds of 2^-112 at most."""
     bits = np.asarray(bits, np.uint8)
     for layout in _LAYOUTS.values():

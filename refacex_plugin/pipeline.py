@@ -280,7 +280,8 @@ class Pipeline:
         faces = read_payloads(rgb, keys, self.watermark, self.reader, self.align, self.device)
         if self._watermark_name is not None:
             return faces
-        # no watermark named: faces the default finds nothing in may carry an earlier default's mark
+        # no watermark named: faces the default finds nothing in may carry the mark of a file written
+        # while another watermark was the default
         for name in EARLIER_DEFAULTS:
             missing = [f.index for f in faces if not f.found and not f.too_small]
             if not missing or name == self.watermark.name:

@@ -29,7 +29,7 @@ JPEG Q50, WebP Q80, blur sigma 1, 10 % crop: settled within 1.8 % / 1.4 deg / 1.
 percentile, re-detected up to 4.6 % / 2.7 deg / 7.1 px; brightness +20 % is the one row where
 settling does not help (1.0 % / 0.9 deg / 2.7 px vs 2.3 % / 0.5 deg / 1.6 px). Without the vote
 (the best cell alone) and without damping it does not settle: settling the same image again
-moved it 4.0 % / 1.1 deg / 4.6 px at the 90th percentile (``runs/``-only variant, session 22),
+moved it 4.0 % / 1.1 deg / 4.6 px at the 90th percentile (an ad hoc variant, not kept),
 0.4 % / 0.3 deg / 0.8 px with them.
 """
 

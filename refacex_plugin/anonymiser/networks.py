@@ -95,10 +95,10 @@ def blend(x: torch.Tensor, face: torch.Tensor, mask: torch.Tensor) -> torch.Tens
 
 VIEW_BLUR = 3.0
 """Strength of the blur ``G`` sees (``blur_faces``: sigma 15 % of the crop side, 19.2 px at
-:data:`RES`). Session 5 chose 2.0 (sigma 10 %) with ``research/view_inversion.py`` (3.3 % of identities
-back from that view with 500-step inverters), but ``refacex bench attacks`` with 1,500-step inverters
-got 6.7 % back through ``G`` (issue 9's bar: 5 %); session 10 retrained ``G`` on this wider view
-(docs/notes/learned-models.md, "Session 10"). Saved weights carry their own ``view_blur``."""
+:data:`RES`). Why this wide: with sigma 10 % (2.0), ``refacex bench attacks``' 1,500-step inverters
+got 6.7 % of identities back through ``G``, over the 5 % an attacker may get; ``G`` sees nothing
+else of the person, so a narrower view is the only way identity leaks (docs/decisions/0003).
+Saved weights carry their own ``view_blur``."""
 
 
 def limited_view(x: torch.Tensor, mask: torch.Tensor, strength: float = VIEW_BLUR) -> torch.Tensor:

@@ -2,8 +2,8 @@
 
 The attack benchmark trains inversion networks with an identity loss. Through our dlib port alone,
 dlib's own matches of the result are partly dlib's blind spots (an inverter that sees only the
-context around the face, the face itself flat, got 15.3 % dlib but 1.3 % MobileFaceNet matches;
-docs/notes/learned-models.md, session 11). With the evaluation judge also differentiable, the
+context around the face, the face itself flat, got 15.3 % dlib but 1.3 % MobileFaceNet matches).
+With the evaluation judge also differentiable, the
 bench trains a second attacker against it, so each recogniser judges an attacker that never
 trained against it as well as one that did.
 

@@ -218,7 +218,7 @@ def robustness_markdown(watermarks: dict) -> list[str]:
         if not ecc:
             continue
         short = all("bch_t21" in v for v in ecc.values())  # runs before payload version 3 lack it
-        soft = short and all("bch_t21_soft" in v for v in ecc.values())  # and before session 17, its soft decoding
+        soft = short and all("bch_t21_soft" in v for v in ecc.values())  # and JSON older than soft decoding lacks that
         lines += [f"Error correction on {n}'s real channel errors (share of reads each code corrects by hard decision; "
                   "BCH t = 10 over 252 bits vs Reed-Solomon with 9 parity bytes over 248 bits"
                   + ("; and the vault reference's BCH t = 21 (payload version 3: a 112-bit message)" if short else "")

@@ -30,7 +30,7 @@ SPEED_IMAGES = {False: 200, True: 10}
 #: Marked images the reader is timed on, once: a face it finds no mark in (a small background
 #: face the embedder could not mark, or one the reader does not re-detect where it was marked) is
 #: searched through every fallback for 2-5 s, so 200 images three times took most of an hour
-#: (session 24) while the anonymise and embed phases took minutes.
+#: while the anonymise and embed phases took minutes.
 EXTRACT_IMAGES = 20
 #: Marked images the reader is timed on in a quick run.
 QUICK_EXTRACT_IMAGES = 10

@@ -18,7 +18,7 @@ One step, on a batch of aligned training faces ``x`` (``RES`` px) and random syn
   ``away_margin`` from ``x``'s identity - so identity must travel in the code, not in ``y``;
 * code gate: ``R`` given a code that is not the face's (random, all-zero or all-one) must return
   the detached anonymised face unchanged, so our public ``R`` adds nothing without the key
-  (``refacex bench attacks`` measured R adding identity with such codes before this term).
+  (without this term ``refacex bench attacks`` measured R adding identity with such codes).
 
 ``recovery_only`` fine-tunes ``R`` alone (``G`` and ``E`` frozen: the shipped anonymisation and
 codes do not change), e.g. ``refacex train anonymiser --init zoo --recovery-only``.
@@ -69,7 +69,7 @@ class AnonymiserTrainConfig:
     w_low: float = 6.0
     view_blur: float = VIEW_BLUR  # G's view: blur_faces at this strength (sigma 19.2 px at RES for 3.0)
     # Low-pass consistency at sigma 6 px, finer than G's view (12.8-19.2 px): G cannot know that detail,
-    # so the loss pulls it toward a plausible average face. At 12 px (tried in session 5) nothing
+    # so the loss pulls it toward a plausible average face. At 12 px nothing
     # held the mid frequencies and G drew horizontal stripes by step 300 (face PSNR 17 dB).
     low_sigma: float = 6.0
     w_pix: float = 0.2
@@ -91,12 +91,10 @@ class AnonymiserTrainConfig:
 CONFIGS = {
     "tiny": AnonymiserTrainConfig(steps=6, batch=2, width=8, train_images=16, val_images=8, donors=32, log_every=3, ckpt_every=3),
     # 1.37 s/step on this 2-core CPU with the discriminator (width 16, batch 8): 2,200 steps in
-    # 3,016 s (runs/anon_view, session 4) and 3,025 s with the sigma-10 % view (runs/anon_view2,
-    # session 5); 1.48 s/step with the sigma-15 % view (1,800 steps in 2,663 s, runs/anon_view3, session 10).
+    # 3,016 s with the sigma-5 % view and 3,025 s with the sigma-10 % view; 1.48 s/step with the
+    # sigma-15 % view (1,800 steps in 2,663 s).
     # The first run (w_away 2, margin 0.9, w_adv 0.1) drew rainbow adversarial textures on eyes and
-    # mouth by step 100 (face PSNR 16 dB): the weights below balance it toward naturalness. Before
-    # G saw only the blurred face (session 4) the cpu config used low_sigma 3, w_pix 0.3,
-    # w_donor 0.3, w_keyless 0.5 and 2,400 steps.
+    # mouth by step 100 (face PSNR 16 dB): the weights below balance it toward naturalness.
     "cpu": AnonymiserTrainConfig(steps=2200, width=16),
     "gpu": AnonymiserTrainConfig(steps=60000, batch=32, width=64, train_images=9000, val_images=600, lr=3e-4, log_every=500, ckpt_every=2000),
     # A lent accelerator's few minutes (scripts/device_train.sh): the shipped width, so it continues

@@ -66,7 +66,7 @@ CONFIGS = {
     # distortions at full severity after a short ramp, for as many steps as --minutes allows.
     "device": WatermarkTrainConfig(steps=100000, batch=64, width=16, lr=5e-4, rms_start=0.01, warmup_steps=0, ramp_steps=500,
                                    val_images=64, start_bits=252, log_every=250, ckpt_every=1000),
-    # Continuing the zoo's weights on this CPU (session 13): every bit active at the final RMS, the
+    # Continuing the zoo's weights on a CPU: every bit active at the final RMS, the
     # distortions capped at 0.6 (JPEG >= Q65, blur <= 0.9, down-sampling >= 0.67), where the width-16
     # networks still learn; at full severity their clean accuracy fell (0.916 -> 0.890 in 500 steps).
     "cpu-finetune": WatermarkTrainConfig(steps=100000, batch=32, width=16, lr=5e-4, rms_start=0.01, warmup_steps=0, ramp_steps=300,

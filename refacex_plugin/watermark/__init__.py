@@ -46,13 +46,12 @@ def _classical_low() -> Watermark:
     PSNR 40.2 dB in the quick robustness run; ``dct-qim``'s 40.3): the 8-px blocks of the 256-px crop are ~4 image pixels on an
     LFW face, so ``dct-qim``'s (1, 1), (0, 2) and (2, 0) carriers sit at image periods JPEG Q50 and
     WebP quantise away; the same energy in the two lowest carriers (416 slots instead of 1,040)
-    survives them better. In the marks' own frames (30 LFW faces, ``runs/``-only script, session
-    18; median wrong bits of 252, share within 10): original faces JPEG Q50 10 -> 3 (53 -> 100 %),
+    survives them better. In the marks' own frames (30 LFW faces, an ad hoc script; median
+    wrong bits of 252, share within 10): original faces JPEG Q50 10 -> 3 (53 -> 100 %),
     WebP Q80 11 -> 4 (50 -> 97 %); refacex-anonymised faces (step 50) Q50 20 -> 8 (20 -> 80 %), WebP
     16 -> 10 (17 -> 57 %); blur sigma 1 stays out of reach there (60 -> 49, 36 -> 30; none within
-    10) until the reader deblurs (session 19: :func:`~refacex_plugin.channel._search_deblurred`).
-    The default since session 19 (:data:`PREFERENCE`). A different layout: marks of one are not
-    read by the other."""
+    10) until the reader deblurs (:func:`~refacex_plugin.channel._search_deblurred`).
+    The default (:data:`PREFERENCE`). A different layout: marks of one are not read by the other."""
     from .classical import DctQimWatermark
 
     return DctQimWatermark(step=52.0, coeffs=((0, 1), (1, 0)), name="dct-qim-low")
@@ -66,12 +65,12 @@ def _learned() -> Watermark:
 
 _FACTORIES: dict[str, Callable[[], Watermark]] = {
     "dct-qim": _classical, "dct-qim-low": _classical_low, "learned": _learned}
-#: Preference order; the first that loads is the default. ``dct-qim-low`` replaced ``dct-qim`` in
-#: session 19: with the reader's deblurring neither loses blurred faces wholesale any more, and on
-#: the same 40 original faces (fresh keys; docs/benchmarks/robustness-quick-s19.md) dct-qim /
-#: dct-qim-low opened JPEG Q50 in 65.0 / 97.5 %, WebP Q80 77.5 / 90.0 %, a half-size resize 65.0 /
-#: 77.5 %, blur 97.5 / 95.0 %; on refacex-anonymised faces Q50 30.0 / 92.5 %, WebP 47.5 / 85.0 %
-#: (robustness-quick-refacex-s19.md).
+#: Preference order; the first that loads is the default. ``dct-qim-low`` ranks above ``dct-qim``
+#: because, with the reader's deblurring, neither loses blurred faces wholesale, and the low
+#: carriers keep what JPEG and WebP quantise away: on the same 40 original faces (fresh keys)
+#: dct-qim / dct-qim-low opened JPEG Q50 in 65.0 / 97.5 %, WebP Q80 77.5 / 90.0 %, a half-size
+#: resize 65.0 / 77.5 %, blur 97.5 / 95.0 %; on generator-anonymised faces Q50 30.0 / 92.5 %,
+#: WebP 47.5 / 85.0 % (docs/decisions/0007).
 PREFERENCE = ("learned", "dct-qim-low", "dct-qim")
 #: Watermarks that were the default before (oldest last): a reader not told which watermark to read
 #: also tries these on faces the default finds no payload in, so marks written then still open.

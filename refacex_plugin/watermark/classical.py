@@ -51,7 +51,7 @@ class DctQimWatermark:
         0.02): step 32 in two passes 100 / 93 / 65 / 78 / 47 %; step 30 in three passes (40.6 dB)
         88 / 90 / 55 / 62 / 25 %; step 36 in three passes (38.9 dB) 93 / 90 / 80 / 88 / 60 %.
         Blocks of 16 px leave too few slots (215 with 5 coefficients; with 10 coefficients and step
-        48, 41.1 dB, 20 originals, the search before session 14: no distortion 80 %, JPEG Q50 20 %,
+        48, 41.1 dB, 20 originals, a whole-pixel search: no distortion 80 %, JPEG Q50 20 %,
         blur 0 %). Filtering weakens the mark rather than erasing it: read in the exact frame it was
         embedded in, 84 / 72 % of 25 original faces come back within 21 wrong bits after JPEG Q50 /
         WebP Q80 (blur sigma 1: none, median 66 wrong bits; ``research/watermark_sync.py --decode``,
@@ -139,7 +139,7 @@ class DctQimWatermark:
         Why: a gaussian blur of ``sigma`` crop pixels scales the coefficient of frequency
         ``(u, v)`` by ``exp(-sigma^2 (pi / block)^2 (u^2 + v^2) / 2)``, i.e. ``falloff ** (u^2 + v^2)``,
         and a quantiser's lattice does not survive a scaling: after blur sigma 1 (40 blur-anonymised
-        LFW faces, read in the mark's own frame, ``runs/``-only script, session 18) the carriers'
+        LFW faces, read in the mark's own frame, an ad hoc script) the carriers'
         best single gains were 0.83-0.86 for (0, 1) and (1, 0) and 0.46 for (0, 2) and (2, 0)
         (medians); read with one gain for all, the median face had 50 of 252 bits wrong, read with
         its most confident ``(gain, falloff)``, none. (Textured original faces gain less: a blur
