@@ -141,3 +141,35 @@ def test_three_donors_give_different_parts(example_rgb):
     crop = _crop(example_rgb)
     res = CompositeAnonymiser(shipped_bank()).with_donors(seed=1).anonymise(crop)
     assert len(res.donors[0]) == 3 and len(set(res.donors[0])) == 3
+
+
+def test_donors_build_and_use_a_users_own_bank(tmp_path, lfw_sample):
+    """`refacex donors build DIR -o BANK` then `anonymise --donors BANK`: faces are built from that bank only."""
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from refacex_plugin.cli import main
+
+    donors = tmp_path / "donors"
+    donors.mkdir()
+    for p in lfw_sample[:8]:
+        shutil.copy(p, donors / p.name)
+    bank_file = tmp_path / "mine.npz"
+    res = CliRunner().invoke(main, ["donors", "build", str(donors), "-o", str(bank_file), "--no-screen"])
+    assert res.exit_code == 0, res.output
+    bank = DonorBank.load(bank_file)
+    assert 6 <= len(bank) <= 8 and set(bank.sources) <= {p.name for p in lfw_sample[:8]}
+    from conftest import EXAMPLES
+
+    res = CliRunner().invoke(main, ["anonymise", str(EXAMPLES / "Serena_Williams_0001.jpg"), "-o", str(tmp_path / "out"), "--donors", str(bank_file),
+                                    "--records", str(tmp_path / "r.jsonl")])
+    assert res.exit_code == 0, res.output
+    faces = json.loads((tmp_path / "r.jsonl").read_text().splitlines()[0])["faces"]
+    used = [int(i) for f in faces for i in f["donor_id"].split("+")]
+    assert used and all(0 <= i < bank.choices for i in used)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = CliRunner().invoke(main, ["donors", "build", str(empty), "-o", str(tmp_path / "x.npz")])
+    assert res.exit_code != 0 and "no images" in res.output
