@@ -30,6 +30,7 @@ class FaceRecord:
     landmarks: list[list[float]]
     method: str
     donor_id: str | None = None
+    notes: list[str] = field(default_factory=list)  # what the method could not keep (e.g. glasses removed)
     payload: str = "none"  # none | embedded | embedded-unverified
     payload_bit_errors: int | None = None  # channel bits read back wrong right after embedding (before encoding)
 
@@ -175,11 +176,12 @@ class Pipeline:
                 donors = self.donors.vectors(ids).to(crops)
             if self._key is not None and getattr(self.anonymiser, "reversible", False):
                 codes = list(self.anonymiser.codes(crops))
-            mask, donor_ids = self._mask.expand(len(det), -1, -1, -1), [None] * len(det)
+            mask, donor_ids, notes = self._mask.expand(len(det), -1, -1, -1), [None] * len(det), [[] for _ in range(len(det))]
             if hasattr(self.anonymiser, "anonymise"):  # composites say where they changed the crop
                 composites = self.anonymiser.anonymise(crops, self.strength)
                 new, mask = composites.crops, torch.minimum(mask, composites.masks)
                 donor_ids = ["+".join(map(str, d)) for d in composites.donors]
+                notes = composites.notes
             else:
                 new = operators.anonymise(crops, donors, self.method, self.strength)
         out = paste_crops(rgb, new, m, self.align, mask)
@@ -193,6 +195,7 @@ class Pipeline:
                 landmarks=[[round(float(x), 2), round(float(y), 2)] for x, y in det.landmarks[i]],
                 method=self.method,
                 donor_id=donor_ids[i],
+                notes=notes[i],
             )
             for i in range(len(det))
         ]

@@ -173,3 +173,16 @@ def test_donors_build_and_use_a_users_own_bank(tmp_path, lfw_sample):
     empty.mkdir()
     res = CliRunner().invoke(main, ["donors", "build", str(empty), "-o", str(tmp_path / "x.npz")])
     assert res.exit_code != 0 and "no images" in res.output
+
+
+def test_glasses_are_reported_not_silently_removed(lfw):
+    """A face with glasses is anonymised with donor eyes: its record says the glasses were removed."""
+    from refacex_plugin.image_io import read_image
+    from refacex_plugin.pipeline import Pipeline
+
+    pipe = Pipeline(method="refacex", donor_seed=0)
+    with_glasses = [lfw / "Bill_Gates" / "Bill_Gates_0001.jpg", lfw / "Donald_Rumsfeld" / "Donald_Rumsfeld_0002.jpg"]
+    notes = [note for p in with_glasses for f in pipe.anonymise_image(read_image(p).rgb).faces for note in f.notes]
+    assert sum("eyewear" in n for n in notes) == 2
+    bare = [f.notes for f in pipe.anonymise_image(read_image(lfw / "Serena_Williams" / "Serena_Williams_0002.jpg").rgb).faces]
+    assert bare == [[]]

@@ -108,11 +108,13 @@ def multiband_blend(front: np.ndarray, back: np.ndarray, mask: np.ndarray, level
 @dataclass
 class Composites:
     """``crops (B, 3, S, S)``; ``masks (B, 1, S, S)``: outside them each composite equals its crop;
-    ``donors``: per face, the bank indices of the donors used."""
+    ``donors``: per face, the bank indices of the donors used; ``notes``: per face, what the
+    composite could not keep (glasses, a fringe or hat over the forehead: donor skin replaces them)."""
 
     crops: torch.Tensor
     masks: torch.Tensor
     donors: list[list[int]]
+    notes: list[list[str]]
 
 
 #: With several donors, the first gives the eyes and brows, the last the mouth and chin, and the
@@ -143,6 +145,23 @@ def part_weights(geometry: np.ndarray, shape: tuple[int, int], feather: float) -
         out[part] = cv2.GaussianBlur(m, (0, 0), feather)
     total = np.maximum(out["eyes"] + out["mouth"], 1.0)
     return {part: w / total for part, w in out.items()}
+
+
+def occlusion_notes(crop: np.ndarray, mesh: np.ndarray) -> list[str]:
+    """What covers this face that the composite replaces with donor skin: the donor bank's own
+    screening scores (:func:`~refacex_plugin.composite.bank.donor_quality`) on the face itself."""
+    from .bank import MAX_FOREHEAD_SCORE, MAX_GLASSES_SCORE, _region_masks, donor_quality
+
+    masks = _region_masks(mesh, crop.shape[0])
+    if not all(m.any() for m in masks.values()):
+        return []
+    forehead, glasses = donor_quality(crop, masks)
+    notes = []
+    if glasses > MAX_GLASSES_SCORE * 1.15:
+        notes.append("eyewear likely: replaced by donor eyes")
+    if forehead > MAX_FOREHEAD_SCORE * 1.4:
+        notes.append("forehead likely covered (hair or hat): replaced by donor skin")
+    return notes
 
 
 class CompositeAnonymiser:
@@ -190,14 +209,15 @@ class CompositeAnonymiser:
         """``crops (B, 3, S, S)`` in [0, 1] -> their :class:`Composites`."""
         arr = np.round(crops.detach().cpu().permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
         people = self._people(crops) if self.chooser.policy == "consistent" else [None] * len(arr)
-        outs, masks, donors = [], [], []
+        outs, masks, donors, notes = [], [], [], []
         for crop, person in zip(arr, people):
-            out, mask, chosen = self.composite_one(crop, strength, person)
+            out, mask, chosen, face_notes = self.composite_one(crop, strength, person)
             outs.append(out)
             masks.append(mask)
+            notes.append(face_notes)
             donors.append([int(i) for i in chosen])  # choice indices: >= len(bank) is mirrored
         new = torch.from_numpy(np.stack(outs)).permute(0, 3, 1, 2).to(crops) / 255.0
-        return Composites(new, torch.from_numpy(np.stack(masks))[:, None].to(crops), donors)
+        return Composites(new, torch.from_numpy(np.stack(masks))[:, None].to(crops), donors, notes)
 
     def _people(self, crops: torch.Tensor) -> list[int]:
         from ..identity import IdentityModel
@@ -219,9 +239,9 @@ class CompositeAnonymiser:
             chosen = np.r_[np.delete(chosen, last), chosen[last]]
         return chosen
 
-    def composite_one(self, crop: np.ndarray, strength: float = 1.0, person: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def composite_one(self, crop: np.ndarray, strength: float = 1.0, person: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
         """One ``(S, S, 3) uint8`` crop -> its composite ``(S, S, 3) uint8``, the mask ``(S, S) float32``
-        outside which it equals the crop, and the donor indices used."""
+        outside which it equals the crop, the donor indices used and :func:`occlusion_notes`."""
         s = crop.shape[0]
         bank = self.bank
         if self._landmarks is None:
@@ -270,4 +290,4 @@ class CompositeAnonymiser:
         paste = np.zeros((s, s), np.float32)
         grown = cv2.dilate(region.astype(np.uint8), np.ones((edge * 3, edge * 3), np.uint8)).astype(np.float32)
         paste[box] = np.clip(cv2.GaussianBlur(grown, (0, 0), edge) * 1.5, 0, 1)
-        return out, paste, chosen
+        return out, paste, chosen, occlusion_notes(crop, mesh)
