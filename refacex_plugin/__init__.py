@@ -32,7 +32,11 @@ _EXPORTS = {
     "ImageResult": "pipeline",
 }
 
-__all__ = [*_EXPORTS, "__version__"]
+__all__ = [
+    "Pipeline", "FaceRecord", "ImageResult", "read_image", "write_image",
+    "anonymise", "embed", "extract", "recover",
+    "RefacexError", "ImageReadError", "ModelNotAvailableError", "__version__",
+]
 
 if TYPE_CHECKING:
     from .errors import ImageReadError, ModelNotAvailableError, RefacexError
