@@ -257,9 +257,12 @@ class CompositeAnonymiser:
             geometry = push_layout(mesh, layout, min(amount, 1.0))
         else:
             geometry = self.shape_model.push(mesh, layout, amount)
-        warped = []
-        for texture, src, _ in donors:
-            map_x, map_y, inside = piecewise_affine_maps(src, geometry, bank.triangles, s)
+        warped, maps = [], {}
+        for index, (texture, src, _) in zip(chosen, donors):
+            flipped = bool(index >= len(bank))  # donors share the mean mesh, mirrored ones its mirror image
+            if flipped not in maps:
+                maps[flipped] = piecewise_affine_maps(src, geometry, bank.triangles, s)
+            map_x, map_y, inside = maps[flipped]
             warped.append(cv2.remap(np.ascontiguousarray(texture), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT))
         # everything below happens inside the outline's bounding box (plus the blend's reach)
         reach = 2 ** (self.config.blend_levels + 1)
