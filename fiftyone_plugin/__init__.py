@@ -53,8 +53,11 @@ class AnonymizeFaces(foo.Operator):
     @property
     def config(self):
         return foo.OperatorConfig(
-            name="anonymize_faces", label="refacex: anonymize faces", dynamic=True,
-            allow_immediate_execution=True, allow_delegated_execution=True,
+            name="anonymize_faces",
+            label="refacex: anonymize faces",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
         )
 
     def resolve_input(self, ctx):
@@ -63,14 +66,23 @@ class AnonymizeFaces(foo.Operator):
         methods = available_methods()
         inputs.enum("method", methods, default=default_method(), label="Method", view=types.DropdownView())
         inputs.float("strength", default=1.0, label="Strength", description="Privacy/utility dial (1 = the method's default)")
-        inputs.enum("target", ["replace", "field"], default="replace", label="Write to",
-                    description="replace: point filepath at the anonymised media; field: store it in a new media field")
+        inputs.enum(
+            "target",
+            ["replace", "field"],
+            default="replace",
+            label="Write to",
+            description="replace: point filepath at the anonymised media; field: store it in a new media field",
+        )
         inputs.str("media_field", default="anonymized_filepath", label="Media field (target=field)")
         inputs.bool("keep_originals", default=False, label="Keep original paths in a field")
         inputs.str("output_dir", required=False, label="Output folder (default: FiftyOne's dataset dir)")
         key = _secret(ctx, "REFACEX_KEY_FILE")
-        inputs.str("vault", default=_secret(ctx, "REFACEX_VAULT") or "", required=False,
-                   label="Vault file (needs the key secret; default: the REFACEX_VAULT secret)")
+        inputs.str(
+            "vault",
+            default=_secret(ctx, "REFACEX_VAULT") or "",
+            required=False,
+            label="Vault file (needs the key secret; default: the REFACEX_VAULT secret)",
+        )
         inputs.bool("delegate", default=len(view) > _DELEGATE_ABOVE, label="Delegate (background)")
         if not key and _vault(ctx):
             inputs.view("error", types.Error(label="A vault needs the REFACEX_KEY_FILE secret"))
@@ -89,9 +101,15 @@ class AnonymizeFaces(foo.Operator):
         vault = _vault(ctx)
         try:
             return api.anonymize_samples(
-                ctx.target_view(), method=p.get("method"), strength=float(p.get("strength", 1.0)),
-                key_file=key, vault=vault, output_dir=p.get("output_dir") or None, target=p.get("target", "replace"),
-                media_field=p.get("media_field") or "anonymized_filepath", keep_originals=bool(p.get("keep_originals")),
+                ctx.target_view(),
+                method=p.get("method"),
+                strength=float(p.get("strength", 1.0)),
+                key_file=key,
+                vault=vault,
+                output_dir=p.get("output_dir") or None,
+                target=p.get("target", "replace"),
+                media_field=p.get("media_field") or "anonymized_filepath",
+                keep_originals=bool(p.get("keep_originals")),
                 progress=_progress(ctx),
             )
         except RefacexError as exc:
@@ -101,14 +119,23 @@ class AnonymizeFaces(foo.Operator):
 class EvaluateAnonymization(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(name="evaluate_anonymization", label="refacex: evaluate anonymization", dynamic=True,
-                                  allow_immediate_execution=True, allow_delegated_execution=True)
+        return foo.OperatorConfig(
+            name="evaluate_anonymization",
+            label="refacex: evaluate anonymization",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
 
     def resolve_input(self, ctx):
         inputs = types.Object()
         view = _target(ctx, inputs)
-        inputs.str("vault", default=_secret(ctx, "REFACEX_VAULT") or "", required=False,
-                   label="Vault file (identity distance when the originals are not kept; needs the key secret)")
+        inputs.str(
+            "vault",
+            default=_secret(ctx, "REFACEX_VAULT") or "",
+            required=False,
+            label="Vault file (identity distance when the originals are not kept; needs the key secret)",
+        )
         inputs.bool("skip_pending", default=False, label="Evaluate only the samples already anonymized")
         pending = api.pending_count(view)
         if pending:
@@ -124,8 +151,13 @@ class EvaluateAnonymization(foo.Operator):
             self._wait_for_anonymization(ctx, view)
         key = _secret(ctx, "REFACEX_KEY_FILE")
         try:  # without the key the vault is unreadable: the summary's identity note says what is missing
-            return api.evaluate_samples(view, progress=_progress(ctx), key_file=key, vault=_vault(ctx) if key else None,
-                                        skip_pending=bool(ctx.params.get("skip_pending")))
+            return api.evaluate_samples(
+                view,
+                progress=_progress(ctx),
+                key_file=key,
+                vault=_vault(ctx) if key else None,
+                skip_pending=bool(ctx.params.get("skip_pending")),
+            )
         except RefacexError as exc:
             raise ValueError(str(exc) + self._queued_note(ctx)) from None
 
@@ -176,8 +208,13 @@ class ExtractPayloads(foo.Operator):
 class RecoverFaces(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(name="recover_faces", label="refacex: recover faces (admin)", dynamic=True,
-                                  allow_immediate_execution=True, allow_delegated_execution=True)
+        return foo.OperatorConfig(
+            name="recover_faces",
+            label="refacex: recover faces (admin)",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -203,9 +240,15 @@ class RecoverFaces(foo.Operator):
         if not vault:
             raise ValueError("recovery needs a vault: the vault parameter or the REFACEX_VAULT secret")
         try:
-            return api.recover_samples(ctx.target_view(), key, vault, output_dir=p.get("output_dir") or None,
-                                       target=p.get("target", "field"), media_field=p.get("media_field") or "recovered_filepath",
-                                       progress=_progress(ctx))
+            return api.recover_samples(
+                ctx.target_view(),
+                key,
+                vault,
+                output_dir=p.get("output_dir") or None,
+                target=p.get("target", "field"),
+                media_field=p.get("media_field") or "recovered_filepath",
+                progress=_progress(ctx),
+            )
         except RefacexError as exc:
             raise ValueError(str(exc)) from None
 

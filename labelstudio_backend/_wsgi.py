@@ -25,7 +25,9 @@ from .model import MODEL_VERSION, RefacexFaceBackend
 
 logger = logging.getLogger(__name__)
 
-app = init_app(model_class=RefacexFaceBackend, model_dir=os.environ.get("MODEL_DIR", os.path.join(os.path.dirname(__file__), "model-state")))
+app = init_app(
+    model_class=RefacexFaceBackend, model_dir=os.environ.get("MODEL_DIR", os.path.join(os.path.dirname(__file__), "model-state"))
+)
 
 
 class ApiError(Exception):
@@ -74,9 +76,14 @@ def predict():
 
 def setup():
     data = _body()
-    model = Manager.fetch(data.get("project"), data.get("schema"), data.get("force_reload", False),
-                          hostname=data.get("hostname", ""), access_token=data.get("access_token", ""),
-                          model_version=data.get("model_version"))
+    model = Manager.fetch(
+        data.get("project"),
+        data.get("schema"),
+        data.get("force_reload", False),
+        hostname=data.get("hostname", ""),
+        access_token=data.get("access_token", ""),
+        model_version=data.get("model_version"),
+    )
     return jsonify({"model_version": model.model_version})
 
 
@@ -105,8 +112,14 @@ def versions():
     return jsonify({"versions": list(Manager._get_models_from_workdir(project)), "model_dir": Manager.model_dir})
 
 
-for endpoint, view in {"_predict": predict, "_setup": setup, "webhook": webhook, "_train": train,
-                       "_is_training": is_training, "get_version": versions}.items():
+for endpoint, view in {
+    "_predict": predict,
+    "_setup": setup,
+    "webhook": webhook,
+    "_train": train,
+    "_is_training": is_training,
+    "get_version": versions,
+}.items():
     app.view_functions[endpoint] = view
 
 

@@ -51,20 +51,54 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) ->
 
 
 def start_label_studio(exe: Path, data_dir: Path, doc_root: Path, port: int, log_file: Path) -> subprocess.Popen:
-    env = {**os.environ, "LATEST_VERSION_CHECK": "false", "ML_BLOCK_LOCAL_IP": "false", "SSRF_PROTECTION_ENABLED": "false",
-           "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true", "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(doc_root)}
+    env = {
+        **os.environ,
+        "LATEST_VERSION_CHECK": "false",
+        "ML_BLOCK_LOCAL_IP": "false",
+        "SSRF_PROTECTION_ENABLED": "false",
+        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(doc_root),
+    }
     return subprocess.Popen(
-        [str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "-p", str(port), "--data-dir", str(data_dir),
-         "--username", USER, "--password", PASSWORD, "--user-token", TOKEN],
-        stdout=open(log_file, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        [
+            str(exe),
+            "start",
+            "--no-browser",
+            "--internal-host",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--username",
+            USER,
+            "--password",
+            PASSWORD,
+            "--user-token",
+            TOKEN,
+        ],
+        stdout=open(log_file, "w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
     )
 
 
 def start_backend(port: int, doc_root: Path, ls_url: str, model_dir: Path, log_file: Path) -> subprocess.Popen:
-    env = {**os.environ, "LOCAL_FILES_DOCUMENT_ROOT": str(doc_root), "LABEL_STUDIO_URL": ls_url,
-           "LABEL_STUDIO_API_KEY": TOKEN, "MODEL_DIR": str(model_dir)}
-    return subprocess.Popen([sys.executable, "-m", "refacex_plugin.cli", "labelstudio", "serve", "--port", str(port)],
-                            stdout=open(log_file, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    env = {
+        **os.environ,
+        "LOCAL_FILES_DOCUMENT_ROOT": str(doc_root),
+        "LABEL_STUDIO_URL": ls_url,
+        "LABEL_STUDIO_API_KEY": TOKEN,
+        "MODEL_DIR": str(model_dir),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "refacex_plugin.cli", "labelstudio", "serve", "--port", str(port)],
+        stdout=open(log_file, "w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -79,8 +113,12 @@ def stop(proc: subprocess.Popen) -> None:
 def login_session(base: str) -> requests.Session:
     s = requests.Session()
     s.get(base + "/user/login/")
-    r = s.post(base + "/user/login/", data={"email": USER, "password": PASSWORD, "csrfmiddlewaretoken": s.cookies.get("csrftoken")},
-               headers={"Referer": base + "/user/login/"}, allow_redirects=False)
+    r = s.post(
+        base + "/user/login/",
+        data={"email": USER, "password": PASSWORD, "csrfmiddlewaretoken": s.cookies.get("csrftoken")},
+        headers={"Referer": base + "/user/login/"},
+        allow_redirects=False,
+    )
     r.raise_for_status()
     return s
 
@@ -88,6 +126,9 @@ def login_session(base: str) -> requests.Session:
 def enable_legacy_tokens(base: str) -> None:
     """Label Studio 1.23 disables legacy API tokens by default; our backend downloads with one."""
     s = login_session(base)
-    r = s.post(base + "/api/jwt/settings", json={"legacy_api_tokens_enabled": True, "api_tokens_enabled": True},
-               headers={"X-CSRFToken": s.cookies.get("csrftoken"), "Referer": base})
+    r = s.post(
+        base + "/api/jwt/settings",
+        json={"legacy_api_tokens_enabled": True, "api_tokens_enabled": True},
+        headers={"X-CSRFToken": s.cookies.get("csrftoken"), "Referer": base},
+    )
     r.raise_for_status()

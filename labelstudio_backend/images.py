@@ -41,7 +41,7 @@ class ResolverSettings:
     timeout_s: float = 20.0
 
     @classmethod
-    def from_env(cls, hostname: str = "", access_token: str = "") -> "ResolverSettings":
+    def from_env(cls, hostname: str = "", access_token: str = "") -> ResolverSettings:
         env = os.environ
         split = lambda v: [x for x in (v or "").split(",") if x]  # noqa: E731
         return cls(

@@ -41,11 +41,22 @@ def face_results(controls: list[Control], faces, height: int, width: int) -> lis
     for i, f in enumerate(faces):
         x0, y0, x1, y1 = f.box
         for c in controls:
-            common = {"from_name": c.from_name, "to_name": c.to_name, "original_width": width, "original_height": height,
-                      "image_rotation": 0, "score": f.score}
+            common = {
+                "from_name": c.from_name,
+                "to_name": c.to_name,
+                "original_width": width,
+                "original_height": height,
+                "image_rotation": 0,
+                "score": f.score,
+            }
             if c.kind == "rectanglelabels":
-                value = {"x": 100 * x0 / width, "y": 100 * y0 / height, "width": 100 * (x1 - x0) / width,
-                         "height": 100 * (y1 - y0) / height, "rotation": 0}
+                value = {
+                    "x": 100 * x0 / width,
+                    "y": 100 * y0 / height,
+                    "width": 100 * (x1 - x0) / width,
+                    "height": 100 * (y1 - y0) / height,
+                    "rotation": 0,
+                }
                 label = c.face_label()
                 if label:
                     value["rectanglelabels"] = [label]
@@ -97,7 +108,10 @@ class RefacexFaceBackend(LabelStudioMLBase):
             from refacex_plugin.pipeline import FaceRecord
 
             det = self.detector(rgb)
-            faces = [FaceRecord(i, [float(v) for v in det.boxes[i]], float(det.scores[i]), det.landmarks[i].tolist(), "none") for i in range(len(det))]
+            faces = [
+                FaceRecord(i, [float(v) for v in det.boxes[i]], float(det.scores[i]), det.landmarks[i].tolist(), "none")
+                for i in range(len(det))
+            ]
         prediction["result"] = face_results(controls, faces, h, w)
         prediction["score"] = float(sum(f.score for f in faces) / len(faces)) if faces else 0.0
         return prediction

@@ -33,9 +33,19 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "Pipeline", "FaceRecord", "ImageResult", "read_image", "write_image",
-    "anonymise", "embed", "extract", "recover",
-    "RefacexError", "ImageReadError", "ModelNotAvailableError", "__version__",
+    "Pipeline",
+    "FaceRecord",
+    "ImageResult",
+    "read_image",
+    "write_image",
+    "anonymise",
+    "embed",
+    "extract",
+    "recover",
+    "RefacexError",
+    "ImageReadError",
+    "ModelNotAvailableError",
+    "__version__",
 ]
 
 if TYPE_CHECKING:

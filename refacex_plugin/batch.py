@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import sys
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TypeVar
 
 from tqdm import tqdm
 
@@ -159,7 +160,7 @@ def run_jobs(
     try:
         if workers <= 1:
             for job in jobs:
-                done(job, lambda: work(job))
+                done(job, lambda job=job: work(job))
             return summary
         with share_cores(workers), ThreadPoolExecutor(workers, thread_name_prefix="refacex") as pool:
             pending: deque[tuple[Job, Future]] = deque()

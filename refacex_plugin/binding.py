@@ -37,10 +37,64 @@ _SIDE = 32
 _POSITIONS = sorted(((u, v) for u in range(8) for v in range(8) if (u, v) != (0, 0)), key=lambda t: (t[0] + t[1], t[0]))[:HASH_BITS]
 # per-coefficient mean over aligned faces, and its spread under distortion: from 295 refacex-anonymised
 # LFW faces (research/binding_hash.py --fit), crops in [0, 1]
-_MEAN = np.array([-0.058, 0.004, -1.242, 0.035, -0.853, 0.001, 0.09, -0.03, 0.03, 0.415, 0.041, 0.672,
-                  0.034, -0.389, 0.074, 0.1, -0.026, 0.463, 0.004, -0.274, 0.221, 0.029, -0.034, 0.023], np.float32)
-_SCALE = np.array([0.216, 0.204, 0.284, 0.16, 0.166, 0.155, 0.157, 0.117, 0.132, 0.152, 0.115, 0.139, 0.097, 0.115,
-                   0.113, 0.11, 0.101, 0.127, 0.099, 0.111, 0.112, 0.098, 0.103, 0.091], np.float32)
+_MEAN = np.array(
+    [
+        -0.058,
+        0.004,
+        -1.242,
+        0.035,
+        -0.853,
+        0.001,
+        0.09,
+        -0.03,
+        0.03,
+        0.415,
+        0.041,
+        0.672,
+        0.034,
+        -0.389,
+        0.074,
+        0.1,
+        -0.026,
+        0.463,
+        0.004,
+        -0.274,
+        0.221,
+        0.029,
+        -0.034,
+        0.023,
+    ],
+    np.float32,
+)
+_SCALE = np.array(
+    [
+        0.216,
+        0.204,
+        0.284,
+        0.16,
+        0.166,
+        0.155,
+        0.157,
+        0.117,
+        0.132,
+        0.152,
+        0.115,
+        0.139,
+        0.097,
+        0.115,
+        0.113,
+        0.11,
+        0.101,
+        0.127,
+        0.099,
+        0.111,
+        0.112,
+        0.098,
+        0.103,
+        0.091,
+    ],
+    np.float32,
+)
 _SUBSETS = ((np.arange(2**_WEAK)[:, None] >> np.arange(_WEAK)) & 1).astype(np.float32)  # (2^14, 14)
 
 
@@ -91,8 +145,9 @@ def candidate_hashes(signature: np.ndarray, limit: int = CANDIDATES) -> list[byt
     return [row.tobytes() for row in np.packbits((sig > 0) ^ flips, axis=1)]
 
 
-def bound_sealer(rgb: np.ndarray, codes: list[np.ndarray], key: bytes, kind: int, align: AlignConfig = AlignConfig(),
-                 sealed: list[bytes] | None = None):
+def bound_sealer(
+    rgb: np.ndarray, codes: list[np.ndarray], key: bytes, kind: int, align: AlignConfig = AlignConfig(), sealed: list[bytes] | None = None
+):
     """The ``seal`` that :func:`~refacex_plugin.channel.embed_in_image` takes for bound payloads:
     given the frames ``(N, 5, 2)`` a reader will find the faces of ``rgb`` (the unmarked image) in,
     it hashes each face there and seals ``codes[i]`` under ``key`` bound to face ``i``'s hash.

@@ -20,8 +20,9 @@ import importlib.resources
 import importlib.util
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -41,7 +42,7 @@ class Detections:
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
 
-    def select(self, keep: np.ndarray) -> "Detections":
+    def select(self, keep: np.ndarray) -> Detections:
         return Detections(self.boxes[keep], self.scores[keep], self.landmarks[keep])
 
 
@@ -252,7 +253,9 @@ class CenterFaceDetector:
         landmarks = np.stack([lx, ly], -1).astype(np.float32)
         keep = cv2.dnn.NMSBoxes(
             [[float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])] for b in boxes],
-            scores.tolist(), thr, 0.3,
+            scores.tolist(),
+            thr,
+            0.3,
         )
         keep = np.asarray(keep, dtype=np.int64).reshape(-1)
         return Detections(boxes[keep], scores[keep], order_landmarks(landmarks[keep]))

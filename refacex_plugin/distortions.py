@@ -9,7 +9,7 @@ and the recovery benchmark; training uses the differentiable counterparts in
 from __future__ import annotations
 
 import io
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 import numpy as np

@@ -12,8 +12,8 @@ from __future__ import annotations
 import functools
 import itertools
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -110,7 +110,7 @@ def _flip_patterns(order: np.ndarray, depth: int) -> Iterator[tuple[int, ...]]:
         yield from itertools.combinations(weakest.tolist(), k)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def generator_matrix(code) -> np.ndarray:
     """``(data_bits, coded_bits)`` 0/1 generator of a systematic GF(2)-linear ``code`` (BCH, and
     Reed-Solomon's binary image): row ``i`` is the codeword of the ``i``-th unit message."""
@@ -188,8 +188,9 @@ def osd_candidates(code, logits: np.ndarray, order: int = 2, top: int = 4) -> li
     return out
 
 
-def decode(code, logits: np.ndarray, check: Callable[[np.ndarray], object | None], chase_depth: int = 6,
-           osd_order: int = 2, osd_top: int = 4):
+def decode(
+    code, logits: np.ndarray, check: Callable[[np.ndarray], object | None], chase_depth: int = 6, osd_order: int = 2, osd_top: int = 4
+):
     """Soft-decision decoding: the hard decision first, then flips of the least reliable bits
     (Chase), then the ``osd_top`` nearest codewords by ordered statistics (:func:`osd_candidates`).
 

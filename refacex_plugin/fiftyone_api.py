@@ -15,8 +15,8 @@ and ``refacex`` (status, method, key id, payload and vault state).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -56,8 +56,16 @@ def _labels(faces, height: int, width: int):
     dets, kps = [], []
     for f in faces:
         x0, y0, x1, y1 = f.box
-        dets.append(fo.Detection(label="face", bounding_box=[x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height],
-                                 confidence=f.score, face_index=f.index, method=f.method, payload=f.payload))
+        dets.append(
+            fo.Detection(
+                label="face",
+                bounding_box=[x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height],
+                confidence=f.score,
+                face_index=f.index,
+                method=f.method,
+                payload=f.payload,
+            )
+        )
         kps.append(fo.Keypoint(label="face", points=[[x / width, y / height] for x, y in f.landmarks], face_index=f.index))
     return fo.Detections(detections=dets), fo.Keypoints(keypoints=kps)
 
@@ -113,8 +121,11 @@ def anonymize_samples(
     ids, paths = samples.values("id"), samples.values("filepath")
     status = samples.values(STATUS_FIELD) if samples.has_sample_field(STATUS_FIELD) else [None] * len(ids)
     root = Path(os.path.commonpath([str(Path(p).resolve().parent) for p in paths])) if paths else Path("/")
-    jobs = [Job(Path(p), Path(Path(p).name), _output_path(Path(p), root, out_dir, i), tag=i)
-            for i, p, st in zip(ids, paths, status) if not _is_done_status(st)]
+    jobs = [
+        Job(Path(p), Path(Path(p).name), _output_path(Path(p), root, out_dir, i), tag=i)
+        for i, p, st in zip(ids, paths, status)
+        if not _is_done_status(st)
+    ]
     dataset = samples._dataset
     v = Vault(vault, key) if vault else None
 
@@ -127,8 +138,11 @@ def anonymize_samples(
         sample[FACES_FIELD] = dets
         sample[LANDMARKS_FIELD] = kps
         sample[STATUS_FIELD] = {
-            "status": "anonymized", "method": pipe.method, "faces": len(res.faces),
-            "reversible": v is not None, "key_id": key_id(key) if key else None,
+            "status": "anonymized",
+            "method": pipe.method,
+            "faces": len(res.faces),
+            "reversible": v is not None,
+            "key_id": key_id(key) if key else None,
             "vault_records": res.vault_records,
             "payload": "vault-ref" if res.faces and all(f.payload.startswith("embedded") for f in res.faces) else "none",
         }
@@ -146,8 +160,9 @@ def anonymize_samples(
             progress(n / max(len(jobs), 1), f"{n}/{len(jobs)} samples")
 
     try:
-        summary = run_jobs(jobs, work, finish, progress=False, log=lambda msg: None,
-                           workers=default_workers() if workers is None else workers)
+        summary = run_jobs(
+            jobs, work, finish, progress=False, log=lambda msg: None, workers=default_workers() if workers is None else workers
+        )
     finally:
         if v is not None:
             v.close()
@@ -157,8 +172,14 @@ def anonymize_samples(
             ds.app_config.media_fields = list(dict.fromkeys([*(ds.app_config.media_fields or ["filepath"]), media_field]))
             ds.save()
     return {
-        "anonymized": summary.images, "skipped_already_done": len(ids) - len(jobs), "failed": len(summary.failed),
-        "errors": [msg for _, msg in summary.failed[:20]], "faces": summary.faces, "method": pipe.method, "output_dir": str(out_dir), "reversible": v is not None,
+        "anonymized": summary.images,
+        "skipped_already_done": len(ids) - len(jobs),
+        "failed": len(summary.failed),
+        "errors": [msg for _, msg in summary.failed[:20]],
+        "faces": summary.faces,
+        "method": pipe.method,
+        "output_dir": str(out_dir),
+        "reversible": v is not None,
         "note": None if v is not None else _irreversible_note(key is not None),
     }
 
@@ -238,7 +259,9 @@ def evaluate_samples(
     for n, sample in enumerate(samples.iter_samples(autosave=True, progress=False)):
         if not is_done(sample):
             continue
-        media = sample["anonymized_filepath"] if sample.has_field("anonymized_filepath") and sample["anonymized_filepath"] else sample.filepath
+        media = (
+            sample["anonymized_filepath"] if sample.has_field("anonymized_filepath") and sample["anonymized_filepath"] else sample.filepath
+        )
         rgb = read_image(media).rgb
         h, w = rgb.shape[:2]
         found = det(rgb)
@@ -302,8 +325,10 @@ def _identity_note(no_original: int, vault_failures: list[str]) -> str | None:
     """Why some samples with faces have no ``refacex_eval_identity_distance`` (None when all have one)."""
     notes = []
     if no_original:
-        notes.append(f"{no_original} samples have no original to compare with: anonymise with keep_originals=True "
-                     "or target='field', or give the key and vault (REFACEX_KEY_FILE / REFACEX_VAULT secrets)")
+        notes.append(
+            f"{no_original} samples have no original to compare with: anonymise with keep_originals=True "
+            "or target='field', or give the key and vault (REFACEX_KEY_FILE / REFACEX_VAULT secrets)"
+        )
     if vault_failures:
         notes.append(f"{len(vault_failures)} samples could not be restored from the vault (first: {vault_failures[0]})")
     return "; ".join(notes) or None

@@ -152,8 +152,12 @@ def anonymise_file(
         h, w = img.rgb.shape[:2]
         keep = [i for i, box in enumerate(regions) if box is not None]
         records = [
-            FaceRegion(regions[i], img.rgb[regions[i][1] : regions[i][3], regions[i][0] : regions[i][2]].copy(),
-                       (h, w) if frames[i] is not None else None, frames[i])
+            FaceRegion(
+                regions[i],
+                img.rgb[regions[i][1] : regions[i][3], regions[i][0] : regions[i][2]].copy(),
+                (h, w) if frames[i] is not None else None,
+                frames[i],
+            )
             for i in keep
         ]
         ids = [record_ids[i] for i in keep] if record_ids is not None else None
@@ -174,8 +178,10 @@ def _payloads_lost(pipe: Pipeline, faces: list[FaceRecord], emb, data: bytes) ->
         return False
     m = alignment_matrices(np.asarray(emb.frames)[keep], pipe.align)
     bits = np.asarray(emb.bits)[keep]
-    wrong = [((face_logits(rgb, m, pipe.watermark, pipe.align, pipe.device, sync=False)[0] > 0) != bits).sum(axis=1)
-             for rgb in (emb.image, decode_bytes(data))]
+    wrong = [
+        ((face_logits(rgb, m, pipe.watermark, pipe.align, pipe.device, sync=False)[0] > 0) != bits).sum(axis=1)
+        for rgb in (emb.image, decode_bytes(data))
+    ]
     return bool((wrong[1] > np.maximum(wrong[0], P.ECC.t)).any())
 
 
@@ -190,7 +196,9 @@ def _write_original(src: Path, dst: Path, img: LoadedImage, original, fmt: str |
     want = output_format(original.format, fmt) if fmt else original.format
     if in_place:
         if original.format != img.format:
-            raise RefacexError(f"{src}: its original is a {original.format} file; restore it with -o, not in place of this {img.format} file")
+            raise RefacexError(
+                f"{src}: its original is a {original.format} file; restore it with -o, not in place of this {img.format} file"
+            )
         dst = src
     else:
         suffixes = FORMAT_SUFFIXES.get(want, (dst.suffix,))
@@ -207,8 +215,15 @@ def _write_original(src: Path, dst: Path, img: LoadedImage, original, fmt: str |
     return FileResult(src, dst, [], original.faces, size=img.rgb.shape[:2], original=want == original.format)
 
 
-def recover_file(src: Path, dst: Path, vault: Vault | None, pipe: Pipeline | None = None, fmt: str | None = None, quality: int = 95,
-                 in_place: bool = False) -> FileResult:
+def recover_file(
+    src: Path,
+    dst: Path,
+    vault: Vault | None,
+    pipe: Pipeline | None = None,
+    fmt: str | None = None,
+    quality: int = 95,
+    in_place: bool = False,
+) -> FileResult:
     """Restore the original of an anonymised file from ``vault`` into ``dst`` (``src`` when ``in_place``).
 
     An unchanged file (found by its pixel hash) whose original the vault keeps gets that original
@@ -260,11 +275,17 @@ def recover_file(src: Path, dst: Path, vault: Vault | None, pipe: Pipeline | Non
                     original = restore_into(original, record, face.frame)
                     regions.append(record)
         if not regions:
-            why = ("no face found" if not found else
-                   "its faces are too small to carry a payload" if all(f.too_small for f in found) else
-                   "no payload found" if not any(f.found for f in found) else
-                   "no payload authenticates with this key" if not any(f.authenticated for f in found) else
-                   "its payloads' records are not in this vault")
+            why = (
+                "no face found"
+                if not found
+                else "its faces are too small to carry a payload"
+                if all(f.too_small for f in found)
+                else "no payload found"
+                if not any(f.found for f in found)
+                else "no payload authenticates with this key"
+                if not any(f.authenticated for f in found)
+                else "its payloads' records are not in this vault"
+            )
             raise RefacexError(f"{src}: not restored: {why}")
     # Lossless output for restored originals unless the user asks otherwise.
     atomic_write_bytes(dst, encode_image(original, out_fmt, quality if out_fmt != "JPEG" else max(quality, 95), img.alpha))

@@ -94,8 +94,9 @@ def invert_affine(m: torch.Tensor) -> torch.Tensor:
     return _invert_affine64(m).float()
 
 
-def warp_affine(src: torch.Tensor, m: torch.Tensor, dsize: tuple[int, int], mode: str = "bilinear",
-                padding_mode: str = "zeros") -> torch.Tensor:
+def warp_affine(
+    src: torch.Tensor, m: torch.Tensor, dsize: tuple[int, int], mode: str = "bilinear", padding_mode: str = "zeros"
+) -> torch.Tensor:
     """``src (B, C, H, W)`` warped by the pixel-coordinate affines ``m (B, 2, 3)`` (source to
     destination) into ``(B, C, h, w)`` for ``dsize = (h, w)``: ``out[y, x] = src[m^-1 (x, y)]``,
     sampled with pixel centres at integer coordinates (``align_corners=True``).
@@ -215,8 +216,14 @@ def alignment_matrices(landmarks: np.ndarray, cfg: AlignConfig) -> torch.Tensor:
 LUMA = (0.299, 0.587, 0.114)
 
 
-def extract_crops(rgb: np.ndarray, m_img2crop: torch.Tensor, cfg: AlignConfig, device: str | torch.device = "cpu",
-                  luma: bool | tuple[float, float, float] = False, window: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+def extract_crops(
+    rgb: np.ndarray,
+    m_img2crop: torch.Tensor,
+    cfg: AlignConfig,
+    device: str | torch.device = "cpu",
+    luma: bool | tuple[float, float, float] = False,
+    window: tuple[int, int, int, int] | None = None,
+) -> torch.Tensor:
     """Aligned face crops from an ``(H, W, 3) uint8`` image.
 
     Only the region the crops cover is converted to float (crops that overlap, such as a search's
@@ -324,8 +331,9 @@ def pool_to(crops: torch.Tensor, res: int) -> torch.Tensor:
     return F.interpolate(crops, size=(res, res), mode="bilinear", align_corners=False, antialias=True)
 
 
-def paste_residuals(rgb: np.ndarray, residuals: torch.Tensor, m_img2crop: torch.Tensor, cfg: AlignConfig,
-                    window: tuple[int, int, int, int] | None = None) -> np.ndarray:
+def paste_residuals(
+    rgb: np.ndarray, residuals: torch.Tensor, m_img2crop: torch.Tensor, cfg: AlignConfig, window: tuple[int, int, int, int] | None = None
+) -> np.ndarray:
     """Add crop-space residuals (e.g. a watermark) to a copy of ``rgb``, warped into the image.
 
     Unlike :func:`paste_crops` the image is not resampled: only the residual is, so pixels where

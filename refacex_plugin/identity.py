@@ -71,8 +71,16 @@ class DlibResNet(nn.Module):
     """``(B, 3, 150, 150)`` RGB chips in [0, 255] (dlib's ``get_face_chip(img, shape5, 150, 0.25)``)
     -> ``(B, 128)`` descriptors (dlib: same person if the L2 distance < 0.6)."""
 
-    LAYOUT = [(32, 32, False)] * 3 + [(32, 64, True)] + [(64, 64, False)] * 3 + [(64, 128, True)] + [(128, 128, False)] * 2 \
-        + [(128, 256, True)] + [(256, 256, False)] * 2 + [(256, 256, True)]
+    LAYOUT = (
+        [(32, 32, False)] * 3
+        + [(32, 64, True)]
+        + [(64, 64, False)] * 3
+        + [(64, 128, True)]
+        + [(128, 128, False)] * 2
+        + [(128, 256, True)]
+        + [(256, 256, False)] * 2
+        + [(256, 256, True)]
+    )
 
     def __init__(self):
         super().__init__()

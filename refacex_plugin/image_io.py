@@ -131,9 +131,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> LoadedI
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 if img.width * img.height > max_pixels:
-                    raise ImageReadError(
-                        f"{name}: image too large ({img.width}x{img.height} > {max_pixels:,} pixels)"
-                    )
+                    raise ImageReadError(f"{name}: image too large ({img.width}x{img.height} > {max_pixels:,} pixels)")
                 fmt = img.format or "PNG"
                 source_mode = img.mode
                 bits = _source_bits(img)

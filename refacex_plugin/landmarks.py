@@ -51,8 +51,15 @@ def rbf_displacement(centres: np.ndarray, values: np.ndarray, points: np.ndarray
     return out.astype(np.float32)
 
 
-def warp_features(image: np.ndarray, src: np.ndarray, dst: np.ndarray, box: np.ndarray, rect: tuple[int, int, int, int],
-                  sigma_frac: float = 0.25, max_shift: float = 0.1) -> np.ndarray:
+def warp_features(
+    image: np.ndarray,
+    src: np.ndarray,
+    dst: np.ndarray,
+    box: np.ndarray,
+    rect: tuple[int, int, int, int],
+    sigma_frac: float = 0.25,
+    max_shift: float = 0.1,
+) -> np.ndarray:
     """Resample ``image`` inside ``rect`` (x0, y0, x1, y1) so that what lies at ``src (n, 2)`` moves to ``dst (n, 2)``.
 
     The field is anchored to zero on 24 points of a circle of the face ``box``'s width around its centre;
@@ -76,13 +83,25 @@ def warp_features(image: np.ndarray, src: np.ndarray, dst: np.ndarray, box: np.n
     coarse = rbf_displacement(centres, values, np.stack([gx.ravel(), gy.ravel()], 1), sigma).reshape(*gx.shape, 2)
     ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
     # map pixel coordinates onto the coarse grid's index space and sample it bilinearly
-    field = np.stack([cv2.remap(coarse[..., k], (xs - x0) / step, (ys - y0) / step, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-                      for k in range(2)], -1)
+    field = np.stack(
+        [
+            cv2.remap(coarse[..., k], (xs - x0) / step, (ys - y0) / step, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            for k in range(2)
+        ],
+        -1,
+    )
     return cv2.remap(image, xs - field[..., 0], ys - field[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
-def keep_landmarks(original: np.ndarray, anonymised: np.ndarray, boxes: np.ndarray, masks: list[np.ndarray],
-                   rects: list[tuple[int, int, int, int] | None], predictor: Landmarks68, max_warps: int = 2) -> np.ndarray:
+def keep_landmarks(
+    original: np.ndarray,
+    anonymised: np.ndarray,
+    boxes: np.ndarray,
+    masks: list[np.ndarray],
+    rects: list[tuple[int, int, int, int] | None],
+    predictor: Landmarks68,
+    max_warps: int = 2,
+) -> np.ndarray:
     """Move each anonymised face's 68 landmarks onto the original's.
 
     Each face gets up to ``max_warps`` warps; one is kept only if the landmarks measured on its

@@ -100,8 +100,16 @@ def export_onnx(folder: Path, opset: int = 17) -> list[dict]:
     for name, (module, example, names) in nets.items():
         path = folder / f"{name}.onnx"
         module = module.eval()
-        torch.onnx.export(module, example, str(path), input_names=names, output_names=["out"], opset_version=opset, dynamo=False,
-                          dynamic_axes={**{n: {0: "batch"} for n in names}, "out": {0: "batch"}})
+        torch.onnx.export(
+            module,
+            example,
+            str(path),
+            input_names=names,
+            output_names=["out"],
+            opset_version=opset,
+            dynamo=False,
+            dynamic_axes={**{n: {0: "batch"} for n in names}, "out": {0: "batch"}},
+        )
         fresh = tuple(torch.rand(3, *t.shape[1:]) if t.dtype.is_floating_point else t for t in example)
         fresh = tuple((t > 0.5).float() if n in ("bits", "code") else t for t, n in zip(fresh, names))
         with torch.no_grad():

@@ -181,8 +181,9 @@ def _open_message(bits: np.ndarray, subkeys: list[tuple[bytes, _SubKeys]], bindi
     return None
 
 
-def open_payload(logits: np.ndarray, keys: list[bytes] | bytes, chase_depth: int = 6, bindings: Sequence[bytes] = (b"",),
-                 osd_order: int = 2) -> Payload | None:
+def open_payload(
+    logits: np.ndarray, keys: list[bytes] | bytes, chase_depth: int = 6, bindings: Sequence[bytes] = (b"",), osd_order: int = 2
+) -> Payload | None:
     """Error-correct and authenticate channel bit logits (> 0 means 1) with any of ``keys``.
 
     Both layouts are tried (version 2, then 3), each by soft-decision decoding (:func:`ecc.decode`:
@@ -204,8 +205,9 @@ def open_payload(logits: np.ndarray, keys: list[bytes] | bytes, chase_depth: int
     bindings = list(bindings)
     logits = np.asarray(logits, np.float32)
     for layout in _LAYOUTS.values():
-        opened = ecc.decode(layout.ecc, logits, lambda bits, layout=layout: _open_message(bits, subkeys, bindings, layout), chase_depth,
-                            osd_order)
+        opened = ecc.decode(
+            layout.ecc, logits, lambda bits, layout=layout: _open_message(bits, subkeys, bindings, layout), chase_depth, osd_order
+        )
         if opened is not None:
             return opened
     return None

@@ -145,7 +145,7 @@ class Vault:
         with self._lock:
             return self.db.execute(sql, args).fetchall()
 
-    def __enter__(self) -> "Vault":
+    def __enter__(self) -> Vault:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -155,8 +155,14 @@ class Vault:
         with self._lock:
             self.db.close()
 
-    def put(self, image_hash: str, regions: list[FaceRegion], record_ids: list[bytes] | None = None,
-            original: bytes | None = None, original_format: str = "") -> list[bytes]:
+    def put(
+        self,
+        image_hash: str,
+        regions: list[FaceRegion],
+        record_ids: list[bytes] | None = None,
+        original: bytes | None = None,
+        original_format: str = "",
+    ) -> list[bytes]:
         """Store one image's face regions, and the original file's bytes when given, in one
         committed transaction; returns the regions' record ids (``record_ids``, when given: the
         ids the image's payloads carry, ``payload.REF_BITS / 8`` bytes; vaults written before
@@ -180,13 +186,19 @@ class Vault:
             ids.append(rid)
         if original is not None:
             nonce = secrets.token_bytes(12)
-            sealed = (image_hash, self.key_id, original_format, nonce,
-                      self._aes.encrypt(nonce, original, _original_aad(image_hash, original_format)))
+            sealed = (
+                image_hash,
+                self.key_id,
+                original_format,
+                nonce,
+                self._aes.encrypt(nonce, original, _original_aad(image_hash, original_format)),
+            )
         with self._lock:
             try:
                 self.db.execute("BEGIN IMMEDIATE")
                 self.db.executemany(
-                    "INSERT INTO faces (record_id, image_hash, face_index, key_id, box, frame, nonce, ciphertext) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
+                    "INSERT INTO faces (record_id, image_hash, face_index, key_id, box, frame, nonce, ciphertext) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
                 )
                 if original is not None:
                     self.db.execute("INSERT INTO originals (image_hash, key_id, format, nonce, ciphertext) VALUES (?, ?, ?, ?, ?)", sealed)
@@ -227,8 +239,9 @@ class Vault:
     def get_original(self, image_hash: str) -> Original | None:
         """The original file an anonymised image (by :func:`pixel_hash`) replaced, or None
         (never stored: written by a vault without originals, or not anonymised into this one)."""
-        rows = self._query("SELECT image_hash, format, nonce, ciphertext FROM originals WHERE image_hash = ? ORDER BY created LIMIT 1",
-                           (image_hash,))
+        rows = self._query(
+            "SELECT image_hash, format, nonce, ciphertext FROM originals WHERE image_hash = ? ORDER BY created LIMIT 1", (image_hash,)
+        )
         if not rows:
             return None
         _, fmt, nonce, ct = rows[0]
@@ -241,8 +254,12 @@ class Vault:
 
     def has(self, image_hash: str) -> bool:
         """Whether an image with these pixels was anonymised into this vault (no key needed)."""
-        return bool(self._query("SELECT 1 FROM faces WHERE image_hash = ? UNION ALL SELECT 1 FROM originals WHERE image_hash = ? LIMIT 1",
-                                (image_hash, image_hash)))
+        return bool(
+            self._query(
+                "SELECT 1 FROM faces WHERE image_hash = ? UNION ALL SELECT 1 FROM originals WHERE image_hash = ? LIMIT 1",
+                (image_hash, image_hash),
+            )
+        )
 
     def get_record(self, record_id: bytes) -> FaceRegion | None:
         rows = self._query(
@@ -283,8 +300,9 @@ def restore_into(rgb: np.ndarray, region: FaceRegion, landmarks: np.ndarray) -> 
     import torch
 
     h, w = rgb.shape[:2]
-    m = estimate_similarity(torch.as_tensor(region.landmarks[None], dtype=torch.float64),
-                            torch.as_tensor(np.asarray(landmarks, np.float64)[None]))[0].numpy()
+    m = estimate_similarity(
+        torch.as_tensor(region.landmarks[None], dtype=torch.float64), torch.as_tensor(np.asarray(landmarks, np.float64)[None])
+    )[0].numpy()
     x0, y0, x1, y1 = region.box
     corners = np.array([[x0, y0, 1], [x1, y0, 1], [x0, y1, 1], [x1, y1, 1]], np.float64)
     if tuple(region.image_size) == (h, w) and np.abs(corners @ m.T - corners[:, :2]).max() < 2.0:

@@ -48,13 +48,32 @@ def _wheels(dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     platforms = [f"--platform=manylinux_2_{n}_x86_64" for n in (17, 24, 27, 28, 31, 34)] + ["--platform=manylinux2014_x86_64"]
     specs = [f"{name}=={version(name)}" for name in WHEELS]
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
-                    "--implementation", "cp", *platforms, "-d", str(dest), *specs], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.12",
+            "--implementation",
+            "cp",
+            *platforms,
+            "-d",
+            str(dest),
+            *specs,
+        ],
+        check=True,
+    )
 
 
 def _tree_bytes() -> int:
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           check=True).stdout.split(b"\0")
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.split(b"\0")
     return sum((ROOT / f.decode()).stat().st_size for f in files if f and (ROOT / f.decode()).is_file())
 
 
@@ -72,8 +91,10 @@ def main() -> None:
     _exclude()
     BUNDLE.mkdir(exist_ok=True)
     # the trainers' own crops and seed (training.anonymiser / .watermark: prepare_crops(data, split, n, 128, 0))
-    splits = {"train": prepare_crops(args.data, "train", args.train_images, 128, 0),
-              "val": prepare_crops(args.data, "val", args.val_images, 128, 0)}
+    splits = {
+        "train": prepare_crops(args.data, "train", args.train_images, 128, 0),
+        "val": prepare_crops(args.data, "val", args.val_images, 128, 0),
+    }
     size = write_crop_pack(BUNDLE / "crops.npz", splits, args.quality, source=str(args.data), seed=0)
     print(f"crops.npz: {len(splits['train'])} train + {len(splits['val'])} val crops, {size / 2**20:.1f} MiB")
 

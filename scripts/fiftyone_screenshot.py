@@ -34,9 +34,21 @@ def main(data: Path, out: Path, port: int = 5151) -> None:
     try:
         time.sleep(20)
         url = f"http://127.0.0.1:{port}/datasets/{ds.name}"
-        subprocess.run(["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                        "--window-size=1400,900", "--virtual-time-budget=30000", f"--screenshot={out}", url],
-                       check=True, timeout=180)
+        subprocess.run(
+            [
+                "chromium",
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--window-size=1400,900",
+                "--virtual-time-budget=30000",
+                f"--screenshot={out}",
+                url,
+            ],
+            check=True,
+            timeout=180,
+        )
     finally:
         session.close()
         fo.core.session.session._server = None

@@ -32,8 +32,20 @@ CONFIG = """<View><Image name="image" value="$image"/>
 
 
 def cdp_screenshot(url: str, cookies: list[dict], out: Path, port: int = 9333) -> None:
-    chrome = subprocess.Popen(["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", f"--remote-debugging-port={port}", "--remote-allow-origins=*",
-                               "--window-size=1400,900", "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    chrome = subprocess.Popen(
+        [
+            "chromium",
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--remote-debugging-port={port}",
+            "--remote-allow-origins=*",
+            "--window-size=1400,900",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(50):
             try:
@@ -79,12 +91,19 @@ def main(data: Path, out: Path) -> None:
         e2e.wait_http(f"http://127.0.0.1:{be_port}/health", 120, backend)
         e2e.enable_legacy_tokens(base)
         h = {"Authorization": f"Token {e2e.TOKEN}"}
-        pid = requests.post(f"{base}/api/projects", json={"title": "refacex pre-annotations", "label_config": CONFIG}, headers=h).json()["id"]
+        pid = requests.post(f"{base}/api/projects", json={"title": "refacex pre-annotations", "label_config": CONFIG}, headers=h).json()[
+            "id"
+        ]
         with open(image, "rb") as fh:
             requests.post(f"{base}/api/projects/{pid}/import", headers=h, files={"file": fh}).raise_for_status()
-        requests.post(f"{base}/api/ml", headers=h, json={"project": pid, "url": f"http://127.0.0.1:{be_port}", "title": "refacex"}).raise_for_status()
-        requests.post(f"{base}/api/dm/actions?id=retrieve_tasks_predictions&project={pid}", headers=h,
-                      json={"selectedItems": {"all": True, "excluded": []}}).raise_for_status()
+        requests.post(
+            f"{base}/api/ml", headers=h, json={"project": pid, "url": f"http://127.0.0.1:{be_port}", "title": "refacex"}
+        ).raise_for_status()
+        requests.post(
+            f"{base}/api/dm/actions?id=retrieve_tasks_predictions&project={pid}",
+            headers=h,
+            json={"selectedItems": {"all": True, "excluded": []}},
+        ).raise_for_status()
         requests.patch(f"{base}/api/projects/{pid}", headers=h, json={"show_collab_predictions": True, "model_version": "refacex-0.1.0"})
         tasks = requests.get(f"{base}/api/tasks?project={pid}", headers=h).json()
         tid = (tasks["tasks"] if isinstance(tasks, dict) else tasks)[0]["id"]

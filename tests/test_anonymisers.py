@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import DEVICES
+
 from refacex_plugin import operators
 from refacex_plugin.anonymisers import BASELINES, available_methods, blur_faces, default_method, get_anonymiser, mask_faces, pixelate_faces
 from refacex_plugin.errors import ModelNotAvailableError

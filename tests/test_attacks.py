@@ -50,21 +50,63 @@ def test_attack_report_renders_every_section():
     res = {
         "evaluated_faces": 3,
         "payload": A.payload_attacks(trials=3),
-        "transplant": {"pairs": 2, "opened_in_other_image": 0, "refused_in_other_image": 2, "control_opened_in_own_image": 2,
-                       "watermark": "dct-qim"},
-        "methods": {"blur": {"inversion": {"width_16": {"width": 16, "steps": 5, "train_faces": 10, "train_s": 1.0,
-                                                        "identity": {"dlib": {"match_rate": 0.5, "mean_similarity": -0.6}}},
-                                           "width_16_vs_onnx:judge": {"width": 16, "steps": 5, "train_faces": 10, "train_s": 1.0,
-                                                                      "identity_loss": "onnx:judge",
-                                                                      "identity": {"dlib": {"match_rate": 0.25, "mean_similarity": -0.7}}},
-                                           "width_16_pixels_only": {"width": 16, "steps": 5, "train_faces": 10, "train_s": 1.0,
-                                                                    "identity_loss": "none",
-                                                                    "identity": {"dlib": {"match_rate": 0.0, "mean_similarity": -0.8}}}}}},
-        "donor_linkage": {"people": 4, "bank_size": 8, "same_donor_same_key_other_photo": 1.0, "same_donor_across_keys": 0.0, "chance": 0.125},
+        "transplant": {
+            "pairs": 2,
+            "opened_in_other_image": 0,
+            "refused_in_other_image": 2,
+            "control_opened_in_own_image": 2,
+            "watermark": "dct-qim",
+        },
+        "methods": {
+            "blur": {
+                "inversion": {
+                    "width_16": {
+                        "width": 16,
+                        "steps": 5,
+                        "train_faces": 10,
+                        "train_s": 1.0,
+                        "identity": {"dlib": {"match_rate": 0.5, "mean_similarity": -0.6}},
+                    },
+                    "width_16_vs_onnx:judge": {
+                        "width": 16,
+                        "steps": 5,
+                        "train_faces": 10,
+                        "train_s": 1.0,
+                        "identity_loss": "onnx:judge",
+                        "identity": {"dlib": {"match_rate": 0.25, "mean_similarity": -0.7}},
+                    },
+                    "width_16_pixels_only": {
+                        "width": 16,
+                        "steps": 5,
+                        "train_faces": 10,
+                        "train_s": 1.0,
+                        "identity_loss": "none",
+                        "identity": {"dlib": {"match_rate": 0.0, "mean_similarity": -0.8}},
+                    },
+                }
+            }
+        },
+        "donor_linkage": {
+            "people": 4,
+            "bank_size": 8,
+            "same_donor_same_key_other_photo": 1.0,
+            "same_donor_across_keys": 0.0,
+            "chance": 0.125,
+        },
     }
     text = "\n".join(attacks_markdown(res))
-    for needle in ("Payload tampering", "tag_forged_and_recoded", "Transplant", "Learned inversion: blur", "50.0 %", "Consistent-donor",
-                   "identity loss through onnx:judge", "25.0 %", "Wilson", "pixel loss only"):
+    for needle in (
+        "Payload tampering",
+        "tag_forged_and_recoded",
+        "Transplant",
+        "Learned inversion: blur",
+        "50.0 %",
+        "Consistent-donor",
+        "identity loss through onnx:judge",
+        "25.0 %",
+        "Wilson",
+        "pixel loss only",
+    ):
         assert needle in text
     assert "50.0 % (12.5–87.5)" in text  # half of 3 faces: the rate with its interval
 
@@ -81,8 +123,12 @@ def test_match_counts_a_photo_of_the_same_person_as_re_identification():
             return image[None]  # the "image" is its embedding
 
     e = np.eye(4, dtype=np.float32)  # A_1, A_2, B_1, C_1
-    orig = SimpleNamespace(ok=np.array([True, True, True, True]), paths=["d/A/A_1.jpg", "d/A/A_2.jpg", "d/B/B_1.jpg", "d/C/C_1.jpg"],
-                           embedding={"r": e}, geometry={"r": np.zeros((4, 5, 2), np.float32)})
+    orig = SimpleNamespace(
+        ok=np.array([True, True, True, True]),
+        paths=["d/A/A_1.jpg", "d/A/A_2.jpg", "d/B/B_1.jpg", "d/C/C_1.jpg"],
+        embedding={"r": e},
+        geometry={"r": np.zeros((4, 5, 2), np.float32)},
+    )
     faces = SimpleNamespace(index=[0, 2])
     attacked = [e[1] + 0.1 * e[0], e[3] + 0.1 * e[2]]  # A's face nearest A_2; B's face nearest C_1
     out = A._match(attacked, faces, orig, [Recognizer()], {"r": {"threshold": 0.5}})["r"]

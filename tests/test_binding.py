@@ -2,7 +2,9 @@
 
 import numpy as np
 
-from refacex_plugin import binding as B, distortions as D, payload as P
+from refacex_plugin import binding as B
+from refacex_plugin import distortions as D
+from refacex_plugin import payload as P
 from refacex_plugin.image_io import read_image
 from refacex_plugin.keys import generate_key
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from refacex_plugin import distortions as D, payload as P
+from refacex_plugin import distortions as D
+from refacex_plugin import payload as P
 from refacex_plugin.cli import main
 from refacex_plugin.geometry import AlignConfig, face_mask, paste_residuals
 from refacex_plugin.image_io import read_image
@@ -88,8 +89,16 @@ def test_a_face_called_embedded_is_one_a_reader_reads(lfw, watermark, at_least):
 
     pipe = Pipeline(method="pixelate", key=bytes(range(32)), watermark=watermark)
     embedded = 0
-    for name in ["Eva_Dimas_0001", "Angelina_Jolie_0018", "Venus_Williams_0010", "Hung_Wan-ting_0001", "Martin_Landau_0001",
-                 "Kofi_Annan_0029", "Saddam_Hussein_0018", "Sila_Calderon_0002"]:
+    for name in [
+        "Eva_Dimas_0001",
+        "Angelina_Jolie_0018",
+        "Venus_Williams_0010",
+        "Hung_Wan-ting_0001",
+        "Martin_Landau_0001",
+        "Kofi_Annan_0029",
+        "Saddam_Hussein_0018",
+        "Sila_Calderon_0002",
+    ]:
         res = pipe.anonymise_image(read_image(lfw / name.rsplit("_", 1)[0] / f"{name}.jpg").rgb)
         lm = np.asarray([f.landmarks for f in res.faces], np.float32)
         emb = pipe.embed_codes(res.image, lm, [np.zeros(P.REF_BITS, np.uint8)] * len(lm), P.KIND_VAULT_REF)
@@ -98,7 +107,9 @@ def test_a_face_called_embedded_is_one_a_reader_reads(lfw, watermark, at_least):
             if status == "embedded":
                 embedded += 1
                 at = alignment_matrices(emb.frames[i : i + 1], pipe.align)
-                assert any(frame_offset(at, alignment_matrices(f.frame[None], pipe.align), pipe.align.size / 2)[0, 2] < 2 for f in opened), name
+                assert any(
+                    frame_offset(at, alignment_matrices(f.frame[None], pipe.align), pipe.align.size / 2)[0, 2] < 2 for f in opened
+                ), name
     assert embedded >= at_least
 
 
@@ -119,8 +130,11 @@ def test_reader_search_finds_a_mark_the_re_detection_misplaces(lfw, warp, monkey
     bits = torch.randint(0, 2, (1, P.CHANNEL_BITS), generator=torch.Generator().manual_seed(2))
     crops = extract_crops(rgb, m, cfg)
     marked = paste_residuals(rgb, wm.embed(crops, bits) - crops, m, cfg)
-    off = {"shift": translate_after(m, 5.0, -4.0), "zoom": perturb_about(m, 1.04, 0.0, cfg.size / 2),
-           "turn": perturb_about(m, 1.0, 2.0, cfg.size / 2)}[warp]
+    off = {
+        "shift": translate_after(m, 5.0, -4.0),
+        "zoom": perturb_about(m, 1.04, 0.0, cfg.size / 2),
+        "turn": perturb_about(m, 1.0, 2.0, cfg.size / 2),
+    }[warp]
     plain, _ = face_logits(marked, off, wm, cfg, sync=False)
     synced, frame = face_logits(marked, off, wm, cfg)
     assert ((plain[0] > 0) != bits[0].numpy()).mean() > 0.2
@@ -280,7 +294,9 @@ def _unsettled(monkeypatch):
     """Embed and read in raw re-detections, as before session 22 (no :mod:`~refacex_plugin.registration`)."""
     import refacex_plugin.registration as R
 
-    monkeypatch.setattr(R, "settled_landmarks", lambda rgb, landmarks, detector, rounds=0: np.asarray(landmarks, np.float32).reshape(-1, 5, 2))
+    monkeypatch.setattr(
+        R, "settled_landmarks", lambda rgb, landmarks, detector, rounds=0: np.asarray(landmarks, np.float32).reshape(-1, 5, 2)
+    )
 
 
 def test_settled_frames_carry_marks_through_resizes(lfw, monkeypatch):
@@ -348,9 +364,22 @@ def test_reader_reads_through_what_brightening_clipped(lfw, monkeypatch):
 
     _unsettled(monkeypatch)
 
-    names = ["George_W_Bush_0408", "Kim_Ryong-sung_0005", "Kristanna_Loken_0001", "Daniel_Radcliffe_0003", "Vojislav_Kostunica_0003",
-             "George_W_Bush_0068", "Tim_Robbins_0003", "Peri_Gilpin_0001", "Kathleen_Kennedy_Townsend_0002", "Norah_Jones_0015",
-             "Natasa_Micic_0001", "Pio_Laghi_0001", "Martha_Burk_0003", "Jose_Maria_Aznar_0019"]
+    names = [
+        "George_W_Bush_0408",
+        "Kim_Ryong-sung_0005",
+        "Kristanna_Loken_0001",
+        "Daniel_Radcliffe_0003",
+        "Vojislav_Kostunica_0003",
+        "George_W_Bush_0068",
+        "Tim_Robbins_0003",
+        "Peri_Gilpin_0001",
+        "Kathleen_Kennedy_Townsend_0002",
+        "Norah_Jones_0015",
+        "Natasa_Micic_0001",
+        "Pio_Laghi_0001",
+        "Martha_Burk_0003",
+        "Jose_Maria_Aznar_0019",
+    ]
     pipe = Pipeline(method="blur", key=bytes(range(32)), watermark="dct-qim")
     paths = [lfw / name.rsplit("_", 1)[0] / f"{name}.jpg" for name in names]
     reader, no_estimate = _opened_with_and_without(pipe, paths, "brightness_+20", "_search_unclipped")
@@ -466,6 +495,7 @@ def test_re_detections_of_an_enlarged_region_come_back_in_its_pixels(example_rgb
         assert np.abs(back - (lm - np.array([x0, y0], np.float32))).max() < 4.0
     starts = list(C._distinct([alignment_matrices(found[0], cfg)], iter([found[0], found[0] + 6.0]), cfg))
     assert len(starts) == 2  # the repeat is dropped, the start 6 px away kept
+
 
 @pytest.mark.parametrize("row", ["blur_1", "resize_0.5"])
 def test_reader_deblurs_a_mark_a_low_pass_mixed(lfw, row):
@@ -594,8 +624,9 @@ def test_faces_beside_one_that_opened_at_once_get_the_small_budget(group_rgb):
     assert len(det) == 6
     marked = pipe.embed_codes(group_rgb, det.landmarks[:1], [np.arange(P.CODE_BITS) % 3 == 0], P.KIND_RECOVERY_CODE).image
     asked = []
-    found, logits, _ = C.read_marks(marked, pipe.watermark, pipe.reader, accept=lambda lg, m: asked.append(1) or C.is_codeword(lg),
-                                    detections=det)
+    found, logits, _ = C.read_marks(
+        marked, pipe.watermark, pipe.reader, accept=lambda lg, m: asked.append(1) or C.is_codeword(lg), detections=det
+    )
     assert C.is_codeword(logits[0]) and not any(C.is_codeword(row) for row in logits[1:])
     assert len(asked) <= 2 + 5 * C.NEIGHBOUR_BUDGET < 6 * C.READ_BUDGET
 
@@ -615,8 +646,25 @@ def marked(tmp_path_factory, lfw):
     other = root / "other.key"
     assert runner.invoke(main, ["keygen", "-o", str(key)]).exit_code == 0
     assert runner.invoke(main, ["keygen", "-o", str(other)]).exit_code == 0
-    res = runner.invoke(main, ["anonymise", str(src), "-o", str(root / "out"), "--format", "png", "--method", "refacex",
-                               "--key-file", str(key), "--vault", str(root / "faces.vault"), "--records", str(root / "rec.jsonl")])
+    res = runner.invoke(
+        main,
+        [
+            "anonymise",
+            str(src),
+            "-o",
+            str(root / "out"),
+            "--format",
+            "png",
+            "--method",
+            "refacex",
+            "--key-file",
+            str(key),
+            "--vault",
+            str(root / "faces.vault"),
+            "--records",
+            str(root / "rec.jsonl"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     return root
 
@@ -625,7 +673,9 @@ def _extract(root, folder, *keys):
     args = ["extract", str(root / folder), "--json"] + [a for k in keys for a in ("--key-file", str(root / k))]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
-    return {json.loads(line)["input"].rsplit("/", 1)[-1]: json.loads(line)["faces"] for line in res.output.splitlines() if line.startswith("{")}
+    return {
+        json.loads(line)["input"].rsplit("/", 1)[-1]: json.loads(line)["faces"] for line in res.output.splitlines() if line.startswith("{")
+    }
 
 
 def test_anonymise_with_key_embeds_an_authenticated_payload_in_every_face(marked):
@@ -665,7 +715,9 @@ def _write_distorted(marked, name, fn, fmt="PNG"):
 def test_recover_through_payloads_after_jpeg_bit_exact_face_regions(marked):
     src = _write_distorted(marked, "jpeg", lambda x: x, "JPEG")  # re-encoded: the pixel hash no longer matches
     out = marked / "restored_jpeg"
-    res = CliRunner().invoke(main, ["recover", str(src), "--key-file", str(marked / "admin.key"), "--vault", str(marked / "faces.vault"), "-o", str(out)])
+    res = CliRunner().invoke(
+        main, ["recover", str(src), "--key-file", str(marked / "admin.key"), "--vault", str(marked / "faces.vault"), "-o", str(out)]
+    )
     assert res.exit_code == 0, res.output
     from refacex_plugin.vault import Vault
 
@@ -684,11 +736,14 @@ def test_recover_through_payloads_after_jpeg_bit_exact_face_regions(marked):
     assert len(list(out.glob("*.jpeg"))) == 6
 
 
-@pytest.mark.parametrize("name, fn", [
-    pytest.param("half", lambda x: D.resize(x, 0.5), marks=needs_reliable_channel),
-    ("crop", lambda x: D.border_crop(x, 0.1)),
-    ("larger", lambda x: D.resize(x, 1.5)),
-])
+@pytest.mark.parametrize(
+    "name, fn",
+    [
+        pytest.param("half", lambda x: D.resize(x, 0.5), marks=needs_reliable_channel),
+        ("crop", lambda x: D.border_crop(x, 0.1)),
+        ("larger", lambda x: D.resize(x, 1.5)),
+    ],
+)
 def test_recover_after_resize_and_crop_places_the_original_face(marked, name, fn):
     """Through the payload, the vault region lands where the face now is. With the learned
     watermark every face must come back; dct-qim reads 87.5-95 % of faces after these changes
@@ -696,7 +751,9 @@ def test_recover_after_resize_and_crop_places_the_original_face(marked, name, fn
     restore at least 4 of the 6 and name the others; each restored face must be in place."""
     src = _write_distorted(marked, name, fn)
     out = marked / f"restored_{name}"
-    res = CliRunner().invoke(main, ["recover", str(src), "--key-file", str(marked / "admin.key"), "--vault", str(marked / "faces.vault"), "-o", str(out)])
+    res = CliRunner().invoke(
+        main, ["recover", str(src), "--key-file", str(marked / "admin.key"), "--vault", str(marked / "faces.vault"), "-o", str(out)]
+    )
     restored = sorted(out.glob("*.png"))
     if _learned_shipped():
         assert res.exit_code == 0, res.output
@@ -718,7 +775,10 @@ def test_recover_with_the_wrong_key_writes_nothing_and_fails(marked, tmp_path):
     with Vault(tmp_path / "other.vault", read_key_file(marked / "other.key")):
         pass
     src = _write_distorted(marked, "jpeg2", lambda x: x, "JPEG")
-    res = CliRunner().invoke(main, ["recover", str(src), "--key-file", str(marked / "other.key"), "--vault", str(tmp_path / "other.vault"), "-o", str(tmp_path / "r")])
+    res = CliRunner().invoke(
+        main,
+        ["recover", str(src), "--key-file", str(marked / "other.key"), "--vault", str(tmp_path / "other.vault"), "-o", str(tmp_path / "r")],
+    )
     assert res.exit_code == 1
     assert "no payload authenticates with this key" in res.output
     assert not list((tmp_path / "r").glob("*")) if (tmp_path / "r").exists() else True

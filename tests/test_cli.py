@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from test_image_io import METADATA_MARKERS, jpeg_with_all_metadata
 
 from refacex_plugin.batch import iter_jobs
 from refacex_plugin.cli import main
 from refacex_plugin.image_io import read_image
-from test_image_io import METADATA_MARKERS, jpeg_with_all_metadata
 
 
 def run(*args):
@@ -252,11 +252,17 @@ def test_anonymiser_training_keeps_its_view_when_resumed(lfw, tmp_path):
         train_main(["--data", str(lfw), "--config", "tiny", "--out", str(out), "--view-blur", "3", "--steps", "6"])
 
 
-@pytest.mark.parametrize("command, extra, expected", [
-    ("watermark", ["--init", "zoo", "--steps", "5"], ["--steps", "5", "--init", "zoo"]),
-    ("anonymiser", ["--init", "zoo", "--recovery-only", "--lr", "0.0002", "--no-detach", "--view-blur", "3"],
-     ["--no-detach", "--init", "zoo", "--recovery-only", "--lr", "0.0002", "--view-blur", "3.0"]),
-])
+@pytest.mark.parametrize(
+    "command, extra, expected",
+    [
+        ("watermark", ["--init", "zoo", "--steps", "5"], ["--steps", "5", "--init", "zoo"]),
+        (
+            "anonymiser",
+            ["--init", "zoo", "--recovery-only", "--lr", "0.0002", "--no-detach", "--view-blur", "3"],
+            ["--no-detach", "--init", "zoo", "--recovery-only", "--lr", "0.0002", "--view-blur", "3.0"],
+        ),
+    ],
+)
 def test_train_commands_forward_their_options(command, extra, expected, lfw, monkeypatch):
     """``refacex train`` hands its options to the training module's own parser, flags bare."""
     import importlib
@@ -271,7 +277,9 @@ def test_train_commands_forward_their_options(command, extra, expected, lfw, mon
 
 def test_train_refuses_data_that_is_neither_a_folder_nor_a_crop_pack(tmp_path):
     (tmp_path / "faces.zip").write_bytes(b"PK")
-    res = CliRunner().invoke(main, ["train", "anonymiser", "--data", str(tmp_path / "faces.zip"), "--config", "tiny", "--out", str(tmp_path)])
+    res = CliRunner().invoke(
+        main, ["train", "anonymiser", "--data", str(tmp_path / "faces.zip"), "--config", "tiny", "--out", str(tmp_path)]
+    )
     assert res.exit_code == 2 and "identity-labelled folder or a .npz crop pack" in res.output
     assert "Traceback" not in res.output
 
@@ -304,8 +312,10 @@ def test_workers_write_the_same_files_and_records_in_input_order(tree, tmp_path)
         out, records = tmp_path / f"o{workers}", tmp_path / f"r{workers}.jsonl"
         code, text = run("anonymise", tree, "-o", out, "-r", "--method", "blur", "--workers", workers, "--records", records)
         assert code == 0 and "4 image(s) anonymised" in text, text
-        outs[workers] = ({p.relative_to(out): read_image(p).rgb for p in out.rglob("*.jpg")},
-                         [json.loads(line)["input"] for line in records.read_text().splitlines()])
+        outs[workers] = (
+            {p.relative_to(out): read_image(p).rgb for p in out.rglob("*.jpg")},
+            [json.loads(line)["input"] for line in records.read_text().splitlines()],
+        )
     (files1, order1), (files3, order3) = outs[1], outs[3]
     assert sorted(files1) == sorted(files3) and len(files1) == 4
     for rel in files1:

@@ -39,8 +39,9 @@ def test_recover_without_a_vault_refuses_unless_asked_for_an_approximation_and_t
     res = run("recover", anon, "--key-file", key, "-o", out, "--approximate", "--json")
     assert res.exit_code == 0, res.output
     rows = [json.loads(line) for line in res.stdout.splitlines()]
-    assert rows == [{"input": str(anon / example_image.name), "output": str(out / example_image.name),
-                     "faces_restored": 1, "recovery": "approximate"}]
+    assert rows == [
+        {"input": str(anon / example_image.name), "output": str(out / example_image.name), "faces_restored": 1, "recovery": "approximate"}
+    ]
     assert (out / example_image.name).is_file()
     assert "1 image(s) restored approximately" in res.stderr
 
@@ -57,8 +58,11 @@ def test_a_folder_with_images_only_in_sub_folders_needs_r(command, tmp_path, key
     (tmp_path / "empty").mkdir()
     Vault(tmp_path / "v.db", read_key_file(key)).close()
     out = tmp_path / "out"
-    options = {"anonymise": ["-o", out, "--method", "blur"], "extract": [],
-               "recover": ["-o", out, "--key-file", key, "--vault", tmp_path / "v.db"]}[command]
+    options = {
+        "anonymise": ["-o", out, "--method", "blur"],
+        "extract": [],
+        "recover": ["-o", out, "--key-file", key, "--vault", tmp_path / "v.db"],
+    }[command]
 
     res = run(command, photos, *options)
     assert res.exit_code == 1, res.output

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from refacex_plugin.detection import DetectorConfig, Detections, landmarks_68_to_5, load_detector, order_landmarks
+from refacex_plugin.detection import Detections, DetectorConfig, landmarks_68_to_5, load_detector, order_landmarks
 from refacex_plugin.image_io import read_image
 
 

@@ -43,16 +43,18 @@ def make_dataset(name, lfw_sample, tmp_path, n=6):
     media.mkdir()
     ds = fo.Dataset(name, overwrite=True, persistent=True)
     samples = []
-    for i, p in enumerate(lfw_sample[:n]):
+    for _i, p in enumerate(lfw_sample[:n]):
         dst = media / (p.stem + ".png")
         Image.open(p).save(dst)
-        samples.append(fo.Sample(
-            filepath=str(dst),
-            person=fo.Classification(label=p.parent.name),
-            ground_truth=fo.Detections(detections=[fo.Detection(label="head", bounding_box=[0.3, 0.25, 0.4, 0.5])]),
-            gt_landmarks=fo.Keypoints(keypoints=[fo.Keypoint(label="eyes", points=[[0.42, 0.45], [0.58, 0.45]])]),
-            tags=["lfw"],
-        ))
+        samples.append(
+            fo.Sample(
+                filepath=str(dst),
+                person=fo.Classification(label=p.parent.name),
+                ground_truth=fo.Detections(detections=[fo.Detection(label="head", bounding_box=[0.3, 0.25, 0.4, 0.5])]),
+                gt_landmarks=fo.Keypoints(keypoints=[fo.Keypoint(label="eyes", points=[[0.42, 0.45], [0.58, 0.45]])]),
+                tags=["lfw"],
+            )
+        )
     ds.add_samples(samples)
     return ds
 
@@ -117,8 +119,14 @@ def test_anonymize_evaluate_recover_round_trip(lfw_sample, tmp_path, key_file):
     worst = ds.sort_by(api.EVAL_PREFIX + "landmark_nme", reverse=True).first()  # sortable in the App
     assert worst is not None
 
-    rec = foo.execute_operator(f"{URI}/recover_faces", ctx={"dataset": ds, "view": ds.view(), "params": {
-        "vault": str(vault), "target": "field", "output_dir": str(tmp_path / "rec"), "delegate": False}})
+    rec = foo.execute_operator(
+        f"{URI}/recover_faces",
+        ctx={
+            "dataset": ds,
+            "view": ds.view(),
+            "params": {"vault": str(vault), "target": "field", "output_dir": str(tmp_path / "rec"), "delegate": False},
+        },
+    )
     assert rec.error is None, rec.error
     assert rec.result["recovered"] == 6
     ds.reload()
@@ -131,8 +139,10 @@ def test_without_a_key_it_still_anonymizes_irreversibly(lfw_sample, tmp_path, mo
 
     monkeypatch.delenv("REFACEX_KEY_FILE", raising=False)
     ds = make_dataset("refacex-nokey", lfw_sample, tmp_path, n=3)
-    res = foo.execute_operator(f"{URI}/anonymize_faces", ctx={"dataset": ds, "view": ds.view(), "params": {
-        "target": "field", "output_dir": str(tmp_path / "anon"), "delegate": False}}).result
+    res = foo.execute_operator(
+        f"{URI}/anonymize_faces",
+        ctx={"dataset": ds, "view": ds.view(), "params": {"target": "field", "output_dir": str(tmp_path / "anon"), "delegate": False}},
+    ).result
     assert res["anonymized"] == 3 and not res["reversible"] and "irreversible" in res["note"], res
     ds.reload()
     for s in ds:  # target=field: filepath untouched, anonymised media in a new media field
@@ -148,8 +158,15 @@ def test_delegated_execution(lfw_sample, tmp_path, key_file):
     from fiftyone.operators.delegated import DelegatedOperationService
 
     ds = make_dataset("refacex-delegated", lfw_sample, tmp_path, n=3)
-    queued = foo.execute_operator(f"{URI}/anonymize_faces", ctx={"dataset": ds, "view": ds.view(), "request_delegation": True, "params": {
-        "method": "blur", "output_dir": str(tmp_path / "anon"), "vault": str(tmp_path / "v.vault"), "delegate": True}})
+    queued = foo.execute_operator(
+        f"{URI}/anonymize_faces",
+        ctx={
+            "dataset": ds,
+            "view": ds.view(),
+            "request_delegation": True,
+            "params": {"method": "blur", "output_dir": str(tmp_path / "anon"), "vault": str(tmp_path / "v.vault"), "delegate": True},
+        },
+    )
     assert queued.delegated
     svc = DelegatedOperationService()
     svc.execute_queued_operations(dataset_name=ds.name)
@@ -206,16 +223,25 @@ def test_vault_secret_is_honoured_from_the_sdk_and_delegated(lfw_sample, tmp_pat
     assert res.result["reversible"] and res.result["note"] is None and vault.is_file()
     ds.reload()
     assert all(s.refacex["reversible"] and s.refacex["vault_records"] >= 1 for s in ds)
-    rec = foo.execute_operator(f"{URI}/recover_faces", ctx={"dataset": ds, "view": ds.view(), "params": {
-        "target": "field", "output_dir": str(tmp_path / "rec"), "delegate": False}})
+    rec = foo.execute_operator(
+        f"{URI}/recover_faces",
+        ctx={"dataset": ds, "view": ds.view(), "params": {"target": "field", "output_dir": str(tmp_path / "rec"), "delegate": False}},
+    )
     assert rec.error is None, rec.error
     assert rec.result["recovered"] == 2
     ds.reload()
     assert all(np.array_equal(read_image(s.recovered_filepath).rgb, originals[s.id]) for s in ds)
 
     queued_ds = make_dataset("refacex-vault-secret-delegated", lfw_sample[2:], tmp_path, n=2)
-    queued = foo.execute_operator(f"{URI}/anonymize_faces", ctx={"dataset": queued_ds, "view": queued_ds.view(), "request_delegation": True,
-                                                                  "params": {**params, "output_dir": str(tmp_path / "anon-d"), "delegate": True}})
+    queued = foo.execute_operator(
+        f"{URI}/anonymize_faces",
+        ctx={
+            "dataset": queued_ds,
+            "view": queued_ds.view(),
+            "request_delegation": True,
+            "params": {**params, "output_dir": str(tmp_path / "anon-d"), "delegate": True},
+        },
+    )
     assert queued.delegated
     DelegatedOperationService().execute_queued_operations(dataset_name=queued_ds.name)
     queued_ds.reload()
@@ -223,8 +249,9 @@ def test_vault_secret_is_honoured_from_the_sdk_and_delegated(lfw_sample, tmp_pat
 
     monkeypatch.delenv("REFACEX_VAULT")  # a key but no vault: irreversible, and the note says which is missing
     one = make_dataset("refacex-key-no-vault", lfw_sample[4:], tmp_path, n=1)
-    out = foo.execute_operator(f"{URI}/anonymize_faces", ctx={"dataset": one, "view": one.view(), "params": {
-        **params, "output_dir": str(tmp_path / "anon-1")}}).result
+    out = foo.execute_operator(
+        f"{URI}/anonymize_faces", ctx={"dataset": one, "view": one.view(), "params": {**params, "output_dir": str(tmp_path / "anon-1")}}
+    ).result
     assert not out["reversible"] and "no vault" in out["note"] and "REFACEX_VAULT" in out["note"]
 
 
@@ -241,9 +268,13 @@ def test_evaluate_refuses_samples_not_anonymised_yet(lfw_sample, tmp_path, key_f
     assert "refacex_evaluation" not in ds.info
 
     # Queued in order anonymise, evaluate: FiftyOne's executor runs the newest first.
-    for op, params in (("anonymize_faces", {"method": "pixelate", "output_dir": str(tmp_path / "anon"), "delegate": True}),
-                       ("evaluate_anonymization", {"delegate": True})):
-        assert foo.execute_operator(f"{URI}/{op}", ctx={"dataset": ds, "view": ds.view(), "request_delegation": True, "params": params}).delegated
+    for op, params in (
+        ("anonymize_faces", {"method": "pixelate", "output_dir": str(tmp_path / "anon"), "delegate": True}),
+        ("evaluate_anonymization", {"delegate": True}),
+    ):
+        assert foo.execute_operator(
+            f"{URI}/{op}", ctx={"dataset": ds, "view": ds.view(), "request_delegation": True, "params": params}
+        ).delegated
     svc = DelegatedOperationService()
     svc.execute_queued_operations(dataset_name=ds.name)
     ds.reload()
@@ -304,8 +335,8 @@ def test_delegated_evaluate_waits_for_a_running_anonymize(lfw_sample, tmp_path):
     ctx = {"dataset": ds, "view": ds.view(), "request_delegation": True}
     foo.execute_operator(f"{URI}/anonymize_faces", ctx={**ctx, "params": {"method": "pixelate", "delegate": True}})
     foo.execute_operator(f"{URI}/evaluate_anonymization", ctx={**ctx, "params": {"delegate": True}})
-    anon, = svc.list_operations(operator=f"{URI}/anonymize_faces", dataset_name=ds.name)
-    ev, = svc.list_operations(operator=f"{URI}/evaluate_anonymization", dataset_name=ds.name)
+    (anon,) = svc.list_operations(operator=f"{URI}/anonymize_faces", dataset_name=ds.name)
+    (ev,) = svc.list_operations(operator=f"{URI}/evaluate_anonymization", dataset_name=ds.name)
     svc.set_running(anon.id)  # another worker has taken the anonymise run
 
     def other_worker():

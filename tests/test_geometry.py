@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from conftest import DEVICES
+
 from refacex_plugin.detection import load_detector
 from refacex_plugin.geometry import (
     AlignConfig,
@@ -25,7 +25,9 @@ def test_similarity_recovers_a_known_transform(dtype):
     g = torch.Generator().manual_seed(0)
     src = (torch.rand(4, 5, 2, generator=g, dtype=dtype) * 200).to(dtype)
     angle, scale = torch.tensor([0.1, -0.5, 1.0, 2.5]), torch.tensor([0.5, 1.0, 2.0, 0.8])
-    rot = torch.stack([torch.stack([scale * angle.cos(), -scale * angle.sin()], -1), torch.stack([scale * angle.sin(), scale * angle.cos()], -1)], -2)
+    rot = torch.stack(
+        [torch.stack([scale * angle.cos(), -scale * angle.sin()], -1), torch.stack([scale * angle.sin(), scale * angle.cos()], -1)], -2
+    )
     t = torch.tensor([[3.0, -4.0], [10.0, 0.0], [-7.0, 2.0], [0.0, 0.0]])
     dst = (src.float() @ rot.transpose(1, 2)) + t[:, None]
     m = estimate_similarity(src, dst)
@@ -33,7 +35,9 @@ def test_similarity_recovers_a_known_transform(dtype):
     torch.testing.assert_close(m[:, :, :2], rot, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(m[:, :, 2], t, atol=1e-3, rtol=1e-3)
     full = invert_affine(m)
-    back = (dst - full[:, None, :, 2]) @ torch.linalg.inv(rot).transpose(1, 2) * 0 + (dst @ full[:, :, :2].transpose(1, 2) + full[:, None, :, 2])
+    back = (dst - full[:, None, :, 2]) @ torch.linalg.inv(rot).transpose(1, 2) * 0 + (
+        dst @ full[:, :, :2].transpose(1, 2) + full[:, None, :, 2]
+    )
     torch.testing.assert_close(back, src.float(), atol=1e-3, rtol=1e-3)
 
 
@@ -115,7 +119,9 @@ def test_warp_affine_matches_kornia(dtype, padding):
 
     g = torch.Generator().manual_seed(0)
     src = torch.rand(3, 2, 37, 53, generator=g, dtype=dtype)
-    m = torch.tensor([[[1.3, 0.2, -10.0], [-0.15, 1.25, 5.5]], [[0.7, 0.0, 2.0], [0.0, 0.7, -1.0]], [[0.9, -0.3, 4.37], [0.3, 0.9, 0.0]]], dtype=dtype)
+    m = torch.tensor(
+        [[[1.3, 0.2, -10.0], [-0.15, 1.25, 5.5]], [[0.7, 0.0, 2.0], [0.0, 0.7, -1.0]], [[0.9, -0.3, 4.37], [0.3, 0.9, 0.0]]], dtype=dtype
+    )
     ours = warp_affine(src, m, (29, 41), padding_mode=padding)
     theirs = kornia_warp_affine(src, m, (29, 41), mode="bilinear", padding_mode=padding, align_corners=True)
     assert ours.dtype == dtype and ours.shape == (3, 2, 29, 41)
@@ -148,8 +154,9 @@ def test_extract_crops_window_samples_only_that_part(luma):
     rng = np.random.default_rng(1)
     rgb = rng.integers(0, 256, (240, 260, 3), dtype=np.uint8)
     cfg = AlignConfig()
-    lm = np.array([[[20, 60], [60, 58], [42, 85], [25, 110], [58, 108]], [[150, 90], [190, 92], [170, 115], [152, 140], [188, 141]]],
-                  np.float32)  # the first runs off the image's left edge
+    lm = np.array(
+        [[[20, 60], [60, 58], [42, 85], [25, 110], [58, 108]], [[150, 90], [190, 92], [170, 115], [152, 140], [188, 141]]], np.float32
+    )  # the first runs off the image's left edge
     m = alignment_matrices(lm, cfg)
     y0, y1, x0, x1 = 56, 240, 40, 200
     whole = extract_crops(rgb, m, cfg, luma=luma)

@@ -21,13 +21,15 @@ def jpeg_with_all_metadata(rgb: np.ndarray) -> bytes:
     """A real JPEG carrying EXIF (camera, GPS, an embedded thumbnail), XMP and IPTC."""
     thumb = io.BytesIO()
     Image.fromarray(rgb).resize((64, 64)).save(thumb, "JPEG", quality=80)
-    exif = piexif.dump({
-        "0th": {piexif.ImageIFD.Make: b"SecretCam", piexif.ImageIFD.Orientation: 1},
-        "Exif": {piexif.ExifIFD.UserComment: b"ASCII\x00\x00\x00original person"},
-        "GPS": {piexif.GPSIFD.GPSLatitudeRef: b"N", piexif.GPSIFD.GPSLatitude: ((52, 1), (31, 1), (0, 1))},
-        "1st": {piexif.ImageIFD.JPEGInterchangeFormat: 0, piexif.ImageIFD.JPEGInterchangeFormatLength: 0},
-        "thumbnail": thumb.getvalue(),
-    })
+    exif = piexif.dump(
+        {
+            "0th": {piexif.ImageIFD.Make: b"SecretCam", piexif.ImageIFD.Orientation: 1},
+            "Exif": {piexif.ExifIFD.UserComment: b"ASCII\x00\x00\x00original person"},
+            "GPS": {piexif.GPSIFD.GPSLatitudeRef: b"N", piexif.GPSIFD.GPSLatitude: ((52, 1), (31, 1), (0, 1))},
+            "1st": {piexif.ImageIFD.JPEGInterchangeFormat: 0, piexif.ImageIFD.JPEGInterchangeFormatLength: 0},
+            "thumbnail": thumb.getvalue(),
+        }
+    )
     xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"/></x:xmpmeta>'
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, "JPEG", quality=92, exif=exif)

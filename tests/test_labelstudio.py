@@ -98,7 +98,9 @@ def _one_face_box(pred):
 def test_health_setup_and_fit(client, tmp_path):
     assert client.get("/health").json["status"] == "UP"
     assert client.post("/setup", json={"project": "1.1", "schema": BOX_CONFIG}).status_code == 200
-    r = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 1, "label_config": BOX_CONFIG}, "annotation": {"id": 1}})
+    r = client.post(
+        "/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 1, "label_config": BOX_CONFIG}, "annotation": {"id": 1}}
+    )
     assert r.status_code == 201 and "job_id" in r.json
 
 

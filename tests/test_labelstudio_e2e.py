@@ -40,16 +40,20 @@ def test_label_studio_gets_face_boxes_from_our_backend(tmp_path, lfw_sample):
         e2e.enable_legacy_tokens(base)
         h = {"Authorization": f"Token {e2e.TOKEN}"}
         pid = requests.post(f"{base}/api/projects", json={"title": "refacex e2e", "label_config": CONFIG}, headers=h).json()["id"]
-        r = requests.post(f"{base}/api/projects/{pid}/import", headers=h,
-                          json=[{"image": f"/data/local-files/?d=faces/{p.name}"} for p in images])
+        r = requests.post(
+            f"{base}/api/projects/{pid}/import", headers=h, json=[{"image": f"/data/local-files/?d=faces/{p.name}"} for p in images]
+        )
         assert r.status_code == 201, r.text
         for p in images:  # the same faces again, uploaded through Label Studio
             with open(p, "rb") as fh:
                 assert requests.post(f"{base}/api/projects/{pid}/import", headers=h, files={"file": fh}).status_code == 201
         r = requests.post(f"{base}/api/ml", headers=h, json={"project": pid, "url": f"http://127.0.0.1:{be_port}", "title": "refacex"})
         assert r.status_code == 201 and r.json()["readable_state"] == "Connected", r.text
-        r = requests.post(f"{base}/api/dm/actions?id=retrieve_tasks_predictions&project={pid}", headers=h,
-                          json={"selectedItems": {"all": True, "excluded": []}})
+        r = requests.post(
+            f"{base}/api/dm/actions?id=retrieve_tasks_predictions&project={pid}",
+            headers=h,
+            json={"selectedItems": {"all": True, "excluded": []}},
+        )
         assert r.status_code == 200, r.text
         tasks = requests.get(f"{base}/api/tasks?project={pid}", headers=h).json()
         tasks = tasks["tasks"] if isinstance(tasks, dict) else tasks

@@ -70,8 +70,11 @@ def test_the_cli_can_leave_the_generators_geometry(lfw, tmp_path):
     src = sorted((lfw / "Colin_Powell").glob("*.jpg"))[0]
     outs = {}
     for flag in ("--keep-landmarks", "--no-keep-landmarks"):
-        res = CliRunner().invoke(main, ["anonymise", str(src), "-o", str(tmp_path / flag), "--method", "generator",
-                                        "--format", "png", flag], catch_exceptions=False)
+        res = CliRunner().invoke(
+            main,
+            ["anonymise", str(src), "-o", str(tmp_path / flag), "--method", "generator", "--format", "png", flag],
+            catch_exceptions=False,
+        )
         assert res.exit_code == 0, res.output
         outs[flag] = read_image(next((tmp_path / flag).rglob("*.png"))).rgb.astype(int)
     changed = np.abs(outs["--keep-landmarks"] - outs["--no-keep-landmarks"]).max(-1) > 0

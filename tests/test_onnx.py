@@ -64,8 +64,19 @@ def test_bench_recovery_section_runs_the_real_channel(tiny_zoo, lfw, tmp_path):
     from refacex_plugin.bench.report import markdown
     from refacex_plugin.bench.runner import BenchConfig, run
 
-    cfg = BenchConfig(data=lfw, methods=["generator"], sections=("recovery",), recognizers=["dlib"], quick=True,
-                      quick_identities=4, quick_distractors=4, recovery_faces=3, cache_dir=tmp_path / "cache", pairs_limit=0, progress=False)
+    cfg = BenchConfig(
+        data=lfw,
+        methods=["generator"],
+        sections=("recovery",),
+        recognizers=["dlib"],
+        quick=True,
+        quick_identities=4,
+        quick_distractors=4,
+        recovery_faces=3,
+        cache_dir=tmp_path / "cache",
+        pairs_limit=0,
+        progress=False,
+    )
     res = run(cfg)
     rec = res["methods"]["generator"]["recovery"]
     assert rec["available"] and rec["faces"] == 3

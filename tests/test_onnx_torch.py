@@ -4,7 +4,6 @@ onnxruntime computes, on the chip the bench's recogniser reads, and pass gradien
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO
 
 JUDGE = REPO.parent / "shared" / "models" / "mobilefacenet_ms1m.onnx"
@@ -52,9 +51,12 @@ def test_unsupported_operators_fail_clearly(tmp_path):
 
     from refacex_plugin.bench.onnx_torch import OnnxGraph
 
-    graph = helper.make_graph([helper.make_node("Sigmoid", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
+    graph = helper.make_graph(
+        [helper.make_node("Sigmoid", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+    )
     path = tmp_path / "sigmoid.onnx"
     onnx.save(helper.make_model(graph), str(path))
     with pytest.raises(NotImplementedError, match="Sigmoid"):

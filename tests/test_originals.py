@@ -78,7 +78,9 @@ def test_in_place_round_trip_gives_back_the_very_files(three_formats, tmp_path, 
 
     # -o gives back the same bytes; a vault without originals (written before they were kept)
     # still restores the faces' pixels.
-    code, text = run("anonymise", three_formats, "-r", "-o", tmp_path / "anon", "--method", "pixelate", "--key-file", key_file, "--vault", vault)
+    code, text = run(
+        "anonymise", three_formats, "-r", "-o", tmp_path / "anon", "--method", "pixelate", "--key-file", key_file, "--vault", vault
+    )
     assert code == 0, text
     code, text = run("recover", tmp_path / "anon", "-r", "-o", tmp_path / "back", "--key-file", key_file, "--vault", vault)
     assert code == 0, text

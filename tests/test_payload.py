@@ -3,7 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from refacex_plugin import ecc, payload as P
+from refacex_plugin import ecc
+from refacex_plugin import payload as P
 from refacex_plugin.keys import generate_key, key_from_passphrase, key_id
 
 
@@ -69,7 +70,7 @@ def test_wrong_key_and_tampering_are_refused(keys):
     ch = P.seal(code, keys[0])
     assert P.open_payload(P.bits_to_logits(ch), [keys[1], keys[2]]) is None
     assert P.open_payload(P.bits_to_logits(ch), []) is None
-    for trial in range(200):  # heavy tampering: beyond what the code corrects
+    for _trial in range(200):  # heavy tampering: beyond what the code corrects
         t = ch.copy()
         idx = rng.choice(P.CHANNEL_BITS, 30, replace=False)
         t[idx] ^= 1
@@ -101,7 +102,9 @@ def test_error_correction_hard_and_soft(keys):
     assert ok == 50
 
 
-@pytest.mark.parametrize("code", [P.ECC, P.REF_ECC, ecc.ReedSolomonCode(data_bits=P.MESSAGE_BITS, nsym=9)], ids=["bch-t10", "bch-t21", "rs"])
+@pytest.mark.parametrize(
+    "code", [P.ECC, P.REF_ECC, ecc.ReedSolomonCode(data_bits=P.MESSAGE_BITS, nsym=9)], ids=["bch-t10", "bch-t21", "rs"]
+)
 def test_generator_matrix_is_the_code(code):
     """Ordered statistics work on the generator: it must be the encoder, systematic and linear."""
     g = ecc.generator_matrix(code)
@@ -122,7 +125,7 @@ def test_ordered_statistics_correct_beyond_the_hard_radius(code):
     for _ in range(40):
         data = rng.integers(0, 2, code.data_bits).astype(np.uint8)
         logits = (2.0 * code.encode(data) - 1) + rng.normal(0, sigma, code.coded_bits)
-        hard += ecc.decode(code, logits, lambda d: d if np.array_equal(d, data) else None, 0, 0) is not None
+        hard += ecc.decode(code, logits, lambda d, data=data: d if np.array_equal(d, data) else None, 0, 0) is not None
         osd += any(np.array_equal(d, data) for d in ecc.osd_candidates(code, logits))
     assert hard <= 10 and osd >= 30, (hard, osd)
 
@@ -184,8 +187,9 @@ def test_reed_solomon_alternative():
     assert np.array_equal(rs.decode_hard(coded)[0], data)
 
 
-@pytest.mark.parametrize("kind,code_bits,message_bits", [(P.KIND_RECOVERY_CODE, P.CODE_BITS, P.MESSAGE_BITS),
-                                                         (P.KIND_VAULT_REF, P.REF_BITS, P.REF_MESSAGE_BITS)])
+@pytest.mark.parametrize(
+    "kind,code_bits,message_bits", [(P.KIND_RECOVERY_CODE, P.CODE_BITS, P.MESSAGE_BITS), (P.KIND_VAULT_REF, P.REF_BITS, P.REF_MESSAGE_BITS)]
+)
 def test_payload_bits_look_random_without_the_key(kind, code_bits, message_bits):
     """Channel bits of many payloads (same code!) under one key: monobit, per-position bias, runs,
     and byte chi-square tests all at the 0.1% level. The key is fixed (seeded): with a fresh random
@@ -196,7 +200,7 @@ def test_payload_bits_look_random_without_the_key(kind, code_bits, message_bits)
     code = np.zeros(code_bits, np.uint8)  # the most regular plaintext there is
     rng = np.random.default_rng(4)
     bits = []
-    for i in range(2000):
+    for _i in range(2000):
         c = code.copy()
         c[:16] = rng.integers(0, 2, 16)  # distinct codes (SIV is deterministic for equal codes)
         bits.append(P.seal(c, key, kind)[:message_bits])  # the message part; ECC parity is a function of it

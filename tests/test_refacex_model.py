@@ -69,7 +69,7 @@ def test_generator_never_sees_the_detail_its_blurred_view_removes(mask, dtype, v
     """Privacy by construction: a large change of the face that G's blurred view removes leaves
     G's output exactly as it was (a trained G cannot pass on what it never receives)."""
     g = _random_generator(view_blur, dtype)
-    x = (0.2 + 0.6 * torch.rand(2, 3, RES, RES, dtype=dtype))
+    x = 0.2 + 0.6 * torch.rand(2, 3, RES, RES, dtype=dtype)
     delta = _fine_detail(mask, RES).to(dtype)
     assert float(delta.abs().sum()) > 0.9 * 0.3 * 3 * float((mask >= 1).sum())  # the face's core changed by 0.3
     mk, d = mask.to(dtype).expand(2, -1, -1, -1), torch.randn(2, 128, dtype=dtype)
@@ -140,7 +140,9 @@ def test_recovery_gradients_reach_the_anonymiser_only_without_detach(mask, detac
         m.G.unet.out.weight.normal_(0, 0.1)
     cfg = AnonymiserTrainConfig(detach=detach)
     x = torch.rand(2, 3, RES, RES)
-    losses = step_losses(m, _TinyId(), x, torch.randn(2, 128), torch.randn(2, 128), mask.expand(2, -1, -1, -1), cfg, torch.Generator().manual_seed(0))
+    losses = step_losses(
+        m, _TinyId(), x, torch.randn(2, 128), torch.randn(2, 128), mask.expand(2, -1, -1, -1), cfg, torch.Generator().manual_seed(0)
+    )
     (losses["rec"] + losses["rec_id"]).backward()
     g_grad = sum(float(p.grad.abs().sum()) for p in m.G.parameters() if p.grad is not None)
     r_grad = sum(float(p.grad.abs().sum()) for p in m.R.parameters() if p.grad is not None)
@@ -206,7 +208,9 @@ def test_keyless_penalty_trains_the_anonymiser_not_the_recovery_network(mask):
         m.G.unet.out.weight.normal_(0, 0.1)
     x = torch.rand(2, 3, RES, RES)
     cfg = AnonymiserTrainConfig(away_margin=100.0, w_keyless=0.5)  # make the hinge active
-    losses = step_losses(m, _TinyId(), x, torch.randn(2, 128), torch.randn(2, 128), mask.expand(2, -1, -1, -1), cfg, torch.Generator().manual_seed(0))
+    losses = step_losses(
+        m, _TinyId(), x, torch.randn(2, 128), torch.randn(2, 128), mask.expand(2, -1, -1, -1), cfg, torch.Generator().manual_seed(0)
+    )
     losses["keyless"].backward()
     assert sum(float(p.grad.abs().sum()) for p in m.G.parameters() if p.grad is not None) > 0
     assert all(p.grad is None for p in m.R.parameters())

@@ -40,9 +40,11 @@ def test_settled_landmarks_agree_across_a_distortion_where_re_detections_do_not(
         if c is None or j is None:
             continue
         at = np.array([round(rgb.shape[1] * crop), round(rgb.shape[0] * crop)], np.float32)
-        back = lambda lm: ((lm + 0.5) / scale - 0.5 + at).astype(np.float32)  # noqa: E731
+        back = lambda lm, at=at: ((lm + 0.5) / scale - 0.5 + at).astype(np.float32)  # noqa: E731
         raw = _offsets(found.landmarks[c : c + 1], back(again.landmarks[j : j + 1]))[0]
-        settled = _offsets(settled_landmarks(rgb, found.landmarks[c : c + 1], det), back(settled_landmarks(x, again.landmarks[j : j + 1], det)))[0]
+        settled = _offsets(
+            settled_landmarks(rgb, found.landmarks[c : c + 1], det), back(settled_landmarks(x, again.landmarks[j : j + 1], det))
+        )[0]
         n += 1
         close += bool((settled <= np.array([0.015, 1.0, 2.0])).all())
         nearer += bool(settled[2] <= raw[2])

@@ -78,8 +78,11 @@ def test_init_from_weights_of_another_width_is_refused_in_one_line(trainer, crop
     pack, init = tmp_path / "pack.npz", tmp_path / "w48.pt"
     write_crop_pack(pack, crops)
     torch.save({"model": {}, "width": 48}, init)
-    cfg = (module.AnonymiserTrainConfig(steps=1, batch=2, width=8, train_images=10, val_images=4, donors=8) if trainer == "anonymiser"
-           else module.WatermarkTrainConfig(steps=1, batch=2, width=8, train_images=10, val_images=4))
+    cfg = (
+        module.AnonymiserTrainConfig(steps=1, batch=2, width=8, train_images=10, val_images=4, donors=8)
+        if trainer == "anonymiser"
+        else module.WatermarkTrainConfig(steps=1, batch=2, width=8, train_images=10, val_images=4)
+    )
     with pytest.raises(SystemExit, match="width-48 networks and this config trains width 8"):
         module.train(cfg, pack, tmp_path / "run", log=lambda m: None, init=init)
 

@@ -43,7 +43,10 @@ def png_tree(tmp_path, lfw_sample):
 def test_vault_round_trip_and_authentication(tmp_path):
     rng = np.random.default_rng(0)
     key = generate_key()
-    regions = [FaceRegion((3, 4, 13, 24), rng.integers(0, 256, (20, 10, 3), dtype=np.uint8)), FaceRegion((0, 0, 5, 5), rng.integers(0, 256, (5, 5, 3), dtype=np.uint8))]
+    regions = [
+        FaceRegion((3, 4, 13, 24), rng.integers(0, 256, (20, 10, 3), dtype=np.uint8)),
+        FaceRegion((0, 0, 5, 5), rng.integers(0, 256, (5, 5, 3), dtype=np.uint8)),
+    ]
     with Vault(tmp_path / "v.db", key) as v:
         ids = v.put("h1", regions)
         assert len(v) == 2 and len(ids[0]) == 8
@@ -71,8 +74,9 @@ def test_vault_round_trip_and_authentication(tmp_path):
 def test_anonymise_with_vault_then_recover_bit_exact(png_tree, tmp_path, key_file, workers):
     """One file at a time, or three threads sharing the pipeline and the vault."""
     anon, back, vault = tmp_path / "anon", tmp_path / "back", tmp_path / "faces.vault"
-    code, text = run("anonymise", png_tree, "-o", anon, "-r", "--method", "pixelate", "--key-file", key_file, "--vault", vault,
-                     "--workers", workers)
+    code, text = run(
+        "anonymise", png_tree, "-o", anon, "-r", "--method", "pixelate", "--key-file", key_file, "--vault", vault, "--workers", workers
+    )
     assert code == 0, text
     assert "originals in vault" in text and "8 image(s) anonymised" in text
     read_back, faces = map(int, re.search(r"\((\d+) of (\d+) faces read back", text).groups())

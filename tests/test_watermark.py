@@ -156,9 +156,9 @@ def test_registry_knows_both_and_the_learned_needs_weights(tmp_path, monkeypatch
 
 @pytest.mark.skipif(manifest().get("watermark-learned", {}).get("default", True), reason="the learned watermark is the shipped default")
 def test_experimental_learned_watermark_loads_by_name_only_and_warns(monkeypatch, example_image):
-    import refacex_plugin.watermark as W
     from click.testing import CliRunner
 
+    import refacex_plugin.watermark as W
     from refacex_plugin.cli import main
 
     monkeypatch.setattr(W, "_CACHE", {})
@@ -227,8 +227,19 @@ def test_watermark_training_runs_and_resumes(lfw, tmp_path, monkeypatch):
     from refacex_plugin.training.watermark import WatermarkTrainConfig, train
 
     monkeypatch.setenv("HOME", str(tmp_path))  # crop cache under tmp
-    cfg = WatermarkTrainConfig(steps=4, batch=4, width=4, train_images=12, val_images=6, warmup_steps=2, ramp_steps=3, log_every=2,
-                               ckpt_every=2, start_bits=8, bits_threshold=0.0)  # grow the message every step
+    cfg = WatermarkTrainConfig(
+        steps=4,
+        batch=4,
+        width=4,
+        train_images=12,
+        val_images=6,
+        warmup_steps=2,
+        ramp_steps=3,
+        log_every=2,
+        ckpt_every=2,
+        start_bits=8,
+        bits_threshold=0.0,
+    )  # grow the message every step
     out = tmp_path / "run"
     path = train(cfg, lfw, out, log=lambda m: None)
     assert path.is_file() and (out / "samples.png").is_file()

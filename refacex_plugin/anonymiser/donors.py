@@ -35,7 +35,7 @@ class DonorBank:
         return len(self.vectors)
 
     @classmethod
-    def synthetic(cls, embeddings: np.ndarray, n: int = 1024, seed: int = 0, shrink: float = 1.0) -> "DonorBank":
+    def synthetic(cls, embeddings: np.ndarray, n: int = 1024, seed: int = 0, shrink: float = 1.0) -> DonorBank:
         """Sample ``n`` identities from the Gaussian fitted to ``embeddings (M, 128)`` (one row per
         real person is best); ``shrink`` < 1 pulls samples toward the mean."""
         mu = embeddings.mean(0)
@@ -44,7 +44,7 @@ class DonorBank:
         return cls((mu + shrink * z).astype(np.float32), "synthetic")
 
     @classmethod
-    def from_images(cls, paths, identity=None) -> "DonorBank":
+    def from_images(cls, paths, identity=None) -> DonorBank:
         """A bank of real donors (with their consent): the central face of each image."""
         from ..bench.originals import central_face
         from ..detection import load_detector
@@ -71,7 +71,7 @@ class DonorBank:
         np.save(path, self.vectors.astype(np.float16))
 
     @classmethod
-    def load(cls, path) -> "DonorBank":
+    def load(cls, path) -> DonorBank:
         return cls(np.load(path).astype(np.float32))
 
 

@@ -44,8 +44,14 @@ class RefacexModel(torch.nn.Module):
     #: (``Pipeline(keep_landmarks=True)``, landmarks.py)
     warp_to_landmarks = True
 
-    def __init__(self, width: int = 32, code_bits: int = 128, bank: DonorBank | None = None, align: AlignConfig = AlignConfig(),
-                 view_blur: float = VIEW_BLUR):
+    def __init__(
+        self,
+        width: int = 32,
+        code_bits: int = 128,
+        bank: DonorBank | None = None,
+        align: AlignConfig = AlignConfig(),
+        view_blur: float = VIEW_BLUR,
+    ):
         super().__init__()
         self.G = Generator(width, view_blur)
         self.E = CodeEncoder(code_bits, width)
@@ -112,8 +118,10 @@ def load_refacex_model() -> tuple[RefacexModel, bool]:
     entry = manifest()[WEIGHTS]
     bank = DonorBank.load(weights_path(DONORS))
     if "view_blur" not in entry:  # the blur its G was trained to see is part of the weights' contract
-        raise ModelNotAvailableError(f"manifest entry {WEIGHTS} lacks view_blur (the blur strength its generator was trained on); "
-                                     "re-register it with `refacex models add ... --set view_blur=VALUE`")
+        raise ModelNotAvailableError(
+            f"manifest entry {WEIGHTS} lacks view_blur (the blur strength its generator was trained on); "
+            "re-register it with `refacex models add ... --set view_blur=VALUE`"
+        )
     model = RefacexModel(entry.get("width", 32), entry.get("code_bits", 128), bank, view_blur=float(entry["view_blur"]))
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"] if "model" in state else state, strict=True)

@@ -129,7 +129,9 @@ class CodeEncoder(nn.Module):
     def __init__(self, bits: int, width: int = 32):
         super().__init__()
         w = width
-        self.features = nn.Sequential(_Conv(3, w, 2), _Conv(w, 2 * w, 2), _Conv(2 * w, 4 * w, 2), _Conv(4 * w, 4 * w, 2), _Conv(4 * w, 8 * w, 2))
+        self.features = nn.Sequential(
+            _Conv(3, w, 2), _Conv(w, 2 * w, 2), _Conv(2 * w, 4 * w, 2), _Conv(4 * w, 4 * w, 2), _Conv(4 * w, 8 * w, 2)
+        )
         self.head = nn.Linear(8 * w * 4 * 4, bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -157,9 +159,12 @@ class PatchDiscriminator(nn.Module):
         sn = nn.utils.spectral_norm
         w = width
         self.net = nn.Sequential(
-            sn(nn.Conv2d(3, w, 4, 2, 1)), nn.LeakyReLU(0.2, True),
-            sn(nn.Conv2d(w, 2 * w, 4, 2, 1)), nn.LeakyReLU(0.2, True),
-            sn(nn.Conv2d(2 * w, 4 * w, 4, 2, 1)), nn.LeakyReLU(0.2, True),
+            sn(nn.Conv2d(3, w, 4, 2, 1)),
+            nn.LeakyReLU(0.2, True),
+            sn(nn.Conv2d(w, 2 * w, 4, 2, 1)),
+            nn.LeakyReLU(0.2, True),
+            sn(nn.Conv2d(2 * w, 4 * w, 4, 2, 1)),
+            nn.LeakyReLU(0.2, True),
             sn(nn.Conv2d(4 * w, 1, 3, 1, 1)),
         )
 

@@ -96,7 +96,9 @@ CONFIGS = {
     # The first run (w_away 2, margin 0.9, w_adv 0.1) drew rainbow adversarial textures on eyes and
     # mouth by step 100 (face PSNR 16 dB): the weights below balance it toward naturalness.
     "cpu": AnonymiserTrainConfig(steps=2200, width=16),
-    "gpu": AnonymiserTrainConfig(steps=60000, batch=32, width=64, train_images=9000, val_images=600, lr=3e-4, log_every=500, ckpt_every=2000),
+    "gpu": AnonymiserTrainConfig(
+        steps=60000, batch=32, width=64, train_images=9000, val_images=600, lr=3e-4, log_every=500, ckpt_every=2000
+    ),
     # A lent accelerator's few minutes (scripts/device_train.sh): the shipped width, so it continues
     # the zoo's weights (--init zoo), a larger batch, and as many steps as --minutes allows.
     "device": AnonymiserTrainConfig(steps=100000, batch=32, width=16, lr=2e-4, val_images=64, log_every=250, ckpt_every=1000),
@@ -156,9 +158,17 @@ def step_losses(m: Models, idm: IdentityModel, x, e_x, d, mask, cfg: AnonymiserT
         with _frozen(m.R):
             x_guess = m.R(y, rand, mask)
         out["keyless"] = F.relu(cfg.away_margin - (idm(x_guess) - e_x).norm(dim=1)).mean()
-    out["total"] = (cfg.w_away * out["away"] + cfg.w_donor * out["donor"] + cfg.w_low * out["low"] + cfg.w_pix * out["pix"]
-                    + cfg.w_rec * out["rec"] + cfg.w_rec_id * out["rec_id"] + cfg.w_keyless * out["keyless"]
-                    + cfg.w_adv * out["adv"] + cfg.w_gate * out["gate"])
+    out["total"] = (
+        cfg.w_away * out["away"]
+        + cfg.w_donor * out["donor"]
+        + cfg.w_low * out["low"]
+        + cfg.w_pix * out["pix"]
+        + cfg.w_rec * out["rec"]
+        + cfg.w_rec_id * out["rec_id"]
+        + cfg.w_keyless * out["keyless"]
+        + cfg.w_adv * out["adv"]
+        + cfg.w_gate * out["gate"]
+    )
     out["y"] = y
     out["train_id_dist"] = dist.mean().detach()
     return out
@@ -181,8 +191,11 @@ def recovery_terms(m: Models, idm: IdentityModel, x, e_x, y_in, bits, mask, cfg:
     """``R``'s losses: reconstruct ``x`` from a distorted ``y_in`` (the anonymised face, detached
     or not by the caller) and the face's code (``rec``, ``rec_id``), and the code ``gate``."""
     x_hat = m.R(random_distortion(y_in, g, cfg.rec_distort_level, geometric=False), bits, mask)
-    return {"rec": masked_l1(x_hat, x, mask), "rec_id": (idm(x_hat) - e_x).norm(dim=1).mean(),
-            "gate": code_gate_loss(m.R, y_in.detach(), bits.detach(), mask, g)}
+    return {
+        "rec": masked_l1(x_hat, x, mask),
+        "rec_id": (idm(x_hat) - e_x).norm(dim=1).mean(),
+        "gate": code_gate_loss(m.R, y_in.detach(), bits.detach(), mask, g),
+    }
 
 
 def recovery_losses(m: Models, idm: IdentityModel, x, e_x, d, mask, cfg: AnonymiserTrainConfig, g: torch.Generator) -> dict:
@@ -202,7 +215,9 @@ def identity_embeddings(idm: IdentityModel, crops: torch.Tensor, batch: int = 64
 
 
 @torch.no_grad()
-def evaluate(m: Models, idm: IdentityModel, x: torch.Tensor, e_x: torch.Tensor, donors: torch.Tensor, mask: torch.Tensor, seed: int) -> dict:
+def evaluate(
+    m: Models, idm: IdentityModel, x: torch.Tensor, e_x: torch.Tensor, donors: torch.Tensor, mask: torch.Tensor, seed: int
+) -> dict:
     m.eval()
     g = torch.Generator().manual_seed(seed)
     y = blend(x, m.G(x, donors, mask), mask)
@@ -219,8 +234,10 @@ def evaluate(m: Models, idm: IdentityModel, x: torch.Tensor, e_x: torch.Tensor, 
     mse_anon = (((y - x) ** 2) * mask).sum((1, 2, 3)) / (mask.sum((1, 2, 3)) * 3)
     m.train()
     return {
-        "anon_id_dist": float(d_anon.mean()), "anon_match": float((d_anon < MATCH_DISTANCE).float().mean()),
-        "rec_id_dist": float(d_rec.mean()), "rec_match": float((d_rec < MATCH_DISTANCE).float().mean()),
+        "anon_id_dist": float(d_anon.mean()),
+        "anon_match": float((d_anon < MATCH_DISTANCE).float().mean()),
+        "rec_id_dist": float(d_rec.mean()),
+        "rec_match": float((d_rec < MATCH_DISTANCE).float().mean()),
         "randcode_match": float((d_rand < MATCH_DISTANCE).float().mean()),
         "constcode_match": float((d_const < MATCH_DISTANCE).float().mean()),
         "rec_psnr_face_db": float((10 * torch.log10(1 / mse.clamp_min(1e-10))).mean()),
@@ -229,8 +246,16 @@ def evaluate(m: Models, idm: IdentityModel, x: torch.Tensor, e_x: torch.Tensor, 
     }
 
 
-def train(cfg: AnonymiserTrainConfig, data: Path, out: Path, device: str = "cpu", resume: bool = True, log=print,
-          init: Path | None = None, minutes: float | None = None) -> Path:
+def train(
+    cfg: AnonymiserTrainConfig,
+    data: Path,
+    out: Path,
+    device: str = "cpu",
+    resume: bool = True,
+    log=print,
+    init: Path | None = None,
+    minutes: float | None = None,
+) -> Path:
     """Train (or resume ``out``'s checkpoint); ``init``: start a fresh run from these G/E/R weights;
     ``minutes``: stop (checkpoint and final weights written) once this much time has passed, the
     learning rate's cosine following whichever of steps and time is further along."""
@@ -263,8 +288,10 @@ def train(cfg: AnonymiserTrainConfig, data: Path, out: Path, device: str = "cpu"
     state = load_checkpoint(ckpt, device) if resume else None
     if state:
         if state.get("config", {}).get("view_blur", cfg.view_blur) != cfg.view_blur:
-            raise SystemExit(f"{ckpt} was trained with view_blur {state['config']['view_blur']}, not {cfg.view_blur}: "
-                             "resume with the same --view-blur or start a new --out")
+            raise SystemExit(
+                f"{ckpt} was trained with view_blur {state['config']['view_blur']}, not {cfg.view_blur}: "
+                "resume with the same --view-blur or start a new --out"
+            )
         m.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         disc.load_state_dict(state["disc"])
@@ -315,17 +342,33 @@ def train(cfg: AnonymiserTrainConfig, data: Path, out: Path, device: str = "cpu"
         if step % cfg.log_every == 0 or last:
             ev = evaluate(m, idm, x_val, e_val, d_val, mask.expand(len(x_val), -1, -1, -1), cfg.seed)
             save_grid(ev.pop("_grid"), out / "samples.png")
-            logf.write({"step": step, **{k: float(v.detach()) for k, v in losses.items()},
-                        "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 1), **ev})
+            logf.write(
+                {
+                    "step": step,
+                    **{k: float(v.detach()) for k, v in losses.items()},
+                    "lr": sched.get_last_lr()[0],
+                    "elapsed_s": round(time.time() - t0, 1),
+                    **ev,
+                }
+            )
         if step % cfg.ckpt_every == 0 or last:
-            save_checkpoint(ckpt, model=m.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), disc=disc.state_dict(),
-                            opt_d=opt_d.state_dict(), step=step, config=asdict(cfg))
+            save_checkpoint(
+                ckpt,
+                model=m.state_dict(),
+                opt=opt.state_dict(),
+                sched=sched.state_dict(),
+                disc=disc.state_dict(),
+                opt_d=opt_d.state_dict(),
+                step=step,
+                config=asdict(cfg),
+            )
         if last:
             break
     logf.close()
     final = out / "refacex-anonymiser.pt"
-    torch.save({"model": m.state_dict(), "width": cfg.width, "code_bits": cfg.code_bits, "view_blur": cfg.view_blur,
-                "detach": cfg.detach}, final)
+    torch.save(
+        {"model": m.state_dict(), "width": cfg.width, "code_bits": cfg.code_bits, "view_blur": cfg.view_blur, "detach": cfg.detach}, final
+    )
     return final
 
 
@@ -349,8 +392,12 @@ def main(argv=None) -> None:
         over["view_blur"] = args.view_blur
     cfg = AnonymiserTrainConfig(**{**asdict(CONFIGS[args.config]), **over})
     init = resolve_init(args.init, "refacex-anonymiser")
-    print(train(cfg, args.data, args.out, args.device, log=lambda msg: print(msg, file=sys.stderr, flush=True), init=init,
-                minutes=args.minutes))
+    print(
+        train(
+            cfg, args.data, args.out, args.device, log=lambda msg: print(msg, file=sys.stderr, flush=True), init=init, minutes=args.minutes
+        )
+    )
+
 
 if __name__ == "__main__":
     main()

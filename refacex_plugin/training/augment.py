@@ -7,6 +7,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+
 from ..anonymisers import gaussian_blur
 from ..geometry import LUMA, warp_affine
 
@@ -20,10 +21,13 @@ def jitter(x: torch.Tensor, max_shift: float, max_rot_deg: float, max_scale: flo
     tx, ty = u() * max_shift, u() * max_shift
     cos, sin = sc * torch.cos(ang), sc * torch.sin(ang)
     cx, cy = (w - 1) / 2, (h - 1) / 2
-    m = torch.stack([
-        torch.stack([cos, -sin, cx - cos * cx + sin * cy + tx], -1),
-        torch.stack([sin, cos, cy - sin * cx - cos * cy + ty], -1),
-    ], 1).to(x)
+    m = torch.stack(
+        [
+            torch.stack([cos, -sin, cx - cos * cx + sin * cy + tx], -1),
+            torch.stack([sin, cos, cy - sin * cx - cos * cy + ty], -1),
+        ],
+        1,
+    ).to(x)
     return warp_affine(x, m, (h, w), padding_mode="border")
 
 
@@ -34,12 +38,79 @@ def resample(x: torch.Tensor, factor: float) -> torch.Tensor:
     return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
 
 
-_Y_TABLE = torch.tensor([
-    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
-    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], dtype=torch.float32)
-_C_TABLE = torch.tensor([17, 18, 24, 47] + [99] * 4 + [18, 21, 26, 66] + [99] * 4 + [24, 26, 56] + [99] * 5
-                        + [47, 66] + [99] * 6 + [99] * 32, dtype=torch.float32)
+_Y_TABLE = torch.tensor(
+    [
+        16,
+        11,
+        10,
+        16,
+        24,
+        40,
+        51,
+        61,
+        12,
+        12,
+        14,
+        19,
+        26,
+        58,
+        60,
+        55,
+        14,
+        13,
+        16,
+        24,
+        40,
+        57,
+        69,
+        56,
+        14,
+        17,
+        22,
+        29,
+        51,
+        87,
+        80,
+        62,
+        18,
+        22,
+        37,
+        56,
+        68,
+        109,
+        103,
+        77,
+        24,
+        35,
+        55,
+        64,
+        81,
+        104,
+        113,
+        92,
+        49,
+        64,
+        78,
+        87,
+        103,
+        121,
+        120,
+        101,
+        72,
+        92,
+        95,
+        98,
+        112,
+        100,
+        103,
+        99,
+    ],
+    dtype=torch.float32,
+)
+_C_TABLE = torch.tensor(
+    [17, 18, 24, 47] + [99] * 4 + [18, 21, 26, 66] + [99] * 4 + [24, 26, 56] + [99] * 5 + [47, 66] + [99] * 6 + [99] * 32,
+    dtype=torch.float32,
+)
 
 
 def _dct_basis() -> torch.Tensor:

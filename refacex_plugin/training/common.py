@@ -79,8 +79,10 @@ def base_parser(description: str, default_out: str, zoo_name: str):
 def check_init_width(path: Path, weights: dict, width: int) -> None:
     """Refuse, in one line, to start a run of ``width`` networks from weights of another width."""
     if "width" in weights and int(weights["width"]) != width:
-        raise SystemExit(f"{path} holds width-{int(weights['width'])} networks and this config trains width {width}: "
-                         "pick a config of that width (cpu and device continue the zoo's) or leave out --init")
+        raise SystemExit(
+            f"{path} holds width-{int(weights['width'])} networks and this config trains width {width}: "
+            "pick a config of that width (cpu and device continue the zoo's) or leave out --init"
+        )
 
 
 def resolve_init(init: str | None, zoo_name: str) -> Path | None:

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..bench.originals import central_face
 from ..detection import load_detector
 from ..geometry import AlignConfig, alignment_matrices, extract_crops
-from ..bench.originals import central_face
 from ..image_io import read_image
 
 
@@ -24,8 +24,9 @@ def identity_split(name: str, val_fraction: float = 0.1) -> str:
     return "val" if h < val_fraction else "train"
 
 
-def prepare_crops(data: Path, split: str, limit: int, res: int = 128, seed: int = 0, cache_dir: Path | None = None,
-                  progress: bool = True) -> torch.Tensor:
+def prepare_crops(
+    data: Path, split: str, limit: int, res: int = 128, seed: int = 0, cache_dir: Path | None = None, progress: bool = True
+) -> torch.Tensor:
     """``(N, 3, res, res) uint8`` crops of the central face of images whose identity is in ``split``.
 
     ``data``: an identity-labelled folder (``<Name>/<Name>_NNNN.jpg``), or a crop pack written by

@@ -56,21 +56,65 @@ class WatermarkTrainConfig:
 
 
 CONFIGS = {
-    "tiny": WatermarkTrainConfig(steps=30, batch=8, width=8, train_images=64, val_images=16, warmup_steps=10, ramp_steps=20, log_every=10, ckpt_every=15),
+    "tiny": WatermarkTrainConfig(
+        steps=30, batch=8, width=8, train_images=64, val_images=16, warmup_steps=10, ramp_steps=20, log_every=10, ckpt_every=15
+    ),
     # ~0.35 s/step on this 2-core CPU (width 16, batch 16): ~1 h. Measured curriculum: 32 bits by ~200 steps.
-    "cpu": WatermarkTrainConfig(steps=10000, batch=16, width=16, rms_start=0.03, warmup_steps=300, ramp_steps=4000,
-                                log_every=100, ckpt_every=250, bits_threshold=0.93),
-    "gpu": WatermarkTrainConfig(steps=40000, batch=64, width=48, train_images=9000, val_images=600, warmup_steps=2000, ramp_steps=15000, log_every=200, ckpt_every=2000),
+    "cpu": WatermarkTrainConfig(
+        steps=10000,
+        batch=16,
+        width=16,
+        rms_start=0.03,
+        warmup_steps=300,
+        ramp_steps=4000,
+        log_every=100,
+        ckpt_every=250,
+        bits_threshold=0.93,
+    ),
+    "gpu": WatermarkTrainConfig(
+        steps=40000,
+        batch=64,
+        width=48,
+        train_images=9000,
+        val_images=600,
+        warmup_steps=2000,
+        ramp_steps=15000,
+        log_every=200,
+        ckpt_every=2000,
+    ),
     # A lent accelerator's few minutes (scripts/device_train.sh): continue the zoo's weights (width
     # 16, all 252 bits learnt at the final strength) with every bit active, the final RMS and the
     # distortions at full severity after a short ramp, for as many steps as --minutes allows.
-    "device": WatermarkTrainConfig(steps=100000, batch=64, width=16, lr=5e-4, rms_start=0.01, warmup_steps=0, ramp_steps=500,
-                                   val_images=64, start_bits=252, log_every=250, ckpt_every=1000),
+    "device": WatermarkTrainConfig(
+        steps=100000,
+        batch=64,
+        width=16,
+        lr=5e-4,
+        rms_start=0.01,
+        warmup_steps=0,
+        ramp_steps=500,
+        val_images=64,
+        start_bits=252,
+        log_every=250,
+        ckpt_every=1000,
+    ),
     # Continuing the zoo's weights on a CPU: every bit active at the final RMS, the
     # distortions capped at 0.6 (JPEG >= Q65, blur <= 0.9, down-sampling >= 0.67), where the width-16
     # networks still learn; at full severity their clean accuracy fell (0.916 -> 0.890 in 500 steps).
-    "cpu-finetune": WatermarkTrainConfig(steps=100000, batch=32, width=16, lr=5e-4, rms_start=0.01, warmup_steps=0, ramp_steps=300,
-                                         max_level=0.6, val_images=64, start_bits=252, log_every=100, ckpt_every=250),
+    "cpu-finetune": WatermarkTrainConfig(
+        steps=100000,
+        batch=32,
+        width=16,
+        lr=5e-4,
+        rms_start=0.01,
+        warmup_steps=0,
+        ramp_steps=300,
+        max_level=0.6,
+        val_images=64,
+        start_bits=252,
+        log_every=100,
+        ckpt_every=250,
+    ),
 }
 
 
@@ -119,8 +163,16 @@ def save_grid(model: LearnedWatermark, crops: torch.Tensor, rms: float, path: Pa
     Image.fromarray((grid.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)).save(path)
 
 
-def train(cfg: WatermarkTrainConfig, data: Path, out: Path, device: str = "cpu", resume: bool = True, log=print,
-          init: Path | None = None, minutes: float | None = None) -> Path:
+def train(
+    cfg: WatermarkTrainConfig,
+    data: Path,
+    out: Path,
+    device: str = "cpu",
+    resume: bool = True,
+    log=print,
+    init: Path | None = None,
+    minutes: float | None = None,
+) -> Path:
     """Train (or resume ``out``'s checkpoint); ``init``: start a fresh run from these weights
     (e.g. the zoo's partially trained ``watermark-learned``, carrying its curriculum position);
     ``minutes``: stop (checkpoint and final weights written) once this much time has passed, the
@@ -183,16 +235,35 @@ def train(cfg: WatermarkTrainConfig, data: Path, out: Path, device: str = "cpu",
         if step % cfg.log_every == 0 or last:
             acc = float(((logits > 0).float() == bits).float().mean())
             ev = evaluate(model, val_crops, rms, max(level, 0.15), cfg.seed, device)
-            rec = {"step": step, "loss": loss.item(), "train_bit_acc": acc, "active_bits": active, "active_bit_acc": active_acc,
-                   "rms": rms, "level": level, "lr": sched.get_last_lr()[0],
-                   "elapsed_s": round(time.time() - t0, 1), **ev}
+            rec = {
+                "step": step,
+                "loss": loss.item(),
+                "train_bit_acc": acc,
+                "active_bits": active,
+                "active_bit_acc": active_acc,
+                "rms": rms,
+                "level": level,
+                "lr": sched.get_last_lr()[0],
+                "elapsed_s": round(time.time() - t0, 1),
+                **ev,
+            }
             logf.write(json.dumps(rec) + "\n")
             logf.flush()
             log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
         if step % cfg.ckpt_every == 0 or last:
             tmp = ckpt.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step,
-                        "active_bits": active, "full_step": full_step, "config": asdict(cfg)}, tmp)
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "opt": opt.state_dict(),
+                    "sched": sched.state_dict(),
+                    "step": step,
+                    "active_bits": active,
+                    "full_step": full_step,
+                    "config": asdict(cfg),
+                },
+                tmp,
+            )
             tmp.replace(ckpt)
             save_grid(model, val_crops, rms, out / "samples.png", device)
         if last:
@@ -214,8 +285,10 @@ def main(argv=None) -> None:
     if args.steps:
         cfg = WatermarkTrainConfig(**{**asdict(cfg), "steps": args.steps})
     init = resolve_init(args.init, "watermark-learned")
-    print(train(cfg, args.data, args.out, args.device, log=lambda m: print(m, file=sys.stderr, flush=True), init=init,
-                minutes=args.minutes))
+    print(
+        train(cfg, args.data, args.out, args.device, log=lambda m: print(m, file=sys.stderr, flush=True), init=init, minutes=args.minutes)
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -8,7 +8,8 @@ and re-aligned after the image went through the world.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 
@@ -34,6 +35,7 @@ class Watermark(Protocol):
 # ``carrier_window: (y0, y1, x0, x1)`` (the crop pixels the carriers cover: ``embed`` changes
 # nothing outside it and ``extract`` reads nothing outside it, so the channel samples only that
 # part of each crop - widened by the search's reach when it searches).
+
 
 def _classical() -> Watermark:
     from .classical import DctQimWatermark
@@ -63,8 +65,7 @@ def _learned() -> Watermark:
     return load_learned_watermark()
 
 
-_FACTORIES: dict[str, Callable[[], Watermark]] = {
-    "dct-qim": _classical, "dct-qim-low": _classical_low, "learned": _learned}
+_FACTORIES: dict[str, Callable[[], Watermark]] = {"dct-qim": _classical, "dct-qim-low": _classical_low, "learned": _learned}
 #: Preference order; the first that loads is the default. ``dct-qim-low`` ranks above ``dct-qim``
 #: because, with the reader's deblurring, neither loses blurred faces wholesale, and the low
 #: carriers keep what JPEG and WebP quantise away: on the same 40 original faces (fresh keys)

@@ -38,8 +38,15 @@ class DctQimWatermark:
     #: back what pasting and re-reading the crop moved off the lattice (face PSNR 42.8 -> 40.3 dB).
     embed_passes = 2
 
-    def __init__(self, align: AlignConfig = AlignConfig(), step: float = 32.0, seed: int = 20261128, block: int = 8,
-                 coeffs: tuple[tuple[int, int], ...] = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0)), name: str = "dct-qim"):
+    def __init__(
+        self,
+        align: AlignConfig = AlignConfig(),
+        step: float = 32.0,
+        seed: int = 20261128,
+        block: int = 8,
+        coeffs: tuple[tuple[int, int], ...] = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0)),
+        name: str = "dct-qim",
+    ):
         """``step``: QIM step in grey levels (on the 0-255 scale) at strength 1; ``block``: DCT
         block size in crop pixels; ``coeffs``: the (u, v) coefficients of each block that carry bits;
         ``name``: the registry's name for this layout (a reader must use the writer's).
@@ -144,7 +151,7 @@ class DctQimWatermark:
         (medians); read with one gain for all, the median face had 50 of 252 bits wrong, read with
         its most confident ``(gain, falloff)``, none. (Textured original faces gain less: a blur
         there also mixes neighbouring blocks' content into a carrier.)"""
-        return gain * falloff ** self.carrier_order
+        return gain * falloff**self.carrier_order
 
     def extract_shifted(self, crops: torch.Tensor, shifts: torch.Tensor, gain: float | torch.Tensor = 1.0) -> torch.Tensor:
         """Logits as :meth:`extract` would give them were each crop translated by each of ``shifts``
@@ -207,4 +214,3 @@ class DctQimWatermark:
             u = slots / (self.step * float(gain))
         margin = (u - torch.round(u)).abs_().mul_(4.0).sub_(1.0)
         return margin @ self.averaging.to(margin)
-

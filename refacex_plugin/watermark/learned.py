@@ -56,8 +56,12 @@ class WatermarkDecoder(nn.Module):
     def __init__(self, bits: int = CHANNEL_BITS, width: int = 32):
         super().__init__()
         self.features = nn.Sequential(
-            _block(3, width), _block(width, 2 * width, 2), _block(2 * width, 2 * width, 2),
-            _block(2 * width, 4 * width, 2), _block(4 * width, 4 * width, 2), _block(4 * width, 4 * width, 1),
+            _block(3, width),
+            _block(width, 2 * width, 2),
+            _block(2 * width, 2 * width, 2),
+            _block(2 * width, 4 * width, 2),
+            _block(4 * width, 4 * width, 2),
+            _block(4 * width, 4 * width, 1),
         )
         self.head = nn.Linear(4 * width * 8 * 8, bits)
 
