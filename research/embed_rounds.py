@@ -63,10 +63,17 @@ def main() -> None:
                     for i, status in enumerate(emb.status):
                         if status == "embedded":
                             called += 1
-                            wrong += not any(frame_offset(at[i : i + 1], alignment_matrices(x.frame[None], pipe.align), pipe.align.size / 2)[0, 2] < 2 for x in read)
+                            wrong += not any(
+                                frame_offset(at[i : i + 1], alignment_matrices(x.frame[None], pipe.align), pipe.align.size / 2)[0, 2] < 2
+                                for x in read
+                            )
         label = "one round" if start is None else f"start {start}, {rounds} rounds"
-        print(f"{label:32s} embed {1000 * took / len(hosts):4.0f} ms/img  " + "  ".join(f"{k} {100 * v / faces:5.1f} %" for k, v in opened.items())
-              + f"  called embedded {called}, of which not opened {wrong}", flush=True)
+        print(
+            f"{label:32s} embed {1000 * took / len(hosts):4.0f} ms/img  "
+            + "  ".join(f"{k} {100 * v / faces:5.1f} %" for k, v in opened.items())
+            + f"  called embedded {called}, of which not opened {wrong}",
+            flush=True,
+        )
     C.embed_in_image, C.SEARCH_START = embed, shipped
 
 

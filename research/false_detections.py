@@ -21,6 +21,7 @@ import time
 from refacex_plugin.bench.robustness import unmarked_readings
 from refacex_plugin.watermark import load_watermark
 
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--watermark", default="dct-qim-low")

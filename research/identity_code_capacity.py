@@ -61,14 +61,21 @@ def main() -> None:
             dec = decode(sign_code(e_va, mean, basis), mean, basis, scale)
             dist = torch.cdist(dec, e_va)
             own = dist.diagonal()
-            print(json.dumps({
-                "bits": k, "basis": name, "faces": len(e_va),
-                "mean_distance": round(float(own.mean()), 4),
-                "match": round(float((own < MATCH_DISTANCE).float().mean()), 4),
-                "rank1": round(float((dist.argmin(1) == torch.arange(len(e_va))).float().mean()), 4),
-                "other_match": round(float((dist[other] < MATCH_DISTANCE).float().mean()), 5),
-                "other_match_originals": round(base, 5),
-            }), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "bits": k,
+                        "basis": name,
+                        "faces": len(e_va),
+                        "mean_distance": round(float(own.mean()), 4),
+                        "match": round(float((own < MATCH_DISTANCE).float().mean()), 4),
+                        "rank1": round(float((dist.argmin(1) == torch.arange(len(e_va))).float().mean()), 4),
+                        "other_match": round(float((dist[other] < MATCH_DISTANCE).float().mean()), 5),
+                        "other_match_originals": round(base, 5),
+                    }
+                ),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -33,10 +33,12 @@ from refacex_plugin.pipeline import Pipeline
 
 #: Each fallback's function (or option's setting) in :mod:`refacex_plugin.channel`, and a stand-in
 #: that reads nothing (turns it off).
-FALLBACKS = {"rescaled": ("_search_rescaled", lambda rgb, det, todo, *args: todo),
-             "unclipped": ("_search_unclipped", lambda rgb, todo, *args: todo),
-             "deblurred": ("_search_deblurred", lambda rgb, todo, *args: todo),
-             "falloff": ("SYNC_FALLOFFS", ((1.0,), (0.0,)))}
+FALLBACKS = {
+    "rescaled": ("_search_rescaled", lambda rgb, det, todo, *args: todo),
+    "unclipped": ("_search_unclipped", lambda rgb, todo, *args: todo),
+    "deblurred": ("_search_deblurred", lambda rgb, todo, *args: todo),
+    "falloff": ("SYNC_FALLOFFS", ((1.0,), (0.0,))),
+}
 
 
 def _distortion(row: str):
@@ -67,8 +69,10 @@ def main() -> None:
             marked.append(pipe.embed_codes(rgb, det.landmarks[c : c + 1], [code], P.KIND_RECOVERY_CODE).image)
     name, off = FALLBACKS[args.fallback]
     shipped = getattr(C, name)
-    print(f"{len(marked)} LFW faces (seed {args.seed}, {'original' if host is None else args.host + '-anonymised'}), recovery codes, fixed key; "
-          f"opened with / without the {args.fallback} fallback; mean read time")
+    print(
+        f"{len(marked)} LFW faces (seed {args.seed}, {'original' if host is None else args.host + '-anonymised'}), recovery codes, fixed key; "
+        f"opened with / without the {args.fallback} fallback; mean read time"
+    )
     for row in args.rows.split(","):
         distort, result = _distortion(row), []
         for fallback in (shipped, off):

@@ -50,7 +50,10 @@ def main() -> None:
                 hits = sum(j is not None for j in match_faces(lm, d))
                 found[t] += hits
                 other[t] += len(d) - hits
-        print(f"{host}: {faces} faces; found at " + ", ".join(f"{t}: {100 * found[t] / faces:.1f} % (+{other[t]} other)" for t in THRESHOLDS), flush=True)
+        print(
+            f"{host}: {faces} faces; found at " + ", ".join(f"{t}: {100 * found[t] / faces:.1f} % (+{other[t]} other)" for t in THRESHOLDS),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

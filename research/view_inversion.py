@@ -27,13 +27,14 @@ import numpy as np
 import torch
 
 from refacex_plugin import geometry
-from refacex_plugin.anonymisers import blur_faces, mask_faces, pixelate_faces
-from refacex_plugin.bench.onnx_torch import ArcFaceCropEmbedder
-from refacex_plugin.bench.attacks import AttackConfig, _frozen_identity_model, train_inverter
-from refacex_plugin.geometry import AlignConfig, face_mask, pool_to
 from refacex_plugin.anonymiser.networks import RES, blend
+from refacex_plugin.anonymisers import blur_faces, mask_faces, pixelate_faces
+from refacex_plugin.bench.attacks import AttackConfig, _frozen_identity_model, train_inverter
+from refacex_plugin.bench.onnx_torch import ArcFaceCropEmbedder
+from refacex_plugin.geometry import AlignConfig, face_mask, pool_to
 from refacex_plugin.training.anonymiser import MATCH_DISTANCE
 from refacex_plugin.training.data import prepare_crops
+
 
 def refacex_faces(x: torch.Tensor, strength: float) -> torch.Tensor:
     """The shipped refacex anonymiser's output (random donors, seeded; strength ignored): not a
@@ -50,10 +51,14 @@ def refacex_faces(x: torch.Tensor, strength: float) -> torch.Tensor:
 
 
 _DONORS = None
-VIEWS = {"blur": blur_faces, "pixelate": pixelate_faces, "refacex": refacex_faces,
-         # the context alone: the face under the mask one flat colour (strength ignored) - the bound
-         # no view for G can go under, since the pipeline keeps what lies outside the mask
-         "mask": lambda x, strength: mask_faces(x, strength, face_mask(AlignConfig(size=x.shape[-1])).to(x))}
+VIEWS = {
+    "blur": blur_faces,
+    "pixelate": pixelate_faces,
+    "refacex": refacex_faces,
+    # the context alone: the face under the mask one flat colour (strength ignored) - the bound
+    # no view for G can go under, since the pipeline keeps what lies outside the mask
+    "mask": lambda x, strength: mask_faces(x, strength, face_mask(AlignConfig(size=x.shape[-1])).to(x)),
+}
 
 
 def view_of(name: str, strength: float, crops: torch.Tensor) -> torch.Tensor:
@@ -85,9 +90,16 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=3000)
     ap.add_argument("--faces", type=int, default=150)
     ap.add_argument("--id-loss", choices=("dlib", "judge"), default="dlib", help="the recogniser the inverter's identity loss goes through")
-    ap.add_argument("--id-weight", type=float, default=AttackConfig.id_weight, help="the inverter's dlib identity loss weight (0: pixels alone)")
-    ap.add_argument("--mask-axes", type=float, nargs=2, metavar=("AX", "AY"),
-                    help="the face ellipse's semi-axes in ArcFace-112 units (a candidate mask; default: geometry's)")
+    ap.add_argument(
+        "--id-weight", type=float, default=AttackConfig.id_weight, help="the inverter's dlib identity loss weight (0: pixels alone)"
+    )
+    ap.add_argument(
+        "--mask-axes",
+        type=float,
+        nargs=2,
+        metavar=("AX", "AY"),
+        help="the face ellipse's semi-axes in ArcFace-112 units (a candidate mask; default: geometry's)",
+    )
     args = ap.parse_args()
     if args.mask_axes:  # before any mask is built: every face_mask() of this run uses the candidate
         geometry._FACE_AXES_112 = tuple(args.mask_axes)
@@ -115,8 +127,15 @@ def main() -> None:
             rec = net(anon_val, torch.zeros(len(anon_val), net.unet.cond[0].in_features), m)
             d_view = (idm(anon_val) - e_val).norm(dim=1)
             d_rec = (idm(rec) - e_val).norm(dim=1)
-        result = {"view_match": float((d_view < MATCH_DISTANCE).float().mean()), "inverted_match": float((d_rec < MATCH_DISTANCE).float().mean()),
-                  "faces": len(val), "steps": args.steps, "id_weight": args.id_weight, "id_loss": args.id_loss, "train_s": info["train_s"]}
+        result = {
+            "view_match": float((d_view < MATCH_DISTANCE).float().mean()),
+            "inverted_match": float((d_rec < MATCH_DISTANCE).float().mean()),
+            "faces": len(val),
+            "steps": args.steps,
+            "id_weight": args.id_weight,
+            "id_loss": args.id_loss,
+            "train_s": info["train_s"],
+        }
         if m_val is not None:
             for what, x in (("view", anon_val), ("inverted", rec)):
                 result[f"{what}_match_mfn"] = float(((mfn_embeddings(judge, x) * m_val).sum(1) >= MFN_MATCH).float().mean())

@@ -38,8 +38,12 @@ def main() -> None:
     ap.add_argument("--faces", type=int, default=10)
     ap.add_argument("--data", default="../shared/data/lfw")
     ap.add_argument("--seed", type=int, default=5)
-    ap.add_argument("--payload", choices=list(P.KIND_NAMES.values()), default="recovery-code",
-                    help="a 128-bit recovery code (BCH t = 10) or a 64-bit vault reference (t = 21)")
+    ap.add_argument(
+        "--payload",
+        choices=list(P.KIND_NAMES.values()),
+        default="recovery-code",
+        help="a 128-bit recovery code (BCH t = 10) or a 64-bit vault reference (t = 21)",
+    )
     args = ap.parse_args()
     if args.weights:
         from refacex_plugin.watermark.learned import LearnedWatermark
@@ -77,9 +81,11 @@ def main() -> None:
             errs[r].append(int(((logits[j] > 0) != channel).sum()) if j is not None else len(channel))
     print(f"faces {len(ps)}, face-region PSNR {np.mean(ps):.1f} dB")
     for r in ROWS:
-        print(f"{r:16s} bit accuracy {np.mean(acc[r]):.3f}  exact decode {np.mean(ok[r]):.1%}  "
-              f"bit errors: median {np.median(errs[r]):.0f}, within BCH's t = {P.ECC.t} / {P.REF_ECC.t} in "
-              f"{np.mean(np.array(errs[r]) <= P.ECC.t):.1%} / {np.mean(np.array(errs[r]) <= P.REF_ECC.t):.1%} of faces")
+        print(
+            f"{r:16s} bit accuracy {np.mean(acc[r]):.3f}  exact decode {np.mean(ok[r]):.1%}  "
+            f"bit errors: median {np.median(errs[r]):.0f}, within BCH's t = {P.ECC.t} / {P.REF_ECC.t} in "
+            f"{np.mean(np.array(errs[r]) <= P.ECC.t):.1%} / {np.mean(np.array(errs[r]) <= P.REF_ECC.t):.1%} of faces"
+        )
 
 
 if __name__ == "__main__":

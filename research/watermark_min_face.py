@@ -69,7 +69,10 @@ def main() -> None:
                 if read is not None and read[1] is not None:
                     opened[row] += bool(np.array_equal(read[1].code, code))
         shown = ", ".join(f"{row} {n} / {detected}" for row, n in opened.items())
-        print(f"eyes {eyes:.0f} px: detected {detected} / {len(files)}; opened {shown}; reading {np.mean(times) if times else 0:.2f} s", flush=True)
+        print(
+            f"eyes {eyes:.0f} px: detected {detected} / {len(files)}; opened {shown}; reading {np.mean(times) if times else 0:.2f} s",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

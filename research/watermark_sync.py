@@ -78,7 +78,9 @@ def misplacement(args) -> None:
             if j is None:
                 continue
             scale, crop = GEOMETRY.get(k, (1.0, 0.0))
-            back = lambda lm: ((lm + 0.5) / scale - 0.5 + np.array([round(host.shape[1] * crop), round(host.shape[0] * crop)])).astype(np.float32)  # noqa: E731
+            back = lambda lm, scale=scale, crop=crop, host=host: (
+                (lm + 0.5) / scale - 0.5 + np.array([round(host.shape[1] * crop), round(host.shape[0] * crop)])
+            ).astype(np.float32)  # noqa: E731
             rows[k]["re-detected"].append(offset(before, back(found.landmarks[j : j + 1])))
             rows[k]["settled"].append(offset(settled, back(settled_landmarks(x, found.landmarks[j : j + 1], det))))
     print(f"host {args.host}, {args.faces} LFW faces (seed {args.seed}); offset from the clean image's landmarks: median / 90th percentile")
@@ -87,7 +89,10 @@ def misplacement(args) -> None:
         for kind, v in kinds.items():
             a = np.array(v).reshape(-1, 3)
             if len(a):
-                print(f"{k:15s} {kind:12s} {len(a):5d} " + " ".join(f"{np.median(a[:, i]):6.3f} / {np.percentile(a[:, i], 90):6.3f}" for i in range(3)))
+                print(
+                    f"{k:15s} {kind:12s} {len(a):5d} "
+                    + " ".join(f"{np.median(a[:, i]):6.3f} / {np.percentile(a[:, i], 90):6.3f}" for i in range(3))
+                )
 
 
 def decode(args) -> None:
@@ -131,17 +136,27 @@ def decode(args) -> None:
             res[k]["search"].append(int(((logits[j] > 0) != bits).sum()))
             opened = P.open_payload(logits[j], key, bindings=candidate_hashes(face_signatures(x, frames[j : j + 1], align)[0]))
             res[k]["open"].append(opened is not None and bool(np.array_equal(opened.code, code)))
-    print(f"host {args.host}, {len(face_psnr)} LFW faces, block {args.block}, coefficients {args.coeffs}, step {args.step}, "
-          f"{args.passes} pass(es): face PSNR {np.mean(face_psnr):.1f} dB")
-    print(f"{'distortion':16s} {'plain median errors':>20s} {'own-frame median':>17s} {'search median':>14s} "
-          f"{'own frame <= 21':>16s} {'search <= 21':>13s} {'opens exactly':>14s}")
+    print(
+        f"host {args.host}, {len(face_psnr)} LFW faces, block {args.block}, coefficients {args.coeffs}, step {args.step}, "
+        f"{args.passes} pass(es): face PSNR {np.mean(face_psnr):.1f} dB"
+    )
+    print(
+        f"{'distortion':16s} {'plain median errors':>20s} {'own-frame median':>17s} {'search median':>14s} "
+        f"{'own frame <= 21':>16s} {'search <= 21':>13s} {'opens exactly':>14s}"
+    )
     for k, v in res.items():
-        med = {m: np.median([e for e in v[m] if e is not None]) if any(e is not None for e in v[m]) else float("nan")
-               for m in ("plain", "frame", "search")}
-        within = {m: np.mean([e is not None and e <= 21 for e in v[m]]) if v[m] and not (m == "frame" and k in GEOMETRY) else float("nan")
-                  for m in ("frame", "search")}
-        print(f"{k:16s} {med['plain']:20.0f} {med['frame']:17.0f} {med['search']:14.0f} {within['frame']:15.0%} "
-              f"{within['search']:12.0%} {np.mean([bool(o) for o in v['open']]):13.0%}")
+        med = {
+            m: np.median([e for e in v[m] if e is not None]) if any(e is not None for e in v[m]) else float("nan")
+            for m in ("plain", "frame", "search")
+        }
+        within = {
+            m: np.mean([e is not None and e <= 21 for e in v[m]]) if v[m] and not (m == "frame" and k in GEOMETRY) else float("nan")
+            for m in ("frame", "search")
+        }
+        print(
+            f"{k:16s} {med['plain']:20.0f} {med['frame']:17.0f} {med['search']:14.0f} {within['frame']:15.0%} "
+            f"{within['search']:12.0%} {np.mean([bool(o) for o in v['open']]):13.0%}"
+        )
 
 
 def main() -> None:
@@ -154,7 +169,11 @@ def main() -> None:
     ap.add_argument("--passes", type=int, default=2)
     ap.add_argument("--block", type=int, default=8, help="DCT block side in crop pixels")
     ap.add_argument("--coeffs", default="01,10,11,02,20", help="carrier coefficients (u, v) of each block")
-    ap.add_argument("--gains-first", action="store_true", help="have the search try gains from its first stage (automatic when every carrier has u + v <= 1)")
+    ap.add_argument(
+        "--gains-first",
+        action="store_true",
+        help="have the search try gains from its first stage (automatic when every carrier has u + v <= 1)",
+    )
     ap.add_argument("--rows", default="", help="comma-separated distortions [default: a representative nine]")
     ap.add_argument("--data", default="../shared/data/lfw")
     ap.add_argument("--seed", type=int, default=0)
