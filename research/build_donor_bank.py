@@ -27,11 +27,16 @@ def main() -> None:
     chosen = random.Random(args.seed).sample(singles, args.people) if 0 < args.people < len(singles) else singles
     paths = [next(d.glob("*.jpg")) for d in sorted(chosen)]
     t0 = time.time()
-    faces = collect_faces(paths, progress=lambda n: n % 200 == 0 and print(f"{n}/{len(paths)} images, {time.time() - t0:.0f} s", file=sys.stderr, flush=True))
-    bank = build_bank(faces, blend=args.blend, seed=args.seed,
-                      origin=f"LFW (deep-funneled) people with one photo; {args.blend} people averaged per donor")
+    faces = collect_faces(
+        paths, progress=lambda n: n % 200 == 0 and print(f"{n}/{len(paths)} images, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+    )
+    bank = build_bank(
+        faces, blend=args.blend, seed=args.seed, origin=f"LFW (deep-funneled) people with one photo; {args.blend} people averaged per donor"
+    )
     bank.save(args.output)
-    print(f"{len(paths)} images, {len(faces)} faces -> {len(bank)} donors, {args.output.stat().st_size / 1e6:.1f} MB, {time.time() - t0:.0f} s")
+    print(
+        f"{len(paths)} images, {len(faces)} faces -> {len(bank)} donors, {args.output.stat().st_size / 1e6:.1f} MB, {time.time() - t0:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The README's pictures: originals beside their anonymised versions, whole images through the pipeline.
 
-    python research/make_grid.py --data ../shared/data/lfw -o docs/images/refacex-grid.png
-    python research/make_grid.py --images examples/Serena_Williams_0001.jpg --methods refacex,pixelate,blur,mask -o docs/images/first-example.png
+python research/make_grid.py --data ../shared/data/lfw -o docs/images/refacex-grid.png
+python research/make_grid.py --images examples/Serena_Williams_0001.jpg --methods refacex,pixelate,blur,mask -o docs/images/first-example.png
 """
 
 import argparse

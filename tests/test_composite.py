@@ -133,7 +133,9 @@ def test_identity_push_keeps_pose_and_expression():
     moved = model.push(target, donor, 1.0)
     assert np.abs(moved[INNER] - target[INNER]).max() > 1.0  # the layout did move
     before, after = pose_expression(target), pose_expression(moved)
-    assert abs(after[0] - before[0]) < 0.03 and abs(after[3] - before[3]) < 0.01 and abs(after[4] - before[4]) < 0.01  # yaw and mouth openness stay
+    assert (
+        abs(after[0] - before[0]) < 0.03 and abs(after[3] - before[3]) < 0.01 and abs(after[4] - before[4]) < 0.01
+    )  # yaw and mouth openness stay
     assert np.abs(moved[:17] - target[:17]).max() < 1e-3  # and so does the jaw line
 
 
@@ -163,8 +165,19 @@ def test_donors_build_and_use_a_users_own_bank(tmp_path, lfw_sample):
     assert 6 <= len(bank) <= 8 and set(bank.sources) <= {p.name for p in lfw_sample[:8]}
     from conftest import EXAMPLES
 
-    res = CliRunner().invoke(main, ["anonymise", str(EXAMPLES / "Serena_Williams_0001.jpg"), "-o", str(tmp_path / "out"), "--donors", str(bank_file),
-                                    "--records", str(tmp_path / "r.jsonl")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "anonymise",
+            str(EXAMPLES / "Serena_Williams_0001.jpg"),
+            "-o",
+            str(tmp_path / "out"),
+            "--donors",
+            str(bank_file),
+            "--records",
+            str(tmp_path / "r.jsonl"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     faces = json.loads((tmp_path / "r.jsonl").read_text().splitlines()[0])["faces"]
     used = [int(i) for f in faces for i in f["donor_id"].split("+")]

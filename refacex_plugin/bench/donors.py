@@ -21,8 +21,9 @@ def donor_paths(donor_id: str, bank, data: Path) -> list[Path]:
     return out
 
 
-def donor_match_rates(anon_embeddings: dict[str, np.ndarray], donor_ids: list[str | None], bank, data: Path, recognizers,
-                      calib: dict, detector) -> dict[str, float | None]:
+def donor_match_rates(
+    anon_embeddings: dict[str, np.ndarray], donor_ids: list[str | None], bank, data: Path, recognizers, calib: dict, detector
+) -> dict[str, float | None]:
     """Per recogniser, the fraction of anonymised faces that match any of their own donors at the
     recogniser's calibrated threshold (None where no donor image could be found)."""
     from ..image_io import read_image
@@ -49,7 +50,9 @@ def donor_match_rates(anon_embeddings: dict[str, np.ndarray], donor_ids: list[st
         if not embs:
             continue
         for r in recognizers:
-            sims = M.paired_similarity(np.stack([e[r.name] for e in embs]), np.repeat(anon_embeddings[r.name][i][None], len(embs), 0), r.metric)
+            sims = M.paired_similarity(
+                np.stack([e[r.name] for e in embs]), np.repeat(anon_embeddings[r.name][i][None], len(embs), 0), r.metric
+            )
             hits[r.name].append(bool((sims >= calib[r.name]["threshold"]).any()))
     for r in recognizers:
         out[r.name] = float(np.mean(hits[r.name])) if hits[r.name] else None

@@ -40,10 +40,19 @@ class RealOrAnonymised(nn.Module):
     def __init__(self, width: int = 16):
         super().__init__()
         chans = [3, width, 2 * width, 4 * width, 4 * width]
-        self.blocks = nn.Sequential(*[
-            nn.Sequential(nn.Conv2d(a, b, 3, 2, 1), nn.BatchNorm2d(b), nn.ReLU(inplace=True), nn.Conv2d(b, b, 3, 1, 1), nn.BatchNorm2d(b), nn.ReLU(inplace=True))
-            for a, b in zip(chans, chans[1:])
-        ])
+        self.blocks = nn.Sequential(
+            *[
+                nn.Sequential(
+                    nn.Conv2d(a, b, 3, 2, 1),
+                    nn.BatchNorm2d(b),
+                    nn.ReLU(inplace=True),
+                    nn.Conv2d(b, b, 3, 1, 1),
+                    nn.BatchNorm2d(b),
+                    nn.ReLU(inplace=True),
+                )
+                for a, b in zip(chans, chans[1:])
+            ]
+        )
         self.head = nn.Linear(chans[-1], 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -55,8 +64,9 @@ def held_out(label: str, fraction: float = 0.3) -> bool:
     return int(hashlib.sha256(label.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
 
 
-def classifier_accuracy(real: np.ndarray, fake: np.ndarray, test: np.ndarray, steps: int, seed: int = 0, progress: bool = True,
-                        desc: str = "") -> dict:
+def classifier_accuracy(
+    real: np.ndarray, fake: np.ndarray, test: np.ndarray, steps: int, seed: int = 0, progress: bool = True, desc: str = ""
+) -> dict:
     """Train on the non-``test`` rows of ``real`` and ``fake`` ``(N, P, P, 3) uint8`` (row ``i`` of both
     is one person's face), test on the ``test (N,) bool`` rows. Returns accuracy and counts."""
     torch.manual_seed(seed)
@@ -80,7 +90,11 @@ def classifier_accuracy(real: np.ndarray, fake: np.ndarray, test: np.ndarray, st
         opt.step()
         sched.step()
         if progress and (step + 1) % 100 == 0:
-            print(f"naturalness {desc}: step {step + 1}/{steps}, loss {loss.item():.3f}, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+            print(
+                f"naturalness {desc}: step {step + 1}/{steps}, loss {loss.item():.3f}, {time.time() - t0:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
     model.eval()
     tests = np.nonzero(test)[0]
     with torch.no_grad():
@@ -90,8 +104,16 @@ def classifier_accuracy(real: np.ndarray, fake: np.ndarray, test: np.ndarray, st
     return {"accuracy": correct / (2 * len(tests)), "train_faces": int(len(train)), "test_faces": int(len(tests)), "steps": steps}
 
 
-def measure_naturalness(methods: list[str], files: list, labels: list[str], detections, device: str = "cpu", seed: int = 0,
-                        steps: int = 600, progress: bool = True) -> dict:
+def measure_naturalness(
+    methods: list[str],
+    files: list,
+    labels: list[str],
+    detections,
+    device: str = "cpu",
+    seed: int = 0,
+    steps: int = 600,
+    progress: bool = True,
+) -> dict:
     """Per method, the classifier's test accuracy (see the module docstring).
 
     Args:

@@ -29,5 +29,14 @@ def load_composite() -> tuple[CompositeAnonymiser, bool]:
     return CompositeAnonymiser(shipped_bank()), True
 
 
-__all__ = ["BANK", "CompositeAnonymiser", "CompositeConfig", "DonorBank", "DonorChooser", "build_bank", "collect_faces",
-           "load_composite", "shipped_bank"]
+__all__ = [
+    "BANK",
+    "CompositeAnonymiser",
+    "CompositeConfig",
+    "DonorBank",
+    "DonorChooser",
+    "build_bank",
+    "collect_faces",
+    "load_composite",
+    "shipped_bank",
+]

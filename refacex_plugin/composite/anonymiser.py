@@ -141,7 +141,9 @@ def part_weights(geometry: np.ndarray, shape: tuple[int, int], feather: float) -
     out = {}
     for part, idx in PART_POINTS.items():
         m = np.zeros(shape, np.float32)
-        cv2.fillConvexPoly(m, np.round(cv2.convexHull(geometry[idx].astype(np.float32)) * 16).astype(np.int32), 1.0, lineType=cv2.LINE_8, shift=4)
+        cv2.fillConvexPoly(
+            m, np.round(cv2.convexHull(geometry[idx].astype(np.float32)) * 16).astype(np.int32), 1.0, lineType=cv2.LINE_8, shift=4
+        )
         out[part] = cv2.GaussianBlur(m, (0, 0), feather)
     total = np.maximum(out["eyes"] + out["mouth"], 1.0)
     return {part: w / total for part, w in out.items()}
@@ -182,14 +184,20 @@ class CompositeAnonymiser:
         self._shape_model = None
         self._identity = None
 
-    def with_donors(self, bank: DonorBank | None = None, policy: str = "random", key: bytes | None = None,
-                    seed: int | None = None, config: CompositeConfig | None = None) -> "CompositeAnonymiser":
+    def with_donors(
+        self,
+        bank: DonorBank | None = None,
+        policy: str = "random",
+        key: bytes | None = None,
+        seed: int | None = None,
+        config: CompositeConfig | None = None,
+    ) -> CompositeAnonymiser:
         """A copy choosing from ``bank`` (default: this one's) under ``policy`` and ``key``."""
         bank = bank or self.bank
         config = config or self.config
         return CompositeAnonymiser(bank, config, DonorChooser(bank, policy, key, seed, pool=config.pool))
 
-    def configured(self, **changes) -> "CompositeAnonymiser":
+    def configured(self, **changes) -> CompositeAnonymiser:
         """A copy with some :class:`CompositeConfig` fields changed (same chooser)."""
         return CompositeAnonymiser(self.bank, replace(self.config, **changes), self.chooser)
 
@@ -239,7 +247,9 @@ class CompositeAnonymiser:
             chosen = np.r_[np.delete(chosen, last), chosen[last]]
         return chosen
 
-    def composite_one(self, crop: np.ndarray, strength: float = 1.0, person: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    def composite_one(
+        self, crop: np.ndarray, strength: float = 1.0, person: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
         """One ``(S, S, 3) uint8`` crop -> its composite ``(S, S, 3) uint8``, the mask ``(S, S) float32``
         outside which it equals the crop, the donor indices used and :func:`occlusion_notes`."""
         s = crop.shape[0]
@@ -279,8 +289,11 @@ class CompositeAnonymiser:
         if parts and len(warped) > 1:
             weights = part_weights(geometry - [x0, y0], (y1 - y0, x1 - x0), s / 64)
             rest = 1.0 - weights["eyes"] - weights["mouth"]
-            warped = (warped[parts["eyes"]] * weights["eyes"][..., None] + warped[parts["mouth"]] * weights["mouth"][..., None]
-                      + warped[parts["base"]] * rest[..., None])
+            warped = (
+                warped[parts["eyes"]] * weights["eyes"][..., None]
+                + warped[parts["mouth"]] * weights["mouth"][..., None]
+                + warped[parts["base"]] * rest[..., None]
+            )
         else:
             warped = np.mean(warped, 0)
         # feather inward only: the blend ends at the face outline, which stays the original's
@@ -289,7 +302,9 @@ class CompositeAnonymiser:
         mask = cv2.GaussianBlur(core.astype(np.float32), (0, 0), edge / 2) * region
         front = np.where(region[..., None], warped, face.astype(np.float32))
         out = crop.copy()
-        out[box] = np.clip(np.round(multiband_blend(front, face.astype(np.float32), mask.astype(np.float32), self.config.blend_levels)), 0, 255)
+        out[box] = np.clip(
+            np.round(multiband_blend(front, face.astype(np.float32), mask.astype(np.float32), self.config.blend_levels)), 0, 255
+        )
         paste = np.zeros((s, s), np.float32)
         grown = cv2.dilate(region.astype(np.uint8), np.ones((edge * 3, edge * 3), np.uint8)).astype(np.float32)
         paste[box] = np.clip(cv2.GaussianBlur(grown, (0, 0), edge) * 1.5, 0, 1)

@@ -79,14 +79,23 @@ class DonorBank:
         blobs = [cv2.imencode(".jpg", t[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 93])[1].tobytes() for t in self.textures]
         offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
         buf = io.BytesIO()
-        np.savez(buf, version=BANK_VERSION, mean_shape=self.mean_shape, triangles=self.triangles,
-                 jpeg=np.frombuffer(b"".join(blobs), np.uint8), offsets=offsets, shapes=self.shapes.astype(np.float32),
-                 features=self.features.astype(np.float32), sources=np.array(self.sources), crop_size=self.crop_size,
-                 origin=np.array(self.origin))
+        np.savez(
+            buf,
+            version=BANK_VERSION,
+            mean_shape=self.mean_shape,
+            triangles=self.triangles,
+            jpeg=np.frombuffer(b"".join(blobs), np.uint8),
+            offsets=offsets,
+            shapes=self.shapes.astype(np.float32),
+            features=self.features.astype(np.float32),
+            sources=np.array(self.sources),
+            crop_size=self.crop_size,
+            origin=np.array(self.origin),
+        )
         Path(path).write_bytes(buf.getvalue())
 
     @classmethod
-    def load(cls, path) -> "DonorBank":
+    def load(cls, path) -> DonorBank:
         from ..errors import ModelNotAvailableError
 
         try:
@@ -95,8 +104,16 @@ class DonorBank:
                 raise ModelNotAvailableError(f"{path}: donor bank version {int(z['version'])}, expected {BANK_VERSION}")
             jpeg, off = z["jpeg"], z["offsets"]
             textures = np.stack([cv2.imdecode(jpeg[off[i] : off[i + 1]], cv2.IMREAD_COLOR)[:, :, ::-1] for i in range(len(off) - 1)])
-            return cls(z["mean_shape"], z["triangles"], np.ascontiguousarray(textures), z["shapes"], z["features"],
-                       [str(s) for s in z["sources"]], int(z["crop_size"]), str(z["origin"]))
+            return cls(
+                z["mean_shape"],
+                z["triangles"],
+                np.ascontiguousarray(textures),
+                z["shapes"],
+                z["features"],
+                [str(s) for s in z["sources"]],
+                int(z["crop_size"]),
+                str(z["origin"]),
+            )
         except (OSError, ValueError, KeyError) as exc:
             raise ModelNotAvailableError(f"{path}: not a readable donor bank ({exc})") from None
 
@@ -142,7 +159,9 @@ def _region_masks(mean: np.ndarray, size: int) -> dict[str, np.ndarray]:
         y0 = e[:, 1].max() + 0.08 * eye_dist
         frames[int(y0) : int(y0 + 0.3 * eye_dist), int(e[:, 0].min() - 0.1 * eye_dist) : int(e[:, 0].max() + 0.1 * eye_dist)] = True
     bridge = np.zeros((size, size), bool)
-    bridge[int(mean[27, 1] - 0.1 * eye_dist) : int(mean[28, 1]), int(mean[39, 0] + 0.05 * eye_dist) : int(mean[42, 0] - 0.05 * eye_dist)] = True
+    bridge[
+        int(mean[27, 1] - 0.1 * eye_dist) : int(mean[28, 1]), int(mean[39, 0] + 0.05 * eye_dist) : int(mean[42, 0] - 0.05 * eye_dist)
+    ] = True
     return {"forehead": forehead, "cheeks": cheeks, "frames": frames, "bridge": bridge}
 
 
@@ -232,18 +251,22 @@ def build_bank(faces: list[DonorFace], blend: int = 1, origin: str = "", seed: i
     feats = np.stack([donor_features(f.crop, f.mesh) for f in faces])
     groups = [[i] for i in range(len(faces))] if blend <= 1 else _pair_up(textures, feats, blend, seed)
     return DonorBank(
-        mean_shape=mean, triangles=triangles,
+        mean_shape=mean,
+        triangles=triangles,
         textures=np.stack([np.round(textures[g].astype(np.float32).mean(0)).astype(np.uint8) for g in groups]),
         shapes=np.stack([shapes[g].mean(0) for g in groups]).astype(np.float32),
         features=np.stack([feats[g].mean(0) for g in groups]).astype(np.float32),
         sources=["|".join(Path(faces[i].source).name for i in g) for g in groups],
-        crop_size=faces[0].crop.shape[0], origin=origin,
+        crop_size=faces[0].crop.shape[0],
+        origin=origin,
     )
 
 
 def _pair_up(textures: np.ndarray, feats: np.ndarray, size: int, seed: int) -> list[list[int]]:
     """Greedy groups of ``size`` look-alikes: distance = small grey thumbnails + scaled features."""
-    thumbs = np.stack([cv2.resize(cv2.cvtColor(t, cv2.COLOR_RGB2GRAY), (16, 16), interpolation=cv2.INTER_AREA) for t in textures]).reshape(len(textures), -1)
+    thumbs = np.stack([cv2.resize(cv2.cvtColor(t, cv2.COLOR_RGB2GRAY), (16, 16), interpolation=cv2.INTER_AREA) for t in textures]).reshape(
+        len(textures), -1
+    )
     thumbs = (thumbs - thumbs.mean(1, keepdims=True)) / (thumbs.std(1, keepdims=True) + 1e-6)
     desc = np.concatenate([thumbs / 4.0, feats / FEATURE_SCALE], 1)
     order = np.random.default_rng(seed).permutation(len(textures))

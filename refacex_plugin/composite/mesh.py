@@ -59,11 +59,38 @@ class CropLandmarks:
 
 
 #: Point ``i`` of a mirrored face is point ``MIRROR[i]`` of the face.
-MIRROR = np.array([
-    *range(16, -1, -1), *range(26, 21, -1), *range(21, 16, -1), 27, 28, 29, 30, *range(35, 30, -1),
-    45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40, *range(54, 47, -1), *range(59, 54, -1),
-    *range(64, 59, -1), 67, 66, 65, *range(77, 72, -1), *range(72, 67, -1),
-])
+MIRROR = np.array(
+    [
+        *range(16, -1, -1),
+        *range(26, 21, -1),
+        *range(21, 16, -1),
+        27,
+        28,
+        29,
+        30,
+        *range(35, 30, -1),
+        45,
+        44,
+        43,
+        42,
+        47,
+        46,
+        39,
+        38,
+        37,
+        36,
+        41,
+        40,
+        *range(54, 47, -1),
+        *range(59, 54, -1),
+        *range(64, 59, -1),
+        67,
+        66,
+        65,
+        *range(77, 72, -1),
+        *range(72, 67, -1),
+    ]
+)
 
 
 def mirror(points: np.ndarray, width: float) -> np.ndarray:
@@ -101,8 +128,9 @@ def _affine_rows(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.linalg.solve(a, b).transpose(0, 2, 1)  # (T, 2, 3)
 
 
-def piecewise_affine_maps(src_pts: np.ndarray, dst_pts: np.ndarray, triangles: np.ndarray, size: int,
-                          src_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def piecewise_affine_maps(
+    src_pts: np.ndarray, dst_pts: np.ndarray, triangles: np.ndarray, size: int, src_scale: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sampling maps that move the texture at ``src_pts`` onto ``dst_pts``.
 
     Triangles folded by the target geometry (turned over under large yaw: hidden) are drawn first

@@ -28,7 +28,7 @@ class ShapeModel:
     basis: np.ndarray
 
     @classmethod
-    def fit(cls, shapes: np.ndarray, mean: np.ndarray) -> "ShapeModel":
+    def fit(cls, shapes: np.ndarray, mean: np.ndarray) -> ShapeModel:
         """Least squares over ``shapes (N, 78, 2)`` already aligned to ``mean``."""
         feats = np.stack([pose_expression(s) for s in shapes]).astype(np.float64)
         fm = feats.mean(0)
@@ -51,8 +51,10 @@ class ShapeModel:
         moved = t_al.copy()
         moved[INNER] += amount * delta[INNER]
         # back to the crop: the similarity that takes the aligned target onto the target itself
-        back = similarity_to(np.concatenate([t_al, moved]), np.concatenate([target, target]), np.r_[np.ones(len(t_al)), np.zeros(len(t_al))])
-        return keep_openness(back[len(t_al):], target).astype(np.float32)
+        back = similarity_to(
+            np.concatenate([t_al, moved]), np.concatenate([target, target]), np.r_[np.ones(len(t_al)), np.zeros(len(t_al))]
+        )
+        return keep_openness(back[len(t_al) :], target).astype(np.float32)
 
 
 #: (upper lid or lip points, the lower ones facing them) whose gap is the expression.
