@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import subprocess
@@ -202,7 +203,11 @@ def measure_speed(cfg, split) -> dict:
 
     from ..batch import default_workers
 
-    workers = default_workers()
+    # A quick run times one image at a time on one thread: with the machine's threads on a CPU
+    # another job shares, the reader ran 5x slower (a quick run on 100 people: extract 1.0 vs 5.0
+    # img/s); the full run measures threads and several images at a time.
+    workers = 1 if cfg.quick else default_workers()
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")} if cfg.quick else None
     out = {}
     runs = [(m, "torch") for m in dict.fromkeys(["blur", *cfg.methods])]
     if not cfg.quick:  # the ONNX backend and the FiftyOne operator beside the core: full runs only (a process each)
@@ -216,7 +221,7 @@ def measure_speed(cfg, split) -> dict:
         proc = subprocess.run(
             [sys.executable, "-m", "refacex_plugin.bench.speed", "--method", method, "--device", cfg.device, "--backend", backend,
              "--workers", str(workers), "--rounds", str(SPEED_ROUNDS[bool(cfg.quick)]), "--extract-images", str(extract), *files],
-            capture_output=True, text=True,
+            capture_output=True, text=True, env=env,
         )
         if proc.returncode != 0:
             out[name] = {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
