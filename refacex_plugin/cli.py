@@ -396,14 +396,6 @@ def _warn_if_experimental_watermark(pipe) -> None:
 
     if is_experimental(pipe.watermark):
         click.echo(f"warning: watermark {pipe.watermark.name!r} is experimental (its weights have not reached the bars; "
-    if "OMP_NUM_THREADS" not in os.environ:
-        # The sections read one small image at a time, where more threads gain little and, on a CPU
-        # another job shares, lose much: a quick run on 100 people beside one busy process, two
-        # threads vs one: recovery 6.5 vs 1.3 s a face, robustness > 27 vs 4.2 s an image. The
-        # speed section times each method in its own process (:func:`~.bench.speed.measure_speed`).
-        import torch
-
-        torch.set_num_threads(1)
                    "see docs/payload.md)", err=True)
 
 
@@ -444,6 +436,15 @@ def bench(sections, data, methods, recognizers, quick, seed, probes_per_person, 
     from .bench.recognizers import default_recognizer_specs
     from .bench.report import markdown, plots
     from .bench.runner import SECTIONS, BenchConfig, run
+
+    if "OMP_NUM_THREADS" not in os.environ:
+        # The sections read one small image at a time, where more threads gain little and, on a CPU
+        # another job shares, lose much: a quick run on 100 people beside one busy process, two
+        # threads vs one: recovery 6.5 vs 1.3 s a face, robustness > 27 vs 4.2 s an image. The
+        # speed section times each method in its own process (:func:`~.bench.speed.measure_speed`).
+        import torch
+
+        torch.set_num_threads(1)
 
     chosen = SECTIONS if not sections or "all" in sections else tuple(s for s in SECTIONS if s in sections)
     cfg = BenchConfig(
