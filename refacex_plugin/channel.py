@@ -16,9 +16,20 @@ import torch
 
 from .binding import bound_sealer
 from .detection import Detections, FaceDetector
-from .geometry import (AlignConfig, alignment_matrices, canonical_template, extract_crops, face_footprints, frame_offset,
-                       invert_affine, paste_residuals, perturb_about, perturbations_about, translate_after,
-                       translate_before)
+from .geometry import (
+    AlignConfig,
+    alignment_matrices,
+    canonical_template,
+    extract_crops,
+    face_footprints,
+    frame_offset,
+    invert_affine,
+    paste_residuals,
+    perturb_about,
+    perturbations_about,
+    translate_after,
+    translate_before,
+)
 from .watermark import Watermark
 
 
@@ -715,7 +726,7 @@ class ReadingBudget:
     """One face's ``accept`` (:data:`Accept`) that counts the readings it is asked about: spent
     after ``readings``; remembers whether it took one."""
 
-    def __init__(self, accept: "Accept", readings: int = READ_BUDGET):
+    def __init__(self, accept: Accept, readings: int = READ_BUDGET):
         self.accept, self.readings, self.left, self.taken = accept, int(readings), int(readings), False
 
     def __call__(self, logits: np.ndarray, m: torch.Tensor) -> bool:
@@ -744,7 +755,7 @@ def is_codeword(logits: np.ndarray, m: torch.Tensor | None = None) -> bool:
     return correct_channel((logits > 0).astype(np.uint8)) is not None
 
 
-def payload_opener(rgb: np.ndarray, keys: list[bytes], align: AlignConfig = AlignConfig()) -> "PayloadOpener":
+def payload_opener(rgb: np.ndarray, keys: list[bytes], align: AlignConfig = AlignConfig()) -> PayloadOpener:
     """The search's ``accept`` for a reader holding ``keys``: a codeword (:func:`is_codeword`), or a
     reading that soft decoding opens under one of ``keys``, bound to the face as ``rgb`` shows it in
     the reading's frame (as :func:`read_payloads` opens it).
@@ -944,8 +955,8 @@ def _search_deblurred(rgb, todo: list[int], logits: np.ndarray, m: torch.Tensor,
         def in_image(mr, ux=ux, uy=uy, x0=x0, y0=y0):  # a frame of the region as a frame of the image
             return _before_axes(mr, ux, uy, ux * (0.5 - x0) - 0.5, uy * (0.5 - y0) - 0.5)
 
-        read = _first_codeword(region, starts, watermark, align, device, lambda lg, mr: face_accept(lg, in_image(mr)),
-                               lambda: _spent(face_accept))
+        read = _first_codeword(region, starts, watermark, align, device,
+                               lambda lg, mr, acc=face_accept, to=in_image: acc(lg, to(mr)), lambda acc=face_accept: _spent(acc))
         if read is None:
             left.append(i)
         else:

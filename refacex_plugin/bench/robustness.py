@@ -14,7 +14,8 @@ import random
 
 import numpy as np
 
-from .. import ecc, payload as P
+from .. import ecc
+from .. import payload as P
 from ..binding import candidate_hashes, face_signatures
 from ..channel import embed_codes, match_faces, payload_opener, read_marks
 from ..detection import DEFAULT_DETECTOR, load_detector, reader_config

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from .progress import note
 
-
 #: Timing rounds per phase (full mode, quick mode): each phase's best round is reported.
 SPEED_ROUNDS = {False: 3, True: 1}
 #: Images timed (full mode, quick mode), unless ``--speed-images`` says otherwise: a quick run times
@@ -71,11 +70,10 @@ def _worker(method: str, files: list[str], device: str, rounds: int = 3, backend
     import torch
 
     from .. import payload as P
-    from ..keys import generate_key
-
     from ..detection import DEFAULT_DETECTOR, load_detector
     from ..geometry import alignment_matrices, extract_crops
     from ..image_io import read_image
+    from ..keys import generate_key
     from ..operators import anonymise
     from ..pipeline import Pipeline
 
@@ -200,7 +198,6 @@ def measure_speed(cfg, split) -> dict:
     pool = [str(p) for p in split.probes] or [str(p) for p in split.gallery]
     files = random.Random(cfg.seed).sample(pool, min(n, len(pool)))
     from ..anonymisers import _LEARNED
-
     from ..batch import default_workers
 
     # A quick run times one image at a time on one thread: with the machine's threads on a CPU
@@ -228,7 +225,7 @@ def measure_speed(cfg, split) -> dict:
             continue
         out[name] = json.loads(proc.stdout.strip().splitlines()[-1])
     base = out.get("blur", {})
-    for m, s in out.items():
+    for s in out.values():
         if "error" in s or "error" in base:
             continue
         s["baseline"] = "blur"
