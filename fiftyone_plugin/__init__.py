@@ -6,7 +6,8 @@ variable in open-source FiftyOne): the path of a key file made by ``refacex keyg
 never a parameter, so it is never stored in the dataset. The vault is the ``vault`` parameter
 or, when that is empty, the ``REFACEX_VAULT`` secret, in every operator that reads the key (so
 a run from the SDK or a delegated run, where no form filled the parameter, is reversible too).
-Every operator calls :mod:`refacex_plugin.fiftyone_api`, which calls the core pipeline.
+Every operator calls :mod:`refacex_plugin.fiftyone_api`, which runs the use cases of
+:mod:`refacex_plugin.api`: the key and vault policy is the CLI's and the Label Studio backend's.
 """
 
 import time
@@ -14,6 +15,7 @@ import time
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from refacex_plugin import api as refacex_api
 from refacex_plugin import fiftyone_api as api
 from refacex_plugin.anonymisers import available_methods, default_method
 from refacex_plugin.errors import RefacexError
@@ -36,6 +38,15 @@ def _secret(ctx, name):
 def _vault(ctx):
     """The run's vault: the parameter when given, else the REFACEX_VAULT secret."""
     return ctx.params.get("vault") or _secret(ctx, "REFACEX_VAULT")
+
+
+def _refused(key_file, vault, method):
+    """Why anonymising with these settings would be refused (:func:`refacex_plugin.api.validate`), or None."""
+    try:
+        refacex_api.validate(refacex_api.Settings.load(key_file, vault=vault, method=method))
+    except RefacexError as exc:
+        return str(exc)
+    return None
 
 
 def _target(ctx, inputs):
@@ -84,12 +95,14 @@ class AnonymizeFaces(foo.Operator):
             label="Vault file (needs the key secret; default: the REFACEX_VAULT secret)",
         )
         inputs.bool("delegate", default=len(view) > _DELEGATE_ABOVE, label="Delegate (background)")
-        if not key and _vault(ctx):
-            inputs.view("error", types.Error(label="A vault needs the REFACEX_KEY_FILE secret"))
+        refused = _refused(key, _vault(ctx), ctx.params.get("method") or None)
+        if refused:
+            where = " (the key is the REFACEX_KEY_FILE secret, the vault the parameter or the REFACEX_VAULT secret)"
+            inputs.view("error", types.Error(label=refused + where))
         elif not key:
             inputs.view("warning", types.Warning(label="No REFACEX_KEY_FILE secret: anonymisation will be irreversible"))
         elif not _vault(ctx):
-            inputs.view("warning", types.Warning(label="No vault (parameter or REFACEX_VAULT secret): anonymisation will be irreversible"))
+            inputs.view("warning", types.Warning(label="No vault (parameter or REFACEX_VAULT secret): recovery will be approximate"))
         return types.Property(inputs, view=types.View(label=f"Anonymize faces in {len(view)} samples"))
 
     def resolve_delegation(self, ctx):

@@ -1,7 +1,9 @@
-"""Reading a Label Studio labeling config: which controls want face boxes and landmarks."""
+"""The backend's settings: which controls of a Label Studio labeling config want face boxes and
+landmarks, and how anonymisation runs (from the environment)."""
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
@@ -64,3 +66,22 @@ def parse_label_config(xml: str) -> list[Control]:
             "refacex pre-annotates face boxes and 5 face landmarks"
         )
     return controls
+
+
+def anonymise_settings(env=os.environ):
+    """The :class:`refacex_plugin.api.Settings` the backend anonymises with, or None when
+    ``REFACEX_LS_ANONYMIZE`` is off (then it only pre-annotates).
+
+    ``REFACEX_LS_METHOD`` names the method; ``REFACEX_KEY_FILE`` (a key file made by ``refacex
+    keygen``) and ``REFACEX_VAULT`` (a vault file) are the FiftyOne plugin's secrets of the same
+    names: with both, every face of the written media carries a sealed vault reference and its
+    original is kept in the vault. The settings are validated where they are used
+    (:class:`refacex_plugin.api.Session`), by the same policy as the CLI's and FiftyOne's.
+    """
+    if env.get("REFACEX_LS_ANONYMIZE", "").lower() not in ("1", "true", "yes"):
+        return None
+    from refacex_plugin.api import Settings
+
+    return Settings.load(
+        env.get("REFACEX_KEY_FILE") or None, method=env.get("REFACEX_LS_METHOD") or None, vault=env.get("REFACEX_VAULT") or None
+    )

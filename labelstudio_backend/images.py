@@ -83,7 +83,7 @@ def _decode(data: bytes, ref: str, s: ResolverSettings) -> np.ndarray:
         raise ImageRefError(f"{ref[:80]}: not a readable image ({type(exc).__name__})") from None
 
 
-def _local(path: Path, roots: list[str], ref: str, s: ResolverSettings) -> np.ndarray:
+def _local(path: Path, roots: list[str], ref: str, s: ResolverSettings) -> bytes:
     real = path.resolve()
     if not any(real.is_relative_to(Path(r).resolve()) for r in roots if r):
         raise ImageRefError(f"{ref[:80]}: path outside the allowed roots")
@@ -91,10 +91,10 @@ def _local(path: Path, roots: list[str], ref: str, s: ResolverSettings) -> np.nd
         raise ImageRefError(f"{ref[:80]}: no such file")
     if real.stat().st_size > s.max_bytes:
         raise ImageRefError(f"{ref[:80]}: image larger than {s.max_bytes} bytes")
-    return _decode(real.read_bytes(), ref, s)
+    return real.read_bytes()
 
 
-def _download(url: str, ref: str, s: ResolverSettings, token: bool) -> np.ndarray:
+def _download(url: str, ref: str, s: ResolverSettings, token: bool) -> bytes:
     req = urllib.request.Request(url, headers={"User-Agent": "refacex-labelstudio"})
     if token and s.api_key:
         req.add_header("Authorization", f"Token {s.api_key}")
@@ -106,11 +106,30 @@ def _download(url: str, ref: str, s: ResolverSettings, token: bool) -> np.ndarra
         raise
     except Exception as exc:
         raise ImageRefError(f"{ref[:80]}: download failed ({exc})") from None
-    return _decode(data, ref, s)
+    return data
 
 
 def resolve_image(ref: str, s: ResolverSettings) -> np.ndarray:
     """The ``(H, W, 3) uint8`` RGB image a task reference points to, or :class:`ImageRefError`."""
+    data = _fetch(ref, s)
+    return _decode(data, _name(ref), s)
+
+
+def resolve_image_bytes(ref: str, s: ResolverSettings) -> bytes:
+    """The file a task reference points to, as it is (checked to decode within the caps), or
+    :class:`ImageRefError`: what the vault keeps as the original."""
+    data = _fetch(ref, s)
+    _decode(data, _name(ref), s)
+    return data
+
+
+def _name(ref: str) -> str:
+    """How errors name a reference (a data URI by its kind, not its payload)."""
+    return "data URI" if ref.startswith("data:") else ref
+
+
+def _fetch(ref: str, s: ResolverSettings) -> bytes:
+    """The bytes behind a task reference, refused before a byte is fetched where it must be."""
     if not isinstance(ref, str) or not ref:
         raise ImageRefError("task has no image reference")
     if ref.startswith("data:"):
@@ -120,7 +139,7 @@ def resolve_image(ref: str, s: ResolverSettings) -> np.ndarray:
         if len(payload) > s.max_bytes * 4 // 3 + 4:
             raise ImageRefError(f"data URI image larger than {s.max_bytes} bytes")
         try:
-            return _decode(base64.b64decode(payload, validate=True), "data URI", s)
+            return base64.b64decode(payload, validate=True)
         except binascii.Error:
             raise ImageRefError("data URI is not valid base64") from None
     parsed = urllib.parse.urlsplit(ref)

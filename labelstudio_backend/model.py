@@ -5,18 +5,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 from label_studio_ml.model import LabelStudioMLBase
 
-from refacex_plugin import __version__
+from refacex_plugin import __version__, api
 from refacex_plugin.detection import load_detector
 from refacex_plugin.errors import RefacexError
-from refacex_plugin.image_io import atomic_write_bytes, encode_image
-from refacex_plugin.pipeline import Pipeline
+from refacex_plugin.pipeline import FaceRecord
 
-from .config import Control, parse_label_config
-from .images import ResolverSettings, resolve_image
+from .config import Control, anonymise_settings, parse_label_config
+from .images import ResolverSettings, resolve_image, resolve_image_bytes
 
 logger = logging.getLogger(__name__)
 MODEL_VERSION = f"refacex-{__version__}"
@@ -72,9 +72,9 @@ def face_results(controls: list[Control], faces, height: int, width: int) -> lis
 
 class RefacexFaceBackend(LabelStudioMLBase):
     """Pre-annotates faces; with ``REFACEX_LS_ANONYMIZE=1`` also writes the anonymised image to
-    ``REFACEX_LS_STORAGE`` (under ``LOCAL_FILES_DOCUMENT_ROOT``) and returns its reference."""
-
-    _pipelines: dict[str | None, Pipeline] = {}
+    ``REFACEX_LS_STORAGE`` (under ``LOCAL_FILES_DOCUMENT_ROOT``) and returns its reference, through
+    :func:`refacex_plugin.api.anonymise_file` (with ``REFACEX_KEY_FILE`` and ``REFACEX_VAULT``:
+    payloads in its faces, originals in the vault; :func:`.config.anonymise_settings`)."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -84,48 +84,64 @@ class RefacexFaceBackend(LabelStudioMLBase):
         """Settings come from the environment at each call (see README: Label Studio)."""
         controls = parse_label_config(_request_label_config() or self.label_config or "")
         settings = ResolverSettings.from_env(self.hostname, self.access_token)
-        pipeline = None
-        if os.environ.get("REFACEX_LS_ANONYMIZE", "").lower() in ("1", "true", "yes"):
-            method = os.environ.get("REFACEX_LS_METHOD") or None
-            pipeline = self._pipelines.setdefault(method, Pipeline(method=method))
-        return [self._predict_one(task, controls, settings, pipeline) for task in tasks]
+        anonymise = anonymise_settings()  # refused here, for the whole request, when the policy says so
+        if anonymise is None:
+            return [self._predict_one(task, controls, settings, None) for task in tasks]
+        storage = os.environ.get("REFACEX_LS_STORAGE")
+        if anonymise.vault and not (storage and settings.document_root):
+            raise RefacexError(
+                "REFACEX_VAULT needs REFACEX_LS_STORAGE and LOCAL_FILES_DOCUMENT_ROOT: the vault would keep originals of media never written"
+            )
+        with api.Session(anonymise, reuse_models=True) as session:
+            for line in session.warnings:
+                logger.warning(line)
+            return [self._predict_one(task, controls, settings, session) for task in tasks]
 
-    def _predict_one(self, task: dict, controls: list[Control], settings: ResolverSettings, pipeline: Pipeline | None) -> dict:
+    def _predict_one(self, task: dict, controls: list[Control], settings: ResolverSettings, session: api.Session | None) -> dict:
         data = task.get("data") or {}
         key = controls[0].data_key
+        prediction = {"model_version": MODEL_VERSION}
         try:
-            rgb = resolve_image(data.get(key), settings)
+            if session is None:
+                rgb = resolve_image(data.get(key), settings)
+                faces, (h, w) = self._detect(rgb), rgb.shape[:2]
+            else:
+                faces, (h, w), prediction["anonymized_image"] = self._anonymise(
+                    resolve_image_bytes(data.get(key), settings), task, settings, session
+                )
         except RefacexError as exc:
             logger.warning("task %s: %s", task.get("id"), exc)
             return {"result": [], "score": 0.0, "model_version": MODEL_VERSION, "error": str(exc)}
-        h, w = rgb.shape[:2]
-        prediction = {"model_version": MODEL_VERSION}
-        if pipeline is not None:
-            result = pipeline.anonymise_image(rgb)
-            faces = result.faces
-            prediction["anonymized_image"] = self._store(result.image, task, settings)
-        else:
-            from refacex_plugin.pipeline import FaceRecord
-
-            det = self.detector(rgb)
-            faces = [
-                FaceRecord(i, [float(v) for v in det.boxes[i]], float(det.scores[i]), det.landmarks[i].tolist(), "none")
-                for i in range(len(det))
-            ]
         prediction["result"] = face_results(controls, faces, h, w)
         prediction["score"] = float(sum(f.score for f in faces) / len(faces)) if faces else 0.0
         return prediction
 
-    @staticmethod
-    def _store(rgb, task: dict, settings: ResolverSettings) -> str | None:
+    def _detect(self, rgb) -> list[FaceRecord]:
+        det = self.detector(rgb)
+        return [
+            FaceRecord(i, [float(v) for v in det.boxes[i]], float(det.scores[i]), det.landmarks[i].tolist(), "none")
+            for i in range(len(det))
+        ]
+
+    def _anonymise(self, image: bytes, task: dict, settings: ResolverSettings, session: api.Session):
+        """Anonymise the task's image file into REFACEX_LS_STORAGE: its faces, (height, width)
+        and the written media's reference (None when no storage is configured)."""
         root, storage = settings.document_root, os.environ.get("REFACEX_LS_STORAGE")
-        if not (storage and root):
-            return None
         name = hashlib.sha256(f"{task.get('id')}|{task.get('data')}".encode()).hexdigest()[:20] + ".jpg"
-        dst = Path(storage) / name
-        atomic_write_bytes(dst, encode_image(rgb, "JPEG", 92))
-        rel = dst.resolve().relative_to(Path(root).resolve())
-        return f"/data/local-files/?d={rel}"
+        with tempfile.TemporaryDirectory(prefix="refacex-ls-") as tmp:
+            src = Path(tmp) / "task-image"  # the file as fetched: the vault keeps these very bytes
+            src.write_bytes(image)
+            stored = bool(storage and root)
+            res = api.anonymise_file(session, src, (Path(storage) if stored else Path(tmp)) / name, fmt="jpeg", quality=92)
+            if res.skipped:  # already anonymised into this vault: pre-annotate it, write nothing
+                from refacex_plugin.image_io import read_image
+
+                rgb = read_image(src).rgb
+                return self._detect(rgb), rgb.shape[:2], None
+        if not stored:
+            return res.faces, res.size, None
+        rel = res.dst.resolve().relative_to(Path(root).resolve())
+        return res.faces, res.size, f"/data/local-files/?d={rel}"
 
     def fit(self, tasks, workdir=None, **kwargs):
         """No training from annotations yet: acknowledge the event without changing the model."""

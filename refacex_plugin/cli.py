@@ -14,7 +14,6 @@ from .payload import KIND_NAMES
 from .batch import Job, Summary, default_workers, folder_without_work, iter_jobs, run_jobs
 from .detection import DEFAULT_DETECTOR, DetectorConfig, detector_names, READER_THRESHOLD
 from .errors import RefacexError
-from .image_io import read_image
 from .keys import key_id, read_key_file, write_key_file
 
 _SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -116,45 +115,31 @@ def anonymise(inputs, outdir, method, strength, key_file, vault_path, donor_poli
     Pixels outside the face masks are kept; EXIF (with its thumbnail), XMP, IPTC and ICC data are
     never written. Files that cannot be read are reported and skipped; the exit code is 1 if any failed.
     """
-    from .files import anonymise_file
-    from .geometry import AlignConfig
-    from .pipeline import Pipeline
-    from .vault import Vault
+    from . import api
 
     if bool(outdir) == bool(in_place):
         _fail("give exactly one of -o/--output OUTDIR or --in-place")
     if in_place and fmt:
         _fail("--format cannot be combined with --in-place (the file would change type)")
-    if vault_path and not key_file:
-        _fail("--vault needs --key-file (vault records are encrypted with the key)")
     try:
-        key = read_key_file(key_file) if key_file else None
+        settings = api.Settings.load(
+            key_file, method=method, strength=strength, vault=vault_path, watermark=watermark,
+            watermark_strength=watermark_strength, donor_policy=donor_policy, donors=donors_dir,
+            keep_landmarks=keep_landmarks, detector=detector, threshold=threshold, min_face=min_face, device=device,
+        )
         if backend == "onnx":
             from .onnx_backend import use_onnx
 
             use_onnx(device="cuda" if device == "cuda" else "cpu")
-        pipe = Pipeline(
-            method=method, detector=detector, detector_config=DetectorConfig(threshold=threshold, min_size=min_face),
-            align=AlignConfig(), strength=strength, key=key, watermark=watermark,
-            watermark_strength=watermark_strength, donor_policy=donor_policy, device=device,
-            donor_bank=_donor_bank(donors_dir, method) if donors_dir else None, keep_landmarks=keep_landmarks,
-        )
-        from .anonymisers import is_experimental
-
-        if is_experimental(pipe.method):
-            click.echo(f"warning: method {pipe.method!r} is experimental (its weights have not reached the bars; "
-                       "see the README's status table)", err=True)
-        if key is not None:
-            _warn_if_experimental_watermark(pipe)
-        if key is not None and vault_path is None and not getattr(pipe.anonymiser, "reversible", False):
-            raise RefacexError(f"method {pipe.method!r} is irreversible: with --key-file give --vault PATH (exact recovery) or use --method generator")
-        vault = Vault(vault_path, key) if vault_path else None
+        session = api.Session(settings)
     except RefacexError as exc:
         _fail(str(exc))
+    _warn(session)
+    pipe, vault, key = session.pipeline, session.vault, settings.key
     records_fh = open(records, "w", encoding="utf-8") if records else None
 
     def work(job: Job):
-        return anonymise_file(pipe, job.src, job.dst, fmt, quality, vault, in_place)
+        return api.anonymise_file(session, job.src, job.dst, fmt, quality, in_place)
 
     verified = 0  # faces whose payload a reader was shown to open in the written image
 
@@ -176,8 +161,7 @@ def anonymise(inputs, outdir, method, strength, key_file, vault_path, donor_poli
     finally:
         if records_fh:
             records_fh.close()
-        if vault is not None:
-            vault.close()
+        session.close()
     note = f"method: {pipe.method}"
     if key is not None:
         note += f", key id {key_id(key)}, payloads in the {pipe.watermark.name} watermark"
@@ -219,10 +203,17 @@ def keygen(path, from_passphrase):
 def extract(inputs, key_files, watermark, recursive, as_json, workers, detector, threshold, min_face):
     """Report, for each face in INPUTS, whether it carries a payload, whether that payload
     authenticates with one of the keys, and its key id, version and kind. Never prints a code."""
-    pipe, keys = _reader(key_files, watermark, detector, threshold, min_face)
+    from . import api
+
+    try:
+        keys = [read_key_file(k) for k in key_files]
+        session = api.Session(_reader_settings(keys[0] if keys else None, None, watermark, detector, threshold, min_face), "read")
+    except RefacexError as exc:
+        _fail(str(exc))
+    _warn(session)
 
     def work(job: Job):
-        return pipe.read_payloads(read_image(job.src).rgb, keys)
+        return api.read_payloads(session, job.src, keys)
 
     tallies = ("authenticated", "not authenticated", "without a payload", "too small to carry one")
 
@@ -271,8 +262,7 @@ def recover(inputs, key_files, vault_path, watermark, outdir, in_place, recursiv
     only for images in which a face was restored; lists the others and why, and exits 1 if any
     image could not be restored.
     """
-    from .files import recover_file
-    from .vault import Vault
+    from . import api
 
     if bool(outdir) == bool(in_place):
         _fail("give exactly one of -o/--output OUTDIR or --in-place")
@@ -290,19 +280,13 @@ def recover(inputs, key_files, vault_path, watermark, outdir, in_place, recursiv
         keys = [read_key_file(k) for k in key_files]
         if len(keys) != 1:
             raise RefacexError("recovery takes exactly one --key-file")
-        vault = Vault(vault_path, keys[0], create=False) if vault_path else None
+        session = api.Session(_reader_settings(keys[0], vault_path, watermark, detector, threshold, min_face), "recover")
     except RefacexError as exc:
         _fail(str(exc))
-    try:
-        pipe, _ = _reader(key_files, watermark, detector, threshold, min_face)
-    except SystemExit:
-        if vault is None:
-            raise
-        pipe = None  # no watermark: unchanged images only, by pixel hash
-        click.echo("note: no watermark available; only unchanged images can be restored", err=True)
+    _warn(session)
 
     def work(job: Job):
-        return recover_file(job.src, job.dst, vault, pipe, in_place=in_place)
+        return api.recover_file(session, job.src, job.dst, in_place=in_place)
 
     recovery = "approximate" if approximate else "exact"
 
@@ -315,8 +299,7 @@ def recover(inputs, key_files, vault_path, watermark, outdir, in_place, recursiv
     try:
         summary = _run(inputs, Path(outdir) if outdir else None, recursive, work, finish, "recover", workers=workers)
     finally:
-        if vault is not None:
-            vault.close()
+        session.close()
     if approximate and summary.images:
         click.echo("note: approximate recovery: each face was drawn by the recovery network from its payload's code; "
                    "it is not the original face (--vault restores originals exactly)", err=True)
@@ -330,24 +313,6 @@ def _default_watermark() -> str:
         return load_watermark().name
     except RefacexError as exc:
         return f"none ({exc})"
-
-
-def _donor_bank(path, method):
-    """A donor bank file, or one built from a folder of donor photos (for the generator: its identity vectors)."""
-    from .batch import iter_jobs
-
-    if Path(path).is_file():
-        from .composite import DonorBank
-
-        return DonorBank.load(path)
-    photos = [j.src for j in iter_jobs([path], None, True)]
-    if method == "generator":
-        from .anonymiser.donors import DonorBank as IdentityBank
-
-        return IdentityBank.from_images(photos)
-    from .composite import build_bank, collect_faces
-
-    return build_bank(collect_faces(photos), origin=f"donor photos in {path}")
 
 
 @main.group(context_settings=_SETTINGS)
@@ -377,26 +342,19 @@ def donors_build(folder, output, blend, screen):
     click.echo(f"{len(photos)} photos, {len(faces)} usable faces -> {len(bank)} donors in {output}")
 
 
-def _reader(key_files, watermark, detector, threshold, min_face):
-    """A pipeline that reads payloads, and the keys to open them with."""
-    from .pipeline import Pipeline
+def _reader_settings(key, vault_path, watermark, detector, threshold, min_face):
+    """Settings of a session that reads payloads (extract) or restores originals (recover)."""
+    from .api import Settings
 
-    try:
-        keys = [read_key_file(k) for k in key_files]
-        pipe = Pipeline(method="blur", detector=detector, watermark=watermark,
-                        detector_config=DetectorConfig(threshold=threshold, min_size=min_face), key=keys[0] if keys else None)
-        _warn_if_experimental_watermark(pipe)  # also fails now, clearly, if none loads
-    except RefacexError as exc:
-        _fail(str(exc))
-    return pipe, keys
+    return Settings(key=key, vault=vault_path, watermark=watermark, detector=detector, threshold=threshold, min_face=min_face)
 
 
-def _warn_if_experimental_watermark(pipe) -> None:
-    from .watermark import is_experimental
-
-    if is_experimental(pipe.watermark):
-        click.echo(f"warning: watermark {pipe.watermark.name!r} is experimental (its weights have not reached the bars; "
-                   "see docs/payload.md)", err=True)
+def _warn(session) -> None:
+    """Say the session's warnings (experimental weights) and notes (degraded recovery) on stderr."""
+    for line in session.warnings:
+        click.echo(f"warning: {line}", err=True)
+    for line in session.notes:
+        click.echo(f"note: {line}", err=True)
 
 
 @main.command(context_settings=_SETTINGS)
@@ -417,6 +375,7 @@ def _warn_if_experimental_watermark(pipe) -> None:
 @click.option("--recovery-faces", type=int, help="Faces for the recovery section [default: 12 quick / 300 full].")
 @click.option("--strength", type=float, default=1.0, show_default=True, help="The methods' privacy/utility dial.")
 @click.option("--naturalness-faces", type=int, help="Faces for the naturalness classifier [default: 300 quick / 1,500 full].")
+@click.option("--naturalness-steps", type=int, help="Training steps of the naturalness classifier [default: 300 quick / 1,200 full].")
 @click.option("--false-detect-images", type=int, help="Unmarked images for the false-detection count [default: 20 quick / 10,000 full].")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=str(Path.home() / ".cache" / "refacex" / "bench"), show_default=True, help="Cache of the originals' measurements.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the results as JSON.")
@@ -426,7 +385,7 @@ def _warn_if_experimental_watermark(pipe) -> None:
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Progress on stderr: a bar in a terminal, else a plain line every few items with the time taken.")
 def bench(sections, data, methods, recognizers, quick, seed, probes_per_person, far, attack_steps, attack_faces, watermarks, robustness_faces, payload, recovery_faces,
-          strength, naturalness_faces, false_detect_images, cache_dir, json_out, report_out, plots_dir, device, progress):
+          strength, naturalness_faces, naturalness_steps, false_detect_images, cache_dir, json_out, report_out, plots_dir, device, progress):
     """Measure privacy, utility, recovery, robustness and speed on real faces.
 
     SECTIONS: privacy, utility, naturalness, recovery, robustness, speed, attacks or all (default
@@ -445,7 +404,6 @@ def bench(sections, data, methods, recognizers, quick, seed, probes_per_person, 
         import torch
 
         torch.set_num_threads(1)
-
     chosen = SECTIONS if not sections or "all" in sections else tuple(s for s in SECTIONS if s in sections)
     cfg = BenchConfig(
         data=Path(data), methods=list(methods) or available_methods(), sections=chosen,
@@ -453,7 +411,7 @@ def bench(sections, data, methods, recognizers, quick, seed, probes_per_person, 
         probes_per_person=probes_per_person, cache_dir=Path(cache_dir) if cache_dir else None, device=device,
         attack_steps=attack_steps, attack_faces=attack_faces,
         watermarks=list(watermarks) or None, robustness_faces=robustness_faces, payload=payload, recovery_faces=recovery_faces, false_detect_images=false_detect_images,
-        strength=strength, naturalness_faces=naturalness_faces,
+        strength=strength, naturalness_faces=naturalness_faces, naturalness_steps=naturalness_steps,
         progress=progress,
         command="refacex bench " + " ".join(sys.argv[2:]),
     )

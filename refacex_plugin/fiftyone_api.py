@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from . import api
 from .batch import Job, Summary, default_workers, run_jobs
 from .errors import RefacexError
-from .files import anonymise_file, recover_file
+from .files import recover_file
 from .image_io import read_image
 from .keys import key_id, read_key_file
-from .pipeline import Pipeline
 from .vault import Vault
 
 FACES_FIELD = "refacex_faces"
@@ -105,6 +105,7 @@ def anonymize_samples(
             stores the anonymised path in ``media_field`` and leaves ``filepath`` alone.
         key_file, vault: with both, each original face region is stored encrypted in the vault
             and can be restored by :func:`recover_samples`; without, anonymisation is irreversible.
+            A key without a vault is refused unless the method is reversible (:func:`refacex_plugin.api.validate`).
         workers: files worked on at once (:func:`~refacex_plugin.batch.run_jobs`; default one per
             core, at most 4); samples are saved in order, each after its file is written.
 
@@ -113,10 +114,8 @@ def anonymize_samples(
     """
     if target not in ("replace", "field"):
         raise ValueError("target must be 'replace' or 'field'")
-    if vault and not key_file:
-        raise RefacexError("a vault needs a key file (set the REFACEX_KEY_FILE secret)")
-    key = read_key_file(key_file) if key_file else None
-    pipe = _pipeline(method=method, strength=strength, detector=detector, key=key if vault else None)
+    session = api.Session(api.Settings.load(key_file, method=method, strength=strength, vault=vault, detector=detector))
+    key, v = session.settings.key, session.vault
     out_dir = Path(output_dir) if output_dir else default_output_dir(samples)
     ids, paths = samples.values("id"), samples.values("filepath")
     status = samples.values(STATUS_FIELD) if samples.has_sample_field(STATUS_FIELD) else [None] * len(ids)
@@ -127,10 +126,10 @@ def anonymize_samples(
         if not _is_done_status(st)
     ]
     dataset = samples._dataset
-    v = Vault(vault, key) if vault else None
+    payload = "vault-ref" if v is not None else "recovery-code"
 
     def work(job: Job):
-        return anonymise_file(pipe, job.src, job.dst, vault=v)
+        return api.anonymise_file(session, job.src, job.dst)
 
     def finish(job: Job, res, summary: Summary) -> None:
         sample = dataset[job.tag]
@@ -139,12 +138,12 @@ def anonymize_samples(
         sample[LANDMARKS_FIELD] = kps
         sample[STATUS_FIELD] = {
             "status": "anonymized",
-            "method": pipe.method,
+            "method": session.method,
             "faces": len(res.faces),
             "reversible": v is not None,
             "key_id": key_id(key) if key else None,
             "vault_records": res.vault_records,
-            "payload": "vault-ref" if res.faces and all(f.payload.startswith("embedded") for f in res.faces) else "none",
+            "payload": payload if res.faces and all(f.payload.startswith("embedded") for f in res.faces) else "none",
         }
         if target == "replace":
             if keep_originals:
@@ -164,8 +163,7 @@ def anonymize_samples(
             jobs, work, finish, progress=False, log=lambda msg: None, workers=default_workers() if workers is None else workers
         )
     finally:
-        if v is not None:
-            v.close()
+        session.close()
     if target == "field":
         ds = samples._dataset
         if media_field not in (ds.app_config.media_fields or []):
@@ -177,7 +175,7 @@ def anonymize_samples(
         "failed": len(summary.failed),
         "errors": [msg for _, msg in summary.failed[:20]],
         "faces": summary.faces,
-        "method": pipe.method,
+        "method": session.method,
         "output_dir": str(out_dir),
         "reversible": v is not None,
         "note": None if v is not None else _irreversible_note(key is not None),
@@ -185,8 +183,8 @@ def anonymize_samples(
 
 
 def _irreversible_note(has_key: bool) -> str:
-    if has_key:
-        return "irreversible: a key but no vault (set the REFACEX_VAULT secret or pass vault=), originals cannot be restored by refacex"
+    if has_key:  # a reversible method: its payloads carry recovery codes
+        return "approximate recovery only: a key but no vault (set the REFACEX_VAULT secret or pass vault= for exact recovery)"
     return "irreversible: no key/vault configured, originals cannot be restored by refacex"
 
 
@@ -334,29 +332,18 @@ def _identity_note(no_original: int, vault_failures: list[str]) -> str | None:
     return "; ".join(notes) or None
 
 
-def _pipeline(key: bytes | None = None, **kw) -> Pipeline:
-    """A pipeline that embeds/reads payloads with ``key`` when a watermark is available, else none."""
-    from .errors import ModelNotAvailableError
-
-    try:
-        return Pipeline(key=key, **kw)
-    except ModelNotAvailableError:
-        return Pipeline(**kw)
-
-
 PAYLOADS_FIELD = "refacex_payloads"
 
 
 def extract_sample_payloads(samples, key_file=None, progress: Progress | None = None) -> dict:
     """Read every face's payload; per sample store ``refacex_payloads`` (found, authenticated, key
     id, version, kind per face; never a code) and return the totals."""
-    keys = [read_key_file(key_file)] if key_file else []
-    pipe = Pipeline(method="blur")
-    pipe.watermark  # noqa: B018 - fails clearly when no watermark is available
+    session = api.Session(api.Settings.load(key_file), "read")
+    keys = [session.settings.key] if session.settings.key is not None else []
     faces = found = authenticated = 0
     n_total = len(samples)
     for n, sample in enumerate(samples.iter_samples(autosave=False, progress=False)):
-        rows = [f.to_dict() for f in pipe.read_payloads(read_image(sample.filepath).rgb, keys)]
+        rows = [f.to_dict() for f in api.read_payloads(session, sample.filepath)]
         sample[PAYLOADS_FIELD] = rows
         sample.save()
         faces += len(rows)
@@ -377,20 +364,17 @@ def recover_samples(
     progress: Progress | None = None,
 ) -> dict:
     """Admin: restore original faces from the vault, into ``media_field`` or back into ``filepath``."""
-    key = read_key_file(key_file)
     out_dir = Path(output_dir) if output_dir else default_output_dir(samples).with_name(samples._dataset.name + "-recovered")
     restored, failed = 0, []
-    reader = _pipeline(method="blur", key=key)
-    if not reader.has_key:
-        reader = None  # no watermark: unchanged media only, by pixel hash
-    with Vault(vault, key, create=False) as v:
+    # without a watermark the session restores unchanged media only, by pixel hash
+    with api.Session(api.Settings.load(key_file, vault=vault), "recover") as session:
         n_total = len(samples)
         for n, sample in enumerate(samples.iter_samples(autosave=False, progress=False)):
             if not is_done(sample):
                 continue
             src = Path(sample.filepath)
             try:
-                res = recover_file(src, out_dir / f"{sample.id}{src.suffix}", v, reader)
+                res = api.recover_file(session, src, out_dir / f"{sample.id}{src.suffix}")
             except RefacexError as exc:
                 failed.append(str(exc))
                 continue

@@ -172,11 +172,16 @@ def test_crash_mid_write_leaves_the_original_intact(tmp_path, example_image):
     assert all(q.name.startswith(".face.jpg.") and q.name.endswith(".refacex-tmp") for q in leftovers)
 
 
-def test_key_file_without_a_vault_fails_closed_until_recovery_codes_ship(tmp_path, example_image):
+def test_key_file_without_a_vault_is_refused_as_in_every_front_end(tmp_path, example_image):
+    """The default method is irreversible: a key without a vault is refused with the use-case
+    layer's message (FiftyOne's and Label Studio's tests check theirs say the same)."""
+    from refacex_plugin.anonymisers import default_method
+    from refacex_plugin.api import irreversible_message
+
     key = tmp_path / "k.key"
     assert run("keygen", "-o", key)[0] == 0
     code, text = run("anonymise", example_image, "-o", tmp_path / "o", "--key-file", key)
-    assert code == 2 and "--vault" in text
+    assert code == 2 and f"error: {irreversible_message(default_method())}\n" in text, text
     assert not (tmp_path / "o").exists()
 
 
@@ -213,7 +218,7 @@ def test_recover_without_vault_uses_payloads_and_refuses_what_carries_none(tmp_p
         monkeypatch.delenv("REFACEX_MODELS")
         anonymisers.reset_learned()
     code, text = run("anonymise", example_image, "-o", tmp_path / "o", "--vault", tmp_path / "v.db")
-    assert code == 2 and "--vault needs --key-file" in text
+    assert code == 2 and "a vault needs a key" in text
 
 
 def test_info_lists_models():

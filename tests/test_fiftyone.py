@@ -247,12 +247,29 @@ def test_vault_secret_is_honoured_from_the_sdk_and_delegated(lfw_sample, tmp_pat
     queued_ds.reload()
     assert all(s.refacex["status"] == "anonymized" and s.refacex["reversible"] for s in queued_ds)
 
-    monkeypatch.delenv("REFACEX_VAULT")  # a key but no vault: irreversible, and the note says which is missing
+
+def test_a_key_without_a_vault_is_refused_as_in_every_front_end(lfw_sample, tmp_path, key_file, monkeypatch):
+    """The key secret but no vault, with the default (irreversible) method: the operator refuses
+    with the use-case layer's message (the CLI's and Label Studio's tests check theirs say the
+    same) and no sample changes."""
+    import fiftyone.operators as foo
+    from fiftyone.operators.executor import ExecutionError
+
+    from refacex_plugin.anonymisers import default_method
+    from refacex_plugin.api import irreversible_message
+
+    monkeypatch.delenv("REFACEX_VAULT", raising=False)
     one = make_dataset("refacex-key-no-vault", lfw_sample[4:], tmp_path, n=1)
-    out = foo.execute_operator(
-        f"{URI}/anonymize_faces", ctx={"dataset": one, "view": one.view(), "params": {**params, "output_dir": str(tmp_path / "anon-1")}}
-    ).result
-    assert not out["reversible"] and "no vault" in out["note"] and "REFACEX_VAULT" in out["note"]
+    before = {s.id: s.filepath for s in one}
+    with pytest.raises(ExecutionError) as exc:
+        foo.execute_operator(
+            f"{URI}/anonymize_faces",
+            ctx={"dataset": one, "view": one.view(), "params": {"output_dir": str(tmp_path / "anon"), "delegate": False}},
+        )
+    assert irreversible_message(default_method()) in str(exc.value), str(exc.value)[-500:]
+    one.reload()
+    assert {s.id: s.filepath for s in one} == before and api.pending_count(one) == 1
+    assert not (tmp_path / "anon").exists()
 
 
 def test_evaluate_refuses_samples_not_anonymised_yet(lfw_sample, tmp_path, key_file):
@@ -269,7 +286,11 @@ def test_evaluate_refuses_samples_not_anonymised_yet(lfw_sample, tmp_path, key_f
 
     # Queued in order anonymise, evaluate: FiftyOne's executor runs the newest first.
     for op, params in (
-        ("anonymize_faces", {"method": "pixelate", "output_dir": str(tmp_path / "anon"), "delegate": True}),
+        # the key secret is set: a vault with it (a key without one is refused for pixelate)
+        (
+            "anonymize_faces",
+            {"method": "pixelate", "output_dir": str(tmp_path / "anon"), "vault": str(tmp_path / "v.vault"), "delegate": True},
+        ),
         ("evaluate_anonymization", {"delegate": True}),
     ):
         assert foo.execute_operator(

@@ -74,7 +74,15 @@ def docroot(tmp_path, lfw_sample, monkeypatch):
     for p in lfw_sample[:3]:
         shutil.copy(p, root / "faces" / p.name)
     monkeypatch.setenv("LOCAL_FILES_DOCUMENT_ROOT", str(root))
-    for var in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "REFACEX_LS_ALLOWED_HOSTS", "REFACEX_LS_ALLOWED_ROOTS", "REFACEX_LS_ANONYMIZE"):
+    for var in (
+        "LABEL_STUDIO_URL",
+        "LABEL_STUDIO_API_KEY",
+        "REFACEX_LS_ALLOWED_HOSTS",
+        "REFACEX_LS_ALLOWED_ROOTS",
+        "REFACEX_LS_ANONYMIZE",
+        "REFACEX_KEY_FILE",
+        "REFACEX_VAULT",
+    ):
         monkeypatch.delenv(var, raising=False)
     return root
 
@@ -261,3 +269,50 @@ def test_anonymisation_mode_writes_and_references_media(client, docroot, monkeyp
     out = docroot / ref.split("?d=")[1]
     a, b = read_image(out).rgb, read_image(f).rgb
     assert a.shape == b.shape and abs(a.astype(int) - b.astype(int)).mean() > 1
+
+
+def test_a_key_without_a_vault_is_refused_as_in_every_front_end(client, docroot, tmp_path, monkeypatch):
+    """The default method is irreversible: the backend refuses the request with the use-case
+    layer's message (the CLI's and FiftyOne's tests check theirs say the same), writing nothing."""
+    from refacex_plugin.anonymisers import default_method
+    from refacex_plugin.api import irreversible_message
+    from refacex_plugin.keys import write_key_file
+
+    write_key_file(tmp_path / "admin.key")
+    monkeypatch.setenv("REFACEX_KEY_FILE", str(tmp_path / "admin.key"))
+    monkeypatch.setenv("REFACEX_LS_ANONYMIZE", "1")
+    monkeypatch.delenv("REFACEX_LS_METHOD", raising=False)
+    monkeypatch.setenv("REFACEX_LS_STORAGE", str(docroot / "anonymized"))
+    f = next((docroot / "faces").iterdir())
+    r = predict(client, [f"/data/local-files/?d=faces/{f.name}"])
+    _assert_json_error(r, 500)
+    assert r.json["detail"] == irreversible_message(default_method())
+    assert not (docroot / "anonymized").exists()
+
+
+def test_key_and_vault_seal_payloads_and_keep_the_original(client, docroot, tmp_path, monkeypatch):
+    """With REFACEX_KEY_FILE and REFACEX_VAULT the written media's faces carry vault references
+    sealed with the key, and the vault gives back the task's very file."""
+    from refacex_plugin import api
+    from refacex_plugin.keys import read_key_file, write_key_file
+
+    write_key_file(tmp_path / "admin.key")
+    vault = tmp_path / "faces.vault"
+    monkeypatch.setenv("REFACEX_KEY_FILE", str(tmp_path / "admin.key"))
+    monkeypatch.setenv("REFACEX_VAULT", str(vault))
+    monkeypatch.setenv("REFACEX_LS_ANONYMIZE", "1")
+    monkeypatch.setenv("REFACEX_LS_METHOD", "pixelate")
+    monkeypatch.setenv("REFACEX_LS_STORAGE", str(docroot / "anonymized"))
+    f = next((docroot / "faces").iterdir())
+    p = predict(client, [f"/data/local-files/?d=faces/{f.name}"]).json["results"][0]
+    _one_face_box(p)
+    out = docroot / p["anonymized_image"].split("?d=")[1]
+    key = read_key_file(tmp_path / "admin.key")
+    with api.Session(api.Settings(), "read") as reader:
+        faces = api.read_payloads(reader, out, [key])
+    assert any(x.authenticated and x.to_dict()["kind"] == "vault-ref" for x in faces), [x.to_dict() for x in faces]
+    with api.Session(api.Settings(key=key, vault=vault), "recover") as session:
+        back = api.recover_file(session, out, tmp_path / "back.jpg")
+    assert back.original and back.dst.read_bytes() == f.read_bytes()
+    monkeypatch.delenv("REFACEX_LS_STORAGE")  # a vault keeping originals of media never written: refused
+    _assert_json_error(predict(client, [f"/data/local-files/?d=faces/{f.name}"]), 500, "REFACEX_LS_STORAGE")
