@@ -8,8 +8,9 @@ stay our comparison baselines forever. Learned methods register themselves in th
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -150,6 +151,7 @@ def _probe_learned() -> None:
         if not default:
             _NOT_DEFAULT.add(name)
         _FACTORIES[name] = lambda n=name: _LOADED[n]
+
 
 #: Preference order for :func:`default_method`: learned first, then the baselines.
 PREFERENCE = ("refacex", "generator", "pixelate", "blur", "mask")

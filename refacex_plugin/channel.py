@@ -140,15 +140,29 @@ def embed_in_image(
     # the shift the mark itself causes only the re-detection of a marked image shows.
     if seal is None:
         bits = np.stack(channel_bits).astype(np.uint8)
-        return _embed_rounds(rgb, landmarks, landmarks, bits, None, watermark, detector, align, strength, device, max_rounds, accept_errors)[1]
+        return _embed_rounds(
+            rgb, landmarks, landmarks, bits, None, watermark, detector, align, strength, device, max_rounds, accept_errors
+        )[1]
     # Bound payloads: the rounds need fixed bits to settle (the mark moves the re-detected
     # landmarks, differently for other bits), so the binding is taken once; only if a reader
     # would not recompute it is the payload sealed again, for the frames the reader found.
     frames, best = landmarks, None
     for _ in range(2):
         sealed, hashes = seal(frames)
-        worst, result, seen, unbound = _embed_rounds(rgb, landmarks, frames, np.stack(sealed).astype(np.uint8), hashes,
-                                                     watermark, detector, align, strength, device, max_rounds, accept_errors)
+        worst, result, seen, unbound = _embed_rounds(
+            rgb,
+            landmarks,
+            frames,
+            np.stack(sealed).astype(np.uint8),
+            hashes,
+            watermark,
+            detector,
+            align,
+            strength,
+            device,
+            max_rounds,
+            accept_errors,
+        )
         if best is None or worst < best[0]:
             best = (worst, result)
         if not unbound:
@@ -198,9 +212,15 @@ def _embed_rounds(rgb, landmarks, frames, bits, hashes, watermark, detector, ali
         if best is None or worst < best[0]:
             unbound = any(e is None and r is not None for e, r in zip(errors, read))
             readable = eye_distances(frames) >= MIN_READ_EYES
-            status = ["embedded" if e is not None and e <= _correctable() and readable[i] else "embedded-unverified" for i, e in enumerate(errors)]
-            best = (worst, EmbedResult(out, status,
-                                       face_footprints(m, align, *rgb.shape[:2]), frames.astype(np.float32), errors, bits), seen, unbound)
+            status = [
+                "embedded" if e is not None and e <= _correctable() and readable[i] else "embedded-unverified" for i, e in enumerate(errors)
+            ]
+            best = (
+                worst,
+                EmbedResult(out, status, face_footprints(m, align, *rgb.shape[:2]), frames.astype(np.float32), errors, bits),
+                seen,
+                unbound,
+            )
         if worst <= accept_errors:
             break
         frames = seen
@@ -248,8 +268,17 @@ def _embed_searchable(rgb, landmarks, channel_bits, watermark, detector, align, 
         verified = [e is not None and e <= _correctable() and bool(near[i]) and bool(readable[i]) for i, e in enumerate(errors)]
         score = (verified.count(False), max([e for e, v in zip(errors, verified) if v], default=0))
         if best is None or score < best[0]:
-            best = (score, EmbedResult(out, ["embedded" if v else "embedded-unverified" for v in verified],
-                                       face_footprints(m, align, *rgb.shape[:2]), frames.astype(np.float32), errors, bits))
+            best = (
+                score,
+                EmbedResult(
+                    out,
+                    ["embedded" if v else "embedded-unverified" for v in verified],
+                    face_footprints(m, align, *rgb.shape[:2]),
+                    frames.astype(np.float32),
+                    errors,
+                    bits,
+                ),
+            )
         far = np.array([j is not None and not near[i] for i, j in enumerate(match)])
         if not far.any():
             break
@@ -269,9 +298,16 @@ def _embed_searchable(rgb, landmarks, channel_bits, watermark, detector, align, 
 #: hence the sub-pixel stages, down to an eighth of a pixel and of a degree (after JPEG Q50 a
 #: registration 0.1-0.3 px off cost up to 28 bits more than the mark's own frame: an ad hoc
 #: check of 15 faces).
-SYNC_STAGES = ((0.04, 2.0, 2, 2, 8), (0.02, 1.0, 1, 1, 2), (0.01, 0.5, 1, 1, 1),
-               (0.0, 0.0, 0, 0.5, 0.5), (0.005, 0.25, 1, 0, 0), (0.0, 0.0, 0, 0.25, 0.25),
-               (0.0025, 0.125, 1, 0, 0), (0.0, 0.0, 0, 0.125, 0.125))
+SYNC_STAGES = (
+    (0.04, 2.0, 2, 2, 8),
+    (0.02, 1.0, 1, 1, 2),
+    (0.01, 0.5, 1, 1, 1),
+    (0.0, 0.0, 0, 0.5, 0.5),
+    (0.005, 0.25, 1, 0, 0),
+    (0.0, 0.0, 0, 0.25, 0.25),
+    (0.0025, 0.125, 1, 0, 0),
+    (0.0, 0.0, 0, 0.125, 0.125),
+)
 #: The search's first, wide stage; the local search around the re-detection starts after it.
 WIDE_STAGES = 1
 #: Contrast gains tried after the first stage (coarse), and around the best after the last (fine):
@@ -306,8 +342,15 @@ def _searchable(watermark: Watermark) -> bool:
     return hasattr(watermark, "extract_shifted")
 
 
-def face_logits(rgb: np.ndarray, m_img2crop: torch.Tensor, watermark: Watermark, align: AlignConfig = AlignConfig(),
-                device="cpu", sync: bool = True, accept: Accept | None = None) -> tuple[np.ndarray, torch.Tensor]:
+def face_logits(
+    rgb: np.ndarray,
+    m_img2crop: torch.Tensor,
+    watermark: Watermark,
+    align: AlignConfig = AlignConfig(),
+    device="cpu",
+    sync: bool = True,
+    accept: Accept | None = None,
+) -> tuple[np.ndarray, torch.Tensor]:
     """Read the channel-bit logits of the faces aligned by ``m_img2crop (N, 2, 3)``.
 
     With ``sync`` (and a watermark that supports it) each face's crop is searched for the mark
@@ -343,6 +386,7 @@ def _search(rgb, m, watermark, align, device, accept: Accept, fallbacks: bool = 
     Without ``fallbacks``, the local search and its polish only (:func:`read_marks` runs the
     beam and the wide search later, among its other fallbacks, within the face's
     :class:`ReadingBudget`). An ``accept`` that is a :class:`ReadingBudget` ends the search once spent."""
+
     def codeword(read):
         return accept(read[0], read[1])
 
@@ -416,8 +460,9 @@ def _refine(rgb, m, watermark, align, device, stages) -> tuple[np.ndarray, torch
         # carriers read nothing at a wrong gain); otherwise at the gain found so far
         every_gain = stage == 0 and getattr(watermark, "gains_first", False) and _stage_readings(spec) <= GAINS_FIRST_READINGS
         tried = SYNC_GAINS[0] if every_gain else (gain,)
-        grid, shifts, crops, logits = _read_stage(rgb, m, watermark, align, device, spec, (scale, angle, shift, frac),
-                                                  [watermark.carrier_gains(k, falloff) for k in tried])
+        grid, shifts, crops, logits = _read_stage(
+            rgb, m, watermark, align, device, spec, (scale, angle, shift, frac), [watermark.carrier_gains(k, falloff) for k in tried]
+        )
         conf = logits.float().abs().mean(-1)
         g, t, k = np.unravel_index(int(conf.argmax()), conf.shape)
         gain = tried[k]
@@ -503,8 +548,13 @@ def _beam_starts(rgb, m, watermark, align, device) -> list[torch.Tensor]:
     :data:`BEAM_GRID` around ``m (1, 2, 3)`` (each read at every coarse gain), most confident first."""
     zoom_step, turn_step, side, shift_step, radius = BEAM_GRID
     fractions = np.arange(0.0, 1.0, shift_step)
-    grid = [(1.0 + i * zoom_step, j * turn_step, (float(fx), float(fy)))
-            for i in range(-side, side + 1) for j in range(-side, side + 1) for fy in fractions for fx in fractions]
+    grid = [
+        (1.0 + i * zoom_step, j * turn_step, (float(fx), float(fy)))
+        for i in range(-side, side + 1)
+        for j in range(-side, side + 1)
+        for fy in fractions
+        for fx in fractions
+    ]
     steps = range(-int(radius), int(radius) + 1)
     shifts = torch.tensor([[x, y] for y in steps for x in steps], dtype=torch.long)
     ms = perturbations_about(m, [(s, a, -f[0], -f[1]) for s, a, f in grid], align.size / 2)
@@ -562,8 +612,9 @@ def _polish(rgb, m, watermark, align, device, params: tuple) -> tuple[np.ndarray
     for _ in range(POLISH_ROUNDS):
         for _ in range(POLISH_MOVES):
             moved = [p[:d] + [p[d] + sign * steps[d]] + p[d + 1 :] for d in range(4) for sign in (-1, 1)]
-            crops = extract_crops(rgb, perturbations_about(m, [(q[0], q[1], -q[2], -q[3]) for q in moved], centre), align, device,
-                                  luma=True, window=window)
+            crops = extract_crops(
+                rgb, perturbations_about(m, [(q[0], q[1], -q[2], -q[3]) for q in moved], centre), align, device, luma=True, window=window
+            )
             regained = [p[:d] + [p[d] + sign * steps[d]] + p[d + 1 :] for d in ((4, 5) if p[5] != 1.0 else (4,)) for sign in (-1, 1)]
             reads = torch.cat([read(crops, p[4], p[5])] + [read(crop, q[4], q[5]) for q in regained])
             confs = reads.abs().mean(-1)
@@ -611,8 +662,9 @@ def _matched_frames(previous: np.ndarray, found: Detections, match: list[int | N
     return np.stack([found.landmarks[j] if j is not None else previous[i] for i, j in enumerate(match)]).astype(np.float32)
 
 
-def _settled_matches(rgb, previous: np.ndarray, found: Detections, match: list[int | None], detector,
-                     align: AlignConfig | None = None) -> np.ndarray:
+def _settled_matches(
+    rgb, previous: np.ndarray, found: Detections, match: list[int | None], detector, align: AlignConfig | None = None
+) -> np.ndarray:
     """:func:`_matched_frames`, the re-detected faces settled
     (:func:`~refacex_plugin.registration.settled_landmarks`; a face not re-detected keeps ``previous``).
     With ``align`` (the embedder's check of a marked image: does a reader's start lie near the
@@ -802,8 +854,18 @@ def _frame_landmarks(m: torch.Tensor, align: AlignConfig) -> np.ndarray:
     return (canonical_template(align).to(inv) @ inv[:, :, :2].transpose(1, 2) + inv[:, None, :, 2]).numpy().astype(np.float32)
 
 
-def _search_rescaled(rgb, det: Detections, todo: list[int], logits: np.ndarray, m: torch.Tensor, watermark, detector, align,
-                     device, accept: Accept = is_codeword) -> list[int]:
+def _search_rescaled(
+    rgb,
+    det: Detections,
+    todo: list[int],
+    logits: np.ndarray,
+    m: torch.Tensor,
+    watermark,
+    detector,
+    align,
+    device,
+    accept: Accept = is_codeword,
+) -> list[int]:
     """For the faces ``todo`` of ``det`` (their readings ``logits (N, bits)``, in frames ``m (N, 2,
     3)``, none accepted), re-detect ``rgb`` at each of :data:`RESCALED_STARTS` and search locally
     from the face's re-detection there; the first reading ``accept``-ed replaces the reading in place.
@@ -837,8 +899,9 @@ def _search_rescaled(rgb, det: Detections, todo: list[int], logits: np.ndarray, 
     return todo
 
 
-def _search_unclipped(rgb, todo: list[int], logits: np.ndarray, m: torch.Tensor, watermark, align, device,
-                      accept: Accept = is_codeword) -> list[int]:
+def _search_unclipped(
+    rgb, todo: list[int], logits: np.ndarray, m: torch.Tensor, watermark, align, device, accept: Accept = is_codeword
+) -> list[int]:
     """For the faces ``todo`` (readings ``logits (N, bits)`` in frames ``m (N, 2, 3)``, no codeword
     yet), search locally again in an estimate of what clipping took from the face's region
     (:func:`~refacex_plugin.clipping.estimate_clipped`: a brightness or contrast change that pushed
@@ -913,8 +976,18 @@ def _before_axes(m: torch.Tensor, sx: float, sy: float, tx: float, ty: float) ->
     return out
 
 
-def _search_deblurred(rgb, todo: list[int], logits: np.ndarray, m: torch.Tensor, watermark, align, device,
-                      detector: FaceDetector | None = None, accept: Accept = is_codeword, own: bool = True) -> list[int]:
+def _search_deblurred(
+    rgb,
+    todo: list[int],
+    logits: np.ndarray,
+    m: torch.Tensor,
+    watermark,
+    align,
+    device,
+    detector: FaceDetector | None = None,
+    accept: Accept = is_codeword,
+    own: bool = True,
+) -> list[int]:
     """For the faces ``todo`` (readings ``logits (N, bits)`` in frames ``m (N, 2, 3)``, no codeword
     yet), search again in the face's region deblurred (:func:`~refacex_plugin.deblurring.wiener_deblur`)
     at each of :data:`DEBLUR_SIGMAS`, the region first scaled up to :data:`DEBLUR_SCALE` where the
@@ -952,11 +1025,19 @@ def _search_deblurred(rgb, todo: list[int], logits: np.ndarray, m: torch.Tensor,
             starts = _distinct([start], ((lm + 0.5) * np.array([ux, uy], np.float32) - 0.5 for lm in found), align)
             if not own:
                 next(starts)
+
         def in_image(mr, ux=ux, uy=uy, x0=x0, y0=y0):  # a frame of the region as a frame of the image
             return _before_axes(mr, ux, uy, ux * (0.5 - x0) - 0.5, uy * (0.5 - y0) - 0.5)
 
-        read = _first_codeword(region, starts, watermark, align, device,
-                               lambda lg, mr, acc=face_accept, to=in_image: acc(lg, to(mr)), lambda acc=face_accept: _spent(acc))
+        read = _first_codeword(
+            region,
+            starts,
+            watermark,
+            align,
+            device,
+            lambda lg, mr, acc=face_accept, to=in_image: acc(lg, to(mr)),
+            lambda acc=face_accept: _spent(acc),
+        )
         if read is None:
             left.append(i)
         else:
@@ -1035,9 +1116,16 @@ def _first_codeword(region, starts, watermark, align, device, accept: Accept = i
     return None
 
 
-def read_marks(rgb: np.ndarray, watermark: Watermark, detector: FaceDetector, align: AlignConfig = AlignConfig(),
-               device="cpu", accept: Accept | None = None, detections: Detections | None = None,
-               budget: int | None = None) -> tuple[Detections, np.ndarray, np.ndarray]:
+def read_marks(
+    rgb: np.ndarray,
+    watermark: Watermark,
+    detector: FaceDetector,
+    align: AlignConfig = AlignConfig(),
+    device="cpu",
+    accept: Accept | None = None,
+    detections: Detections | None = None,
+    budget: int | None = None,
+) -> tuple[Detections, np.ndarray, np.ndarray]:
     """:func:`read_from_image`, plus the frame each face is read in, as the five landmarks whose
     alignment is that frame ``(N, 5, 2)``: where the search registered the mark (the frame it was
     embedded and its payload bound in; sub-pixel placement for pasting a face back), or the
@@ -1111,18 +1199,24 @@ def _search_wide(rgb, todo, logits, m, start, watermark, align, device, accept) 
 #: fallback run to its end: of the faces the fallbacks opened, the deblurring opened them in its
 #: first 3 readings, the beam in its first 9, the wide search 1.
 FALLBACKS = (
-    lambda rgb, det, todo, logits, m, start, wm, detector, align, device, acc:
-        _search_deblurred(rgb, todo, logits, m, wm, align, device, None, acc),
-    lambda rgb, det, todo, logits, m, start, wm, detector, align, device, acc:
-        _search_rescaled(rgb, det, todo, logits, m, wm, detector, align, device, acc),
-    lambda rgb, det, todo, logits, m, start, wm, detector, align, device, acc:
-        _search_unclipped(rgb, todo, logits, m, wm, align, device, acc),
-    lambda rgb, det, todo, logits, m, start, wm, detector, align, device, acc:
-        _search_beam(rgb, todo, logits, m, start, wm, align, device, acc),
-    lambda rgb, det, todo, logits, m, start, wm, detector, align, device, acc:
-        _search_wide(rgb, todo, logits, m, start, wm, align, device, acc),
-    lambda rgb, det, todo, logits, m, start, wm, detector, align, device, acc:
-        _search_deblurred(rgb, todo, logits, m, wm, align, device, detector, acc, own=False),
+    lambda rgb, det, todo, logits, m, start, wm, detector, align, device, acc: _search_deblurred(
+        rgb, todo, logits, m, wm, align, device, None, acc
+    ),
+    lambda rgb, det, todo, logits, m, start, wm, detector, align, device, acc: _search_rescaled(
+        rgb, det, todo, logits, m, wm, detector, align, device, acc
+    ),
+    lambda rgb, det, todo, logits, m, start, wm, detector, align, device, acc: _search_unclipped(
+        rgb, todo, logits, m, wm, align, device, acc
+    ),
+    lambda rgb, det, todo, logits, m, start, wm, detector, align, device, acc: _search_beam(
+        rgb, todo, logits, m, start, wm, align, device, acc
+    ),
+    lambda rgb, det, todo, logits, m, start, wm, detector, align, device, acc: _search_wide(
+        rgb, todo, logits, m, start, wm, align, device, acc
+    ),
+    lambda rgb, det, todo, logits, m, start, wm, detector, align, device, acc: _search_deblurred(
+        rgb, todo, logits, m, wm, align, device, detector, acc, own=False
+    ),
 )
 
 
@@ -1168,8 +1262,16 @@ class FacePayload:
         }
 
 
-def read_payloads(rgb: np.ndarray, keys: list[bytes], watermark: Watermark, detector: FaceDetector, align: AlignConfig = AlignConfig(),
-                  device="cpu", only: Sequence[int] | None = None, budget: int | None = None) -> list[FacePayload]:
+def read_payloads(
+    rgb: np.ndarray,
+    keys: list[bytes],
+    watermark: Watermark,
+    detector: FaceDetector,
+    align: AlignConfig = AlignConfig(),
+    device="cpu",
+    only: Sequence[int] | None = None,
+    budget: int | None = None,
+) -> list[FacePayload]:
     """Detect every face of ``rgb``, read its channel bits and open them with ``keys`` (the search
     for each face's mark also ends at a reading that opens: :func:`payload_opener`). ``only``:
     read just these of the detected faces (their indices; the list returned holds only them).
@@ -1182,8 +1284,10 @@ def read_payloads(rgb: np.ndarray, keys: list[bytes], watermark: Watermark, dete
     found_all = detector(rgb)
     index = np.arange(len(found_all)) if only is None else np.array(sorted(set(only)), dtype=int)
     small = eye_distances(found_all.landmarks[index]) < MIN_READ_EYES
-    skipped = [FacePayload(int(k), found_all.boxes[k].tolist(), found_all.landmarks[k], False, False, frame=found_all.landmarks[k],
-                           too_small=True) for k in index[small]]
+    skipped = [
+        FacePayload(int(k), found_all.boxes[k].tolist(), found_all.landmarks[k], False, False, frame=found_all.landmarks[k], too_small=True)
+        for k in index[small]
+    ]
     index = index[~small]
     if len(index) == 0:
         return skipped
@@ -1196,7 +1300,9 @@ def read_payloads(rgb: np.ndarray, keys: list[bytes], watermark: Watermark, dete
             resealed = P.seal(opened.code, _key_for(opened, keys), opened.kind, opened.binding, opened.version)
             errors = int(((logits[i] > 0).astype(np.uint8) != resealed).sum())
         found = opened is not None or P.correct_channel((logits[i] > 0).astype(np.uint8)) is not None
-        out.append(FacePayload(int(index[i]), det.boxes[i].tolist(), det.landmarks[i], found, opened is not None, opened, errors, frames[i]))
+        out.append(
+            FacePayload(int(index[i]), det.boxes[i].tolist(), det.landmarks[i], found, opened is not None, opened, errors, frames[i])
+        )
     return sorted(out + skipped, key=lambda f: f.index)
 
 

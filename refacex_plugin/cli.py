@@ -10,11 +10,11 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .payload import KIND_NAMES
 from .batch import Job, Summary, default_workers, folder_without_work, iter_jobs, run_jobs
-from .detection import DEFAULT_DETECTOR, DetectorConfig, detector_names, READER_THRESHOLD
+from .detection import DEFAULT_DETECTOR, READER_THRESHOLD, DetectorConfig, detector_names
 from .errors import RefacexError
 from .keys import key_id, read_key_file, write_key_file
+from .payload import KIND_NAMES
 
 _SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -34,7 +34,9 @@ def _finish(summary: Summary, verb: str) -> None:
     sys.exit(0 if summary.ok else 1)
 
 
-def _run(inputs: tuple[str, ...], outdir: Path | None, recursive: bool, work, finish, desc: str, progress=None, workers: int = 1) -> Summary:
+def _run(
+    inputs: tuple[str, ...], outdir: Path | None, recursive: bool, work, finish, desc: str, progress=None, workers: int = 1
+) -> Summary:
     """Run ``work`` over every file of ``inputs`` on ``workers`` threads and ``finish`` in input
     order (:func:`~refacex_plugin.batch.run_jobs`); missing inputs, and folders that hold no image
     to work on (e.g. only in sub-folders without -r), count as failures."""
@@ -67,11 +69,22 @@ def main() -> None:
 
 detector_options = [
     click.option("--detector", type=click.Choice(detector_names()), default=DEFAULT_DETECTOR, show_default=True, help="Face detector."),
-    click.option("--threshold", type=float, default=DetectorConfig.threshold, show_default=True, help=f"Minimum detection score of a face to anonymise (payloads are looked for down to min(this, {READER_THRESHOLD})).",),
+    click.option(
+        "--threshold",
+        type=float,
+        default=DetectorConfig.threshold,
+        show_default=True,
+        help=f"Minimum detection score of a face to anonymise (payloads are looked for down to min(this, {READER_THRESHOLD})).",
+    ),
     click.option("--min-face", type=int, default=DetectorConfig.min_size, show_default=True, help="Minimum face size in pixels."),
 ]
-workers_option = click.option("--workers", type=click.IntRange(min=1), default=default_workers(), show_default=True,
-                              help="Files worked on at once (threads sharing the models; output order is kept).")
+workers_option = click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=default_workers(),
+    show_default=True,
+    help="Files worked on at once (threads sharing the models; output order is kept).",
+)
 
 
 def _with(options):
@@ -86,30 +99,89 @@ def _with(options):
 @main.command(context_settings=_SETTINGS)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", "outdir", type=click.Path(file_okay=False), help="Output folder (mirrors the input tree).")
-@click.option("--method", type=click.Choice(METHOD_NAMES), default=None,
-              help="Anonymisation method [default: the best available, refacex when its donor bank is installed; `refacex info` names it].")
+@click.option(
+    "--method",
+    type=click.Choice(METHOD_NAMES),
+    default=None,
+    help="Anonymisation method [default: the best available, refacex when its donor bank is installed; `refacex info` names it].",
+)
 @click.option("--strength", type=float, default=1.0, show_default=True, help="Privacy/utility dial of the method.")
 @click.option("--key-file", type=click.Path(dir_okay=False), help="Secret key: seals each face's payload and encrypts vault records.")
-@click.option("--vault", "vault_path", type=click.Path(dir_okay=False), help="Store each original face region, encrypted, in this vault file (needs --key-file) for exact recovery.")
-@click.option("--donor-policy", type=click.Choice(["random", "consistent"]), default="random", show_default=True,
-              help="Donor-driven methods: a new donor per face, or the same donor for the same person (keyed by --key-file).")
-@click.option("--donors", "donors_dir", type=click.Path(exists=True), help="Donor bank built by `refacex donors build` from consenting donors' faces, or a folder of their photos [default: the shipped bank].")
-@click.option("--keep-landmarks/--no-keep-landmarks", default=False, show_default=True,
-              help="generator: move the drawn face's features onto the original's 68 landmarks (better landmarks and pose, "
-                   "at a measured privacy cost; see the README).")
+@click.option(
+    "--vault",
+    "vault_path",
+    type=click.Path(dir_okay=False),
+    help="Store each original face region, encrypted, in this vault file (needs --key-file) for exact recovery.",
+)
+@click.option(
+    "--donor-policy",
+    type=click.Choice(["random", "consistent"]),
+    default="random",
+    show_default=True,
+    help="Donor-driven methods: a new donor per face, or the same donor for the same person (keyed by --key-file).",
+)
+@click.option(
+    "--donors",
+    "donors_dir",
+    type=click.Path(exists=True),
+    help="Donor bank built by `refacex donors build` from consenting donors' faces, or a folder of their photos [default: the shipped bank].",
+)
+@click.option(
+    "--keep-landmarks/--no-keep-landmarks",
+    default=False,
+    show_default=True,
+    help="generator: move the drawn face's features onto the original's 68 landmarks (better landmarks and pose, "
+    "at a measured privacy cost; see the README).",
+)
 @click.option("--watermark", default=None, help="Watermark that carries the payloads [default: the best available].")
-@click.option("--watermark-strength", type=float, default=1.0, show_default=True, help="Learned watermark: invisibility/robustness dial (residual RMS scale); dct-qim has a fixed strength.")
+@click.option(
+    "--watermark-strength",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Learned watermark: invisibility/robustness dial (residual RMS scale); dct-qim has a fixed strength.",
+)
 @click.option("--in-place", is_flag=True, help="Replace each input atomically instead of writing to -o.")
 @click.option("-r", "--recursive", is_flag=True, help="Descend into sub-folders of folder inputs.")
 @click.option("--format", "fmt", type=click.Choice(["jpeg", "png", "webp"]), default=None, help="Output format [default: the input's].")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
-@click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True, help="Run the learned networks with PyTorch or onnxruntime.")
+@click.option(
+    "--backend",
+    type=click.Choice(["torch", "onnx"]),
+    default="torch",
+    show_default=True,
+    help="Run the learned networks with PyTorch or onnxruntime.",
+)
 @click.option("--records", type=click.Path(dir_okay=False), help="Write one JSON line per image with its face records.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal].")
 @workers_option
 @_with(detector_options)
-def anonymise(inputs, outdir, method, strength, key_file, vault_path, donor_policy, donors_dir, keep_landmarks, watermark, watermark_strength, in_place, recursive, fmt, quality, device, backend, records, progress, workers, detector, threshold, min_face):
+def anonymise(
+    inputs,
+    outdir,
+    method,
+    strength,
+    key_file,
+    vault_path,
+    donor_policy,
+    donors_dir,
+    keep_landmarks,
+    watermark,
+    watermark_strength,
+    in_place,
+    recursive,
+    fmt,
+    quality,
+    device,
+    backend,
+    records,
+    progress,
+    workers,
+    detector,
+    threshold,
+    min_face,
+):
     """Anonymise every face in INPUTS (files or folders).
 
     Pixels outside the face masks are kept; EXIF (with its thumbnail), XMP, IPTC and ICC data are
@@ -123,9 +195,19 @@ def anonymise(inputs, outdir, method, strength, key_file, vault_path, donor_poli
         _fail("--format cannot be combined with --in-place (the file would change type)")
     try:
         settings = api.Settings.load(
-            key_file, method=method, strength=strength, vault=vault_path, watermark=watermark,
-            watermark_strength=watermark_strength, donor_policy=donor_policy, donors=donors_dir,
-            keep_landmarks=keep_landmarks, detector=detector, threshold=threshold, min_face=min_face, device=device,
+            key_file,
+            method=method,
+            strength=strength,
+            vault=vault_path,
+            watermark=watermark,
+            watermark_strength=watermark_strength,
+            donor_policy=donor_policy,
+            donors=donors_dir,
+            keep_landmarks=keep_landmarks,
+            detector=detector,
+            threshold=threshold,
+            min_face=min_face,
+            device=device,
         )
         if backend == "onnx":
             from .onnx_backend import use_onnx
@@ -175,8 +257,12 @@ def anonymise(inputs, outdir, method, strength, key_file, vault_path, donor_poli
 
 @main.command(context_settings=_SETTINGS)
 @click.option("-o", "--output", "path", required=True, type=click.Path(dir_okay=False), help="Key file to create (0600).")
-@click.option("--from-passphrase", is_flag=True, help="Derive the key from a passphrase (scrypt) asked for on the terminal, "
-              "so it can be re-created from memory; otherwise a random key.")
+@click.option(
+    "--from-passphrase",
+    is_flag=True,
+    help="Derive the key from a passphrase (scrypt) asked for on the terminal, "
+    "so it can be re-created from memory; otherwise a random key.",
+)
 def keygen(path, from_passphrase):
     """Create a new 256-bit secret key file (refuses to overwrite). Keep it offline and backed up."""
     from .keys import key_from_passphrase
@@ -194,7 +280,9 @@ def keygen(path, from_passphrase):
 
 @main.command(context_settings=_SETTINGS)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
-@click.option("--key-file", "key_files", multiple=True, type=click.Path(dir_okay=False), help="Key(s) to authenticate payloads with (repeatable).")
+@click.option(
+    "--key-file", "key_files", multiple=True, type=click.Path(dir_okay=False), help="Key(s) to authenticate payloads with (repeatable)."
+)
 @click.option("--watermark", default=None, help="Watermark to read [default: the best available].")
 @click.option("-r", "--recursive", is_flag=True, help="Descend into sub-folders of folder inputs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image.")
@@ -224,17 +312,30 @@ def extract(inputs, key_files, watermark, recursive, as_json, workers, detector,
         for what in tallies:  # the summary lists them in this order
             summary.counts.setdefault(what, 0)
         for r in rows:
-            summary.count("authenticated" if r["authenticated"] else "not authenticated" if r["payload_found"]
-                          else "too small to carry one" if r["too_small"] else "without a payload")
+            summary.count(
+                "authenticated"
+                if r["authenticated"]
+                else "not authenticated"
+                if r["payload_found"]
+                else "too small to carry one"
+                if r["too_small"]
+                else "without a payload"
+            )
         if as_json:
             click.echo(json.dumps({"input": str(job.src), "faces": rows}))
             return
         if not rows:
             click.echo(f"{job.src}: no face")
         for r in rows:
-            state = ("authenticated, key id {key_id}, version {version}, {kind}, {bit_errors} bit errors corrected".format(**r)
-                     if r["authenticated"] else "payload found, not authenticated by the given key(s)" if r["payload_found"]
-                     else "no payload (face too small to carry one; not read)" if r["too_small"] else "no payload")
+            state = (
+                "authenticated, key id {key_id}, version {version}, {kind}, {bit_errors} bit errors corrected".format(**r)
+                if r["authenticated"]
+                else "payload found, not authenticated by the given key(s)"
+                if r["payload_found"]
+                else "no payload (face too small to carry one; not read)"
+                if r["too_small"]
+                else "no payload"
+            )
             click.echo(f"{job.src}: face {r['face']}: {state}")
 
     _finish(_run(inputs, None, recursive, work, finish, "extract", workers=workers), "read")
@@ -248,12 +349,18 @@ def extract(inputs, key_files, watermark, recursive, as_json, workers, detector,
 @click.option("-o", "--output", "outdir", type=click.Path(file_okay=False), help="Output folder (mirrors the input tree).")
 @click.option("--in-place", is_flag=True, help="Replace each anonymised input atomically with its original instead of writing to -o.")
 @click.option("-r", "--recursive", is_flag=True, help="Descend into sub-folders of folder inputs.")
-@click.option("--approximate", is_flag=True, help="Without --vault: let the recovery network draw each face from the code its "
-              "payload carries (--method generator files): an approximation, not the original face.")
+@click.option(
+    "--approximate",
+    is_flag=True,
+    help="Without --vault: let the recovery network draw each face from the code its "
+    "payload carries (--method generator files): an approximation, not the original face.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per restored image.")
 @workers_option
 @_with(detector_options)
-def recover(inputs, key_files, vault_path, watermark, outdir, in_place, recursive, approximate, as_json, workers, detector, threshold, min_face):
+def recover(
+    inputs, key_files, vault_path, watermark, outdir, in_place, recursive, approximate, as_json, workers, detector, threshold, min_face
+):
     """Restore original faces in INPUTS with the secret key (admin only).
 
     With --vault: unchanged images by their pixel hash (bit-exact), changed ones (re-encoded,
@@ -269,8 +376,10 @@ def recover(inputs, key_files, vault_path, watermark, outdir, in_place, recursiv
     if vault_path and approximate:
         _fail("give --vault (the original faces) or --approximate (the recovery network's approximation), not both")
     if not vault_path and not approximate:
-        _fail("without --vault only an approximation of each face can be drawn from its payload: "
-              "give --vault FILE for the original faces, or --approximate to accept the approximation")
+        _fail(
+            "without --vault only an approximation of each face can be drawn from its payload: "
+            "give --vault FILE for the original faces, or --approximate to accept the approximation"
+        )
     if approximate:
         from . import operators
 
@@ -293,16 +402,20 @@ def recover(inputs, key_files, vault_path, watermark, outdir, in_place, recursiv
     def finish(job: Job, res, summary: Summary) -> None:
         summary.faces += res.vault_records
         if as_json:
-            click.echo(json.dumps({"input": str(job.src), "output": str(res.dst), "faces_restored": res.vault_records,
-                                   "recovery": recovery}))
+            click.echo(
+                json.dumps({"input": str(job.src), "output": str(res.dst), "faces_restored": res.vault_records, "recovery": recovery})
+            )
 
     try:
         summary = _run(inputs, Path(outdir) if outdir else None, recursive, work, finish, "recover", workers=workers)
     finally:
         session.close()
     if approximate and summary.images:
-        click.echo("note: approximate recovery: each face was drawn by the recovery network from its payload's code; "
-                   "it is not the original face (--vault restores originals exactly)", err=True)
+        click.echo(
+            "note: approximate recovery: each face was drawn by the recovery network from its payload's code; "
+            "it is not the original face (--vault restores originals exactly)",
+            err=True,
+        )
     _finish(summary, "restored approximately" if approximate else "restored")
 
 
@@ -323,7 +436,13 @@ def donors():
 @donors.command("build", context_settings=_SETTINGS)
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Bank file to write (.npz).")
-@click.option("--blend", type=click.IntRange(1, 4), default=1, show_default=True, help="People averaged per donor (2+: no single donor's face is ever pasted).")
+@click.option(
+    "--blend",
+    type=click.IntRange(1, 4),
+    default=1,
+    show_default=True,
+    help="People averaged per donor (2+: no single donor's face is ever pasted).",
+)
 @click.option("--screen/--no-screen", default=True, show_default=True, help="Leave out faces with glasses or a covered forehead.")
 def donors_build(folder, output, blend, screen):
     """Build a donor bank from FOLDER's photos (searched recursively; one face each, of people who consented)."""
@@ -358,34 +477,88 @@ def _warn(session) -> None:
 
 
 @main.command(context_settings=_SETTINGS)
-@click.argument("sections", nargs=-1, type=click.Choice(["privacy", "utility", "naturalness", "recovery", "robustness", "speed", "attacks", "all"]))
-@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Identity-labelled folder (<Name>/<Name>_NNNN.jpg).")
+@click.argument(
+    "sections", nargs=-1, type=click.Choice(["privacy", "utility", "naturalness", "recovery", "robustness", "speed", "attacks", "all"])
+)
+@click.option(
+    "--data", required=True, type=click.Path(exists=True, file_okay=False), help="Identity-labelled folder (<Name>/<Name>_NNNN.jpg)."
+)
 @click.option("--method", "methods", multiple=True, type=click.Choice(METHOD_NAMES), help="Method(s) to measure [default: all available].")
-@click.option("--recognizer", "recognizers", multiple=True, help="dlib or onnx:PATH[:imagenet|arcface] [default: dlib + ../shared MobileFaceNet if present].")
+@click.option(
+    "--recognizer",
+    "recognizers",
+    multiple=True,
+    help="dlib or onnx:PATH[:imagenet|arcface] [default: dlib + ../shared MobileFaceNet if present].",
+)
 @click.option("--quick", is_flag=True, help="Fixed seeded sample, under 5 minutes.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--probes-per-person", type=int, default=1, show_default=True, help="Full mode: probes per identity (0 = all).")
 @click.option("--far", type=float, default=1e-3, show_default=True, help="False-accept rate for the recognisers' thresholds.")
 @click.option("--attack-steps", type=int, default=None, help="Attacks: inverter training steps [default: 60 quick / 1,500 full].")
 @click.option("--attack-faces", type=int, default=None, help="Attacks: attacked faces [default: 40 quick / 300 full].")
-@click.option("--watermark", "watermarks", multiple=True, help="Watermark(s) for the robustness section [default: the default one quick / all available full].")
+@click.option(
+    "--watermark",
+    "watermarks",
+    multiple=True,
+    help="Watermark(s) for the robustness section [default: the default one quick / all available full].",
+)
 @click.option("--robustness-faces", type=int, help="Faces for the robustness section [default: 10 quick / 500 full].")
-@click.option("--payload", type=click.Choice(list(KIND_NAMES.values())), default="vault-ref", show_default=True,
-              help="Robustness: what each face carries (a 64-bit vault reference, t = 21, as anonymise --key-file --vault writes; a 128-bit recovery code, BCH t = 10).")
+@click.option(
+    "--payload",
+    type=click.Choice(list(KIND_NAMES.values())),
+    default="vault-ref",
+    show_default=True,
+    help="Robustness: what each face carries (a 64-bit vault reference, t = 21, as anonymise --key-file --vault writes; a 128-bit recovery code, BCH t = 10).",
+)
 @click.option("--recovery-faces", type=int, help="Faces for the recovery section [default: 12 quick / 300 full].")
 @click.option("--strength", type=float, default=1.0, show_default=True, help="The methods' privacy/utility dial.")
 @click.option("--naturalness-faces", type=int, help="Faces for the naturalness classifier [default: 300 quick / 1,500 full].")
 @click.option("--naturalness-steps", type=int, help="Training steps of the naturalness classifier [default: 300 quick / 1,200 full].")
 @click.option("--false-detect-images", type=int, help="Unmarked images for the false-detection count [default: 20 quick / 10,000 full].")
-@click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=str(Path.home() / ".cache" / "refacex" / "bench"), show_default=True, help="Cache of the originals' measurements.")
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(file_okay=False),
+    default=str(Path.home() / ".cache" / "refacex" / "bench"),
+    show_default=True,
+    help="Cache of the originals' measurements.",
+)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the results as JSON.")
 @click.option("--report", "report_out", type=click.Path(dir_okay=False), help="Write a Markdown report.")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False), help="Write PNG plots here.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--progress/--no-progress", default=True, show_default=True,
-              help="Progress on stderr: a bar in a terminal, else a plain line every few items with the time taken.")
-def bench(sections, data, methods, recognizers, quick, seed, probes_per_person, far, attack_steps, attack_faces, watermarks, robustness_faces, payload, recovery_faces,
-          strength, naturalness_faces, naturalness_steps, false_detect_images, cache_dir, json_out, report_out, plots_dir, device, progress):
+@click.option(
+    "--progress/--no-progress",
+    default=True,
+    show_default=True,
+    help="Progress on stderr: a bar in a terminal, else a plain line every few items with the time taken.",
+)
+def bench(
+    sections,
+    data,
+    methods,
+    recognizers,
+    quick,
+    seed,
+    probes_per_person,
+    far,
+    attack_steps,
+    attack_faces,
+    watermarks,
+    robustness_faces,
+    payload,
+    recovery_faces,
+    strength,
+    naturalness_faces,
+    naturalness_steps,
+    false_detect_images,
+    cache_dir,
+    json_out,
+    report_out,
+    plots_dir,
+    device,
+    progress,
+):
     """Measure privacy, utility, recovery, robustness and speed on real faces.
 
     SECTIONS: privacy, utility, naturalness, recovery, robustness, speed, attacks or all (default
@@ -406,12 +579,26 @@ def bench(sections, data, methods, recognizers, quick, seed, probes_per_person, 
         torch.set_num_threads(1)
     chosen = SECTIONS if not sections or "all" in sections else tuple(s for s in SECTIONS if s in sections)
     cfg = BenchConfig(
-        data=Path(data), methods=list(methods) or available_methods(), sections=chosen,
-        recognizers=list(recognizers) or default_recognizer_specs(), quick=quick, seed=seed, far=far,
-        probes_per_person=probes_per_person, cache_dir=Path(cache_dir) if cache_dir else None, device=device,
-        attack_steps=attack_steps, attack_faces=attack_faces,
-        watermarks=list(watermarks) or None, robustness_faces=robustness_faces, payload=payload, recovery_faces=recovery_faces, false_detect_images=false_detect_images,
-        strength=strength, naturalness_faces=naturalness_faces, naturalness_steps=naturalness_steps,
+        data=Path(data),
+        methods=list(methods) or available_methods(),
+        sections=chosen,
+        recognizers=list(recognizers) or default_recognizer_specs(),
+        quick=quick,
+        seed=seed,
+        far=far,
+        probes_per_person=probes_per_person,
+        cache_dir=Path(cache_dir) if cache_dir else None,
+        device=device,
+        attack_steps=attack_steps,
+        attack_faces=attack_faces,
+        watermarks=list(watermarks) or None,
+        robustness_faces=robustness_faces,
+        payload=payload,
+        recovery_faces=recovery_faces,
+        false_detect_images=false_detect_images,
+        strength=strength,
+        naturalness_faces=naturalness_faces,
+        naturalness_steps=naturalness_steps,
         progress=progress,
         command="refacex bench " + " ".join(sys.argv[2:]),
     )
@@ -438,10 +625,16 @@ def train():
 
 
 @train.command("watermark", context_settings=_SETTINGS)
-@click.option("--data", required=True, type=click.Path(exists=True),
-              help="Identity-labelled face folder, or a crop pack (.npz; scripts/device_bundle.py writes one).")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True),
+    help="Identity-labelled face folder, or a crop pack (.npz; scripts/device_bundle.py writes one).",
+)
 @click.option("--config", type=click.Choice(["tiny", "cpu", "gpu", "device"]), default="cpu", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False), default="runs/watermark", show_default=True, help="Run folder (checkpoint, log, samples).")
+@click.option(
+    "--out", type=click.Path(file_okay=False), default="runs/watermark", show_default=True, help="Run folder (checkpoint, log, samples)."
+)
 @click.option("--steps", type=int, help="Override the config's number of steps.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--init", help="Start a new run from these weights ('zoo': the partially trained models/ watermark-learned).")
@@ -469,10 +662,20 @@ def _training_argv(data, config, out, device, **options) -> list[str]:
 
 
 @train.command("anonymiser", context_settings=_SETTINGS)
-@click.option("--data", required=True, type=click.Path(exists=True),
-              help="Identity-labelled face folder, or a crop pack (.npz; scripts/device_bundle.py writes one).")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True),
+    help="Identity-labelled face folder, or a crop pack (.npz; scripts/device_bundle.py writes one).",
+)
 @click.option("--config", type=click.Choice(["tiny", "cpu", "gpu", "device"]), default="cpu", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False), default="runs/anonymiser", show_default=True, help="Run folder (checkpoint, log, samples, donors).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default="runs/anonymiser",
+    show_default=True,
+    help="Run folder (checkpoint, log, samples, donors).",
+)
 @click.option("--steps", type=int, help="Override the config's number of steps.")
 @click.option("--no-detach", is_flag=True, help="Ablation: let recovery gradients reach the anonymiser.")
 @click.option("--device", default="cpu", show_default=True)
@@ -485,8 +688,21 @@ def train_anonymiser(data, config, out, steps, no_detach, device, init, recovery
     """Train the anonymiser, code encoder and recovery network; re-run the same command to resume."""
     from .training.anonymiser import main as run_training
 
-    run_training(_training_argv(data, config, out, device, steps=steps, no_detach=no_detach, init=init,
-                                recovery_only=recovery_only, lr=lr, view_blur=view_blur, minutes=minutes))
+    run_training(
+        _training_argv(
+            data,
+            config,
+            out,
+            device,
+            steps=steps,
+            no_detach=no_detach,
+            init=init,
+            recovery_only=recovery_only,
+            lr=lr,
+            view_blur=view_blur,
+            minutes=minutes,
+        )
+    )
 
 
 @main.group(context_settings=_SETTINGS)
@@ -507,7 +723,9 @@ def labelstudio_serve(host, port):
 
 
 @main.command("export-onnx", context_settings=_SETTINGS)
-@click.option("-o", "--output", "folder", type=click.Path(file_okay=False), help="Folder for the graphs [default: the cache --backend onnx uses].")
+@click.option(
+    "-o", "--output", "folder", type=click.Path(file_okay=False), help="Folder for the graphs [default: the cache --backend onnx uses]."
+)
 def export_onnx_cmd(folder):
     """Export every shipped network to ONNX and check it against PyTorch (max abs difference)."""
     from .onnx_backend import default_folder, export_onnx
@@ -600,7 +818,10 @@ def info():
         ("centerface weights", probe(centerface_weights)),
         ("dlib landmarks", probe(lambda: dlib_model_path("shape_predictor_68_face_landmarks.dat"))),
         ("watermarks", ", ".join(available_watermarks()) + f" (default {_default_watermark()})"),
-        ("learned watermark", probe(lambda: "experimental (by name only)" if is_experimental(load_watermark("learned")) else "the default")),
+        (
+            "learned watermark",
+            probe(lambda: "experimental (by name only)" if is_experimental(load_watermark("learned")) else "the default"),
+        ),
         ("recovery network", "available (refacex)" if operators.recovery_available() else "not available"),
     ]
     width = max(len(k) for k, _ in rows)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from . import operators
 from .anonymisers import default_method, get_anonymiser
-from .detection import DEFAULT_DETECTOR, DetectorConfig, Detections, FaceDetector, load_detector, reader_config
+from .detection import DEFAULT_DETECTOR, Detections, DetectorConfig, FaceDetector, load_detector, reader_config
 from .errors import ModelNotAvailableError, RefacexError
 from .geometry import AlignConfig, alignment_matrices, extract_crops, face_footprints, face_mask, paste_crops, warp_mask_to_image
 
@@ -241,8 +241,18 @@ class Pipeline:
 
         if self._key is None:
             raise RefacexError("embedding a payload needs a key")
-        return embed_codes(as_rgb_array(image), landmarks, codes, self._key, kind, self.watermark, self.reader, self.align,
-                           self.watermark_strength, self.device)
+        return embed_codes(
+            as_rgb_array(image),
+            landmarks,
+            codes,
+            self._key,
+            kind,
+            self.watermark,
+            self.reader,
+            self.align,
+            self.watermark_strength,
+            self.device,
+        )
 
     def recover_image(self, image) -> RecoveryResult:
         """Restore every face whose payload authenticates under the key and holds a learned
@@ -255,9 +265,15 @@ class Pipeline:
         ok = [f for f in faces if f.authenticated and f.payload.kind == payload.KIND_RECOVERY_CODE]
         for f in faces:
             if f not in ok:
-                why = ("face too small to carry a payload" if f.too_small else "no payload" if not f.found
-                       else "payload does not authenticate with this key" if not f.authenticated
-                       else "payload is a vault reference (use --vault)")
+                why = (
+                    "face too small to carry a payload"
+                    if f.too_small
+                    else "no payload"
+                    if not f.found
+                    else "payload does not authenticate with this key"
+                    if not f.authenticated
+                    else "payload is a vault reference (use --vault)"
+                )
                 result.failed.append((f.index, why))
         if ok:
             m = alignment_matrices(np.stack([f.landmarks for f in ok]), self.align)
@@ -293,7 +309,10 @@ class Pipeline:
                 earlier = load_watermark(name)
             except ModelNotAvailableError:
                 continue
-            again = {a.index: a for a in read_payloads(rgb, keys, earlier, self.reader, self.align, self.device, only=missing,
-                                                       budget=EARLIER_READ_BUDGET) if a.found}
+            again = {
+                a.index: a
+                for a in read_payloads(rgb, keys, earlier, self.reader, self.align, self.device, only=missing, budget=EARLIER_READ_BUDGET)
+                if a.found
+            }
             faces = [again.get(f.index, f) for f in faces]
         return faces

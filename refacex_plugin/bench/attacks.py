@@ -108,6 +108,7 @@ def payload_attacks(trials: int, seed: int = 0) -> dict:
             out = bits.copy()
             out[g.choice(len(out), k, replace=False)] ^= 1
             return out
+
         return f
 
     def recoded(region, k=1):
@@ -116,6 +117,7 @@ def payload_attacks(trials: int, seed: int = 0) -> dict:
             idx = np.arange(n_msg)[region]
             msg[g.choice(idx, k, replace=False)] ^= 1
             return P.ECC.encode(msg)
+
         return f
 
     def forged_tag(bits, _):
@@ -200,8 +202,13 @@ def transplant_attack(files: list, n: int, seed: int = 0, progress: bool = True)
         # control: the same bits, re-embedded the same way into their own (unmarked) image, open
         again = embed_in_image(ra.image, reader_frames(ra.image, la, det), [bits], wm, det, owner.align).image
         own += any(f.authenticated for f in owner.read_payloads(again))
-    return {"pairs": moved, "opened_in_other_image": opened, "refused_in_other_image": moved - opened,
-            "control_opened_in_own_image": own, "watermark": wm.name}
+    return {
+        "pairs": moved,
+        "opened_in_other_image": opened,
+        "refused_in_other_image": moved - opened,
+        "control_opened_in_own_image": own,
+        "watermark": wm.name,
+    }
 
 
 # ---------------------------------------------------------------------------------- face helpers
@@ -218,7 +225,7 @@ class _Faces:
     landmarks: list[np.ndarray]
     donors: list[torch.Tensor | None]
 
-    def select(self, keep: list[bool]) -> "_Faces":
+    def select(self, keep: list[bool]) -> _Faces:
         cols = (self.index, self.original, self.anonymised, self.landmarks, self.donors)
         return _Faces(*([x for x, k in zip(col, keep) if k] for col in cols))
 
@@ -274,8 +281,12 @@ def _match(images: list[np.ndarray], faces: _Faces, orig, recognizers, calib) ->
         emb = np.stack([r.embed(im, [orig.geometry[r.name][i]])[0] for im, i in zip(images, faces.index)])
         sim = M.paired_similarity(emb, orig.embedding[r.name][faces.index], r.metric)
         rank1 = M.rank_k(emb, orig.embedding[r.name][db], own, db_labels, ks=(1,), metric=r.metric)[1]
-        out[r.name] = {"match_rate": float((sim >= calib[r.name]["threshold"]).mean()), "mean_similarity": float(sim.mean()),
-                       "rank1_originals": rank1, "originals_searched": int(len(db))}
+        out[r.name] = {
+            "match_rate": float((sim >= calib[r.name]["threshold"]).mean()),
+            "mean_similarity": float(sim.mean()),
+            "rank1_originals": rank1,
+            "originals_searched": int(len(db)),
+        }
     return out
 
 
@@ -311,7 +322,7 @@ def keyless_recovery(faces: _Faces, orig, recognizers, calib, seed: int = 0) -> 
     def unauthenticated(code: np.ndarray) -> np.ndarray:
         # What the channel gives without the key: BCH-decode (public) and take the ciphertext
         # bits where the code sits in the plaintext.
-        return P.ECC.decode_hard(P.seal(code, key, P.KIND_RECOVERY_CODE))[0][-P.CODE_BITS:]
+        return P.ECC.decode_hard(P.seal(code, key, P.KIND_RECOVERY_CODE))[0][-P.CODE_BITS :]
 
     rows = {
         "true_code (with the key, for reference)": lambda k, j: true[k][j],
@@ -322,6 +333,7 @@ def keyless_recovery(faces: _Faces, orig, recognizers, calib, seed: int = 0) -> 
     }
     out = {}
     for name, code_of in rows.items():
+
         def fn(crops, owners, code_of=code_of):
             with torch.inference_mode():
                 return operators.recover(crops, np.stack([code_of(k, j) for k, j in owners]))
@@ -376,8 +388,15 @@ def identity_losses(recognizers) -> dict:
     return out
 
 
-def train_inverter(anon: torch.Tensor, orig: torch.Tensor, width: int, cfg: AttackConfig, seed: int = 0, progress: bool = True,
-                   idm: torch.nn.Module | None = None) -> tuple[RecoveryNet, dict]:
+def train_inverter(
+    anon: torch.Tensor,
+    orig: torch.Tensor,
+    width: int,
+    cfg: AttackConfig,
+    seed: int = 0,
+    progress: bool = True,
+    idm: torch.nn.Module | None = None,
+) -> tuple[RecoveryNet, dict]:
     """An inversion network (the recovery network's architecture, its code input held at zero),
     its identity loss through ``idm`` (default: the dlib port): ``(B, 3, RES, RES) -> (B, D)``."""
     torch.manual_seed(seed)
@@ -415,8 +434,9 @@ def train_inverter(anon: torch.Tensor, orig: torch.Tensor, width: int, cfg: Atta
     return net, {"width": width, "steps": cfg.steps, "train_faces": len(anon), "train_s": round(time.time() - t0, 1), "log": loss_log}
 
 
-def inversion_attack(method: str, faces: _Faces, data, orig, recognizers, calib, widths: list[int],
-                     cfg: AttackConfig, seed: int = 0, progress: bool = True) -> dict:
+def inversion_attack(
+    method: str, faces: _Faces, data, orig, recognizers, calib, widths: list[int], cfg: AttackConfig, seed: int = 0, progress: bool = True
+) -> dict:
     """Inverters of each width in ``widths`` trained through the dlib port (rows ``width_W``), one of
     the first width through each other differentiable recogniser (``width_W_vs_NAME``), and one of
     the first width on the pixel loss alone (``width_W_pixels_only``: the textbook inversion, no
@@ -424,12 +444,16 @@ def inversion_attack(method: str, faces: _Faces, data, orig, recognizers, calib,
     anon, original = _training_pairs(method, data, cfg.train_images, seed, progress)
     mask = face_mask(AlignConfig(size=RES))
     losses = identity_losses(recognizers)
-    attackers = ([(f"width_{w}", w, "dlib") for w in widths] + [(f"width_{widths[0]}_vs_{n}", widths[0], n) for n in losses if n != "dlib"]
-                 + [(f"width_{widths[0]}_pixels_only", widths[0], None)])
+    attackers = (
+        [(f"width_{w}", w, "dlib") for w in widths]
+        + [(f"width_{widths[0]}_vs_{n}", widths[0], n) for n in losses if n != "dlib"]
+        + [(f"width_{widths[0]}_pixels_only", widths[0], None)]
+    )
     out = {}
     for row, w, loss in attackers:
-        net, info = train_inverter(anon, original, w, cfg if loss else replace(cfg, id_weight=0.0), seed, progress,
-                                   idm=losses[loss or "dlib"])
+        net, info = train_inverter(
+            anon, original, w, cfg if loss else replace(cfg, id_weight=0.0), seed, progress, idm=losses[loss or "dlib"]
+        )
         info["identity_loss"] = loss or "none"
 
         def fn(crops, owners, net=net):
@@ -461,7 +485,7 @@ def adversarial_pull(faces: _Faces, orig, recognizers, calib, cfg: AttackConfig,
         for eps in cfg.budgets:
             psnrs = []
 
-            def fn(crops, owners, eps=eps, target_of=target_of):
+            def fn(crops, owners, eps=eps, target_of=target_of, psnrs=psnrs):
                 t = torch.stack([target_of(k, j) for k, j in owners])
                 m = mask.expand(len(crops), 3, -1, -1)
                 delta = torch.zeros_like(crops, requires_grad=True)
@@ -477,8 +501,11 @@ def adversarial_pull(faces: _Faces, orig, recognizers, calib, cfg: AttackConfig,
                 return adv
 
             images = _apply_to_faces(faces, fn, align)
-            out[f"{tname}@{round(eps * 255)}/255"] = {"linf": eps, "crop_psnr_db": float(np.mean(psnrs)),
-                                                      "identity": _match(images, faces, orig, recognizers, calib)}
+            out[f"{tname}@{round(eps * 255)}/255"] = {
+                "linf": eps,
+                "crop_psnr_db": float(np.mean(psnrs)),
+                "identity": _match(images, faces, orig, recognizers, calib),
+            }
     return out
 
 
@@ -539,8 +566,9 @@ def measure_attacks(cfg_bench, split, orig, idx, recognizers, calib) -> dict:
         # The larger inverter only where it matters (our method); blur and pixelate are the check
         # that the attack is real.
         widths = [width, 2 * width] if reversible else [width]
-        entry["inversion"] = inversion_attack(method, faces, cfg_bench.data, orig, recognizers, calib, widths, cfg,
-                                              cfg_bench.seed, progress)
+        entry["inversion"] = inversion_attack(
+            method, faces, cfg_bench.data, orig, recognizers, calib, widths, cfg, cfg_bench.seed, progress
+        )
         if any(i in guesses for i in faces.index):
             with_guess = faces.select([i in guesses for i in faces.index])
             entry["adversarial_pull"] = adversarial_pull(with_guess, orig, recognizers, calib, cfg, guesses)

@@ -35,8 +35,9 @@ def list_identities(data: Path) -> dict[str, list[Path]]:
     return people
 
 
-def make_split(data: Path, seed: int = 0, quick: bool = False, probes_per_person: int = 1,
-               quick_identities: int = 120, quick_distractors: int = 380) -> Split:
+def make_split(
+    data: Path, seed: int = 0, quick: bool = False, probes_per_person: int = 1, quick_identities: int = 120, quick_distractors: int = 380
+) -> Split:
     """Seeded gallery/probe split.
 
     Full mode: every identity in the gallery (one image each; single-image people are

@@ -136,7 +136,9 @@ def best_threshold_accuracy(scores: np.ndarray, same: np.ndarray) -> tuple[float
     return float(correct[k] / len(s)), thr
 
 
-def rank_k(probe: np.ndarray, gallery: np.ndarray, probe_labels: np.ndarray, gallery_labels: np.ndarray, ks=(1, 5), metric: str = "cosine") -> dict[int, float]:
+def rank_k(
+    probe: np.ndarray, gallery: np.ndarray, probe_labels: np.ndarray, gallery_labels: np.ndarray, ks=(1, 5), metric: str = "cosine"
+) -> dict[int, float]:
     """Closed-set identification: fraction of probes whose true identity is among the ``k`` most
     similar gallery entries."""
     sim = similarity_matrix(probe, gallery, metric)

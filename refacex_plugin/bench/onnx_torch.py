@@ -81,8 +81,15 @@ class OnnxGraph(nn.Module):
                     padding = tuple(pads[:2])
                 else:  # asymmetric: (left, right, top, bottom) for F.pad
                     inp, padding = F.pad(inp, (pads[1], pads[3], pads[0], pads[2])), 0
-                y = F.conv2d(inp, w.to(inp), None if b is None else b.to(inp), tuple(at.get("strides", [1, 1])), padding,
-                             tuple(at.get("dilations", [1, 1])), at.get("group", 1))
+                y = F.conv2d(
+                    inp,
+                    w.to(inp),
+                    None if b is None else b.to(inp),
+                    tuple(at.get("strides", [1, 1])),
+                    padding,
+                    tuple(at.get("dilations", [1, 1])),
+                    at.get("group", 1),
+                )
             elif op == "Clip":
                 lo, hi = get(ins[1]) if len(ins) > 1 else None, get(ins[2]) if len(ins) > 2 else None
                 lo = float(lo) if lo is not None else at.get("min")
@@ -108,8 +115,13 @@ class ArcFaceCropEmbedder(nn.Module):
     geometry.canonical_template`), so the recogniser's chip is the crop's central ``zoom`` part,
     resampled to 112 px."""
 
-    def __init__(self, path: str | Path, align: AlignConfig = AlignConfig(), mean: tuple[float, ...] = IMAGENET_MEAN,
-                 std: tuple[float, ...] = IMAGENET_STD):
+    def __init__(
+        self,
+        path: str | Path,
+        align: AlignConfig = AlignConfig(),
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
+    ):
         """``mean``, ``std``: the recogniser's input normalisation on [0, 1] RGB."""
         super().__init__()
         self.net = OnnxGraph(path).eval()

@@ -67,16 +67,25 @@ def _cache_key(paths: list[Path], detector: FaceDetector, recognizers: list[Reco
     return h.hexdigest()[:24]
 
 
-def measure_originals(paths: list[Path], detector: FaceDetector, recognizers: list[Recognizer],
-                      cache_dir: Path | None = None, progress: bool = True) -> Originals:
+def measure_originals(
+    paths: list[Path], detector: FaceDetector, recognizers: list[Recognizer], cache_dir: Path | None = None, progress: bool = True
+) -> Originals:
     key = _cache_key(paths, detector, recognizers)
     cache = cache_dir / f"originals-{key}.npz" if cache_dir else None
     if cache is not None and cache.is_file():
         z = np.load(cache, allow_pickle=False)
         names = [r.name for r in recognizers]
         return Originals(
-            paths=list(z["paths"]), ok=z["ok"], box=z["box"], landmarks=z["landmarks"], pts68=z["pts68"], pose=z["pose"],
-            det_offsets=z["det_offsets"], det_boxes=z["det_boxes"], det_scores=z["det_scores"], det_landmarks=z["det_landmarks"],
+            paths=list(z["paths"]),
+            ok=z["ok"],
+            box=z["box"],
+            landmarks=z["landmarks"],
+            pts68=z["pts68"],
+            pose=z["pose"],
+            det_offsets=z["det_offsets"],
+            det_boxes=z["det_boxes"],
+            det_scores=z["det_scores"],
+            det_landmarks=z["det_landmarks"],
             geometry={n: z[f"geometry_{i}"] for i, n in enumerate(names)},
             embedding={n: z[f"embedding_{i}"] for i, n in enumerate(names)},
         )
@@ -111,20 +120,37 @@ def measure_originals(paths: list[Path], detector: FaceDetector, recognizers: li
         dim = next((len(v) for v in rows if v is not None), 128)
         emb[name] = np.stack([v if v is not None else np.zeros(dim, np.float32) for v in rows]).astype(np.float32)
     out = Originals(
-        paths=[str(p) for p in paths], ok=ok, box=box, landmarks=lms, pts68=pts68, pose=pose,
+        paths=[str(p) for p in paths],
+        ok=ok,
+        box=box,
+        landmarks=lms,
+        pts68=pts68,
+        pose=pose,
         det_offsets=np.asarray(offsets, np.int64),
         det_boxes=np.concatenate(dboxes) if dboxes else np.zeros((0, 4), np.float32),
         det_scores=np.concatenate(dscores) if dscores else np.zeros((0,), np.float32),
         det_landmarks=np.concatenate(dlms) if dlms else np.zeros((0, 5, 2), np.float32),
-        geometry=geometry, embedding=emb,
+        geometry=geometry,
+        embedding=emb,
     )
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"geometry_{i}": out.geometry[r.name] for i, r in enumerate(recognizers)}
         arrays.update({f"embedding_{i}": out.embedding[r.name] for i, r in enumerate(recognizers)})
         tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, paths=np.array(out.paths), ok=ok, box=box, landmarks=lms, pts68=pts68, pose=pose,
-                 det_offsets=out.det_offsets, det_boxes=out.det_boxes, det_scores=out.det_scores,
-                 det_landmarks=out.det_landmarks, **arrays)
+        np.savez(
+            tmp,
+            paths=np.array(out.paths),
+            ok=ok,
+            box=box,
+            landmarks=lms,
+            pts68=pts68,
+            pose=pose,
+            det_offsets=out.det_offsets,
+            det_boxes=out.det_boxes,
+            det_scores=out.det_scores,
+            det_landmarks=out.det_landmarks,
+            **arrays,
+        )
         tmp.replace(cache)
     return out

@@ -21,8 +21,9 @@ EVERY = 10
 QUIET_S = 30.0
 
 
-def progress(items: Iterable[T], desc: str, enabled: bool = True, total: int | None = None, every: int = EVERY,
-             unit: str = "img", stream=None) -> Iterator[T]:
+def progress(
+    items: Iterable[T], desc: str, enabled: bool = True, total: int | None = None, every: int = EVERY, unit: str = "img", stream=None
+) -> Iterator[T]:
     """``items``, reporting progress on ``stream`` (default: stderr) as they are consumed."""
     stream = stream or sys.stderr
     if not enabled:

@@ -125,7 +125,10 @@ def default_recognizer_specs(repo_root: Path | None = None) -> list[str]:
     """dlib, plus the shared MobileFaceNet judge when it sits beside the checkout."""
     specs = ["dlib"]
     root = repo_root or Path.cwd()
-    for cand in (root / "../shared/models/mobilefacenet_ms1m.onnx", Path(__file__).resolve().parents[3] / "shared/models/mobilefacenet_ms1m.onnx"):
+    for cand in (
+        root / "../shared/models/mobilefacenet_ms1m.onnx",
+        Path(__file__).resolve().parents[3] / "shared/models/mobilefacenet_ms1m.onnx",
+    ):
         if cand.is_file():
             specs.append(f"onnx:{cand.resolve()}")
             break

@@ -77,11 +77,13 @@ def evaluate_recovery(method: str, probes: list[int], orig, recognizers, calib, 
             ident[r.name] = {"match_rate": float((sim >= calib[r.name]["threshold"]).mean()), "mean_similarity": float(sim.mean())}
         entry = {"identity": ident}
         if row in ROWS:
-            entry.update({
-                "payload_restored_rate": float(np.mean(restored[row])),
-                "face_psnr_db": float(np.mean(face_psnr[row])),
-                "image_ssim": float(np.mean(image_ssim[row])),
-            })
+            entry.update(
+                {
+                    "payload_restored_rate": float(np.mean(restored[row])),
+                    "face_psnr_db": float(np.mean(face_psnr[row])),
+                    "image_ssim": float(np.mean(image_ssim[row])),
+                }
+            )
         result[row] = entry
     result["code_direct"]["face_psnr_db"] = float(np.mean(direct_psnr)) if direct_psnr else None
     return result

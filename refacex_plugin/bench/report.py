@@ -46,9 +46,12 @@ def markdown(res: dict) -> str:
     ]
     methods = res["methods"]
     if res.get("recognizers"):
-        lines += ["## Recognisers (calibrated on original images)", "",
-                  "| recogniser | metric | threshold at FAR | observed FAR | impostor pairs | TAR on originals | pairs.txt accuracy |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "## Recognisers (calibrated on original images)",
+            "",
+            "| recogniser | metric | threshold at FAR | observed FAR | impostor pairs | TAR on originals | pairs.txt accuracy |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for name, c in res["recognizers"].items():
             pt = c.get("pairs_txt") or {}
             lines.append(
@@ -58,11 +61,16 @@ def markdown(res: dict) -> str:
         lines.append("")
     recs = list(res.get("recognizers", {}))
     if recs and any("privacy" in m for m in methods.values()):
-        lines += ["## Privacy (anonymised vs original; lower is more private)", "",
-                  "Match rate: share of (original, anonymised) pairs of the same face that the recogniser still "
-                  "calls the same person at its FAR threshold. Rank-1/5: anonymised probe against a gallery of one "
-                  "*different* original image of every identity. The anonymised face is embedded where the original "
-                  "face was. `none` is the un-anonymised reference.", ""]
+        lines += [
+            "## Privacy (anonymised vs original; lower is more private)",
+            "",
+            "Match rate: share of (original, anonymised) pairs of the same face that the recogniser still "
+            "calls the same person at its FAR threshold. Rank-1/5: anonymised probe against a gallery of one "
+            "*different* original image of every identity. The anonymised face is embedded where the original "
+            "face was. `none` is the un-anonymised reference.",
+            "",
+        ]
+
         def sim_name(r):
             return "mean distance" if res["recognizers"][r]["metric"] == "euclidean" else "mean cosine"
 
@@ -80,44 +88,74 @@ def markdown(res: dict) -> str:
                 cells += [_pct(q["match_rate"]), _pct(q["rank1"]), _pct(q["rank5"]), _f(sim)]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
-        donors = [(m, e["privacy"]) for m, e in methods.items() if e.get("privacy") and any(q.get("donor_match_rate") is not None for q in e["privacy"].values())]
+        donors = [
+            (m, e["privacy"])
+            for m, e in methods.items()
+            if e.get("privacy") and any(q.get("donor_match_rate") is not None for q in e["privacy"].values())
+        ]
         if donors:
-            lines += ["Donor leakage: share of anonymised faces that the recogniser matches (same threshold) to any of the "
-                      "people their donors were built from.", "", "| method | " + " | ".join(f"{r} donor match" for r in recs) + " |",
-                      "| --- " * (1 + len(recs)) + "|"]
+            lines += [
+                "Donor leakage: share of anonymised faces that the recogniser matches (same threshold) to any of the "
+                "people their donors were built from.",
+                "",
+                "| method | " + " | ".join(f"{r} donor match" for r in recs) + " |",
+                "| --- " * (1 + len(recs)) + "|",
+            ]
             lines += [f"| {m} | " + " | ".join(_pct(p[r].get("donor_match_rate")) for r in recs) + " |" for m, p in donors]
             lines.append("")
     if res.get("naturalness"):
-        lines += ["## Naturalness (a classifier that tells anonymised faces from real ones)", "",
-                  "A small CNN is trained per method on aligned face crops (64 px, JPEG Q90 on both sides) of one set of "
-                  "people and tested on people it never saw: 0.5 is indistinguishable from real faces, 1.0 always caught.", "",
-                  "| method | test accuracy | train / test faces | steps |", "| --- | --- | --- | --- |"]
+        lines += [
+            "## Naturalness (a classifier that tells anonymised faces from real ones)",
+            "",
+            "A small CNN is trained per method on aligned face crops (64 px, JPEG Q90 on both sides) of one set of "
+            "people and tested on people it never saw: 0.5 is indistinguishable from real faces, 1.0 always caught.",
+            "",
+            "| method | test accuracy | train / test faces | steps |",
+            "| --- | --- | --- | --- |",
+        ]
         for m, n in res["naturalness"].items():
             lines.append(f"| {m} | {n['accuracy']:.3f} | {n['train_faces']} / {n['test_faces']} | {n['steps']} |")
         lines.append("")
     if any("utility" in m for m in methods.values()):
-        lines += ["## Utility (anonymised vs original)", "",
-                  "| method | detection retained | landmark NME | head-pose diff (°) | yaw / pitch / roll (°) | background PSNR (dB) | background SSIM | face PSNR (dB) |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "## Utility (anonymised vs original)",
+            "",
+            "| method | detection retained | landmark NME | head-pose diff (°) | yaw / pitch / roll (°) | background PSNR (dB) | background SSIM | face PSNR (dB) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for m, e in methods.items():
             u = e.get("utility")
             if not u:
                 continue
             ypr = " / ".join(f"{v:.1f}" for v in u["yaw_pitch_roll_diff_deg"])
-            lines.append(f"| {m} | {_pct(u['detection_retention'])} | {_f(u['landmark_nme'])} | {_f(u['head_pose_diff_deg'], '{:.2f}')} | {ypr} | "
-                         f"{_f(u['background_psnr_db'], '{:.1f}')} | {_f(u['background_ssim'], '{:.4f}')} | {_f(u['face_psnr_db'], '{:.1f}')} |")
-        lines += ["", "Background PSNR is capped at 100 dB (identical pixels). Landmarks: dlib's 68-point predictor on the "
-                  "original face box; NME normalised by the outer-eye-corner distance.", ""]
+            lines.append(
+                f"| {m} | {_pct(u['detection_retention'])} | {_f(u['landmark_nme'])} | {_f(u['head_pose_diff_deg'], '{:.2f}')} | {ypr} | "
+                f"{_f(u['background_psnr_db'], '{:.1f}')} | {_f(u['background_ssim'], '{:.4f}')} | {_f(u['face_psnr_db'], '{:.1f}')} |"
+            )
+        lines += [
+            "",
+            "Background PSNR is capped at 100 dB (identical pixels). Landmarks: dlib's 68-point predictor on the "
+            "original face box; NME normalised by the outer-eye-corner distance.",
+            "",
+        ]
     lines += robustness_markdown(res.get("watermarks") or {})
     if any("recovery" in m for m in methods.values()):
-        rec_names = list(next((m["recovery"]["none"]["identity"] for m in methods.values() if m.get("recovery", {}).get("available")), {}) or [])
-        lines += ["## Recovery (with the key, through the real channel)", "",
-                  "Anonymised with a key (each face's recovery code sealed and watermarked in), optionally re-encoded, then "
-                  "re-detected, payload read and opened, and reconstructed. *code_direct*: the recovery network given the "
-                  "true code without the watermark channel; *random_code*: the public recovery network with random codes "
-                  "instead (no key).", "",
-                  "| method | condition | payload opened | " + " | ".join(f"identity match {n}" for n in rec_names)
-                  + " | face PSNR (dB) | image SSIM |", "| --- " * (5 + len(rec_names)) + "|"]
+        rec_names = list(
+            next((m["recovery"]["none"]["identity"] for m in methods.values() if m.get("recovery", {}).get("available")), {}) or []
+        )
+        lines += [
+            "## Recovery (with the key, through the real channel)",
+            "",
+            "Anonymised with a key (each face's recovery code sealed and watermarked in), optionally re-encoded, then "
+            "re-detected, payload read and opened, and reconstructed. *code_direct*: the recovery network given the "
+            "true code without the watermark channel; *random_code*: the public recovery network with random codes "
+            "instead (no key).",
+            "",
+            "| method | condition | payload opened | "
+            + " | ".join(f"identity match {n}" for n in rec_names)
+            + " | face PSNR (dB) | image SSIM |",
+            "| --- " * (5 + len(rec_names)) + "|",
+        ]
         for m, e in methods.items():
             s = e.get("recovery")
             if s is None:
@@ -127,22 +165,28 @@ def markdown(res: dict) -> str:
                 continue
             for row in ("none", "jpeg_q75", "code_direct", "random_code"):
                 r = s[row]
-                lines.append(f"| {m} | {row} | {_pct(r.get('payload_restored_rate'))} | "
-                             + " | ".join(_pct(r["identity"][n]["match_rate"]) for n in rec_names)
-                             + f" | {_f(r.get('face_psnr_db'), '{:.2f}')} | {_f(r.get('image_ssim'), '{:.4f}')} |")
+                lines.append(
+                    f"| {m} | {row} | {_pct(r.get('payload_restored_rate'))} | "
+                    + " | ".join(_pct(r["identity"][n]["match_rate"]) for n in rec_names)
+                    + f" | {_f(r.get('face_psnr_db'), '{:.2f}')} | {_f(r.get('image_ssim'), '{:.4f}')} |"
+                )
         lines.append("")
     if res.get("attacks"):
         lines += attacks_markdown(res["attacks"])
     if any("speed" in m for m in methods.values()):
-        lines += ["## Speed (this machine, decoded images in memory)", "",
-                  "*anonymise*: detect, align, anonymise, paste back. *+ embed*: the full pipeline with a key (anonymise, seal "
-                  "each face's code, embed it in the frame a reader will find and read it back); both timed against blur's *anonymise*. "
-                  "*extract*: the reader on the marked images (detect, search for each candidate face's mark, open it with the key)"
-                  f"{_extract_sample(methods)}. "
-                  "*+ embed vs blur + embed*: both full pipelines. "
-                  f"Each other figure is the best of {_rounds(methods)} timing rounds.", "",
-                  "| method | anonymise img/s | faces/s | + embed img/s | anonymise op faces/s | detect img/s | extract img/s (faces/s) | peak RSS (MB) | time vs blur | + embed vs blur | + embed vs blur + embed | RSS vs blur |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "## Speed (this machine, decoded images in memory)",
+            "",
+            "*anonymise*: detect, align, anonymise, paste back. *+ embed*: the full pipeline with a key (anonymise, seal "
+            "each face's code, embed it in the frame a reader will find and read it back); both timed against blur's *anonymise*. "
+            "*extract*: the reader on the marked images (detect, search for each candidate face's mark, open it with the key)"
+            f"{_extract_sample(methods)}. "
+            "*+ embed vs blur + embed*: both full pipelines. "
+            f"Each other figure is the best of {_rounds(methods)} timing rounds.",
+            "",
+            "| method | anonymise img/s | faces/s | + embed img/s | anonymise op faces/s | detect img/s | extract img/s (faces/s) | peak RSS (MB) | time vs blur | + embed vs blur | + embed vs blur + embed | RSS vs blur |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for m, e in methods.items():
             s = e.get("speed")
             if not s:
@@ -150,28 +194,39 @@ def markdown(res: dict) -> str:
             if "error" in s:
                 lines.append(f"| {m} | error: {s['error']} | | | | | | | | | | |")
                 continue
-            lines.append(f"| {m}{' (baseline)' if s.get('baseline_only') else ''} | {s['pipeline_images_per_s']:.1f} | {s['pipeline_faces_per_s']:.1f} | "
-                         f"{_f(s.get('full_images_per_s'), '{:.1f}')} | "
-                         f"{_f(s['anonymise_faces_per_s'], '{:.1f}')} | {s['detect_images_per_s']:.1f} | "
-                         f"{_f(s.get('extract_images_per_s'), '{:.1f}')} ({_f(s.get('extract_faces_per_s'), '{:.1f}')}) | {s['peak_rss_mb']:.0f} | "
-                         f"{_f(s.get('time_ratio_vs_blur'), '{:.2f}×')} | {_f(s.get('full_time_ratio_vs_blur'), '{:.2f}×')} | "
-                         f"{_f(s.get('full_vs_full_ratio_vs_blur'), '{:.2f}×')} | {_f(s.get('rss_ratio_vs_blur'), '{:.2f}×')} |")
+            lines.append(
+                f"| {m}{' (baseline)' if s.get('baseline_only') else ''} | {s['pipeline_images_per_s']:.1f} | {s['pipeline_faces_per_s']:.1f} | "
+                f"{_f(s.get('full_images_per_s'), '{:.1f}')} | "
+                f"{_f(s['anonymise_faces_per_s'], '{:.1f}')} | {s['detect_images_per_s']:.1f} | "
+                f"{_f(s.get('extract_images_per_s'), '{:.1f}')} ({_f(s.get('extract_faces_per_s'), '{:.1f}')}) | {s['peak_rss_mb']:.0f} | "
+                f"{_f(s.get('time_ratio_vs_blur'), '{:.2f}×')} | {_f(s.get('full_time_ratio_vs_blur'), '{:.2f}×')} | "
+                f"{_f(s.get('full_vs_full_ratio_vs_blur'), '{:.2f}×')} | {_f(s.get('rss_ratio_vs_blur'), '{:.2f}×')} |"
+            )
         lines.append("")
         par = {m: e["speed"]["parallel"] for m, e in methods.items() if (e.get("speed") or {}).get("parallel")}
         if par:
             n = next(iter(par.values()))["workers"]
-            lines += [f"With {n} images at a time (threads sharing one pipeline, as `refacex anonymise --workers {n}` runs a folder; "
-                      "each network call gets its share of the cores), against blur timed the same way:", "",
-                      "| method | anonymise img/s | + embed img/s | time vs blur | + embed vs blur |", "| --- | --- | --- | --- | --- |"]
+            lines += [
+                f"With {n} images at a time (threads sharing one pipeline, as `refacex anonymise --workers {n}` runs a folder; "
+                "each network call gets its share of the cores), against blur timed the same way:",
+                "",
+                "| method | anonymise img/s | + embed img/s | time vs blur | + embed vs blur |",
+                "| --- | --- | --- | --- | --- |",
+            ]
             for m, q in par.items():
-                lines.append(f"| {m} | {q['pipeline_images_per_s']:.1f} | {q['full_images_per_s']:.1f} | "
-                             f"{_f(q.get('time_ratio_vs_blur'), '{:.2f}×')} | {_f(q.get('full_time_ratio_vs_blur'), '{:.2f}×')} |")
+                lines.append(
+                    f"| {m} | {q['pipeline_images_per_s']:.1f} | {q['full_images_per_s']:.1f} | "
+                    f"{_f(q.get('time_ratio_vs_blur'), '{:.2f}×')} | {_f(q.get('full_time_ratio_vs_blur'), '{:.2f}×')} |"
+                )
             lines.append("")
         fo_speed = methods.get("blur", {}).get("speed", {}).get("fiftyone")
         if fo_speed and "error" not in fo_speed:
-            lines += [f"FiftyOne operator API vs the CLI's file runner (blur, same {fo_speed['images']} images, as many at a time, files written, "
-                      f"real database): {fo_speed['fiftyone_images_per_s']:.1f} vs {fo_speed['core_images_per_s']:.1f} img/s "
-                      f"= {fo_speed['fiftyone_vs_core']:.2f}× the core's throughput.", ""]
+            lines += [
+                f"FiftyOne operator API vs the CLI's file runner (blur, same {fo_speed['images']} images, as many at a time, files written, "
+                f"real database): {fo_speed['fiftyone_images_per_s']:.1f} vs {fo_speed['core_images_per_s']:.1f} img/s "
+                f"= {fo_speed['fiftyone_vs_core']:.2f}× the core's throughput.",
+                "",
+            ]
     return "\n".join(lines)
 
 
@@ -195,23 +250,41 @@ def robustness_markdown(watermarks: dict) -> list[str]:
     lines: list[str] = []
     names = list(wms)
     first = next(iter(wms.values()))
-    what = {"vault-ref": "vault reference (payload version 3, BCH t = 21)",
-            "recovery-code": "recovery code (payload version 2, BCH t = 10)"}.get(first.get("payload", "recovery-code"))
-    lines += ["## Payload robustness", "",
-              f"Each face carries a fresh {first['code_bits']}-bit {what} sealed with a random key "
-              f"({first['channel_bits']} channel bits after BCH). Exact decode: the code comes back "
-              "authenticated and identical after the distortion, re-detection and re-alignment; the payload is bound to "
-              "its face, so the reader must also recompute the face's hash (binding misses: reads the channel delivered "
-              "that the binding lost). Hosts: "
-              + ", ".join(f"{n}: {w['host']} ({w['faces']} faces)" for n, w in wms.items()) + ".", "",
-              "| distortion | " + " | ".join(f"{n} exact decode | {n} bit accuracy | {n} binding misses" for n in names) + " |",
-              "| --- " * (1 + 3 * len(names)) + "|"]
+    what = {
+        "vault-ref": "vault reference (payload version 3, BCH t = 21)",
+        "recovery-code": "recovery code (payload version 2, BCH t = 10)",
+    }.get(first.get("payload", "recovery-code"))
+    lines += [
+        "## Payload robustness",
+        "",
+        f"Each face carries a fresh {first['code_bits']}-bit {what} sealed with a random key "
+        f"({first['channel_bits']} channel bits after BCH). Exact decode: the code comes back "
+        "authenticated and identical after the distortion, re-detection and re-alignment; the payload is bound to "
+        "its face, so the reader must also recompute the face's hash (binding misses: reads the channel delivered "
+        "that the binding lost). Hosts: " + ", ".join(f"{n}: {w['host']} ({w['faces']} faces)" for n, w in wms.items()) + ".",
+        "",
+        "| distortion | " + " | ".join(f"{n} exact decode | {n} bit accuracy | {n} binding misses" for n in names) + " |",
+        "| --- " * (1 + 3 * len(names)) + "|",
+    ]
     for k in next(iter(wms.values()))["exact_decode_rate"]:
-        lines.append(f"| {k} | " + " | ".join(f"{_pct(wms[n]['exact_decode_rate'][k])} | {_pct(wms[n]['bit_accuracy'][k])} | "
-                                              f"{wms[n].get('binding_misses', {}).get(k, '–')}" for n in names) + " |")
+        lines.append(
+            f"| {k} | "
+            + " | ".join(
+                f"{_pct(wms[n]['exact_decode_rate'][k])} | {_pct(wms[n]['bit_accuracy'][k])} | "
+                f"{wms[n].get('binding_misses', {}).get(k, '–')}"
+                for n in names
+            )
+            + " |"
+        )
     lines.append("| face-region PSNR (dB) | " + " | ".join(f"{_f(wms[n]['face_psnr_db'], '{:.1f}')} | | " for n in names) + " |")
     lines.append("| whole-image PSNR (dB) | " + " | ".join(f"{_f(wms[n]['image_psnr_db'], '{:.1f}')} | | " for n in names) + " |")
-    lines.append("| false detections | " + " | ".join(f"{wms[n].get('false_detect_authenticated', '–')} of {wms[n].get('false_detect_faces', '–')} faces | | " for n in names) + " |")
+    lines.append(
+        "| false detections | "
+        + " | ".join(
+            f"{wms[n].get('false_detect_authenticated', '–')} of {wms[n].get('false_detect_faces', '–')} faces | | " for n in names
+        )
+        + " |"
+    )
     lines.append("")
     for n, w in wms.items():
         ecc = w.get("ecc_comparison")
@@ -219,17 +292,33 @@ def robustness_markdown(watermarks: dict) -> list[str]:
             continue
         short = all("bch_t21" in v for v in ecc.values())  # runs before payload version 3 lack it
         soft = short and all("bch_t21_soft" in v for v in ecc.values())  # and JSON older than soft decoding lacks that
-        lines += [f"Error correction on {n}'s real channel errors (share of reads each code corrects by hard decision; "
-                  "BCH t = 10 over 252 bits vs Reed-Solomon with 9 parity bytes over 248 bits"
-                  + ("; and the vault reference's BCH t = 21 (payload version 3: a 112-bit message)" if short else "")
-                  + (", also soft-decoded as a reader does (Chase, then ordered statistics; the exact decode rates above are"
-                     f" the {'vault reference' if w.get('payload') == 'vault-ref' else 'recovery code'}'s, soft-decoded)" if soft else "") + "):", "",
-                  "| distortion | mean bit errors | " + ("median | " if short else "") + "BCH | RS |" + (" BCH t = 21 (vault ref) |" if short else "")
-                  + (" vault ref, soft |" if soft else ""),
-                  "| --- | --- | --- | --- |" + (" --- | --- |" if short else "") + (" --- |" if soft else "")]
-        lines += [f"| {k} | {v['mean_bit_errors']:.1f} | " + (f"{v['median_bit_errors']:.0f} | " if short else "")
-                  + f"{_pct(v['bch_t10'])} | {_pct(v['rs_nsym9'])} |" + (f" {_pct(v['bch_t21'])} |" if short else "")
-                  + (f" {_pct(v['bch_t21_soft'])} |" if soft else "") for k, v in ecc.items()]
+        lines += [
+            f"Error correction on {n}'s real channel errors (share of reads each code corrects by hard decision; "
+            "BCH t = 10 over 252 bits vs Reed-Solomon with 9 parity bytes over 248 bits"
+            + ("; and the vault reference's BCH t = 21 (payload version 3: a 112-bit message)" if short else "")
+            + (
+                ", also soft-decoded as a reader does (Chase, then ordered statistics; the exact decode rates above are"
+                f" the {'vault reference' if w.get('payload') == 'vault-ref' else 'recovery code'}'s, soft-decoded)"
+                if soft
+                else ""
+            )
+            + "):",
+            "",
+            "| distortion | mean bit errors | "
+            + ("median | " if short else "")
+            + "BCH | RS |"
+            + (" BCH t = 21 (vault ref) |" if short else "")
+            + (" vault ref, soft |" if soft else ""),
+            "| --- | --- | --- | --- |" + (" --- | --- |" if short else "") + (" --- |" if soft else ""),
+        ]
+        lines += [
+            f"| {k} | {v['mean_bit_errors']:.1f} | "
+            + (f"{v['median_bit_errors']:.0f} | " if short else "")
+            + f"{_pct(v['bch_t10'])} | {_pct(v['rs_nsym9'])} |"
+            + (f" {_pct(v['bch_t21'])} |" if short else "")
+            + (f" {_pct(v['bch_t21_soft'])} |" if soft else "")
+            for k, v in ecc.items()
+        ]
         lines.append("")
     return lines
 
@@ -237,21 +326,30 @@ def robustness_markdown(watermarks: dict) -> list[str]:
 def attacks_markdown(a: dict) -> list[str]:
     """The attack section (bench/attacks.py): payload tampering, transplant, keyless recovery,
     learned inversion, adversarial pull and donor linkage."""
-    lines = ["## Attacks (public code and weights, no key)", "",
-             f"Attacked faces: {a.get('evaluated_faces')} probes of people the attacker's networks never trained on "
-             "(their \"val\" identities; training pairs come from the \"train\" identities). Identity rates (match, rank-1) carry "
-             "their 95 % Wilson interval over the faces attacked.", "",
-             "### Payload tampering", "", "| case | trials | refused | opened intact | opened into something else |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "## Attacks (public code and weights, no key)",
+        "",
+        f"Attacked faces: {a.get('evaluated_faces')} probes of people the attacker's networks never trained on "
+        '(their "val" identities; training pairs come from the "train" identities). Identity rates (match, rank-1) carry '
+        "their 95 % Wilson interval over the faces attacked.",
+        "",
+        "### Payload tampering",
+        "",
+        "| case | trials | refused | opened intact | opened into something else |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for case, r in a["payload"].items():
         lines.append(f"| {case} | {r['trials']} | {r['refused']} | {r['opened_intact']} | {r['opened_wrong']} |")
     t = a.get("transplant")
     if t:
-        lines += ["", f"Transplant ({t['watermark']} watermark): a marked face's channel bits read with the public decoder and "
-                  f"embedded with the public embedder into another person's anonymised image: {t['opened_in_other_image']} of "
-                  f"{t['pairs']} moved payloads open under the victim's key there, {t['refused_in_other_image']} are refused "
-                  "(the tag covers a hash of the face the payload was sealed for). Control: the same bits re-embedded the same "
-                  f"way into their own image open for {t['control_opened_in_own_image']} of {t['pairs']}."]
+        lines += [
+            "",
+            f"Transplant ({t['watermark']} watermark): a marked face's channel bits read with the public decoder and "
+            f"embedded with the public embedder into another person's anonymised image: {t['opened_in_other_image']} of "
+            f"{t['pairs']} moved payloads open under the victim's key there, {t['refused_in_other_image']} are refused "
+            "(the tag covers a hash of the face the payload was sealed for). Control: the same bits re-embedded the same "
+            f"way into their own image open for {t['control_opened_in_own_image']} of {t['pairs']}.",
+        ]
     names = None
     for method, e in a.get("methods", {}).items():
         for section in ("keyless_recovery", "inversion", "adversarial_pull"):
@@ -263,35 +361,60 @@ def attacks_markdown(a: dict) -> list[str]:
                 continue
             names = list(first["identity"])
             ranked = [n for n in names if "rank1_originals" in first["identity"][n]]
-            title = {"keyless_recovery": "Keyless recovery", "inversion": "Learned inversion",
-                     "adversarial_pull": f"Adversarial pull (PGD on the dlib model, {rows.get('faces')} faces with a gallery photo)"}[section]
+            title = {
+                "keyless_recovery": "Keyless recovery",
+                "inversion": "Learned inversion",
+                "adversarial_pull": f"Adversarial pull (PGD on the dlib model, {rows.get('faces')} faces with a gallery photo)",
+            }[section]
             lines += ["", f"### {title}: {method}", ""]
             if ranked:
                 searched = first["identity"][ranked[0]]["originals_searched"]
-                lines += [f"*match*: the face matches its own original at the recogniser's threshold; *rank-1*: the most similar "
-                          f"of all {searched:,} original photos (its own included) shows the same person.", ""]
-            lines += ["| attack | " + " | ".join(f"match {n}" for n in names) + "".join(f" | rank-1 {n}" for n in ranked)
-                      + " | " + " | ".join(f"mean sim. {n}" for n in names) + " | notes |",
-                      "| --- " * (2 + 2 * len(names) + len(ranked)) + "|"]
+                lines += [
+                    f"*match*: the face matches its own original at the recogniser's threshold; *rank-1*: the most similar "
+                    f"of all {searched:,} original photos (its own included) shows the same person.",
+                    "",
+                ]
+            lines += [
+                "| attack | "
+                + " | ".join(f"match {n}" for n in names)
+                + "".join(f" | rank-1 {n}" for n in ranked)
+                + " | "
+                + " | ".join(f"mean sim. {n}" for n in names)
+                + " | notes |",
+                "| --- " * (2 + 2 * len(names) + len(ranked)) + "|",
+            ]
             for name, r in rows.items():
                 if not isinstance(r, dict) or "identity" not in r:
                     continue
                 note = ""
                 if section == "inversion" and "steps" in r:
                     loss = r.get("identity_loss", "dlib")
-                    note = (f"width {r['width']}, " + ("pixel loss only" if loss == "none" else f"identity loss through {loss}")
-                            + f", {r['steps']} steps on {r['train_faces']} faces, {r['train_s']:.0f} s")
+                    note = (
+                        f"width {r['width']}, "
+                        + ("pixel loss only" if loss == "none" else f"identity loss through {loss}")
+                        + f", {r['steps']} steps on {r['train_faces']} faces, {r['train_s']:.0f} s"
+                    )
                 if section == "adversarial_pull":
                     note = f"L-inf {r['linf'] * 255:.0f}/255, crop PSNR {r['crop_psnr_db']:.1f} dB"
                 faces = rows.get("faces") if section == "adversarial_pull" else a.get("evaluated_faces")
-                lines.append(f"| {name} | " + " | ".join(_pct_ci(r["identity"][n]["match_rate"], faces) for n in names)
-                             + "".join(f" | {_pct_ci(r['identity'][n].get('rank1_originals'), faces)}" for n in ranked) + " | "
-                             + " | ".join(_f(r["identity"][n]["mean_similarity"]) for n in names) + f" | {note} |")
+                lines.append(
+                    f"| {name} | "
+                    + " | ".join(_pct_ci(r["identity"][n]["match_rate"], faces) for n in names)
+                    + "".join(f" | {_pct_ci(r['identity'][n].get('rank1_originals'), faces)}" for n in ranked)
+                    + " | "
+                    + " | ".join(_f(r["identity"][n]["mean_similarity"]) for n in names)
+                    + f" | {note} |"
+                )
     d = a.get("donor_linkage")
     if d:
-        lines += ["", "### Consistent-donor linkage", "", f"{d['people']} people with two photos, bank of {d['bank_size']} donors: "
-                  f"same donor for their other photo under the same key {_pct(d['same_donor_same_key_other_photo'])}; "
-                  f"same donor under two different keys {_pct(d['same_donor_across_keys'])} (chance {_pct(d['chance'])})."]
+        lines += [
+            "",
+            "### Consistent-donor linkage",
+            "",
+            f"{d['people']} people with two photos, bank of {d['bank_size']} donors: "
+            f"same donor for their other photo under the same key {_pct(d['same_donor_same_key_other_photo'])}; "
+            f"same donor under two different keys {_pct(d['same_donor_across_keys'])} (chance {_pct(d['chance'])}).",
+        ]
     lines.append("")
     return lines
 
@@ -330,7 +453,12 @@ def plots(res: dict, out_dir: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(10, 4))
         for k, (m, r) in enumerate(rob.items()):
             names = list(r["exact_decode_rate"])
-            ax.bar([i + 0.8 * k / len(rob) for i in range(len(names))], [100 * r["exact_decode_rate"][n] for n in names], width=0.8 / len(rob), label=m)
+            ax.bar(
+                [i + 0.8 * k / len(rob) for i in range(len(names))],
+                [100 * r["exact_decode_rate"][n] for n in names],
+                width=0.8 / len(rob),
+                label=m,
+            )
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
         ax.set_ylabel("exact decode (%)")
         ax.set_ylim(0, 105)

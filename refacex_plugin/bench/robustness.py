@@ -35,8 +35,15 @@ FACES = {False: 500, True: 10}
 FALSE_DETECT_IMAGES = {False: 10_000, True: 20}
 
 
-def evaluate_watermark(name: str, files: list, host_method: str | None, seed: int = 0, false_detect_files: list | None = None, progress: bool = True,
-                       payload: str = "recovery-code") -> dict:
+def evaluate_watermark(
+    name: str,
+    files: list,
+    host_method: str | None,
+    seed: int = 0,
+    false_detect_files: list | None = None,
+    progress: bool = True,
+    payload: str = "recovery-code",
+) -> dict:
     from ..pipeline import Pipeline
     from ..watermark import load_watermark
 
@@ -144,8 +151,13 @@ def ecc_comparison(errors: dict[str, list[np.ndarray]], margins: dict[str, list[
         bch = e.sum(1) <= P.ECC.t
         rs = e[:, :248].reshape(len(e), 31, 8).any(-1).sum(1) <= 4
         short = e.sum(1) <= P.REF_ECC.t
-        out[k] = {"bch_t10": float(bch.mean()), "rs_nsym9": float(rs.mean()), "bch_t21": float(short.mean()),
-                  "mean_bit_errors": float(e.sum(1).mean()), "median_bit_errors": float(np.median(e.sum(1)))}
+        out[k] = {
+            "bch_t10": float(bch.mean()),
+            "rs_nsym9": float(rs.mean()),
+            "bch_t21": float(short.mean()),
+            "mean_bit_errors": float(e.sum(1).mean()),
+            "median_bit_errors": float(np.median(e.sum(1))),
+        }
         if margins and margins.get(k):
             out[k]["bch_t21_soft"] = float(np.mean([_soft_ref_decodes(m, rng) for m in margins[k]]))
     return out

@@ -57,7 +57,9 @@ class BenchConfig:
 
 def git_commit() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
 
@@ -73,7 +75,15 @@ def calibrate(recognizer, orig, idx, split, far: float) -> dict:
     thr = M.threshold_at_far(imp, far)
     gal = {lab: i for lab, i in zip(labels, g)}
     pairs = [(idx[str(p)], gal[lab]) for p, lab in zip(split.probes, split.probe_labels) if lab in gal and orig.ok[idx[str(p)]]]
-    gen = M.paired_similarity(orig.embedding[recognizer.name][[a for a, _ in pairs]], orig.embedding[recognizer.name][[b for _, b in pairs]], recognizer.metric) if pairs else np.zeros(0)
+    gen = (
+        M.paired_similarity(
+            orig.embedding[recognizer.name][[a for a, _ in pairs]],
+            orig.embedding[recognizer.name][[b for _, b in pairs]],
+            recognizer.metric,
+        )
+        if pairs
+        else np.zeros(0)
+    )
     return {
         "metric": recognizer.metric,
         "far": far,
@@ -107,9 +117,9 @@ def pairs_accuracy(recognizers, detector, data: Path, orig=None, limit: int | No
                 rgb = read_image(p).rgb
                 det = detector(rgb)
                 c = central_face(det, *rgb.shape[:2])
-                cache[p] = None if c is None else {
-                    r.name: r.embed(rgb, [r.geometry(rgb, det.boxes[c], det.landmarks[c])])[0] for r in recognizers
-                }
+                cache[p] = (
+                    None if c is None else {r.name: r.embed(rgb, [r.geometry(rgb, det.boxes[c], det.landmarks[c])])[0] for r in recognizers}
+                )
         return cache[p]
 
     scores = {r.name: [] for r in recognizers}
@@ -194,8 +204,15 @@ def evaluate_method(method: str, cfg: BenchConfig, split, orig, idx, recognizers
         if bank is not None and hasattr(bank, "sources") and any(donor_ids):
             from .donors import donor_match_rates
 
-            rates = donor_match_rates({r.name: np.asarray(anon_emb[r.name], np.float32) for r in recognizers}, donor_ids, bank,
-                                      cfg.data, recognizers, calib, detector)
+            rates = donor_match_rates(
+                {r.name: np.asarray(anon_emb[r.name], np.float32) for r in recognizers},
+                donor_ids,
+                bank,
+                cfg.data,
+                recognizers,
+                calib,
+                detector,
+            )
             for name, rate in rates.items():
                 priv[name]["donor_match_rate"] = rate
         res["privacy"] = priv
@@ -322,6 +339,8 @@ def measure_robustness(cfg: BenchConfig, split) -> dict:
     n = cfg.robustness_faces or FACES[cfg.quick]
     nf = cfg.false_detect_images if cfg.false_detect_images is not None else FALSE_DETECT_IMAGES[cfg.quick]
     files = sample_files(split.probes or split.gallery, n, cfg.seed)
-    pool = sorted(set(split.gallery) | set(split.probes)) if nf <= len(split.gallery) + len(split.probes) else sorted(cfg.data.glob("*/*.jpg"))
+    pool = (
+        sorted(set(split.gallery) | set(split.probes)) if nf <= len(split.gallery) + len(split.probes) else sorted(cfg.data.glob("*/*.jpg"))
+    )
     fd_files = sample_files(pool, nf, cfg.seed + 1)
     return {name: evaluate_watermark(name, files, host, cfg.seed, fd_files, cfg.progress, cfg.payload) for name in names}

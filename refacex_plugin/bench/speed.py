@@ -64,8 +64,15 @@ def _best_time(run, rounds: int, sync=lambda: None):
     return best, out
 
 
-def _worker(method: str, files: list[str], device: str, rounds: int = 3, backend: str = "torch", workers: int = 1,
-            extract_images: int = EXTRACT_IMAGES) -> dict:
+def _worker(
+    method: str,
+    files: list[str],
+    device: str,
+    rounds: int = 3,
+    backend: str = "torch",
+    workers: int = 1,
+    extract_images: int = EXTRACT_IMAGES,
+) -> dict:
     import numpy as np
     import torch
 
@@ -91,7 +98,9 @@ def _worker(method: str, files: list[str], device: str, rounds: int = 3, backend
     t_det, dets = _best_time(lambda: [det(im) for im in images], rounds, sync)
     faces = sum(len(d) for d in dets)
 
-    crops = [extract_crops(im, alignment_matrices(d.landmarks, pipe.align), pipe.align, pipe.device) for im, d in zip(images, dets) if len(d)]
+    crops = [
+        extract_crops(im, alignment_matrices(d.landmarks, pipe.align), pipe.align, pipe.device) for im, d in zip(images, dets) if len(d)
+    ]
     batch = torch.cat(crops) if crops else torch.zeros(0, 3, pipe.align.size, pipe.align.size)
 
     def operator():
@@ -188,8 +197,12 @@ def _fiftyone_worker(method: str, files: list[str]) -> dict:
     fiftyone_api.anonymize_samples(ds, method=method, output_dir=tmp / "fo")
     t_fo = time.perf_counter() - t0
     ds.delete()
-    return {"images": len(files), "core_images_per_s": len(files) / t_core, "fiftyone_images_per_s": len(files) / t_fo,
-            "fiftyone_vs_core": t_core / t_fo}
+    return {
+        "images": len(files),
+        "core_images_per_s": len(files) / t_core,
+        "fiftyone_images_per_s": len(files) / t_fo,
+        "fiftyone_vs_core": t_core / t_fo,
+    }
 
 
 def measure_speed(cfg, split) -> dict:
@@ -216,9 +229,27 @@ def measure_speed(cfg, split) -> dict:
         if cfg.progress:  # each method runs silently in its own process for a while
             note(f"speed: {name} ({k}/{len(runs)}, {len(files)} images) at {time.perf_counter() - started:.0f} s")
         proc = subprocess.run(
-            [sys.executable, "-m", "refacex_plugin.bench.speed", "--method", method, "--device", cfg.device, "--backend", backend,
-             "--workers", str(workers), "--rounds", str(SPEED_ROUNDS[bool(cfg.quick)]), "--extract-images", str(extract), *files],
-            capture_output=True, text=True, env=env,
+            [
+                sys.executable,
+                "-m",
+                "refacex_plugin.bench.speed",
+                "--method",
+                method,
+                "--device",
+                cfg.device,
+                "--backend",
+                backend,
+                "--workers",
+                str(workers),
+                "--rounds",
+                str(SPEED_ROUNDS[bool(cfg.quick)]),
+                "--extract-images",
+                str(extract),
+                *files,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
         )
         if proc.returncode != 0:
             out[name] = {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
@@ -243,8 +274,9 @@ def measure_speed(cfg, split) -> dict:
     if not cfg.quick and importlib.util.find_spec("fiftyone") is not None:
         if cfg.progress:
             note(f"speed: FiftyOne operator vs core loop at {time.perf_counter() - started:.0f} s")
-        proc = subprocess.run([sys.executable, "-m", "refacex_plugin.bench.speed", "--fiftyone", "--method", "blur", *files],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "refacex_plugin.bench.speed", "--fiftyone", "--method", "blur", *files], capture_output=True, text=True
+        )
         if proc.returncode == 0:
             out["blur"]["fiftyone"] = json.loads(proc.stdout.strip().splitlines()[-1])
         else:
@@ -266,8 +298,19 @@ def main() -> None:
     if args.fiftyone:
         print(json.dumps(_fiftyone_worker(args.method, args.files)))
     else:
-        print(json.dumps(_worker(args.method, args.files, args.device, rounds=args.rounds, backend=args.backend, workers=args.workers,
-                                 extract_images=args.extract_images)))
+        print(
+            json.dumps(
+                _worker(
+                    args.method,
+                    args.files,
+                    args.device,
+                    rounds=args.rounds,
+                    backend=args.backend,
+                    workers=args.workers,
+                    extract_images=args.extract_images,
+                )
+            )
+        )
 
 
 if __name__ == "__main__":
