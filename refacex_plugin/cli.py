@@ -514,6 +514,9 @@ def _warn(session) -> None:
 @click.option("--strength", type=float, default=1.0, show_default=True, help="The methods' privacy/utility dial.")
 @click.option("--naturalness-faces", type=int, help="Faces for the naturalness classifier [default: 300 quick / 1,500 full].")
 @click.option("--naturalness-steps", type=int, help="Training steps of the naturalness classifier [default: 300 quick / 1,200 full].")
+@click.option(
+    "--pairs-limit", type=int, help="pairs.txt pairs the recognisers are verified on [default: 400 quick / all full; 0 skips it]."
+)
 @click.option("--false-detect-images", type=int, help="Unmarked images for the false-detection count [default: 20 quick / 10,000 full].")
 @click.option(
     "--cache",
@@ -551,6 +554,7 @@ def bench(
     strength,
     naturalness_faces,
     naturalness_steps,
+    pairs_limit,
     false_detect_images,
     cache_dir,
     json_out,
@@ -599,6 +603,7 @@ def bench(
         strength=strength,
         naturalness_faces=naturalness_faces,
         naturalness_steps=naturalness_steps,
+        pairs_limit=pairs_limit,
         progress=progress,
         command="refacex bench " + " ".join(sys.argv[2:]),
     )
