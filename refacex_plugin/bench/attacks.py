@@ -358,14 +358,16 @@ def _training_pairs(method: str, data, n: int, seed: int, progress: bool) -> tup
     # Anonymisers may change the whole crop (blur does); the pipeline keeps what lies under the face
     # mask, and the attacked crops come from its output: train on crops made the same way.
     mask = face_mask(AlignConfig())
-    bank = getattr(get_anonymiser(method), "bank", None)
-    donors = DonorAssigner(bank, "random", None, seed=seed) if bank is not None else None  # seeded: a run repeats
+    anonymiser = get_anonymiser(method)
+    composite = anonymiser.with_donors(seed=seed) if hasattr(anonymiser, "with_donors") else None  # seeded: a run repeats
+    bank = getattr(anonymiser, "bank", None) if composite is None else None
+    donors = DonorAssigner(bank, "random", None, seed=seed) if bank is not None else None
     anon, orig = [], []
     for i in range(0, len(crops), 32):
         x = crops[i : i + 32].float() / 255
         d = donors.vectors(np.zeros((len(x), 128), np.float32)) if donors is not None else None
         with torch.inference_mode():
-            y = blend(x, anonymise(x, d, method), mask)
+            y = blend(x, composite(x) if composite is not None else anonymise(x, d, method), mask)
         anon.append(pool_to(y, RES))
         orig.append(pool_to(x, RES))
     return torch.cat(anon), torch.cat(orig)
