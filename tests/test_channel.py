@@ -275,16 +275,15 @@ def test_a_reader_holding_the_key_ends_its_search_at_a_reading_that_opens(weak_m
     """Without a key the search stops only at a hard codeword, and a face it never reads one from
     gets its most confident reading, often a chance point after WebP; a reader holding the key also
     stops at a reading that soft decoding opens (:func:`~refacex_plugin.channel.payload_opener`).
-    Of these 60 weakened payloads (dct-qim): 57 with it, 55 with the keyless search (session 22;
-    48 vs 43 in session 21, before settled landmarks and the all-zero word's refusal, with which
-    the keyless search opens more of them)."""
+    Of these 60 weakened payloads (dct-qim), within the reader's budget of readings: 56 with it,
+    55 with the keyless search (57 vs 55 without a budget)."""
     from refacex_plugin import channel as C
 
     pipe, distorted = weak_marks
     opened = {"keyed": _opened(pipe, distorted)}
     monkeypatch.setattr(C.PayloadOpener, "__call__", lambda self, logits, m: C.is_codeword(logits))
     opened["keyless search"] = _opened(pipe, distorted)
-    assert opened["keyed"] >= opened["keyless search"] + 2, opened
+    assert opened["keyed"] > opened["keyless search"], opened
 
 
 def _unsettled(monkeypatch):
