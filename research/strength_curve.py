@@ -1,6 +1,6 @@
 """The strength dial's privacy/utility curve from `refacex bench --strength S --json` runs.
 
-    python research/strength_curve.py runs/sweep/s*.json -o docs/images/strength-curve.png
+python research/strength_curve.py runs/sweep/s*.json -o docs/images/strength-curve.png
 """
 
 import argparse
@@ -28,7 +28,12 @@ def main() -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6))
     for name in rows[0][1]:
         ax1.plot([s for s, _, _ in rows], [100 * p[name]["match_rate"] for _, p, _ in rows], "o-", label=f"{name.split(':')[-1]} match")
-        ax1.plot([s for s, _, _ in rows], [100 * (p[name]["donor_match_rate"] or 0) for _, p, _ in rows], "x--", label=f"{name.split(':')[-1]} donor match")
+        ax1.plot(
+            [s for s, _, _ in rows],
+            [100 * (p[name]["donor_match_rate"] or 0) for _, p, _ in rows],
+            "x--",
+            label=f"{name.split(':')[-1]} donor match",
+        )
     ax1.set_xlabel("--strength")
     ax1.set_ylabel("% of faces")
     ax1.legend(fontsize=7)
@@ -40,12 +45,15 @@ def main() -> None:
     ax2.set_ylabel("NME")
     ax2b.set_ylabel("degrees")
     ax2.set_title("utility (lower is better)")
-    fig.legend(loc="lower right", fontsize=7)
+    lines = ax2.get_lines() + ax2b.get_lines()
+    ax2.legend(lines, [line.get_label() for line in lines], fontsize=7, loc="upper left")
     fig.tight_layout()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.output, dpi=110)
     for s, p, u in rows:
-        cells = ", ".join(f"{n.split(':')[-1]} {100 * q['match_rate']:.1f} % (donor {100 * (q['donor_match_rate'] or 0):.1f} %)" for n, q in p.items())
+        cells = ", ".join(
+            f"{n.split(':')[-1]} {100 * q['match_rate']:.1f} % (donor {100 * (q['donor_match_rate'] or 0):.1f} %)" for n, q in p.items()
+        )
         print(f"strength {s}: {cells}; NME {u['landmark_nme']:.3f}, pose {u['head_pose_diff_deg']:.1f}")
 
 
