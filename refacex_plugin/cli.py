@@ -827,7 +827,7 @@ def info():
             "learned watermark",
             probe(lambda: "experimental (by name only)" if is_experimental(load_watermark("learned")) else "the default"),
         ),
-        ("recovery network", "available (refacex)" if operators.recovery_available() else "not available"),
+        ("recovery network", "available (--method generator)" if operators.recovery_available() else "not available"),
     ]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
