@@ -58,10 +58,12 @@ class DonorBank:
         return 2 * len(self)
 
     def choice_features(self) -> np.ndarray:
-        """``(2N, 8)`` features of every choice (mirrored: yaw and roll negated)."""
-        flipped = self.features.copy()
-        flipped[:, [0, 2]] *= -1
-        return np.concatenate([self.features, flipped])
+        """``(2N, 8)`` features of every choice (mirrored: yaw and roll negated); computed once."""
+        if getattr(self, "_choice_features", None) is None:
+            flipped = self.features.copy()
+            flipped[:, [0, 2]] *= -1
+            self._choice_features = np.concatenate([self.features, flipped])
+        return self._choice_features
 
     def choice(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Choice ``index`` -> its texture ``(T, T, 3)``, the mesh the texture is laid on ``(78, 2)`` in
