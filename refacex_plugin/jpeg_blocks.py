@@ -19,10 +19,15 @@ IPTC, comments) of the input is written.
 from __future__ import annotations
 
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+# libjpeg through jpeglib is not safe to call from two threads at once (its error handling and
+# lazily bound library are process-wide): concurrent CLI workers aborted the interpreter.
+_LIBJPEG = threading.Lock()
 
 
 @dataclass
@@ -89,7 +94,7 @@ def rewrite_changed_blocks(jpeg_bytes: bytes, before: np.ndarray, after: np.ndar
 
     if before.shape != after.shape or before.ndim != 3 or before.shape[2] != 3:
         raise ValueError(f"before {before.shape} and after {after.shape} must be the same (H, W, 3) image")
-    with tempfile.TemporaryDirectory(prefix="refacex-jpeg-") as tmp:
+    with _LIBJPEG, tempfile.TemporaryDirectory(prefix="refacex-jpeg-") as tmp:
         src, crop_path, out = Path(tmp) / "in.jpg", Path(tmp) / "crop.jpg", Path(tmp) / "out.jpg"
         src.write_bytes(jpeg_bytes)
         jpeg = jpeglib.read_dct(str(src))

@@ -168,6 +168,23 @@ def test_block_rewrite_is_exact_for_every_chroma_layout(example_image, sampling,
     assert len(edit.data) < 1.05 * len(raw)
 
 
+def test_block_rewrite_is_safe_from_many_threads(example_image):
+    """The CLI's workers rewrite JPEGs side by side: every thread gets the same bytes as one alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    buf = io.BytesIO()
+    with Image.open(example_image) as im:
+        im.save(buf, "JPEG", quality=75)
+    raw = buf.getvalue()
+    before = decode(raw).astype(np.uint8)
+    after = before.copy()
+    after[60:120, 60:140] = 255 - after[60:120, 60:140]
+    alone = rewrite_changed_blocks(raw, before, after).data
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: rewrite_changed_blocks(raw, before, after).data, range(64)))
+    assert all(r == alone for r in results)
+
+
 def test_in_place_refuses_a_read_only_file(tmp_path, key_file, example_image):
     """0444: refused with one line, bytes, mode and vault untouched; recover --in-place too."""
     src = tmp_path / "ro" / "serena.jpg"
