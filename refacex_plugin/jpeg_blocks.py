@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-# libjpeg through jpeglib is not safe to call from two threads at once (its error handling and
-# lazily bound library are process-wide): concurrent CLI workers aborted the interpreter.
+# jpeglib's C side keeps marker state in process-wide globals (gmarker_*, gpos) and binds its
+# library lazily: two threads inside it at once can abort the interpreter, so calls take turns.
 _LIBJPEG = threading.Lock()
 
 
