@@ -30,7 +30,7 @@ from .geometry import (
     translate_after,
     translate_before,
 )
-from .watermark import Watermark
+from .watermark import SearchableWatermark, Watermark
 
 
 def _centre_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -133,7 +133,7 @@ def embed_in_image(
     if len(channel_bits) == 0:
         return EmbedResult(rgb.copy(), [], [], np.zeros((0, 5, 2), np.float32), [])
     landmarks = np.asarray(landmarks, np.float32)
-    if _searchable(watermark):
+    if isinstance(watermark, SearchableWatermark):
         return _embed_searchable(rgb, landmarks, channel_bits, watermark, detector, align, strength, device, max_rounds, seal)
     # The first round embeds in the given frames. The pipeline passes the faces settled in the
     # unmarked image (:func:`reader_frames`, which it needs for the payload's binding anyway);
@@ -338,10 +338,6 @@ GAINS_FIRST_READINGS = 400
 SYNC_FALLOFF_GAINS = (1.0, 1.05, 1.1)
 
 
-def _searchable(watermark: Watermark) -> bool:
-    return hasattr(watermark, "extract_shifted")
-
-
 def face_logits(
     rgb: np.ndarray,
     m_img2crop: torch.Tensor,
@@ -358,8 +354,8 @@ def face_logits(
     Returns ``logits (N, bits)`` and the transforms they were read in ``(N, 2, 3)``."""
     if m_img2crop.shape[0] == 0:
         return np.zeros((0, watermark.bits), np.float32), m_img2crop
-    if not sync or not _searchable(watermark):
-        crops = extract_crops(rgb, m_img2crop, align, device, window=getattr(watermark, "carrier_window", None))
+    if not sync or not isinstance(watermark, SearchableWatermark):
+        crops = extract_crops(rgb, m_img2crop, align, device, window=watermark.carrier_window)
         with torch.inference_mode():
             return watermark.extract(crops).float().cpu().numpy(), m_img2crop
     accept = accept or is_codeword
@@ -439,7 +435,7 @@ SEARCH_REACH = int(math.ceil(sum(stage[4] for stage in SYNC_STAGES))) + 1
 
 def _search_window(watermark: Watermark, size: int) -> tuple[int, int, int, int] | None:
     """The part of each crop the search reads (None: whole crops)."""
-    win = getattr(watermark, "carrier_window", None)
+    win = watermark.carrier_window
     if win is None:
         return None
     y0, y1, x0, x1 = win
@@ -458,7 +454,7 @@ def _refine(rgb, m, watermark, align, device, stages) -> tuple[np.ndarray, torch
     for stage, spec in enumerate(stages):
         # a gains-first watermark's first stage reads the frame at every coarse gain at once (its
         # carriers read nothing at a wrong gain); otherwise at the gain found so far
-        every_gain = stage == 0 and getattr(watermark, "gains_first", False) and _stage_readings(spec) <= GAINS_FIRST_READINGS
+        every_gain = stage == 0 and watermark.gains_first and _stage_readings(spec) <= GAINS_FIRST_READINGS
         tried = SYNC_GAINS[0] if every_gain else (gain,)
         grid, shifts, crops, logits = _read_stage(
             rgb, m, watermark, align, device, spec, (scale, angle, shift, frac), [watermark.carrier_gains(k, falloff) for k in tried]
@@ -632,8 +628,8 @@ def _embed_in_frames(rgb, m, bits, watermark, align, strength, device) -> np.nda
     """Embed and paste back, ``watermark.embed_passes`` times (each pass re-embeds into the
     marked image: pasting and reading a crop resamples it twice and rounds it to 8 bits, which
     moves some of a quantiser's coefficients off its lattice; a pass puts them back)."""
-    out, window = rgb, getattr(watermark, "carrier_window", None)
-    for _ in range(getattr(watermark, "embed_passes", 1)):
+    out, window = rgb, watermark.carrier_window
+    for _ in range(watermark.embed_passes):
         crops = extract_crops(out, m, align, device, window=window)
         with torch.inference_mode():
             residual = watermark.embed(crops, torch.as_tensor(bits, dtype=crops.dtype, device=crops.device), strength) - crops
@@ -1141,7 +1137,7 @@ def read_marks(
     accept = accept or is_codeword
     settled = settled_landmarks(rgb, det.landmarks, detector)
     start = alignment_matrices(settled, align)
-    if not _searchable(watermark):
+    if not isinstance(watermark, SearchableWatermark):
         logits, m = face_logits(rgb, start, watermark, align, device, accept=accept)
         return det, logits, settled
     tallies = [ReadingBudget(accept, READ_BUDGET if budget is None else budget) for _ in range(len(det))]

@@ -9,7 +9,7 @@ and re-aligned after the image went through the world.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -21,20 +21,38 @@ class Watermark(Protocol):
     bits: int
     #: Whether ``embed``'s ``strength`` may differ from 1 (a reader never knows the strength used).
     variable_strength: bool
+    #: Times :func:`~refacex_plugin.channel.embed_in_image` embeds into its own output: pasting a
+    #: crop back and reading it again resamples it, and another pass restores what that moved (1: once).
+    embed_passes: int
+    #: ``(y0, y1, x0, x1)``: the crop pixels the carriers cover (``embed`` changes nothing outside it
+    #: and ``extract`` reads nothing outside it, so the channel samples only that part of each crop,
+    #: widened by the search's reach when it searches), or None: the whole crop.
+    carrier_window: tuple[int, int, int, int] | None
 
     def embed(self, crops: torch.Tensor, bits: torch.Tensor, strength: float = 1.0) -> torch.Tensor: ...
 
     def extract(self, crops: torch.Tensor) -> torch.Tensor: ...
 
 
-# Optional, used where present: ``embed_passes: int`` (times :func:`~refacex_plugin.channel.embed_in_image`
-# embeds into its own output; default 1) and ``extract_shifted(crops, shifts (T, 2), gain) ->
-# (B, T, bits)`` with ``carrier_gains(gain, falloff)`` (logits at many translations and carrier
-# gains at once: lets the reader search for the mark; ``gains_first: bool`` has the search try
-# gains from its first stage on), and
-# ``carrier_window: (y0, y1, x0, x1)`` (the crop pixels the carriers cover: ``embed`` changes
-# nothing outside it and ``extract`` reads nothing outside it, so the channel samples only that
-# part of each crop - widened by the search's reach when it searches).
+@runtime_checkable
+class SearchableWatermark(Watermark, Protocol):
+    """A watermark whose reader searches for the mark around each re-detected face
+    (:mod:`refacex_plugin.channel.search`): it reads many translations and carrier gains of a crop
+    at once, so the search can afford to try them. A watermark without these is read at the
+    re-detected frame itself."""
+
+    #: Whether the search must try every coarse gain from its first stage on (carriers that read
+    #: nothing at a wrong gain).
+    gains_first: bool
+
+    def carrier_gains(self, gain: float, falloff: float = 1.0) -> torch.Tensor:
+        """``(C,)`` the factor each carrier went through, for a contrast ``gain`` and a low-pass ``falloff``."""
+        ...
+
+    def extract_shifted(self, crops: torch.Tensor, shifts: torch.Tensor, gain: float | torch.Tensor = 1.0) -> torch.Tensor:
+        """Logits ``(B, T, bits)`` (``(B, T, P, bits)`` for ``(P, C)`` gains) of ``crops (B, C, S, S)``
+        read as if translated by each of ``shifts (T, 2)`` integer crop pixels."""
+        ...
 
 
 def _classical() -> Watermark:

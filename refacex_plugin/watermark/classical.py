@@ -63,10 +63,10 @@ class DctQimWatermark:
         embedded in, 84 / 72 % of 25 original faces come back within 21 wrong bits after JPEG Q50 /
         WebP Q80 (blur sigma 1: none, median 66 wrong bits; ``research/watermark_sync.py --decode``,
         the own-frame columns); finding that frame is the reader's
-        search's job (``channel._search``)."""
+        search's job (:mod:`refacex_plugin.channel.search`)."""
         self.name = name
-        #: Whether the reader's search must try gains from its first stage on (the channel's
-        #: ``GAINS_FIRST_READINGS``): true when every carrier is one of a block's two lowest, the
+        #: Whether the reader's search must try gains from its first stage on (up to
+        #: :attr:`~refacex_plugin.channel.ReaderConfig.gains_first_readings`): true when every carrier is one of a block's two lowest, the
         #: largest coefficients of a face, which a wrong gain moves off the lattice everywhere.
         self.gains_first = all(u + v <= 1 for u, v in coeffs)
         self.align = align

@@ -86,6 +86,8 @@ class LearnedWatermark(nn.Module):
     name = "learned"
     bits = CHANNEL_BITS
     variable_strength = True  # the residual's RMS scales; the decoder reads any strength
+    embed_passes = 1  # no quantiser lattice for resampling to move the mark off: one pass
+    carrier_window = None  # the residual spans the face mask, and the decoder reads the whole crop
 
     def __init__(self, width: int = 32, rms: float = 0.01, align: AlignConfig = AlignConfig()):
         super().__init__()
