@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-import refacex_plugin.channel as C
+import refacex_plugin.channel.search as C
 from refacex_plugin import payload as P
 from refacex_plugin.distortions import DISTORTIONS
 from refacex_plugin.geometry import alignment_matrices, frame_offset

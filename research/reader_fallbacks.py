@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-import refacex_plugin.channel as C
+import refacex_plugin.channel.search as C
 from refacex_plugin import payload as P
 from refacex_plugin.bench.originals import central_face
 from refacex_plugin.distortions import DISTORTIONS, resize

@@ -118,8 +118,8 @@ def test_reader_search_finds_a_mark_the_re_detection_misplaces(lfw, warp, monkey
     """A face marked in one frame and read in another a few pixels, 4 % or 2 degrees off (what
     re-detection after resizing or cropping does): the plain read is noise, the search exact; and
     it reads the same sampling only the carriers' window of each crop as sampling whole crops."""
-    from refacex_plugin import channel as C
     from refacex_plugin.channel import face_logits
+    from refacex_plugin.channel import search as C
     from refacex_plugin.detection import load_detector
     from refacex_plugin.geometry import alignment_matrices, extract_crops, perturb_about, translate_after
     from refacex_plugin.watermark.classical import DctQimWatermark
@@ -152,7 +152,7 @@ def test_reader_tries_gains_first_for_the_low_carrier_layout(lfw_sample, monkeyp
     """``dct-qim-low``'s carriers (a block's two lowest coefficients, a face's largest) read nothing
     at a wrong gain, so its search reads every coarse gain from the first stage: after brightness
     -20 % every face reads back within BCH's 10 bits with it, and not every face without it."""
-    import refacex_plugin.channel as C
+    import refacex_plugin.channel.search as C
     from refacex_plugin.bench.originals import central_face
     from refacex_plugin.detection import load_detector
     from refacex_plugin.watermark import load_watermark
@@ -194,7 +194,7 @@ def test_reader_finds_marks_after_jpeg_q50_that_a_wide_search_misses(lfw, monkey
     import glob
     import random
 
-    from refacex_plugin import channel as C
+    from refacex_plugin.channel import search as C
     from refacex_plugin.pipeline import Pipeline
 
     _unsettled(monkeypatch)
@@ -248,7 +248,7 @@ def test_reader_polishes_a_reading_that_is_no_codeword(weak_marks, monkeypatch):
     60 weakened payloads the reader opens 57, 55 without polishing (session 22, from settled
     landmarks; 43 vs 36 before; session 16, before soft decoding by ordered statistics: 29 vs
     26; 100 other faces, ``research/watermark_sync.py``: 57 / 55 % vs 45 / 42 %)."""
-    from refacex_plugin import channel as C
+    from refacex_plugin.channel import search as C
 
     pipe, distorted = weak_marks
     opened = {"reader": _opened(pipe, distorted)}
@@ -277,7 +277,7 @@ def test_a_reader_holding_the_key_ends_its_search_at_a_reading_that_opens(weak_m
     stops at a reading that soft decoding opens (:func:`~refacex_plugin.channel.payload_opener`).
     Of these 60 weakened payloads (dct-qim), within the reader's budget of readings: 56 with it,
     55 with the keyless search (57 vs 55 without a budget)."""
-    from refacex_plugin import channel as C
+    from refacex_plugin.channel import search as C
 
     pipe, distorted = weak_marks
     opened = {"keyed": _opened(pipe, distorted)}
@@ -386,8 +386,8 @@ def _opened_with_and_without(pipe, paths, row: str, fallback: str) -> tuple[int,
     """Mark the central face of each image at ``paths`` with a recovery code (``pipe``'s key),
     apply the distortion ``row``, and count the images whose payload opens with the channel's
     ``fallback`` (a ``_search_*`` function of :mod:`refacex_plugin.channel`) and with it off."""
-    from refacex_plugin import channel as C
     from refacex_plugin.bench.originals import central_face
+    from refacex_plugin.channel import search as C
 
     opened = [0, 0]
     for path in paths:
@@ -413,7 +413,7 @@ def test_beam_starts_are_the_finer_grids_best_points(example_rgb):
     finer grid around its re-detection (:func:`~refacex_plugin.channel._beam_starts`):
     ``SEARCH_BEAM`` distinct frames, each within the grid's zoom and turn range and a shift of at
     most its radius; the first, for a marked face, within a grid step of the mark's frame."""
-    from refacex_plugin import channel as C
+    from refacex_plugin.channel import search as C
     from refacex_plugin.detection import load_detector
     from refacex_plugin.geometry import alignment_matrices, frame_offset
     from refacex_plugin.watermark import load_watermark
@@ -449,7 +449,7 @@ def test_a_region_scaled_up_is_read_in_the_same_frame(example_rgb, up):
     convention): its frame there must sample the same crop as the image's frame, and map back."""
     import cv2
 
-    from refacex_plugin import channel as C
+    from refacex_plugin.channel import search as C
     from refacex_plugin.detection import load_detector
     from refacex_plugin.geometry import alignment_matrices, extract_crops
 
@@ -473,7 +473,7 @@ def test_re_detections_of_an_enlarged_region_come_back_in_its_pixels(example_rgb
     pixels, within a few pixels of the face's landmarks there (a factor or half-pixel slip in the
     mapping moves them by tens), one per distinct size (never shrunk); and a start that repeats an earlier one is
     not searched twice."""
-    from refacex_plugin import channel as C
+    from refacex_plugin.channel import search as C
     from refacex_plugin.detection import load_detector
     from refacex_plugin.geometry import alignment_matrices
 
@@ -558,7 +558,7 @@ def test_a_face_too_small_to_carry_a_mark_is_listed_not_read(example_rgb, monkey
     face read with the minimum lowered is searched (so the skip, not the face, made the difference)."""
     import cv2
 
-    import refacex_plugin.channel as C
+    import refacex_plugin.channel.search as C
     from refacex_plugin.pipeline import Pipeline
 
     key = bytes(range(32))
@@ -589,7 +589,7 @@ def test_a_face_with_no_mark_costs_a_reader_its_budget_and_no_more(example_rgb):
     (``READ_BUDGET`` by default): a face in which nothing opens is searched through the fallbacks
     until exactly its budget is spent, and the default budget bounds a real reader's search of an
     unmarked face."""
-    import refacex_plugin.channel as C
+    import refacex_plugin.channel.search as C
     from refacex_plugin.detection import DEFAULT_DETECTOR, load_detector, reader_config
     from refacex_plugin.watermark import load_watermark
 
@@ -612,7 +612,7 @@ def test_a_face_with_no_mark_costs_a_reader_its_budget_and_no_more(example_rgb):
 def test_faces_beside_one_that_opened_at_once_get_the_small_budget(group_rgb):
     """In an image where a face opened, the distortion fallbacks are not spent
     on its other faces: each gets ``NEIGHBOUR_BUDGET`` readings in all, not ``READ_BUDGET``."""
-    import refacex_plugin.channel as C
+    import refacex_plugin.channel.search as C
     from refacex_plugin.pipeline import Pipeline
 
     pipe = Pipeline(method="blur", key=bytes(range(32)))

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .binding import bound_sealer
-from .detection import Detections, FaceDetector
-from .geometry import (
+from ..binding import bound_sealer
+from ..detection import Detections, FaceDetector
+from ..geometry import (
     AlignConfig,
     alignment_matrices,
     canonical_template,
@@ -30,7 +30,7 @@ from .geometry import (
     translate_after,
     translate_before,
 )
-from .watermark import SearchableWatermark, Watermark
+from ..watermark import SearchableWatermark, Watermark
 
 
 def _centre_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -241,7 +241,7 @@ SEARCH_START = (0.04, 2.0, 4.0)
 
 def _correctable() -> int:
     """Wrong channel bits the payload's error correction always repairs."""
-    from .payload import ECC
+    from ..payload import ECC
 
     return ECC.t
 
@@ -648,7 +648,7 @@ def reader_frames(rgb: np.ndarray, landmarks: np.ndarray, detector: FaceDetector
     key-holding reader unchanged / after JPEG Q75 / a half-size resize, embedding time per face):
     blur-anonymised, 71 faces, re-detected 56 / 55 / 53, 53 ms, settled from the given landmarks
     58 / 56 / 54, 45 ms; refacex-anonymised, 74 faces, 70 / 68 / 65, 58 ms vs 71 / 68 / 65, 51 ms."""
-    from .registration import settled_landmarks
+    from ..registration import settled_landmarks
 
     landmarks = np.asarray(landmarks, np.float32).reshape(-1, 5, 2)
     return settled_landmarks(rgb, landmarks, detector) if len(landmarks) else landmarks
@@ -670,7 +670,7 @@ def _settled_matches(
     within 0.6 px; :mod:`~refacex_plugin.registration`), so a mark that moved the face's
     settled landmarks shows within two rounds. Saves an embedded face ~6 detections of the
     settling crop."""
-    from .registration import settled_landmarks
+    from ..registration import settled_landmarks
 
     frames = _matched_frames(previous, found, match)
     seen = [i for i, j in enumerate(match) if j is not None]
@@ -689,7 +689,7 @@ CHECK_ROUNDS = 2
 def _unless_unbound(errors: list[int | None], rgb, where: list[np.ndarray | None], hashes: list[bytes], align) -> list[int | None]:
     """``errors``, with None for faces whose binding hash a reader of ``rgb`` would not recompute
     (``where``: per face, the ``(5, 2)`` frame a reader reads it in; None: not found)."""
-    from .binding import candidate_hashes, face_signatures
+    from ..binding import candidate_hashes, face_signatures
 
     seen = [i for i, w in enumerate(where) if w is not None]
     if not seen:
@@ -798,7 +798,7 @@ def _face_accept(accept, i: int):
 
 def is_codeword(logits: np.ndarray, m: torch.Tensor | None = None) -> bool:
     """Whether a reading's hard bits are a codeword of the payload's error correction (needs no key)."""
-    from .payload import correct_channel
+    from ..payload import correct_channel
 
     return correct_channel((logits > 0).astype(np.uint8)) is not None
 
@@ -834,8 +834,8 @@ class PayloadOpener:
     def opened(self, logits: np.ndarray, frame: np.ndarray):
         """The payload ``logits (bits,)`` open to under the keys, bound to the face in ``frame``
         (its five landmarks ``(1, 5, 2)``), or None; each reading opened once."""
-        from . import payload as P
-        from .binding import candidate_hashes, face_signatures
+        from .. import payload as P
+        from ..binding import candidate_hashes, face_signatures
 
         seen = logits.tobytes() + np.asarray(frame, np.float32).tobytes()
         if seen not in self._tried:
@@ -903,7 +903,7 @@ def _search_unclipped(
     (:func:`~refacex_plugin.clipping.estimate_clipped`: a brightness or contrast change that pushed
     some channels past 0 or 255 took the mark with them there); a reading ``accept``-ed replaces
     the reading in place. Returns the faces still without a codeword."""
-    from .clipping import estimate_clipped
+    from ..clipping import estimate_clipped
 
     def unclipped_reading(i):
         roi = face_footprints(m[i : i + 1], align, h, w)[0]
@@ -1092,7 +1092,7 @@ def _first_codeword(region, starts, watermark, align, device, accept: Accept = i
     each of ``starts`` (``(1, 2, 3)`` frames, an iterable consumed lazily, in order) the region
     deblurred at each of :data:`DEBLUR_SIGMAS` (in order), searched locally and polished; None if
     none is, or once ``spent()``."""
-    from .deblurring import wiener_deblur
+    from ..deblurring import wiener_deblur
 
     sharp = {}
     for start in starts:
@@ -1131,7 +1131,7 @@ def read_marks(
     its ``budget`` of readings (default :data:`READ_BUDGET`; :data:`NEIGHBOUR_BUDGET` once another
     face of the image has opened) is spent. ``detections``: read these
     faces (``detector``'s, or some of them) instead of detecting ``rgb`` again."""
-    from .registration import settled_landmarks
+    from ..registration import settled_landmarks
 
     det = detector(rgb) if detections is None else detections
     accept = accept or is_codeword
@@ -1242,7 +1242,7 @@ class FacePayload:
     too_small: bool = False  # not read: eyes closer than MIN_READ_EYES pixels
 
     def to_dict(self) -> dict:
-        from .payload import KIND_NAMES
+        from ..payload import KIND_NAMES
 
         p = self.payload
         return {
@@ -1274,7 +1274,7 @@ def read_payloads(
     ``budget``: readings a face at most (:data:`READ_BUDGET`).
     A face whose eyes lie under :data:`MIN_READ_EYES` pixels apart is listed, not read
     (``too_small``)."""
-    from . import payload as P
+    from .. import payload as P
 
     opener = payload_opener(rgb, keys, align) if keys else None
     found_all = detector(rgb)
@@ -1303,6 +1303,6 @@ def read_payloads(
 
 
 def _key_for(opened, keys: list[bytes]) -> bytes:
-    from .keys import key_id
+    from ..keys import key_id
 
     return next(k for k in keys if key_id(k) == opened.key_id)
