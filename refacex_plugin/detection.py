@@ -46,6 +46,24 @@ class Detections:
         return Detections(self.boxes[keep], self.scores[keep], self.landmarks[keep])
 
 
+def central_face(det: Detections, height: int, width: int) -> int | None:
+    """Index of the best-scoring detection whose box covers the image centre (where a portrait, or
+    LFW's labelled person, is): the one face to take from a photo of one person."""
+    for i, b in enumerate(det.boxes):
+        if b[0] < width / 2 < b[2] and b[1] < height / 2 < b[3]:
+            return i
+    return None
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two x0 y0 x1 y1 boxes (0 when both are empty)."""
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(x1 - x0, 0) * max(y1 - y0, 0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
 @dataclass(frozen=True)
 class DetectorConfig:
     """``threshold``: minimum score; ``min_size``: minimum face box side in pixels; ``max_side``:

@@ -230,8 +230,7 @@ def evaluate_samples(
     Raises :class:`NotAnonymisedError` when samples are not anonymised yet (a summary over them
     would be empty or partial), unless ``skip_pending``; then they are left out and counted.
     """
-    from .bench.metrics import box_iou
-    from .detection import load_detector
+    from .detection import box_iou, load_detector
 
     fo = _fo()
     ds = samples._dataset
@@ -292,14 +291,12 @@ def evaluate_samples(
         sample[EVAL_PREFIX + "identity_distance"] = None
         if orig is not None:
             if recognizer is None:
-                from .bench.recognizers import DlibRecognizer
+                from .identity import DlibDescriptor
 
-                recognizer = DlibRecognizer()
-            f = faces[0]
-            bx, by, bw, bh = f.bounding_box
-            g = recognizer.geometry(orig, np.array([bx * w, by * h, (bx + bw) * w, (by + bh) * h]), kps.get(f.face_index))
-            a, b = recognizer.embed(orig, [g]), recognizer.embed(rgb, [g])
-            sample[EVAL_PREFIX + "identity_distance"] = float(np.linalg.norm(a - b))
+                recognizer = DlibDescriptor()
+            bx, by, bw, bh = faces[0].bounding_box
+            first = np.array([bx * w, by * h, (bx + bw) * w, (by + bh) * h])
+            sample[EVAL_PREFIX + "identity_distance"] = recognizer.distance(orig, rgb, first)
             dist_all.append(sample[EVAL_PREFIX + "identity_distance"])
         retained_all += retained
         nme_all += nmes

@@ -46,8 +46,7 @@ class DonorBank:
     @classmethod
     def from_images(cls, paths, identity=None) -> DonorBank:
         """A bank of real donors (with their consent): the central face of each image."""
-        from ..bench.originals import central_face
-        from ..detection import load_detector
+        from ..detection import central_face, load_detector
         from ..errors import RefacexError
         from ..geometry import AlignConfig, alignment_matrices, extract_crops
         from ..identity import IdentityModel

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..detection import Detections, FaceDetector
+from ..detection import Detections, FaceDetector, central_face
 from ..image_io import read_image
 from ..landmarks import Landmarks68
 from .metrics import head_pose
@@ -48,14 +48,6 @@ class Originals:
     def detections(self, i: int) -> Detections:
         a, b = self.det_offsets[i], self.det_offsets[i + 1]
         return Detections(self.det_boxes[a:b], self.det_scores[a:b], self.det_landmarks[a:b])
-
-
-def central_face(det: Detections, height: int, width: int) -> int | None:
-    """Index of the best-scoring detection whose box covers the image centre."""
-    for i, b in enumerate(det.boxes):
-        if b[0] < width / 2 < b[2] and b[1] < height / 2 < b[3]:
-            return i
-    return None
 
 
 def _cache_key(paths: list[Path], detector: FaceDetector, recognizers: list[Recognizer]) -> str:

@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 import torch
 
-from ..detection import dlib_model_path
 from ..geometry import ARCFACE_TEMPLATE_112, estimate_similarity
+from ..identity import DlibDescriptor
 
 
 class Recognizer(Protocol):
@@ -33,38 +33,15 @@ class Recognizer(Protocol):
         """Embeddings ``(N, D)`` of the faces at ``geometries`` in ``rgb``."""
 
 
-class DlibRecognizer:
+class DlibRecognizer(DlibDescriptor):
     name = "dlib"
     metric = "euclidean"  # dlib's descriptors are compared by distance (same person if < 0.6)
 
-    def __init__(self) -> None:
-        import dlib
-
-        self._dlib = dlib
-        self.sp5 = dlib.shape_predictor(str(dlib_model_path("shape_predictor_5_face_landmarks.dat")))
-        self.net = dlib.face_recognition_model_v1(str(dlib_model_path("dlib_face_recognition_resnet_model_v1.dat")))
-
     def geometry(self, rgb, box, landmarks5):
-        rect = self._dlib.rectangle(*[int(round(v)) for v in box])
-        shape = self.sp5(rgb, rect)
-        return np.array([[p.x, p.y] for p in shape.parts()], np.float32)
-
-    def chips(self, rgb: np.ndarray, geometries) -> list[np.ndarray]:
-        dlib = self._dlib
-        out = []
-        for g in geometries:
-            pts = dlib.points([dlib.point(int(round(x)), int(round(y))) for x, y in g])
-            x0, y0 = np.floor(g.min(0)).astype(int)
-            x1, y1 = np.ceil(g.max(0)).astype(int)
-            shape = dlib.full_object_detection(dlib.rectangle(int(x0), int(y0), int(x1), int(y1)), pts)
-            out.append(dlib.get_face_chip(rgb, shape, 150, 0.25))
-        return out
+        return self.shape5(rgb, box)
 
     def embed(self, rgb, geometries):
-        if not geometries:
-            return np.zeros((0, 128), np.float32)
-        chips = self.chips(np.ascontiguousarray(rgb), geometries)
-        return np.asarray(self.net.compute_face_descriptor(chips), np.float32).reshape(len(chips), -1)
+        return self.describe(rgb, geometries)
 
 
 class OnnxRecognizer:

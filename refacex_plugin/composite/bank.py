@@ -204,8 +204,7 @@ class DonorFace:
 
 def collect_faces(paths, progress=None) -> list[DonorFace]:
     """The central face of each image, aligned and meshed; images without a usable face are skipped."""
-    from ..bench.originals import central_face
-    from ..detection import load_detector
+    from ..detection import central_face, load_detector
     from ..geometry import AlignConfig, alignment_matrices, extract_crops
     from ..image_io import read_image
 

@@ -12,8 +12,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..bench.originals import central_face
-from ..detection import load_detector
+from ..detection import central_face, load_detector
 from ..geometry import AlignConfig, alignment_matrices, extract_crops
 from ..image_io import read_image
 
