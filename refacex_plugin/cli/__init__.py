@@ -9,12 +9,12 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .batch import Job, Summary, default_workers, folder_without_work, iter_jobs, run_jobs
-from .detection import DEFAULT_DETECTOR, READER_THRESHOLD, DetectorConfig, detector_names
-from .errors import RefacexError
-from .keys import key_id, read_key_file, write_key_file
-from .payload import KIND_NAMES
+from .. import __version__
+from ..batch import Job, Summary, default_workers, folder_without_work, iter_jobs, run_jobs
+from ..detection import DEFAULT_DETECTOR, READER_THRESHOLD, DetectorConfig, detector_names
+from ..errors import RefacexError
+from ..keys import key_id, read_key_file, write_key_file
+from ..payload import KIND_NAMES
 
 _SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -187,7 +187,7 @@ def anonymise(
     Pixels outside the face masks are kept; EXIF (with its thumbnail), XMP, IPTC and ICC data are
     never written. Files that cannot be read are reported and skipped; the exit code is 1 if any failed.
     """
-    from . import api
+    from .. import api
 
     if bool(outdir) == bool(in_place):
         _fail("give exactly one of -o/--output OUTDIR or --in-place")
@@ -210,7 +210,7 @@ def anonymise(
             device=device,
         )
         if backend == "onnx":
-            from .onnx_backend import use_onnx
+            from ..onnx_backend import use_onnx
 
             use_onnx(device="cuda" if device == "cuda" else "cpu")
         session = api.Session(settings)
@@ -265,7 +265,7 @@ def anonymise(
 )
 def keygen(path, from_passphrase):
     """Create a new 256-bit secret key file (refuses to overwrite). Keep it offline and backed up."""
-    from .keys import key_from_passphrase
+    from ..keys import key_from_passphrase
 
     try:
         key = None
@@ -291,7 +291,7 @@ def keygen(path, from_passphrase):
 def extract(inputs, key_files, watermark, recursive, as_json, workers, detector, threshold, min_face):
     """Report, for each face in INPUTS, whether it carries a payload, whether that payload
     authenticates with one of the keys, and its key id, version and kind. Never prints a code."""
-    from . import api
+    from .. import api
 
     try:
         keys = [read_key_file(k) for k in key_files]
@@ -369,7 +369,7 @@ def recover(
     only for images in which a face was restored; lists the others and why, and exits 1 if any
     image could not be restored.
     """
-    from . import api
+    from .. import api
 
     if bool(outdir) == bool(in_place):
         _fail("give exactly one of -o/--output OUTDIR or --in-place")
@@ -381,7 +381,7 @@ def recover(
             "give --vault FILE for the original faces, or --approximate to accept the approximation"
         )
     if approximate:
-        from . import operators
+        from .. import operators
 
         if not operators.recovery_available():
             _fail("recovery without --vault needs the recovery network, which is not available in this version")
@@ -420,7 +420,7 @@ def recover(
 
 
 def _default_watermark() -> str:
-    from .watermark import load_watermark
+    from ..watermark import load_watermark
 
     try:
         return load_watermark().name
@@ -446,8 +446,8 @@ def donors():
 @click.option("--screen/--no-screen", default=True, show_default=True, help="Leave out faces with glasses or a covered forehead.")
 def donors_build(folder, output, blend, screen):
     """Build a donor bank from FOLDER's photos (searched recursively; one face each, of people who consented)."""
-    from .batch import iter_jobs
-    from .composite import build_bank, collect_faces
+    from ..batch import iter_jobs
+    from ..composite import build_bank, collect_faces
 
     photos = [j.src for j in iter_jobs([folder], None, True)]
     if not photos:
@@ -463,7 +463,7 @@ def donors_build(folder, output, blend, screen):
 
 def _reader_settings(key, vault_path, watermark, detector, threshold, min_face):
     """Settings of a session that reads payloads (extract) or restores originals (recover)."""
-    from .api import Settings
+    from ..api import Settings
 
     return Settings(key=key, vault=vault_path, watermark=watermark, detector=detector, threshold=threshold, min_face=min_face)
 
@@ -568,10 +568,10 @@ def bench(
     SECTIONS: privacy, utility, naturalness, recovery, robustness, speed, attacks or all (default
     all; attacks trains inversion networks: ~5 min quick, hours full on a CPU).
     """
-    from .anonymisers import available_methods
-    from .bench.recognizers import default_recognizer_specs
-    from .bench.report import markdown, plots
-    from .bench.runner import SECTIONS, BenchConfig, run
+    from ..anonymisers import available_methods
+    from ..bench.recognizers import default_recognizer_specs
+    from ..bench.report import markdown, plots
+    from ..bench.runner import SECTIONS, BenchConfig, run
 
     if "OMP_NUM_THREADS" not in os.environ:
         # The sections read one small image at a time, where more threads gain little and, on a CPU
@@ -646,7 +646,7 @@ def train():
 @click.option("--minutes", type=float, help="Stop after this long (checkpoint and weights written; the learning rate anneals by time).")
 def train_watermark(data, config, out, steps, device, init, minutes):
     """Train the learned watermark; re-run the same command to resume."""
-    from .training.watermark import main as run_training
+    from ..training.watermark import main as run_training
 
     run_training(_training_argv(data, config, out, device, steps=steps, init=init, minutes=minutes))
 
@@ -691,7 +691,7 @@ def _training_argv(data, config, out, device, **options) -> list[str]:
 @click.option("--minutes", type=float, help="Stop after this long (checkpoint and weights written; the learning rate anneals by time).")
 def train_anonymiser(data, config, out, steps, no_detach, device, init, recovery_only, lr, view_blur, minutes):
     """Train the anonymiser, code encoder and recovery network; re-run the same command to resume."""
-    from .training.anonymiser import main as run_training
+    from ..training.anonymiser import main as run_training
 
     run_training(
         _training_argv(
@@ -733,7 +733,7 @@ def labelstudio_serve(host, port):
 )
 def export_onnx_cmd(folder):
     """Export every shipped network to ONNX and check it against PyTorch (max abs difference)."""
-    from .onnx_backend import default_folder, export_onnx
+    from ..onnx_backend import default_folder, export_onnx
 
     try:
         report = export_onnx(Path(folder) if folder else default_folder())
@@ -765,7 +765,7 @@ def models_add(name, weights, train_command, train_data, metrics, extra, half):
 
     import torch
 
-    from .zoo import register
+    from ..zoo import register
 
     fields = {"command": train_command, "data": train_data}
     if metrics:
@@ -800,10 +800,10 @@ def info():
     import numpy
     import torch
 
-    from . import operators
-    from .anonymisers import available_methods, default_method
-    from .detection import centerface_weights, dlib_model_path
-    from .watermark import available_watermarks, is_experimental, load_watermark
+    from .. import operators
+    from ..anonymisers import available_methods, default_method
+    from ..detection import centerface_weights, dlib_model_path
+    from ..watermark import available_watermarks, is_experimental, load_watermark
 
     def probe(fn):
         try:
@@ -832,7 +832,3 @@ def info():
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         click.echo(f"{k:<{width}}  {v}")
-
-
-if __name__ == "__main__":
-    main()
