@@ -13,7 +13,7 @@ from label_studio_ml.model import LabelStudioMLBase
 from refacex_plugin import __version__, api
 from refacex_plugin.detection import load_detector
 from refacex_plugin.errors import RefacexError
-from refacex_plugin.pipeline import FaceRecord
+from refacex_plugin.records import FaceRecord
 
 from .config import Control, anonymise_settings, parse_label_config
 from .images import ResolverSettings, resolve_image, resolve_image_bytes

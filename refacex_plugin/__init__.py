@@ -2,10 +2,13 @@
 
 Public API::
 
-    from refacex_plugin import Pipeline, read_image, write_image
-    pipe = Pipeline()                       # best available method, CenterFace detector
-    result = pipe.anonymise_image(read_image("photo.jpg").rgb)
+    from refacex_plugin import make_writer, read_image, write_image
+    writer = make_writer()                  # best available method, CenterFace detector
+    result = writer.anonymise_image(read_image("photo.jpg").rgb)
     write_image("anon.jpg", result.image, "JPEG")
+
+With a key, ``make_writer(key=...)`` also embeds a payload per face and ``make_reader(key)`` reads
+them back; :mod:`refacex_plugin.api` runs whole files with a vault, as the CLI does.
 """
 
 from __future__ import annotations
@@ -27,13 +30,19 @@ _EXPORTS = {
     "embed": "operators",
     "extract": "operators",
     "recover": "operators",
-    "Pipeline": "pipeline",
-    "FaceRecord": "pipeline",
-    "ImageResult": "pipeline",
+    "make_writer": "writer",
+    "make_reader": "reader",
+    "FaceWriter": "writer",
+    "FaceReader": "reader",
+    "FaceRecord": "records",
+    "ImageResult": "records",
 }
 
 __all__ = [
-    "Pipeline",
+    "make_writer",
+    "make_reader",
+    "FaceWriter",
+    "FaceReader",
     "FaceRecord",
     "ImageResult",
     "read_image",
@@ -52,7 +61,9 @@ if TYPE_CHECKING:
     from .errors import ImageReadError, ModelNotAvailableError, RefacexError
     from .image_io import read_image, write_image
     from .operators import anonymise, embed, extract, recover
-    from .pipeline import FaceRecord, ImageResult, Pipeline
+    from .reader import FaceReader, make_reader
+    from .records import FaceRecord, ImageResult
+    from .writer import FaceWriter, make_writer
 
 
 def __getattr__(name: str):

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
-from .errors import ModelNotAvailableError
+from .errors import RefacexError
+from .registry import Registry
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -89,106 +90,118 @@ def mask_faces(crops: torch.Tensor, strength: float = 1.0, mask: torch.Tensor | 
     return crops + strength * (flat - crops) if strength < 1 else flat.contiguous()
 
 
+@dataclass
+class Anonymised:
+    """What an anonymiser made of a batch of aligned crops.
+
+    ``crops (B, 3, S, S)`` in [0, 1]; ``masks (B, 1, S, S)`` where each crop changed (outside them
+    it equals its input), or None for the whole face mask; ``donors``: per face, the donor indices
+    used (empty for methods without donors); ``notes``: per face, what the method could not keep
+    (e.g. glasses replaced by donor eyes).
+    """
+
+    crops: torch.Tensor
+    masks: torch.Tensor | None = None
+    donors: list[list[int]] = field(default_factory=list)
+    notes: list[list[str]] = field(default_factory=list)
+
+    def __post_init__(self):
+        n = len(self.crops)
+        self.donors = self.donors or [[] for _ in range(n)]
+        self.notes = self.notes or [[] for _ in range(n)]
+
+
 class Anonymiser(Protocol):
     """Changes who is in an aligned crop. ``reversible``: whether a recovery code can undo it."""
 
     name: str
     reversible: bool
+    #: usable by name only: its shipped weights are not the default (see :mod:`~refacex_plugin.registry`)
+    experimental: bool
 
-    def __call__(self, crops: torch.Tensor, donors: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor: ...
+    def anonymise(self, crops: torch.Tensor, strength: float = 1.0) -> Anonymised: ...
+
+    def with_donors(self, bank=None, policy: str = "random", key: bytes | None = None, seed: int | None = None) -> Anonymiser:
+        """A copy drawing donors from ``bank`` (default its own) under ``policy`` (``random`` or
+        ``consistent``: one person, one donor set, keyed by ``key``); itself if it has no donors."""
+        ...
 
 
 @dataclass
 class BaselineAnonymiser:
-    """Wraps one of the classical functions; ignores donors."""
+    """Wraps one of the classical functions; no donors."""
 
     name: str
     fn: Callable[..., torch.Tensor]
     reversible: bool = False
+    experimental: bool = False
 
     def __call__(self, crops: torch.Tensor, donors: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor:
         return self.fn(crops, strength)
 
+    def anonymise(self, crops: torch.Tensor, strength: float = 1.0) -> Anonymised:
+        return Anonymised(self.fn(crops, strength).clamp(0.0, 1.0))
 
-_FACTORIES: dict[str, Callable[[], Anonymiser]] = {
-    "blur": lambda: BaselineAnonymiser("blur", blur_faces),
-    "pixelate": lambda: BaselineAnonymiser("pixelate", pixelate_faces),
-    "mask": lambda: BaselineAnonymiser("mask", mask_faces),
-}
-_UNAVAILABLE: dict[str, str] = {}
-#: Learned methods that load their weights from the zoo the first time they are asked for.
-_LEARNED: dict[str, str] = {
-    "refacex": "refacex_plugin.composite:load_composite",
-    "generator": "refacex_plugin.anonymiser.model:load_refacex_model",
-}
-_LOADED: dict[str, Anonymiser] = {}
-_NOT_DEFAULT: set[str] = set()  # available by name, but not preferred (its manifest says default: false)
+    def with_donors(self, bank=None, policy: str = "random", key: bytes | None = None, seed: int | None = None) -> BaselineAnonymiser:
+        if bank is not None:
+            raise RefacexError(f"method {self.name!r} uses no donors: --donors needs the refacex method")
+        return self
 
 
-def reset_learned() -> None:
-    """Forget the learned methods loaded so far (after the models folder changed)."""
-    for name in _LEARNED:
-        _FACTORIES.pop(name, None)
-        _UNAVAILABLE.pop(name, None)
-        _LOADED.pop(name, None)
-        _NOT_DEFAULT.discard(name)
-
-
-def _probe_learned() -> None:
-    """Register each learned method whose weights load (once); remember why the others do not."""
-    import importlib
-
-    for name, target in list(_LEARNED.items()):
-        if name in _FACTORIES or name in _UNAVAILABLE:
-            continue
-        module, fn = target.split(":")
-        try:
-            model, default = getattr(importlib.import_module(module), fn)()
-        except ModelNotAvailableError as exc:
-            _UNAVAILABLE[name] = f"the learned {name} anonymiser has no usable weights here ({exc}); use blur, pixelate or mask"
-            continue
-        _LOADED[name] = model
-        if not default:
-            _NOT_DEFAULT.add(name)
-        _FACTORIES[name] = lambda n=name: _LOADED[n]
-
-
-#: Preference order for :func:`default_method`: learned first, then the baselines.
+#: Preference order for the default: the donor composite, then the baselines (``generator``, the
+#: learned network kept for its approximate recovery, is experimental: used only when named).
 PREFERENCE = ("refacex", "generator", "pixelate", "blur", "mask")
 BASELINES = ("blur", "pixelate", "mask")
 
+ANONYMISERS: Registry[Anonymiser] = Registry("method", PREFERENCE, hint="use blur, pixelate or mask")
+ANONYMISERS.register("blur", lambda: BaselineAnonymiser("blur", blur_faces))
+ANONYMISERS.register("pixelate", lambda: BaselineAnonymiser("pixelate", pixelate_faces))
+ANONYMISERS.register("mask", lambda: BaselineAnonymiser("mask", mask_faces))
+
+
+def _load_composite() -> Anonymiser:
+    from .composite import load_composite
+
+    return load_composite()
+
+
+def _load_generator() -> Anonymiser:
+    from .anonymiser.model import load_refacex_model
+
+    return load_refacex_model()
+
+
+ANONYMISERS.register("refacex", _load_composite)
+ANONYMISERS.register("generator", _load_generator)
+
 
 def register_anonymiser(name: str, factory: Callable[[], Anonymiser]) -> None:
-    """Make a method available by name (learned models call this when their weights are found)."""
-    _FACTORIES[name] = factory
-    _UNAVAILABLE.pop(name, None)
+    """Make a method available by name (e.g. an ablation's configured composite)."""
+    ANONYMISERS.register(name, factory)
+
+
+def reset_learned() -> None:
+    """Forget the methods loaded so far (after the models folder changed)."""
+    ANONYMISERS.reset()
 
 
 def is_experimental(name: str) -> bool:
-    """A learned method whose shipped weights are not (yet) the default: usable by name, with a warning."""
-    _probe_learned()
-    return name in _NOT_DEFAULT
+    """A method whose shipped weights are not the default: usable by name, with a warning."""
+    return ANONYMISERS.is_experimental(name)
 
 
 def known_methods() -> list[str]:
-    return list(dict.fromkeys([*PREFERENCE, *_FACTORIES]))
+    return ANONYMISERS.names()
 
 
 def available_methods() -> list[str]:
-    _probe_learned()
-    return [m for m in known_methods() if m in _FACTORIES]
+    return ANONYMISERS.available()
 
 
 def default_method() -> str:
     """The best method this installation can run."""
-    _probe_learned()
-    return next(m for m in PREFERENCE if m in _FACTORIES and m not in _NOT_DEFAULT)
+    return ANONYMISERS.default()
 
 
 def get_anonymiser(name: str) -> Anonymiser:
-    _probe_learned()
-    if name in _FACTORIES:
-        return _FACTORIES[name]()
-    if name in _UNAVAILABLE:
-        raise ModelNotAvailableError(f"method {name!r} not available: {_UNAVAILABLE[name]}")
-    raise ModelNotAvailableError(f"unknown method {name!r} (choose from {', '.join(known_methods())})")
+    return ANONYMISERS.get(name)

@@ -11,8 +11,9 @@ is the same whichever front end is used::
     with api.Session(settings) as session:
         api.anonymise_file(session, "photo.jpg", "out/photo.jpg")
 
-The work itself is :mod:`~refacex_plugin.files`' and :class:`~refacex_plugin.pipeline.Pipeline`'s;
-this layer only decides what may run and builds the pipeline and opens the vault once.
+The work itself is :mod:`~refacex_plugin.files`', :class:`~refacex_plugin.writer.FaceWriter`'s and
+:class:`~refacex_plugin.reader.FaceReader`'s; this layer only decides what may run, builds the
+writer or the reader and opens the vault once.
 """
 
 from __future__ import annotations
@@ -102,22 +103,24 @@ def irreversible_message(method: str) -> str:
     return f"method {method!r} is irreversible: with a key, give a vault for exact recovery, or use --method generator"
 
 
-_PIPELINES: dict = {}  # (settings without the vault, use) -> Pipeline, for sessions that reuse models
-_PIPELINES_LOCK = threading.Lock()
+_BUILT: dict = {}  # (settings without the vault, use) -> writer or reader, for sessions that reuse models
+_BUILT_LOCK = threading.Lock()
 
 
 class Session:
-    """The pipeline and the vault for one :class:`Settings`, validated, built and opened once.
+    """The writer or reader and the vault for one :class:`Settings`, validated, built and opened once.
 
     Args:
         use: ``anonymise`` (the vault is created if missing), ``recover`` (it must exist; without a
             watermark only unchanged files, found by their pixel hash, can be restored) or ``read``.
-        reuse_models: take the pipeline from a process-wide cache of pipelines built for equal
-            settings (a server answering many requests); the vault is still this session's own.
+        reuse_models: take the writer or reader from a process-wide cache of those built for
+            equal settings (a server answering many requests); the vault is still this session's own.
 
     Attributes:
         method: the method anonymising uses (None for the other uses).
-        pipeline: the :class:`~refacex_plugin.pipeline.Pipeline` (None when recovering without a watermark).
+        writer: the :class:`~refacex_plugin.writer.FaceWriter` (``anonymise`` only).
+        reader: the :class:`~refacex_plugin.reader.FaceReader` (``recover`` and ``read``; None when
+            recovering without a watermark).
         vault: the open :class:`~refacex_plugin.vault.Vault`, or None.
         warnings: one-line warnings a front end should show (experimental weights).
         notes: what this session cannot do that its use usually can (recovery without a watermark).
@@ -131,12 +134,17 @@ class Session:
         self.warnings: list[str] = []
         self.notes: list[str] = []
         self.vault = None
-        self.pipeline = None
+        self.writer = None
+        self.reader = None
         if settings.vault:
             self.vault = Vault(settings.vault, settings.key, create=use == "anonymise")
         try:
             try:
-                self.pipeline = self._pipeline(reuse_models)
+                built = self._build(reuse_models)
+                if use == "anonymise":
+                    self.writer = built
+                else:
+                    self.reader = built
             except RefacexError:
                 if use != "recover" or self.vault is None:
                     raise
@@ -146,14 +154,14 @@ class Session:
             self.close()
             raise
 
-    def _pipeline(self, reuse: bool):
+    def _build(self, reuse: bool):
         if not reuse:
-            return _build_pipeline(self.settings, self.use, self.method)
-        with _PIPELINES_LOCK:
+            return _build(self.settings, self.use, self.method)
+        with _BUILT_LOCK:
             cache_key = (replace(self.settings, vault=None), self.use)
-            if cache_key not in _PIPELINES:
-                _PIPELINES[cache_key] = _build_pipeline(self.settings, self.use, self.method)
-            return _PIPELINES[cache_key]
+            if cache_key not in _BUILT:
+                _BUILT[cache_key] = _build(self.settings, self.use, self.method)
+            return _BUILT[cache_key]
 
     def _warn_experimental(self) -> None:
         from .anonymisers import is_experimental as method_experimental
@@ -163,8 +171,10 @@ class Session:
             self.warnings.append(
                 f"method {self.method!r} is experimental (its weights have not reached the bars; see the README's status table)"
             )
-        if self.pipeline is not None and (self.use != "anonymise" or self.pipeline.has_key):
-            watermark = self.pipeline.watermark  # loads it: fails now, clearly, if none does
+        watermark = self.writer.embedder.watermark if self.writer is not None and self.writer.has_key else None
+        if self.reader is not None:
+            watermark = self.reader.watermark
+        if watermark is not None:
             if watermark_experimental(watermark):
                 self.warnings.append(
                     f"watermark {watermark.name!r} is experimental (its weights have not reached the bars; see docs/payload.md)"
@@ -189,28 +199,27 @@ class Session:
         return f"Session({self.settings!r}, use={self.use!r})"
 
 
-def _build_pipeline(s: Settings, use: str, method: str | None):
-    from .geometry import AlignConfig
-    from .pipeline import Pipeline
+def _build(s: Settings, use: str, method: str | None):
+    """The writer (``anonymise``) or the reader (the other uses) for ``s``."""
+    detector_config = DetectorConfig(threshold=s.threshold, min_size=s.min_face)
+    if use != "anonymise":
+        from .reader import make_reader
 
-    common = dict(
+        return make_reader(s.key, watermark=s.watermark, detector=s.detector, detector_config=detector_config, device=s.device)
+    from .writer import make_writer
+
+    return make_writer(
+        method,
         detector=s.detector,
-        detector_config=DetectorConfig(threshold=s.threshold, min_size=s.min_face),
+        detector_config=detector_config,
+        strength=s.strength,
         key=s.key,
         watermark=s.watermark,
-        device=s.device,
-    )
-    if use != "anonymise":  # a reader: the method is never used
-        return Pipeline(method="blur", **common)
-    return Pipeline(
-        method=method,
-        align=AlignConfig(),
-        strength=s.strength,
         watermark_strength=s.watermark_strength,
         donor_policy=s.donor_policy,
         donor_bank=load_donor_bank(s.donors, method) if s.donors else None,
         keep_landmarks=s.keep_landmarks,
-        **common,
+        device=s.device,
     )
 
 
@@ -248,7 +257,7 @@ def anonymise_file(
     """Anonymise one file into ``dst`` (:func:`refacex_plugin.files.anonymise_file`), its
     originals into the session's vault and, with a key, a payload into each face."""
     _needs(session, "anonymise")
-    return files.anonymise_file(session.pipeline, Path(src), Path(dst), fmt, quality, session.vault, in_place)
+    return files.anonymise_file(session.writer, Path(src), Path(dst), fmt, quality, session.vault, in_place)
 
 
 def recover_file(
@@ -262,17 +271,17 @@ def recover_file(
     """Restore an anonymised file's original (:func:`refacex_plugin.files.recover_file`): from
     the session's vault, or approximately from its payloads' recovery codes without one."""
     _needs(session, "recover")
-    return files.recover_file(Path(src), Path(dst), session.vault, session.pipeline, fmt, quality, in_place)
+    return files.recover_file(Path(src), Path(dst), session.vault, session.reader, fmt, quality, in_place)
 
 
 def read_payloads(session: Session, image: str | os.PathLike | np.ndarray, keys: list[bytes] | tuple = ()) -> list:
     """Per face of ``image`` (a file or an RGB array), what its payload says
-    (:meth:`refacex_plugin.pipeline.Pipeline.read_payloads`), authenticated with ``keys`` or the
+    (:meth:`refacex_plugin.reader.FaceReader.read_payloads`), authenticated with ``keys`` or the
     session's key. Report them with ``to_dict``, which leaves the code out."""
-    if session.pipeline is None:
+    if session.reader is None:
         raise RefacexError("no watermark available to read payloads with")
     if not isinstance(image, np.ndarray):
         from .image_io import read_image
 
         image = read_image(image).rgb
-    return session.pipeline.read_payloads(image, list(keys))
+    return session.reader.read_payloads(image, list(keys))

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from .errors import DetectorNotAvailableError
+from .registry import Registry
 
 
 @dataclass
@@ -343,25 +344,20 @@ def dlib_model_path(name: str):
     return path
 
 
-_REGISTRY: dict[str, Callable[[DetectorConfig], FaceDetector]] = {
-    "centerface": CenterFaceDetector,
-    "dlib": DlibDetector,
-}
 DEFAULT_DETECTOR = "centerface"
+DETECTORS: Registry[FaceDetector] = Registry("detector", (DEFAULT_DETECTOR,), error=DetectorNotAvailableError)
+DETECTORS.register("centerface", CenterFaceDetector)
+DETECTORS.register("dlib", DlibDetector)
 
 
 def register_detector(name: str, factory: Callable[[DetectorConfig], FaceDetector]) -> None:
-    """Make a detector available by name to the pipeline, CLI and benchmarks."""
-    _REGISTRY[name] = factory
+    DETECTORS.register(name, factory)
 
 
 def detector_names() -> list[str]:
-    return list(_REGISTRY)
+    return DETECTORS.names()
 
 
-@functools.lru_cache(maxsize=8)
 def load_detector(name: str = DEFAULT_DETECTOR, cfg: DetectorConfig = DetectorConfig()) -> FaceDetector:
-    """Build (once per name and config) the named detector."""
-    if name not in _REGISTRY:
-        raise DetectorNotAvailableError(f"unknown detector {name!r} (choose from {', '.join(_REGISTRY)})")
-    return _REGISTRY[name](cfg)
+    """The named detector with thresholds ``cfg`` (built once per name and config)."""
+    return DETECTORS.get(name, cfg)

@@ -31,8 +31,10 @@ from .ecc import bits_to_bytes, bytes_to_bits
 from .errors import ModelNotAvailableError, RefacexError
 from .image_io import FORMAT_SUFFIXES, LoadedImage, atomic_write_bytes, encode_image, output_format, output_path, pil_to_rgb, read_image
 from .jpeg_blocks import BlockEdit, rewrite_changed_blocks
-from .pipeline import FaceRecord, Pipeline
+from .reader import FaceReader
+from .records import FaceRecord
 from .vault import FaceRegion, Vault, pixel_hash, restore, restore_into
+from .writer import FaceWriter
 
 
 @dataclass
@@ -94,7 +96,7 @@ def _encode(raw: bytes, img: LoadedImage, image: np.ndarray, fmt: str, quality: 
 
 
 def anonymise_file(
-    pipe: Pipeline,
+    writer: FaceWriter,
     src: Path,
     dst: Path,
     fmt: str | None = None,
@@ -126,23 +128,23 @@ def anonymise_file(
             raise RefacexError(f"{src}: output would overwrite the input; use --in-place to mean that")
     if vault is not None and vault.has(pixel_hash(img.rgb)):
         return FileResult(src, dst, [], 0, skipped=True)  # a re-run never anonymises twice
-    result = pipe.anonymise_image(img.rgb)
+    result = writer.anonymise_image(img.rgb)
     image, regions, frames, record_ids, emb = result.image, list(result.regions), [None] * len(result.faces), None, None
-    if pipe.has_key and result.faces:
+    if writer.has_key and result.faces:
         landmarks = np.asarray([f.landmarks for f in result.faces], np.float32)
         if vault is not None:  # exact recovery: each face carries its vault record's id
             record_ids = [secrets.token_bytes(P.code_bits(P.KIND_VAULT_REF) // 8) for _ in result.faces]
-            emb = pipe.embed_codes(image, landmarks, [bytes_to_bits(r) for r in record_ids], P.KIND_VAULT_REF)
+            emb = writer.embed_codes(image, landmarks, [bytes_to_bits(r) for r in record_ids], P.KIND_VAULT_REF)
         elif result.codes is not None:  # learned recovery: each face carries its recovery code
-            emb = pipe.embed_codes(image, landmarks, result.codes, P.KIND_RECOVERY_CODE)
+            emb = writer.embed_codes(image, landmarks, result.codes, P.KIND_RECOVERY_CODE)
         else:
-            raise ModelNotAvailableError(f"method {pipe.method!r} is irreversible: a key needs a vault (--vault) or the refacex method")
+            raise ModelNotAvailableError(f"method {writer.method!r} is irreversible: a key needs a vault (--vault) or the refacex method")
         image, frames = emb.image, list(emb.frames)
         regions = [_union(a, b) for a, b in zip(regions, emb.regions)]
         for face, status, errors in zip(result.faces, emb.status, emb.bit_errors):
             face.payload, face.payload_bit_errors = status, errors
     data, blocks, notes = _encode(raw, img, image, out_fmt, quality)
-    if blocks is not None and emb is not None and _payloads_lost(pipe, result.faces, emb, data):
+    if blocks is not None and emb is not None and not writer.embedder.survives(emb, decode_bytes(data)):
         # The file's own tables can be coarser than a re-encode at ``quality``: a payload that
         # read back before encoding must read back from the file, so such a file is re-encoded whole.
         data, blocks = encode_image(image, out_fmt, quality, img.alpha), None
@@ -164,25 +166,6 @@ def anonymise_file(
         stored = len(vault.put(pixel_hash(decode_bytes(data)), records, ids, original=raw, original_format=img.format))
     atomic_write_bytes(dst, data)
     return FileResult(src, dst, result.faces, stored, size=img.rgb.shape[:2], notes=notes, jpeg_blocks=blocks)
-
-
-def _payloads_lost(pipe: Pipeline, faces: list[FaceRecord], emb, data: bytes) -> bool:
-    """Whether a payload that read back before encoding has more wrong channel bits in the encoded
-    ``data`` than the error correction repairs (read where it was embedded: a few ms a face, where a
-    searching reader would take seconds)."""
-    from .channel import face_logits
-    from .geometry import alignment_matrices
-
-    keep = [i for i, f in enumerate(faces) if f.payload == "embedded"]
-    if not keep:
-        return False
-    m = alignment_matrices(np.asarray(emb.frames)[keep], pipe.align)
-    bits = np.asarray(emb.bits)[keep]
-    wrong = [
-        ((face_logits(rgb, m, pipe.watermark, pipe.align, pipe.device, sync=False)[0] > 0) != bits).sum(axis=1)
-        for rgb in (emb.image, decode_bytes(data))
-    ]
-    return bool((wrong[1] > np.maximum(wrong[0], P.ECC.t)).any())
 
 
 def _union(a, b):
@@ -219,7 +202,7 @@ def recover_file(
     src: Path,
     dst: Path,
     vault: Vault | None,
-    pipe: Pipeline | None = None,
+    reader: FaceReader | None = None,
     fmt: str | None = None,
     quality: int = 95,
     in_place: bool = False,
@@ -229,7 +212,7 @@ def recover_file(
     An unchanged file (found by its pixel hash) whose original the vault keeps gets that original
     back byte for byte: same format, same metadata (re-encoded only when ``fmt`` names another
     format). Vaults without originals restore it by its face regions, bit-exactly (the whole
-    image when the anonymised file was written losslessly). A changed file, given ``pipe`` (its
+    image when the anonymised file was written losslessly). A changed file, given ``reader`` (its
     detector and watermark, and the vault's key), has each face's payload read and its vault
     record restored where the face is now: bit-exact face pixels over a re-encoded background, or
     warped into a resized or cropped image. Nothing is written unless at least one face was restored.
@@ -252,9 +235,9 @@ def recover_file(
         if dst.exists() and dst.resolve() == src.resolve():
             raise RefacexError(f"{src}: output would overwrite the input; use --in-place to mean that")
     if vault is None:  # learned recovery from the payloads' codes
-        if pipe is None:
-            raise RefacexError("recovery needs a vault or a pipeline with the recovery network")
-        rec = pipe.recover_image(img.rgb)
+        if reader is None:
+            raise RefacexError("recovery needs a vault or a reader of the payloads' recovery codes")
+        rec = reader.recover_image(img.rgb)
         if not rec.restored:
             why = "; ".join(sorted({w for _, w in rec.failed})) or "no face found"
             raise RefacexError(f"{src}: not restored: {why}")
@@ -263,11 +246,11 @@ def recover_file(
     regions = vault.get(pixel_hash(img.rgb))
     if regions:
         original = restore(img.rgb, regions)
-    elif pipe is None:
+    elif reader is None:
         raise RefacexError(f"{src}: no vault record for this image (not anonymised with this vault, or changed since)")
     else:
         original, regions = img.rgb, []
-        found = pipe.read_payloads(img.rgb)
+        found = reader.read_payloads(img.rgb)
         for face in found:
             if face.authenticated and face.payload.kind == P.KIND_VAULT_REF:
                 record = vault.get_record(bits_to_bytes(face.payload.code))

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from .errors import ImageReadError, ImageWriteError
+from .errors import ImageReadError, ImageWriteError, RefacexError
 
 #: Largest image (in pixels) we agree to decode; larger files are refused, not silently cropped.
 MAX_PIXELS = 200_000_000
@@ -247,3 +247,15 @@ def write_image(
 ) -> None:
     """Encode ``rgb`` (``(H, W, 3) uint8``) without metadata and write it atomically."""
     atomic_write_bytes(path, encode_image(rgb, fmt, quality, alpha))
+
+
+def as_rgb_array(image: np.ndarray | Image.Image) -> np.ndarray:
+    """A PIL image or an ``(H, W)``/``(H, W, 3|4) uint8`` array as a contiguous ``(H, W, 3) uint8`` RGB array."""
+    if isinstance(image, Image.Image):
+        return pil_to_rgb(image)[0]
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.dtype != np.uint8:
+        raise RefacexError(f"expected an (H, W, 3) uint8 RGB array, got {arr.shape} {arr.dtype}")
+    return np.ascontiguousarray(arr[:, :, :3])

@@ -11,7 +11,7 @@ features are), which users keep on purpose; not appearance.
 Measured (``refacex bench privacy utility recovery ... --quick``): dlib 68-point NME 0.104 ->
 0.052, head-pose difference 15.2 -> 7.9 deg; but it costs privacy (the attack suite:
 MobileFaceNet matches 4.0 % of warped faces unattacked), so the pipeline applies it only on
-request (``Pipeline(keep_landmarks=True)``, ``--keep-landmarks``). See docs/decisions/0005.
+request (``make_writer(keep_landmarks=True)``, ``--keep-landmarks``). See docs/decisions/0005.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def _shipped_learned_watermark():
 
 def _networks(res: int = 128) -> dict[str, tuple[torch.nn.Module, tuple, list[str]]]:
     """name -> (module, example inputs, input names) for every shipped network that loads."""
-    from .anonymisers import _LOADED, available_methods
+    from .anonymisers import available_methods, get_anonymiser
 
     out = {}
     x = torch.rand(2, 3, res, res)
@@ -80,7 +80,7 @@ def _networks(res: int = 128) -> dict[str, tuple[torch.nn.Module, tuple, list[st
         out["watermark-encoder"] = (wm.encoder, (x, bits), ["crops", "bits"])
         out["watermark-decoder"] = (wm.decoder, (x,), ["crops"])
     if "generator" in available_methods():
-        m = _LOADED["generator"]
+        m = get_anonymiser("generator")
         code = torch.randint(0, 2, (2, m.R.unet.cond[0].in_features)).float()
         out["refacex-generator"] = (m.G, (x, torch.randn(2, 128), mask), ["face", "donor", "mask"])
         out["refacex-code-encoder"] = (m.E, (x,), ["face"])
@@ -139,7 +139,7 @@ def default_folder() -> Path:
 def use_onnx(folder: Path | None = None, device: str = "cpu") -> list[str]:
     """Swap the loaded shipped networks for onnxruntime sessions from ``folder`` (exported first if
     missing). Returns the networks swapped."""
-    from .anonymisers import _LOADED, available_methods
+    from .anonymisers import available_methods, get_anonymiser
 
     folder = Path(folder) if folder else default_folder()
     if not (folder / "export.json").is_file() or any(not (folder / f"{n}.onnx").is_file() for n in _networks()):
@@ -151,7 +151,7 @@ def use_onnx(folder: Path | None = None, device: str = "cpu") -> list[str]:
         _swap(wm, "decoder", OrtModule(folder / "watermark-decoder.onnx", device))
         swapped += ["watermark-encoder", "watermark-decoder"]
     if "generator" in available_methods():
-        m = _LOADED["generator"]
+        m = get_anonymiser("generator")
         _swap(m, "G", OrtModule(folder / "refacex-generator.onnx", device))
         _swap(m, "E", OrtModule(folder / "refacex-code-encoder.onnx", device))
         _swap(m, "R", OrtModule(folder / "refacex-recovery.onnx", device))

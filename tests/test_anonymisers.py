@@ -7,7 +7,7 @@ from refacex_plugin import operators
 from refacex_plugin.anonymisers import BASELINES, available_methods, blur_faces, default_method, get_anonymiser, mask_faces, pixelate_faces
 from refacex_plugin.errors import ModelNotAvailableError
 from refacex_plugin.geometry import AlignConfig, alignment_matrices, extract_crops, face_mask
-from refacex_plugin.pipeline import Pipeline
+from refacex_plugin.writer import make_writer
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_registry_and_operators(crops):
 def test_pipeline_changes_faces_only(method, group_rgb):
     from refacex_plugin.geometry import warp_mask_to_image
 
-    pipe = Pipeline(method=method)
+    pipe = make_writer(method)
     res = pipe.anonymise_image(group_rgb)
     assert len(res.faces) == 6
     assert res.image.shape == group_rgb.shape and res.image.dtype == np.uint8
@@ -82,7 +82,7 @@ def test_pipeline_changes_faces_only(method, group_rgb):
 
 def test_pipeline_with_no_face_returns_copy():
     img = np.full((100, 120, 3), 200, np.uint8)
-    res = Pipeline(method="blur").anonymise_image(img)
+    res = make_writer("blur").anonymise_image(img)
     assert res.faces == [] and np.array_equal(res.image, img) and res.image is not img
 
 
@@ -94,7 +94,7 @@ def test_pipeline_refuses_a_key_without_any_watermark(monkeypatch):
     monkeypatch.setattr(W, "_CACHE", {})
     monkeypatch.setenv("REFACEX_MODELS", "/nonexistent")
     with pytest.raises(ModelNotAvailableError, match="no entry"):
-        Pipeline(method="blur", key=b"k" * 32)
+        make_writer("blur", key=b"k" * 32)
 
 
 def operators_channel_bits():
@@ -103,8 +103,12 @@ def operators_channel_bits():
     return CHANNEL_BITS
 
 
-def test_pipeline_repr_hides_key():
-    assert "key" not in repr(Pipeline(method="blur"))
+def test_writer_and_reader_reprs_hide_the_key():
+    from refacex_plugin.reader import make_reader
+
+    key = bytes(range(7, 39))
+    for shown in (repr(make_writer("blur", key=key)), repr(make_writer("blur", key=key).embedder), repr(make_reader(key))):
+        assert key.hex() not in shown and repr(key) not in shown and str(list(key)) not in shown
 
 
 def test_a_seeded_donor_draw_repeats_and_an_unseeded_one_differs(example_rgb):
@@ -113,7 +117,7 @@ def test_a_seeded_donor_draw_repeats_and_an_unseeded_one_differs(example_rgb):
 
     if "refacex" not in available_methods():
         pytest.skip("refacex weights not shipped")
-    runs = [Pipeline(method="refacex", donor_seed=3).anonymise_image(example_rgb).image for _ in range(2)]
+    runs = [make_writer("refacex", donor_seed=3).anonymise_image(example_rgb).image for _ in range(2)]
     assert np.array_equal(runs[0], runs[1]) and not np.array_equal(runs[0], example_rgb)
     bank = DonorBank(np.random.default_rng(0).normal(size=(64, 128)).astype(np.float32), "synthetic")
     emb = np.zeros((20, 128), np.float32)

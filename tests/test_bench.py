@@ -116,10 +116,10 @@ def test_ecc_comparison_counts_hard_and_soft_corrections():
 def test_a_strong_blur_defeats_detection(example_rgb):
     from refacex_plugin.bench.originals import central_face
     from refacex_plugin.detection import load_detector
-    from refacex_plugin.pipeline import Pipeline
+    from refacex_plugin.writer import make_writer
 
     det = load_detector()
-    out = Pipeline(method="blur", strength=4.0).anonymise_image(example_rgb).image
+    out = make_writer("blur", strength=4.0).anonymise_image(example_rgb).image
     d = det(out)
     assert central_face(d, *out.shape[:2]) is None or d.scores.max() < 0.6
 

@@ -32,9 +32,9 @@ def test_a_bound_payload_opens_only_for_its_binding():
 def test_a_face_keeps_its_hash_through_jpeg_and_colour_changes(lfw):
     """The reader's candidates include the writer's hash after real re-encoding and re-detection."""
     from refacex_plugin.channel import match_faces
-    from refacex_plugin.pipeline import Pipeline
+    from refacex_plugin.writer import make_writer
 
-    pipe = Pipeline(method="blur")
+    pipe = make_writer("blur")
     kept = 0
     people = ["Aaron_Eckhart", "Serena_Williams", "Colin_Powell", "Tony_Blair"]
     for person in people:

@@ -94,9 +94,9 @@ def test_donors_close_in_pose_expression_and_skin_tone(example_rgb):
 def test_pipeline_changes_only_the_face_and_hides_identity(lfw_sample):
     from refacex_plugin.identity import IdentityModel
     from refacex_plugin.image_io import read_image
-    from refacex_plugin.pipeline import Pipeline
+    from refacex_plugin.writer import make_writer
 
-    pipe = Pipeline(method="refacex", donor_seed=0)
+    pipe = make_writer("refacex", donor_seed=0)
     ident = IdentityModel()
     far, done = 0, 0
     for path in lfw_sample[:10]:
@@ -191,9 +191,9 @@ def test_donors_build_and_use_a_users_own_bank(tmp_path, lfw_sample):
 def test_glasses_are_reported_not_silently_removed(lfw):
     """A face with glasses is anonymised with donor eyes: its record says the glasses were removed."""
     from refacex_plugin.image_io import read_image
-    from refacex_plugin.pipeline import Pipeline
+    from refacex_plugin.writer import make_writer
 
-    pipe = Pipeline(method="refacex", donor_seed=0)
+    pipe = make_writer("refacex", donor_seed=0)
     with_glasses = [lfw / "Bill_Gates" / "Bill_Gates_0001.jpg", lfw / "Donald_Rumsfeld" / "Donald_Rumsfeld_0002.jpg"]
     notes = [note for p in with_glasses for f in pipe.anonymise_image(read_image(p).rgb).faces for note in f.notes]
     assert sum("eyewear" in n for n in notes) == 2

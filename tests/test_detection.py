@@ -103,10 +103,12 @@ def test_detectors_shared_by_threads_find_what_they_find_alone(lfw_sample, group
 
 def test_payload_readers_take_weaker_candidates_with_the_same_network():
     from refacex_plugin.detection import READER_THRESHOLD, reader_config
-    from refacex_plugin.pipeline import Pipeline
+    from refacex_plugin.reader import make_reader
+    from refacex_plugin.writer import make_writer
 
     assert reader_config(DetectorConfig(threshold=0.5)).threshold == READER_THRESHOLD < 0.5
     assert reader_config(DetectorConfig(threshold=0.1)).threshold == 0.1  # never raised
-    pipe = Pipeline(method="blur")
-    assert pipe.reader.cfg.threshold == READER_THRESHOLD and pipe.detector.cfg.threshold == 0.5
-    assert pipe.reader._run is pipe.detector._run  # one network, two thresholds
+    writer, reader = make_writer("blur", key=bytes(32)), make_reader(bytes(32))
+    assert reader.detector.cfg.threshold == READER_THRESHOLD and writer.detector.cfg.threshold == 0.5
+    assert writer.embedder.reader is reader.detector  # payloads are embedded for the reader's detector
+    assert reader.detector._run is writer.detector._run  # one network, two thresholds

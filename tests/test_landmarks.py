@@ -34,13 +34,13 @@ def test_refacex_keeps_the_original_landmarks_and_the_background(lfw):
     from refacex_plugin.bench.metrics import nme
     from refacex_plugin.geometry import alignment_matrices, warp_mask_to_image
     from refacex_plugin.landmarks import Landmarks68
-    from refacex_plugin.pipeline import Pipeline
+    from refacex_plugin.writer import make_writer
 
     if "generator" not in available_methods():
         pytest.skip("refacex weights not shipped")
-    kept, drawn = Pipeline(method="generator", donor_seed=0, keep_landmarks=True), Pipeline(method="generator", donor_seed=0)
+    kept, drawn = make_writer("generator", donor_seed=0, keep_landmarks=True), make_writer("generator", donor_seed=0)
     assert kept.keep_landmarks and not drawn.keep_landmarks  # off by default: it costs privacy
-    assert not Pipeline(method="blur", keep_landmarks=True).keep_landmarks  # only for methods that draw a face
+    assert not make_writer("blur", keep_landmarks=True).keep_landmarks  # only for methods that draw a face
     lm68 = Landmarks68()
     errors = {"kept": [], "drawn": []}
     for person in ["Aaron_Eckhart", "Serena_Williams", "Colin_Powell", "Tony_Blair", "George_W_Bush"]:

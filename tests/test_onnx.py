@@ -39,13 +39,13 @@ def test_export_matches_pytorch(tiny_zoo):
 
 def test_onnx_backend_anonymises_like_torch(tiny_zoo, example_rgb):
     from refacex_plugin.onnx_backend import use_onnx
-    from refacex_plugin.pipeline import Pipeline
+    from refacex_plugin.writer import make_writer
 
-    torch_out = Pipeline(method="generator", donor_policy="consistent", key=b"k" * 32).anonymise_image(example_rgb).image
+    torch_out = make_writer("generator", donor_policy="consistent", key=b"k" * 32).anonymise_image(example_rgb).image
     assert not np.array_equal(torch_out, example_rgb)
     swapped = use_onnx(tiny_zoo / "onnx2")
     assert "refacex-generator" in swapped
-    onnx_out = Pipeline(method="generator", donor_policy="consistent", key=b"k" * 32).anonymise_image(example_rgb).image
+    onnx_out = make_writer("generator", donor_policy="consistent", key=b"k" * 32).anonymise_image(example_rgb).image
     assert np.abs(onnx_out.astype(int) - torch_out.astype(int)).mean() < 1.0  # within 1/255 on average
 
 

@@ -132,14 +132,14 @@ def test_perturb_about_the_crop_centre():
 def test_dct_qim_refuses_another_strength_and_so_does_a_keyed_pipeline(face_crops):
     """The QIM reader quantises with the shipped step: another strength is refused up front."""
     from refacex_plugin.errors import RefacexError
-    from refacex_plugin.pipeline import Pipeline
+    from refacex_plugin.writer import make_writer
 
     bits = torch.zeros(len(face_crops), P.CHANNEL_BITS)
     with pytest.raises(ValueError, match="fixed strength"):
         DctQimWatermark().embed(face_crops, bits, strength=2.0)
     with pytest.raises(RefacexError, match="fixed strength"):
-        Pipeline(method="blur", key=bytes(32), watermark="dct-qim", watermark_strength=2.0)
-    Pipeline(method="blur", key=bytes(32), watermark="dct-qim")  # strength 1 is fine
+        make_writer("blur", key=bytes(32), watermark="dct-qim", watermark_strength=2.0)
+    make_writer("blur", key=bytes(32), watermark="dct-qim")  # strength 1 is fine
 
 
 def test_registry_knows_both_and_the_learned_needs_weights(tmp_path, monkeypatch):

@@ -9,10 +9,13 @@ synthetic donor bank); see ``models/manifest.json``.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..anonymisers import Anonymised
 from ..errors import ModelNotAvailableError
 from ..geometry import AlignConfig, face_mask, pool_to
 from .donors import DonorAssigner, DonorBank
@@ -41,8 +44,10 @@ class RefacexModel(torch.nn.Module):
     name = "generator"
     reversible = True
     #: the pipeline can move the drawn face's features onto the original's 68 landmarks
-    #: (``Pipeline(keep_landmarks=True)``, landmarks.py)
+    #: (``make_writer(keep_landmarks=True)``, landmarks.py)
     warp_to_landmarks = True
+    #: Usable by name only (see :mod:`~refacex_plugin.registry`); the loader reads it from the manifest.
+    experimental = False
 
     def __init__(
         self,
@@ -65,6 +70,15 @@ class RefacexModel(torch.nn.Module):
         if self.bank is None:
             raise ModelNotAvailableError("no donor bank loaded")
         self.assigner = DonorAssigner(self.bank, policy, key, seed=seed)
+
+    def with_donors(self, bank: DonorBank | None = None, policy: str = "random", key: bytes | None = None, seed: int | None = None) -> RefacexModel:
+        """A view sharing this model's networks that draws donors from ``bank`` under ``policy``."""
+        view = copy.copy(self)  # shares the networks (``_modules``), not the donor draw
+        view.assigner = DonorAssigner(bank if bank is not None else self.bank, policy, key, seed=seed)
+        return view
+
+    def anonymise(self, crops: torch.Tensor, strength: float = 1.0) -> Anonymised:
+        return Anonymised(self(crops, None, strength))
 
     def identities(self, crops: torch.Tensor) -> np.ndarray:
         """``(B, 128)`` identity embeddings of original crops (what the ``consistent`` policy keys on)."""
@@ -110,8 +124,8 @@ class RefacexModel(torch.nn.Module):
         return _paste(crops, out, self.mask.to(small))
 
 
-def load_refacex_model() -> tuple[RefacexModel, bool]:
-    """The shipped model and whether the manifest makes it the default method."""
+def load_refacex_model() -> RefacexModel:
+    """The shipped model; ``experimental`` unless the manifest makes it the default method."""
     from ..zoo import manifest, weights_path
 
     path = weights_path(WEIGHTS)
@@ -125,4 +139,5 @@ def load_refacex_model() -> tuple[RefacexModel, bool]:
     model = RefacexModel(entry.get("width", 32), entry.get("code_bits", 128), bank, view_blur=float(entry["view_blur"]))
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"] if "model" in state else state, strict=True)
-    return model.eval(), bool(entry.get("default", False))
+    model.experimental = not entry.get("default", False)
+    return model.eval()

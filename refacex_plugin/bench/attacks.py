@@ -171,12 +171,12 @@ def transplant_attack(files: list, n: int, seed: int = 0, progress: bool = True)
     it was sealed for (:mod:`refacex_plugin.binding`), so it must be refused there. Control: the
     same bits re-embedded the same way into their own image do open."""
     from ..channel import embed_in_image, read_from_image, reader_frames
-    from ..pipeline import Pipeline
+    from ..reader import make_reader
+    from ..writer import make_writer
 
     key = generate_key()
-    owner = Pipeline(method="blur", key=key)
-    public = Pipeline(method="blur")
-    wm, det = owner.watermark, owner.reader
+    owner, public, reader = make_writer("blur", key=key), make_writer("blur"), make_reader(key)
+    wm, det = owner.embedder.watermark, owner.embedder.reader
     g = np.random.default_rng(seed)
     moved = opened = own = 0
     for a, b in tqdm(list(zip(files[:n], files[n : 2 * n])), desc="transplant", disable=not progress, file=sys.stderr):
@@ -190,7 +190,7 @@ def transplant_attack(files: list, n: int, seed: int = 0, progress: bool = True)
         _, logits = read_from_image(marked, wm, det, owner.align)
         if len(logits) == 0:
             continue
-        if not any(f.authenticated for f in owner.read_payloads(marked)):
+        if not any(f.authenticated for f in reader.read_payloads(marked)):
             continue  # the channel lost this payload already; nothing to move
         bits = P.correct_channel((logits[0] > 0).astype(np.uint8))  # the BCH codes are public: move an error-free codeword
         if bits is None:
@@ -198,10 +198,10 @@ def transplant_attack(files: list, n: int, seed: int = 0, progress: bool = True)
         lb = reader_frames(rb.image, np.asarray([f.landmarks for f in rb.faces[:1]], np.float32), det)
         forged = embed_in_image(rb.image, lb, [bits], wm, det, owner.align).image
         moved += 1
-        opened += any(f.authenticated for f in owner.read_payloads(forged))
+        opened += any(f.authenticated for f in reader.read_payloads(forged))
         # control: the same bits, re-embedded the same way into their own (unmarked) image, open
         again = embed_in_image(ra.image, reader_frames(ra.image, la, det), [bits], wm, det, owner.align).image
-        own += any(f.authenticated for f in owner.read_payloads(again))
+        own += any(f.authenticated for f in reader.read_payloads(again))
     return {
         "pairs": moved,
         "opened_in_other_image": opened,
@@ -231,7 +231,7 @@ class _Faces:
 
 
 class _RecordingDonors:
-    """Wraps a pipeline's donor assigner and keeps the last donor vectors it handed out."""
+    """Wraps the generator's donor assigner and keeps the last donor vectors it handed out."""
 
     def __init__(self, inner):
         self.inner, self.policy, self.last = inner, inner.policy, None
@@ -242,22 +242,23 @@ class _RecordingDonors:
 
 
 def _anonymised_probes(method: str, probes: list[int], orig, device="cpu", seed: int = 0) -> _Faces:
-    from ..pipeline import Pipeline
+    from ..writer import make_writer
 
-    pipe = Pipeline(method=method, device=device, donor_seed=seed)
-    if pipe.donors is not None:
-        pipe.donors = _RecordingDonors(pipe.donors)
+    writer = make_writer(method, device=device, donor_seed=seed)
+    recorder = None
+    if hasattr(writer.anonymiser, "assigner"):  # the generator draws donor vectors: the attack sees them
+        recorder = writer.anonymiser.assigner = _RecordingDonors(writer.anonymiser.assigner)
     faces = _Faces([], [], [], [], [])
     for i in probes:
         rgb = read_image(orig.paths[i]).rgb
-        res = pipe.anonymise_image(rgb, orig.detections(i))
+        res = writer.anonymise_image(rgb, orig.detections(i))
         if not res.faces:
             continue
         faces.index.append(i)
         faces.original.append(rgb)
         faces.anonymised.append(res.image)
         faces.landmarks.append(np.asarray([f.landmarks for f in res.faces], np.float32))
-        faces.donors.append(pipe.donors.last.float() if pipe.donors is not None else None)
+        faces.donors.append(recorder.last.float() if recorder is not None else None)
     return faces
 
 

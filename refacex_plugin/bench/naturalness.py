@@ -121,17 +121,17 @@ def measure_naturalness(
             :class:`~refacex_plugin.detection.Detections` and the index of the face to judge.
     """
     from ..image_io import read_image
-    from ..pipeline import Pipeline
+    from ..writer import make_writer
 
     test = np.array([held_out(lab) for lab in labels])
     originals = [read_image(f).rgb for f in files]
     real = np.stack([face_patch(rgb, det.landmarks[c]) for rgb, (det, c) in zip(originals, detections)])
     out = {}
     for method in methods:
-        pipe = Pipeline(method=method, device=device, donor_seed=seed)
+        writer = make_writer(method, device=device, donor_seed=seed)
         t0, fake = time.time(), []
         for n, (rgb, (det, c)) in enumerate(zip(originals, detections)):
-            fake.append(face_patch(pipe.anonymise_image(rgb, det).image, det.landmarks[c]))
+            fake.append(face_patch(writer.anonymise_image(rgb, det).image, det.landmarks[c]))
             if progress and (n + 1) % 100 == 0:
                 print(f"naturalness {method}: {n + 1}/{len(files)} anonymised, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
         out[method] = classifier_accuracy(real, np.stack(fake), test, steps, seed, progress, method)

@@ -26,9 +26,12 @@ ROWS = ("none", "jpeg_q75")
 
 
 def evaluate_recovery(method: str, probes: list[int], orig, recognizers, calib, device="cpu", progress=True, seed=0) -> dict:
-    from ..pipeline import Pipeline
+    from ..reader import make_reader
+    from ..writer import make_writer
 
-    pipe = Pipeline(method=method, key=generate_key(), device=device, donor_seed=seed)
+    key = generate_key()
+    pipe = make_writer(method, key=key, device=device, donor_seed=seed)
+    reader = make_reader(key, device=device)
     g = np.random.default_rng(seed)
     emb = {row: {r.name: [] for r in recognizers} for row in (*ROWS, "code_direct", "random_code")}
     direct_psnr = []
@@ -48,7 +51,7 @@ def evaluate_recovery(method: str, probes: list[int], orig, recognizers, calib, 
         used.append(i)
         for row in ROWS:
             x = DISTORTIONS[row](marked)
-            rec = pipe.recover_image(x)
+            rec = reader.recover_image(x)
             ok = bool(rec.restored)
             out = rec.image if ok else x
             restored[row].append(ok)
@@ -67,7 +70,7 @@ def evaluate_recovery(method: str, probes: list[int], orig, recognizers, calib, 
                 direct_psnr.append(M.psnr(out, rgb, mask))
             for r in recognizers:
                 emb[row][r.name].append(r.embed(out, [orig.geometry[r.name][i]])[0])
-    result: dict = {"available": True, "faces": len(used), "channel": pipe.watermark.name}
+    result: dict = {"available": True, "faces": len(used), "channel": reader.watermark.name}
     for row in (*ROWS, "code_direct", "random_code"):
         ident = {}
         for r in recognizers:

@@ -3,7 +3,7 @@
 Hosts are the faces users mark: the images anonymised by the default method
 (:func:`~refacex_plugin.anonymisers.default_method`). Each face gets a fresh random code sealed with a
 random key and bound to the face (the real payload format: encryption, tag over the face's hash,
-BCH), embedded as ``Pipeline.embed_codes`` does; a row's exact-decode rate is the
+BCH), embedded as :meth:`~refacex_plugin.writer.Embedder.embed` does; a row's exact-decode rate is the
 share of faces whose code comes back authenticated and identical after the distortion,
 re-detection and re-alignment.
 """
@@ -44,14 +44,14 @@ def evaluate_watermark(
     progress: bool = True,
     payload: str = "recovery-code",
 ) -> dict:
-    from ..pipeline import Pipeline
     from ..watermark import load_watermark
+    from ..writer import make_writer
 
     wm = load_watermark(name)
     det = load_detector(DEFAULT_DETECTOR)  # chooses the host faces
     reader = load_detector(DEFAULT_DETECTOR, reader_config())  # what the embedder and a reader detect
     align = AlignConfig()
-    pipe = Pipeline(method=host_method) if host_method else None
+    writer = make_writer(host_method) if host_method else None
     rng = np.random.default_rng(seed)
     kind = next(k for k, n in P.KIND_NAMES.items() if n == payload)
     code_bits = P.code_bits(kind)
@@ -64,7 +64,7 @@ def evaluate_watermark(
     skipped = 0
     for f in _progress(files, f"robustness {name} ({len(DISTORTIONS)} rows an image)", progress):
         rgb = read_image(f).rgb
-        host = pipe.anonymise_image(rgb).image if pipe else rgb
+        host = writer.anonymise_image(rgb).image if writer else rgb
         d = det(host)
         c = central_face(d, *host.shape[:2])
         if c is None:

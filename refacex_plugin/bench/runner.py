@@ -14,7 +14,7 @@ from ..detection import DEFAULT_DETECTOR, load_detector
 from ..geometry import alignment_matrices, warp_mask_to_image
 from ..image_io import read_image
 from ..landmarks import Landmarks68
-from ..pipeline import Pipeline
+from ..writer import make_writer
 from . import metrics as M
 from .dataset import make_split, read_pairs
 from .originals import central_face, measure_originals
@@ -150,23 +150,23 @@ def evaluate_method(method: str, cfg: BenchConfig, split, orig, idx, recognizers
     """Privacy and utility of one method over the probes (``method='none'``: the originals)."""
     detector = load_detector(DEFAULT_DETECTOR)
     lm68 = Landmarks68()
-    pipe = Pipeline(method=method, device=cfg.device, donor_seed=cfg.seed, strength=cfg.strength) if method != "none" else None
+    writer = make_writer(method, device=cfg.device, donor_seed=cfg.seed, strength=cfg.strength) if method != "none" else None
     probes = [(idx[str(p)], lab) for p, lab in zip(split.probes, split.probe_labels) if orig.ok[idx[str(p)]]]
     anon_emb = {r.name: [] for r in recognizers}
     donor_ids: list[str | None] = []
     retained, nmes, pose_d, bg_psnr, bg_ssim, face_psnr = [], [], [], [], [], []
     for i, _ in _progress(probes, f"privacy/utility {method}", cfg.progress):
         rgb = read_image(orig.paths[i]).rgb
-        if pipe is None:
+        if writer is None:
             out = rgb
         else:
-            result = pipe.anonymise_image(rgb, orig.detections(i))
+            result = writer.anonymise_image(rgb, orig.detections(i))
             out = result.image
             central = central_face(orig.detections(i), *rgb.shape[:2])
             donor_ids.append(result.faces[central].donor_id if central is not None and result.faces else None)
         for r in recognizers:
             anon_emb[r.name].append(r.embed(out, [orig.geometry[r.name][i]])[0])
-        if pipe is None or "utility" not in cfg.sections:
+        if writer is None or "utility" not in cfg.sections:
             continue
         det = detector(out)
         retained.append(any(M.box_iou(b, orig.box[i]) >= 0.5 for b in det.boxes))
@@ -174,7 +174,7 @@ def evaluate_method(method: str, cfg: BenchConfig, split, orig, idx, recognizers
         nmes.append(M.nme(p68, orig.pts68[i]))
         pose_d.append(M.angle_diff(M.head_pose(p68, out.shape[:2]), orig.pose[i]))
         dets = orig.detections(i)
-        mask = warp_mask_to_image(alignment_matrices(dets.landmarks, pipe.align), pipe.align, *rgb.shape[:2])
+        mask = warp_mask_to_image(alignment_matrices(dets.landmarks, writer.align), writer.align, *rgb.shape[:2])
         bg = (mask == 0).astype(np.uint8)
         bg_psnr.append(M.psnr(out, rgb, bg))
         bg_ssim.append(M.ssim(out, rgb, bg))
@@ -200,7 +200,7 @@ def evaluate_method(method: str, cfg: BenchConfig, split, orig, idx, recognizers
                 "gallery_identities": int(len(g_ok)),
                 "donor_match_rate": None,  # baselines use no donor
             }
-        bank = getattr(pipe.anonymiser, "bank", None) if pipe is not None else None
+        bank = getattr(writer.anonymiser, "bank", None) if writer is not None else None
         if bank is not None and hasattr(bank, "sources") and any(donor_ids):
             from .donors import donor_match_rates
 
@@ -216,7 +216,7 @@ def evaluate_method(method: str, cfg: BenchConfig, split, orig, idx, recognizers
             for name, rate in rates.items():
                 priv[name]["donor_match_rate"] = rate
         res["privacy"] = priv
-    if "utility" in cfg.sections and pipe is not None:
+    if "utility" in cfg.sections and writer is not None:
         pose_arr = np.array(pose_d)
         res["utility"] = {
             "detection_retention": float(np.mean(retained)),

@@ -82,7 +82,8 @@ def _worker(
     from ..image_io import read_image
     from ..keys import generate_key
     from ..operators import anonymise
-    from ..pipeline import Pipeline
+    from ..reader import make_reader
+    from ..writer import make_writer
 
     images = [read_image(f).rgb for f in files]
     det = load_detector(DEFAULT_DETECTOR)
@@ -90,8 +91,10 @@ def _worker(
         from ..onnx_backend import use_onnx
 
         use_onnx(device=device)
-    pipe = Pipeline(method=method, device=device)
-    keyed = Pipeline(method=method, device=device, key=generate_key())
+    key = generate_key()
+    pipe = make_writer(method, device=device)
+    keyed = make_writer(method, device=device, key=key)
+    reader = make_reader(key, device=device)  # as `refacex extract` reads: the default watermark, then the earlier ones
     pipe.anonymise_image(images[0])  # warm-up
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
@@ -128,7 +131,7 @@ def _worker(
 
     # The reader (``refacex extract`` / ``recover``): detect, search for each mark, open the payload.
     marked = marked[:extract_images]
-    t_read, read = _best_time(lambda: [keyed.read_payloads(im) for im in marked], 1, sync)
+    t_read, read = _best_time(lambda: [reader.read_payloads(im) for im in marked], 1, sync)
     candidates = sum(len(r) for r in read)
 
     # Several images at a time, as a folder run does (``--workers``): threads sharing the
@@ -179,9 +182,9 @@ def _fiftyone_worker(method: str, files: list[str]) -> dict:
     from .. import fiftyone_api
     from ..batch import Job, default_workers, run_jobs
     from ..files import anonymise_file
-    from ..pipeline import Pipeline
+    from ..writer import make_writer
 
-    pipe = Pipeline(method=method)
+    pipe = make_writer(method)
     jobs = [Job(Path(f), Path(f"{i}{Path(f).suffix}"), tmp / "core" / f"{i}{Path(f).suffix}") for i, f in enumerate(files)]
 
     def core() -> float:  # the CLI's file runner, as many files at a time as the operator works on

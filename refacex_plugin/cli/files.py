@@ -206,7 +206,7 @@ def anonymise(
     except RefacexError as exc:
         _fail(str(exc))
     _warn(session)
-    pipe, vault, key = session.pipeline, session.vault, settings.key
+    writer, vault, key = session.writer, session.vault, settings.key
     records_fh = open(records, "w", encoding="utf-8") if records else None
 
     def work(job: Job):
@@ -233,9 +233,9 @@ def anonymise(
         if records_fh:
             records_fh.close()
         session.close()
-    note = f"method: {pipe.method}"
+    note = f"method: {writer.method}"
     if key is not None:
-        note += f", key id {key_id(key)}, payloads in the {pipe.watermark.name} watermark"
+        note += f", key id {key_id(key)}, payloads in the {writer.embedder.watermark.name} watermark"
         if summary.faces:  # the others: small or weakly detected faces (docs/payload.md); the vault still has them
             note += f" ({verified} of {summary.faces} faces read back; see --records)"
     if vault is not None:

@@ -24,9 +24,9 @@ def shipped_bank() -> DonorBank:
         return _BANKS[BANK]
 
 
-def load_composite() -> tuple[CompositeAnonymiser, bool]:
-    """The composite anonymiser over the shipped bank; it is the default whenever its bank loads."""
-    return CompositeAnonymiser(shipped_bank()), True
+def load_composite() -> CompositeAnonymiser:
+    """The composite anonymiser over the shipped bank."""
+    return CompositeAnonymiser(shipped_bank())
 
 
 __all__ = [

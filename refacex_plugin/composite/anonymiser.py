@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..anonymisers import Anonymised
 from .bank import DonorBank, DonorChooser, donor_features
 from .mesh import FEATURE_GROUPS, CropLandmarks, hull_indices, piecewise_affine_maps, similarity_to
 
@@ -105,18 +106,6 @@ def multiband_blend(front: np.ndarray, back: np.ndarray, mask: np.ndarray, level
     return out
 
 
-@dataclass
-class Composites:
-    """``crops (B, 3, S, S)``; ``masks (B, 1, S, S)``: outside them each composite equals its crop;
-    ``donors``: per face, the bank indices of the donors used; ``notes``: per face, what the
-    composite could not keep (glasses, a fringe or hat over the forehead: donor skin replaces them)."""
-
-    crops: torch.Tensor
-    masks: torch.Tensor
-    donors: list[list[int]]
-    notes: list[list[str]]
-
-
 #: With several donors, the first gives the eyes and brows, the last the mouth and chin, and the
 #: one in between (or the last) the rest: a face whose parts come from different people looks
 #: like none of them as a whole, and each part keeps a real donor's detail (an average would not).
@@ -175,6 +164,7 @@ class CompositeAnonymiser:
 
     name = "refacex"
     reversible = False
+    experimental = False
 
     def __init__(self, bank: DonorBank, config: CompositeConfig = CompositeConfig(), chooser: DonorChooser | None = None):
         self.bank = bank
@@ -213,8 +203,8 @@ class CompositeAnonymiser:
     def __call__(self, crops: torch.Tensor, donors: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor:
         return self.anonymise(crops, strength).crops
 
-    def anonymise(self, crops: torch.Tensor, strength: float = 1.0) -> Composites:
-        """``crops (B, 3, S, S)`` in [0, 1] -> their :class:`Composites`."""
+    def anonymise(self, crops: torch.Tensor, strength: float = 1.0) -> Anonymised:
+        """``crops (B, 3, S, S)`` in [0, 1] -> their :class:`~refacex_plugin.anonymisers.Anonymised` (masks: where each composite differs from its crop)."""
         arr = np.round(crops.detach().cpu().permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
         people = self._people(crops) if self.chooser.policy == "consistent" else [None] * len(arr)
         outs, masks, donors, notes = [], [], [], []
@@ -225,7 +215,7 @@ class CompositeAnonymiser:
             notes.append(face_notes)
             donors.append([int(i) for i in chosen])  # choice indices: >= len(bank) is mirrored
         new = torch.from_numpy(np.stack(outs)).permute(0, 3, 1, 2).to(crops) / 255.0
-        return Composites(new, torch.from_numpy(np.stack(masks))[:, None].to(crops), donors, notes)
+        return Anonymised(new, torch.from_numpy(np.stack(masks))[:, None].to(crops), donors, notes)
 
     def _people(self, crops: torch.Tensor) -> list[int]:
         from ..identity import IdentityModel
