@@ -76,33 +76,6 @@ class BchCode:
         return fixed, n
 
 
-@dataclass(frozen=True)
-class ReedSolomonCode:
-    """Reed-Solomon over GF(2^8) (``reedsolo``): ``data_bits / 8`` data bytes + ``nsym`` parity bytes."""
-
-    data_bits: int
-    nsym: int
-
-    @property
-    def coded_bits(self) -> int:
-        return self.data_bits + 8 * self.nsym
-
-    def encode(self, data: np.ndarray) -> np.ndarray:
-        import reedsolo
-
-        out = reedsolo.RSCodec(self.nsym).encode(bits_to_bytes(data))
-        return bytes_to_bits(bytes(out))
-
-    def decode_hard(self, coded: np.ndarray) -> tuple[np.ndarray, int] | None:
-        import reedsolo
-
-        try:
-            msg, _, errata = reedsolo.RSCodec(self.nsym).decode(bits_to_bytes(coded[: self.coded_bits]))
-        except reedsolo.ReedSolomonError:
-            return None
-        return bytes_to_bits(bytes(msg), self.data_bits), len(errata)
-
-
 def _flip_patterns(order: np.ndarray, depth: int) -> Iterator[tuple[int, ...]]:
     """All subsets of the ``depth`` least reliable positions, fewest flips first."""
     weakest = order[:depth]
@@ -195,7 +168,7 @@ def decode(
     (Chase), then the ``osd_top`` nearest codewords by ordered statistics (:func:`osd_candidates`).
 
     Args:
-        code: :class:`BchCode` or :class:`ReedSolomonCode`.
+        code: a :class:`BchCode`.
         logits: ``(coded_bits,)`` bit logits: > 0 means 1, the magnitude is the reliability. Hard
             bits ``b`` can be passed as ``2 * b - 1`` with ``chase_depth=0, osd_order=0``.
         check: returns a result for data bits it accepts (e.g. an authenticated payload), else None.

@@ -66,24 +66,3 @@ def codes(crops: torch.Tensor):
 def recover(crops: torch.Tensor, code) -> torch.Tensor:
     """Reconstruct the original faces ``(B, 3, S, S)`` from anonymised crops and ``(B, CODE_BITS)`` codes."""
     return _recovery_model().recover(crops, code)
-
-
-def require_watermark() -> None:
-    """Raise :class:`ModelNotAvailableError` (with the reason) unless the learned watermark loads."""
-    _watermark()
-
-
-def watermark_available() -> bool:
-    try:
-        _watermark()
-        return True
-    except ModelNotAvailableError:
-        return False
-
-
-def recovery_available() -> bool:
-    try:
-        _recovery_model()
-        return True
-    except ModelNotAvailableError:
-        return False
