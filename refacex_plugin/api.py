@@ -88,12 +88,14 @@ def validate(settings: Settings, use: str = "anonymise") -> str | None:
         return None
     if settings.donor_policy not in DONOR_POLICIES:
         raise RefacexError(f"unknown donor policy {settings.donor_policy!r} (choose from {', '.join(DONOR_POLICIES)})")
-    from .anonymisers import default_method, get_anonymiser, known_methods
+    from .anonymisers import BASELINES, default_method, get_anonymiser, known_methods
 
     method = settings.method or default_method()
     if method not in known_methods():
         raise RefacexError(f"unknown method {method!r} (choose from {', '.join(known_methods())})")
-    if settings.key is not None and not settings.vault and not getattr(get_anonymiser(method), "reversible", False):
+    if settings.donors and method in BASELINES:
+        raise RefacexError(f"method {method!r} uses no donors: --donors needs the refacex (or generator) method")
+    if settings.key is not None and not settings.vault and not get_anonymiser(method).reversible:
         raise RefacexError(irreversible_message(method))
     return method
 

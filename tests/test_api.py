@@ -26,6 +26,8 @@ POLICY = [
     (api.Settings(method="blur", key=KEY), "anonymise", api.irreversible_message("blur")),
     (api.Settings(method="no-such-method"), "anonymise", UNKNOWN),
     (api.Settings(method="pixelate", donor_policy="sometimes"), "anonymise", "unknown donor policy 'sometimes'"),
+    (api.Settings(method="blur", donors="bank.npz"), "anonymise", "method 'blur' uses no donors"),
+    (api.Settings(donors="bank.npz"), "anonymise", None),  # the composite draws from a user's bank
     (api.Settings(key=KEY, vault=VAULT), "recover", None),
     (api.Settings(key=KEY), "recover", None),  # approximate recovery from the payloads' codes
     (api.Settings(), "recover", api.RECOVERY_NEEDS_KEY),
