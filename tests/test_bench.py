@@ -178,6 +178,8 @@ def test_bench_end_to_end_small(lfw, tmp_path):
         assert e["speed"]["extract_faces_per_s"] > 0 and e["speed"]["extract_authenticated"] >= 0  # the reader searched its candidates
         assert e["speed"]["full_watermark"] and e["speed"]["backend"] == "torch"
         assert 0 < e["speed"]["extract_images"] <= 3  # the reader timed on the marked images, at most EXTRACT_IMAGES
+    blur_nme5 = res["methods"]["blur"]["utility"]["detector_nme5"]  # blurred faces are found again, landmarks near
+    assert blur_nme5 is not None and 0 < blur_nme5 < 0.5 and "5-pt NME (detector)" in markdown(res)
     assert "timed once on the first" in markdown(res)
     assert res["methods"]["blur"]["speed"]["time_ratio_vs_blur"] == 1.0
     from refacex_plugin.bench.speed import SPEED_ROUNDS

@@ -156,6 +156,13 @@ def nme(pred: np.ndarray, ref: np.ndarray) -> float:
     return float(np.linalg.norm(pred - ref, axis=1).mean() / max(iod, 1e-6))
 
 
+def nme5(pred: np.ndarray, ref: np.ndarray) -> float:
+    """5-point landmark error (eyes, nose tip, mouth corners) normalised by the distance between the
+    eye centres of ``ref``. ``pred``, ``ref``: ``(5, 2)``."""
+    iod = np.linalg.norm(ref[0] - ref[1])
+    return float(np.linalg.norm(pred - ref, axis=1).mean() / max(iod, 1e-6))
+
+
 # Generic 3-D face for the six points nose tip 30, chin 8, eye corners 36/45, mouth corners 48/54,
 # in camera axes (x right, y down, z away from the camera), so a frontal face has zero rotation.
 _MODEL_3D = np.array(

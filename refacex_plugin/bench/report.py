@@ -120,8 +120,8 @@ def markdown(res: dict) -> str:
         lines += [
             "## Utility (anonymised vs original)",
             "",
-            "| method | detection retained | landmark NME | head-pose diff (°) | yaw / pitch / roll (°) | background PSNR (dB) | background SSIM | face PSNR (dB) |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| method | detection retained | 68-pt NME | 5-pt NME (detector) | head-pose diff (°) | yaw / pitch / roll (°) | background PSNR (dB) | background SSIM | face PSNR (dB) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for m, e in methods.items():
             u = e.get("utility")
@@ -129,13 +129,16 @@ def markdown(res: dict) -> str:
                 continue
             ypr = " / ".join(f"{v:.1f}" for v in u["yaw_pitch_roll_diff_deg"])
             lines.append(
-                f"| {m} | {_pct(u['detection_retention'])} | {_f(u['landmark_nme'])} | {_f(u['head_pose_diff_deg'], '{:.2f}')} | {ypr} | "
+                f"| {m} | {_pct(u['detection_retention'])} | {_f(u['landmark_nme'])} | {_f(u.get('detector_nme5'))} | "
+                f"{_f(u['head_pose_diff_deg'], '{:.2f}')} | {ypr} | "
                 f"{_f(u['background_psnr_db'], '{:.1f}')} | {_f(u['background_ssim'], '{:.4f}')} | {_f(u['face_psnr_db'], '{:.1f}')} |"
             )
         lines += [
             "",
             "Background PSNR is capped at 100 dB (identical pixels). Landmarks: dlib's 68-point predictor on the "
-            "original face box; NME normalised by the outer-eye-corner distance.",
+            "original face box, NME normalised by the outer-eye-corner distance; 5-point NME: the detector's "
+            "(CenterFace) eyes, nose tip and mouth corners found again on the anonymised face, normalised by the "
+            "original's eye-centre distance.",
             "",
         ]
     lines += robustness_markdown(res.get("watermarks") or {})

@@ -154,7 +154,7 @@ def evaluate_method(method: str, cfg: BenchConfig, split, orig, idx, recognizers
     probes = [(idx[str(p)], lab) for p, lab in zip(split.probes, split.probe_labels) if orig.ok[idx[str(p)]]]
     anon_emb = {r.name: [] for r in recognizers}
     donor_ids: list[str | None] = []
-    retained, nmes, pose_d, bg_psnr, bg_ssim, face_psnr = [], [], [], [], [], []
+    retained, nmes, nmes5, pose_d, bg_psnr, bg_ssim, face_psnr = [], [], [], [], [], [], []
     for i, _ in _progress(probes, f"privacy/utility {method}", cfg.progress):
         rgb = read_image(orig.paths[i]).rgb
         if writer is None:
@@ -169,11 +169,15 @@ def evaluate_method(method: str, cfg: BenchConfig, split, orig, idx, recognizers
         if writer is None or "utility" not in cfg.sections:
             continue
         det = detector(out)
-        retained.append(any(M.box_iou(b, orig.box[i]) >= 0.5 for b in det.boxes))
+        overlaps = [M.box_iou(b, orig.box[i]) for b in det.boxes]
+        retained.append(any(o >= 0.5 for o in overlaps))
+        dets = orig.detections(i)
+        central = central_face(dets, *rgb.shape[:2])
+        if retained[-1] and central is not None:  # the detector's own 5 points, found again on the new face
+            nmes5.append(M.nme5(det.landmarks[int(np.argmax(overlaps))], dets.landmarks[central]))
         p68 = lm68(out, orig.box[i])
         nmes.append(M.nme(p68, orig.pts68[i]))
         pose_d.append(M.angle_diff(M.head_pose(p68, out.shape[:2]), orig.pose[i]))
-        dets = orig.detections(i)
         mask = warp_mask_to_image(alignment_matrices(dets.landmarks, writer.align), writer.align, *rgb.shape[:2])
         bg = (mask == 0).astype(np.uint8)
         bg_psnr.append(M.psnr(out, rgb, bg))
@@ -222,6 +226,7 @@ def evaluate_method(method: str, cfg: BenchConfig, split, orig, idx, recognizers
             "detection_retention": float(np.mean(retained)),
             "landmark_nme": float(np.mean(nmes)),
             "landmark_nme_median": float(np.median(nmes)),
+            "detector_nme5": float(np.mean(nmes5)) if nmes5 else None,
             "head_pose_diff_deg": float(np.nanmean(pose_arr)),
             "yaw_pitch_roll_diff_deg": [float(v) for v in np.nanmean(pose_arr, axis=0)],
             "background_psnr_db": float(np.mean(bg_psnr)),

@@ -155,7 +155,7 @@ def _worker(
         "pipeline_images_per_s": len(images) / t_pipe,
         "pipeline_faces_per_s": faces / t_pipe,
         "full_images_per_s": len(images) / t_full,
-        "full_watermark": keyed.watermark.name,
+        "full_watermark": keyed.embedder.watermark.name,
         "extract_images": len(marked),
         "extract_images_per_s": len(marked) / t_read if t_read > 0 else None,
         "extract_faces_per_s": candidates / t_read if t_read > 0 else None,  # every candidate face searched
@@ -213,7 +213,7 @@ def measure_speed(cfg, split) -> dict:
     n = cfg.speed_images or SPEED_IMAGES[bool(cfg.quick)]
     pool = [str(p) for p in split.probes] or [str(p) for p in split.gallery]
     files = random.Random(cfg.seed).sample(pool, min(n, len(pool)))
-    from ..anonymisers import _LEARNED
+    from ..anonymisers import BASELINES
     from ..batch import default_workers
 
     # A quick run times one image at a time on one thread: with the machine's threads on a CPU
@@ -224,7 +224,7 @@ def measure_speed(cfg, split) -> dict:
     out = {}
     runs = [(m, "torch") for m in dict.fromkeys(["blur", *cfg.methods])]
     if not cfg.quick:  # the ONNX backend and the FiftyOne operator beside the core: full runs only (a process each)
-        runs += [(m, "onnx") for m in cfg.methods if m in _LEARNED]
+        runs += [(m, "onnx") for m in cfg.methods if m not in BASELINES]
     extract = QUICK_EXTRACT_IMAGES if cfg.quick else EXTRACT_IMAGES
     started = time.perf_counter()
     for k, (method, backend) in enumerate(runs, 1):
