@@ -1,7 +1,7 @@
 """How well does the payload binding (refacex_plugin.binding) hold, and how well does it detect transplants?
 
 On LFW images anonymised by the public pipeline, each face's binding hash is taken where a reader
-re-detects it in the unmarked anonymised image (as ``Pipeline.embed_codes`` does), then:
+re-detects it in the unmarked anonymised image (as ``FaceWriter.embed_codes`` does), then:
 
 * *kept*: share of faces whose hash is among the reader's candidates after each distortion of the
   robustness suite, re-detection and re-alignment (the payload can still open);
@@ -26,10 +26,10 @@ from refacex_plugin.channel import match_faces
 from refacex_plugin.distortions import DISTORTIONS
 from refacex_plugin.geometry import alignment_matrices, extract_crops
 from refacex_plugin.image_io import read_image
-from refacex_plugin.pipeline import Pipeline
+from refacex_plugin.writer import FaceWriter, make_writer
 
 
-def raw(rgb: np.ndarray, lm: np.ndarray, pipe: Pipeline) -> np.ndarray:
+def raw(rgb: np.ndarray, lm: np.ndarray, pipe: FaceWriter) -> np.ndarray:
     return B.dct_features(extract_crops(rgb, alignment_matrices(lm[None], pipe.align), pipe.align, "cpu"))[0]
 
 
@@ -44,7 +44,7 @@ def main() -> None:
     args = ap.parse_args()
     files = sorted(args.data.glob("*/*.jpg"))
     files = [files[i] for i in np.random.default_rng(0).choice(len(files), args.images, replace=False)]
-    pipe = Pipeline(method=args.method, donor_seed=0)
+    pipe = make_writer(args.method, donor_seed=0)
     names = list(DISTORTIONS)
     feats = []  # per face: raw coefficients where stored, then per distortion (nan: not re-detected)
     for f in files:

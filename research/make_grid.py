@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from refacex_plugin.image_io import read_image
-from refacex_plugin.pipeline import Pipeline
+from refacex_plugin.writer import make_writer
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     if args.data:
         multi = sorted(d for d in args.data.iterdir() if d.is_dir() and len(list(d.glob("*.jpg"))) >= 2)
         files += [sorted(d.glob("*.jpg"))[0] for d in random.Random(args.seed).sample(multi, args.people)]
-    pipes = [Pipeline(method=m, donor_seed=args.seed) for m in args.methods.split(",")]
+    pipes = [make_writer(m, donor_seed=args.seed) for m in args.methods.split(",")]
     tiles = []
     for f in files:
         rgb = read_image(f).rgb

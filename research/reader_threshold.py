@@ -1,6 +1,6 @@
 """Which detection score threshold a payload reader should take candidates down to.
 
-For LFW images anonymised by each ``--host`` and marked as ``Pipeline.embed_codes`` does (a vault
+For LFW images anonymised by each ``--host`` and marked as ``FaceWriter.embed_codes`` does (a vault
 reference in every face), the share of the faces CenterFace finds in the marked image at each
 threshold (matched to the faces that were anonymised), and the candidates it finds that match
 none (each costs the reader one search).
@@ -21,7 +21,7 @@ from refacex_plugin.channel import match_faces
 from refacex_plugin.detection import DetectorConfig, load_detector
 from refacex_plugin.image_io import read_image
 from refacex_plugin.keys import generate_key
-from refacex_plugin.pipeline import Pipeline
+from refacex_plugin.writer import make_writer
 
 THRESHOLDS = (0.5, 0.35, 0.2, 0.1, 0.05)
 
@@ -36,7 +36,7 @@ def main() -> None:
     files = random.Random(args.seed).sample(sorted(glob.glob(f"{args.data}/*/*.jpg")), args.images)
     detectors = {t: load_detector(cfg=DetectorConfig(threshold=t)) for t in THRESHOLDS}
     for host in args.host or ["pixelate", "blur", "refacex"]:
-        pipe = Pipeline(method=host, key=generate_key())
+        pipe = make_writer(host, key=generate_key())
         faces, found, other = 0, dict.fromkeys(THRESHOLDS, 0), dict.fromkeys(THRESHOLDS, 0)
         for f in files:
             res = pipe.anonymise_image(read_image(f).rgb)

@@ -5,7 +5,7 @@ aligned on the detection in the clean image and on the re-detection after each g
 noisy distortion (mapped back through the known geometry): zoom, turn and centre shift; and the
 same between the two images' settled landmarks (:mod:`refacex_plugin.registration`).
 
-``--decode``: faces embedded as ``Pipeline.embed_codes`` does (bound payloads) with dct-qim at
+``--decode``: faces embedded as ``FaceWriter.embed_codes`` does (bound payloads) with dct-qim at
 ``--step`` in ``--passes`` passes; per distortion, the median wrong channel bits read at the
 re-detected frame (plain), in the exact frame the mark was embedded in (for distortions that keep
 the geometry: what a perfect search would read) and by the reader's search, the share of reads
@@ -44,10 +44,10 @@ GEOMETRY = {"resize_0.5": (0.5, 0.0), "resize_1.5": (1.5, 0.0), "crop_10pct": (1
 
 
 def _hosts(args):
-    from refacex_plugin.pipeline import Pipeline
+    from refacex_plugin.writer import make_writer
 
     files = random.Random(args.seed).sample(sorted(glob.glob(f"{args.data}/*/*.jpg")), args.faces)
-    pipe = Pipeline(method=args.host) if args.host != "none" else None
+    pipe = make_writer(args.host) if args.host != "none" else None
     for f in files:
         rgb = read_image(f).rgb
         yield pipe.anonymise_image(rgb).image if pipe else rgb
