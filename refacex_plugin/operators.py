@@ -66,3 +66,11 @@ def codes(crops: torch.Tensor):
 def recover(crops: torch.Tensor, code) -> torch.Tensor:
     """Reconstruct the original faces ``(B, 3, S, S)`` from anonymised crops and ``(B, CODE_BITS)`` codes."""
     return _recovery_model().recover(crops, code)
+
+
+def recovery_available() -> bool:
+    try:
+        _recovery_model()
+        return True
+    except ModelNotAvailableError:
+        return False

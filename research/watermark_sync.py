@@ -103,7 +103,7 @@ def decode(args) -> None:
     wm.embed_passes = args.passes
     if args.gains_first:
         wm.gains_first = True
-    W._CACHE["dct-qim"] = wm
+    W.WATERMARKS.register("dct-qim", lambda: wm)
     det, align = load_detector(), AlignConfig()
     rng = np.random.default_rng(args.seed)
     rows = args.rows.split(",") if args.rows else DECODE_ROWS

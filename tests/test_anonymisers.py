@@ -89,9 +89,11 @@ def test_pipeline_with_no_face_returns_copy():
 def test_pipeline_refuses_a_key_without_any_watermark(monkeypatch):
     import refacex_plugin.watermark as W
 
-    monkeypatch.setattr(W, "_FACTORIES", {"learned": W._learned})
-    monkeypatch.setattr(W, "PREFERENCE", ("learned",))
-    monkeypatch.setattr(W, "_CACHE", {})
+    from refacex_plugin.registry import Registry
+
+    only_learned = Registry("watermark", ("learned",))
+    only_learned.register("learned", W._learned)
+    monkeypatch.setattr(W, "WATERMARKS", only_learned)
     monkeypatch.setenv("REFACEX_MODELS", "/nonexistent")
     with pytest.raises(ModelNotAvailableError, match="no entry"):
         make_writer("blur", key=b"k" * 32)

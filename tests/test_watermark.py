@@ -145,7 +145,7 @@ def test_dct_qim_refuses_another_strength_and_so_does_a_keyed_pipeline(face_crop
 def test_registry_knows_both_and_the_learned_needs_weights(tmp_path, monkeypatch):
     import refacex_plugin.watermark as W
 
-    monkeypatch.setattr(W, "_CACHE", {})
+    monkeypatch.setattr(W, "WATERMARKS", W._registry())  # nothing loaded yet
     monkeypatch.setenv("REFACEX_MODELS", str(tmp_path))
     assert "dct-qim" in available_watermarks()
     with pytest.raises(ModelNotAvailableError, match="no entry"):
@@ -161,7 +161,7 @@ def test_experimental_learned_watermark_loads_by_name_only_and_warns(monkeypatch
     import refacex_plugin.watermark as W
     from refacex_plugin.cli import main
 
-    monkeypatch.setattr(W, "_CACHE", {})
+    monkeypatch.setattr(W, "WATERMARKS", W._registry())
     wm = load_watermark("learned")
     assert wm.name == "learned" and W.is_experimental(wm)
     assert load_watermark().name != "learned" and not W.is_experimental(load_watermark())

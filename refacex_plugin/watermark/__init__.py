@@ -8,12 +8,11 @@ and re-aligned after the image went through the world.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import torch
 
-from ..errors import ModelNotAvailableError
+from ..registry import Registry
 
 
 class Watermark(Protocol):
@@ -70,7 +69,7 @@ def _classical_low() -> Watermark:
     wrong bits of 252, share within 10): original faces JPEG Q50 10 -> 3 (53 -> 100 %),
     WebP Q80 11 -> 4 (50 -> 97 %); refacex-anonymised faces (step 50) Q50 20 -> 8 (20 -> 80 %), WebP
     16 -> 10 (17 -> 57 %); blur sigma 1 stays out of reach there (60 -> 49, 36 -> 30; none within
-    10) until the reader deblurs (:func:`~refacex_plugin.channel._search_deblurred`).
+    10) until the reader deblurs (:func:`~refacex_plugin.channel.fallbacks._search_deblurred`).
     The default (:data:`PREFERENCE`). A different layout: marks of one are not read by the other."""
     from .classical import DctQimWatermark
 
@@ -83,7 +82,6 @@ def _learned() -> Watermark:
     return load_learned_watermark()
 
 
-_FACTORIES: dict[str, Callable[[], Watermark]] = {"dct-qim": _classical, "dct-qim-low": _classical_low, "learned": _learned}
 #: Preference order; the first that loads is the default. ``dct-qim-low`` ranks above ``dct-qim``
 #: because, with the reader's deblurring, neither loses blurred faces wholesale, and the low
 #: carriers keep what JPEG and WebP quantise away: on the same 40 original faces (fresh keys)
@@ -94,29 +92,23 @@ PREFERENCE = ("learned", "dct-qim-low", "dct-qim")
 #: Watermarks that were the default before (oldest last): a reader not told which watermark to read
 #: also tries these on faces the default finds no payload in, so marks written then still open.
 EARLIER_DEFAULTS = ("dct-qim",)
-_CACHE: dict[str, Watermark] = {}
+
+
+def _registry() -> Registry[Watermark]:
+    watermarks: Registry[Watermark] = Registry("watermark", PREFERENCE)
+    for name, factory in (("dct-qim", _classical), ("dct-qim-low", _classical_low), ("learned", _learned)):
+        watermarks.register(name, factory)
+    return watermarks
+
+
+WATERMARKS = _registry()
 
 
 def load_watermark(name: str | None = None) -> Watermark:
     """The named watermark, or the best available one. A watermark whose weights are not (yet)
     the shipped default (``experimental``: the learned one until it reaches the bars) loads only
     by name, never as the best available."""
-    names = [name] if name else list(PREFERENCE)
-    errors = []
-    for n in names:
-        if n not in _FACTORIES:
-            raise ModelNotAvailableError(f"unknown watermark {n!r} (choose from {', '.join(_FACTORIES)})")
-        if n not in _CACHE:
-            try:
-                _CACHE[n] = _FACTORIES[n]()
-            except ModelNotAvailableError as exc:
-                errors.append(str(exc))
-                continue
-        if name is None and is_experimental(_CACHE[n]):
-            errors.append(f"watermark {n!r} is experimental (its bars are not met yet): used only when named")
-            continue
-        return _CACHE[n]
-    raise ModelNotAvailableError("; ".join(errors))
+    return WATERMARKS.get(name or WATERMARKS.default())
 
 
 def is_experimental(watermark: Watermark) -> bool:
@@ -126,12 +118,4 @@ def is_experimental(watermark: Watermark) -> bool:
 
 def available_watermarks(experimental: bool = False) -> list[str]:
     """The watermarks that load; those whose weights are not the shipped default only if ``experimental``."""
-    out = []
-    for n in _FACTORIES:
-        try:
-            wm = load_watermark(n)
-        except ModelNotAvailableError:
-            continue
-        if experimental or not is_experimental(wm):
-            out.append(n)
-    return out
+    return WATERMARKS.available(experimental)
