@@ -1,8 +1,9 @@
 """How many payloads a reader opens, by the embedder's round settings (searchable watermarks).
 
 For LFW images anonymised by ``--host`` (every detected face, small background faces included),
-each setting of :data:`refacex_plugin.channel.SEARCH_START` and ``max_rounds`` embeds a vault
-reference in every face as ``Pipeline.embed_codes`` does and counts the faces
+each setting of :attr:`~refacex_plugin.channel.EmbedConfig.search_start` and
+:attr:`~refacex_plugin.channel.EmbedConfig.max_rounds` embeds a vault reference in every face as
+``Pipeline.embed_codes`` does (:func:`~refacex_plugin.channel.embed_codes`) and counts the faces
 ``Pipeline.read_payloads`` then opens, unchanged and after JPEG Q75, with the embedding time,
 and how many faces the embedder called ``embedded`` that a reader of the unchanged image did not
 open (the status's own error).
@@ -19,8 +20,8 @@ import time
 
 import numpy as np
 
-import refacex_plugin.channel.search as C
 from refacex_plugin import payload as P
+from refacex_plugin.channel import EmbedConfig, embed_codes
 from refacex_plugin.distortions import DISTORTIONS
 from refacex_plugin.geometry import alignment_matrices, frame_offset
 from refacex_plugin.image_io import read_image
@@ -38,21 +39,21 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=5)
     args = ap.parse_args()
     files = random.Random(args.seed).sample(sorted(glob.glob(f"{args.data}/*/*.jpg")), args.images)
-    pipe = Pipeline(method=args.host, key=generate_key())
+    key = generate_key()
+    pipe = Pipeline(method=args.host, key=key)
     hosts = []
     for f in files:
         res = pipe.anonymise_image(read_image(f).rgb)
         if res.faces:
             hosts.append((res.image, np.asarray([x.landmarks for x in res.faces], np.float32)))
-    embed, shipped = C.embed_in_image, C.SEARCH_START
     print(f"host {args.host}, {len(hosts)} images, {sum(len(lm) for _, lm in hosts)} faces; reader threshold {pipe.reader.cfg.threshold}")
     for start, rounds in SETTINGS:
-        C.SEARCH_START = start or (np.inf, np.inf, np.inf)
-        C.embed_in_image = lambda *a, _r=rounds, **k: embed(*a, **{**k, "max_rounds": _r})
+        config = EmbedConfig(search_start=start or (np.inf, np.inf, np.inf), max_rounds=rounds)
         faces, opened, took, called, wrong = 0, {"none": 0, "jpeg_q75": 0}, 0.0, 0, 0
         for image, lm in hosts:
             t = time.perf_counter()
-            emb = pipe.embed_codes(image, lm, [np.zeros(P.code_bits(P.KIND_VAULT_REF), np.uint8)] * len(lm), P.KIND_VAULT_REF)
+            codes = [np.zeros(P.code_bits(P.KIND_VAULT_REF), np.uint8)] * len(lm)
+            emb = embed_codes(image, lm, codes, key, P.KIND_VAULT_REF, pipe.watermark, pipe.reader, pipe.align, config=config)
             took += time.perf_counter() - t
             faces += len(lm)
             for row in opened:
@@ -74,7 +75,6 @@ def main() -> None:
             + f"  called embedded {called}, of which not opened {wrong}",
             flush=True,
         )
-    C.embed_in_image, C.SEARCH_START = embed, shipped
 
 
 if __name__ == "__main__":

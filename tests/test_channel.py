@@ -2,8 +2,10 @@
 re-encoded, resized and cropped files, and restore originals through them (real detector, the
 shipped default watermark, real JPEG/WebP encoders)."""
 
+import copy
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from click.testing import CliRunner
 
 from refacex_plugin import distortions as D
 from refacex_plugin import payload as P
+from refacex_plugin.channel import ReaderConfig, read_payloads
 from refacex_plugin.cli import main
 from refacex_plugin.geometry import AlignConfig, face_mask, paste_residuals
 from refacex_plugin.image_io import read_image
@@ -114,12 +117,11 @@ def test_a_face_called_embedded_is_one_a_reader_reads(lfw, watermark, at_least):
 
 
 @pytest.mark.parametrize("warp", ["shift", "zoom", "turn"])
-def test_reader_search_finds_a_mark_the_re_detection_misplaces(lfw, warp, monkeypatch):
+def test_reader_search_finds_a_mark_the_re_detection_misplaces(lfw, warp):
     """A face marked in one frame and read in another a few pixels, 4 % or 2 degrees off (what
     re-detection after resizing or cropping does): the plain read is noise, the search exact; and
     it reads the same sampling only the carriers' window of each crop as sampling whole crops."""
     from refacex_plugin.channel import face_logits
-    from refacex_plugin.channel import search as C
     from refacex_plugin.detection import load_detector
     from refacex_plugin.geometry import alignment_matrices, extract_crops, perturb_about, translate_after
     from refacex_plugin.watermark.classical import DctQimWatermark
@@ -142,17 +144,19 @@ def test_reader_search_finds_a_mark_the_re_detection_misplaces(lfw, warp, monkey
     corners = torch.tensor([[0.0, 0.0, 1.0], [255.0, 255.0, 1.0]], dtype=m.dtype)
     to_image = lambda t: corners @ torch.linalg.inv(torch.cat([t[0], torch.tensor([[0.0, 0.0, 1.0]], dtype=t.dtype)]))[:2].T
     assert (to_image(frame) - to_image(m)).abs().max() < 2.0  # the frame it was embedded in, within a pixel or two
-    monkeypatch.setattr(C, "_search_window", lambda watermark, size: None)
-    whole, whole_frame = face_logits(marked, off, wm, cfg)
+    assert wm.carrier_window is not None  # the search samples the carriers' window widened by its reach
+    whole_crops = copy.copy(wm)
+    whole_crops.carrier_window = None  # the same carriers, sampled over whole crops
+    whole, whole_frame = face_logits(marked, off, whole_crops, cfg)
     np.testing.assert_allclose(synced, whole, atol=1e-3)
     torch.testing.assert_close(frame, whole_frame, atol=1e-4, rtol=0)
 
 
-def test_reader_tries_gains_first_for_the_low_carrier_layout(lfw_sample, monkeypatch):
+def test_reader_tries_gains_first_for_the_low_carrier_layout(lfw_sample):
     """``dct-qim-low``'s carriers (a block's two lowest coefficients, a face's largest) read nothing
     at a wrong gain, so its search reads every coarse gain from the first stage: after brightness
     -20 % every face reads back within BCH's 10 bits with it, and not every face without it."""
-    import refacex_plugin.channel.search as C
+    import refacex_plugin.channel as C
     from refacex_plugin.bench.originals import central_face
     from refacex_plugin.detection import load_detector
     from refacex_plugin.watermark import load_watermark
@@ -170,16 +174,16 @@ def test_reader_tries_gains_first_for_the_low_carrier_layout(lfw_sample, monkeyp
         emb = C.embed_in_image(rgb, C.reader_frames(rgb, found.landmarks[c : c + 1], det), [bits[0].numpy()], wm, det, cfg)
         marks.append((D.brightness(emb.image, 0.8), emb.bits[0]))
 
-    def wrong_bits():
+    def wrong_bits(watermark):
         out = []
         for x, bits in marks:
-            found, logits, _ = C.read_marks(x, wm, det, cfg)
+            found, logits, _ = C.read_marks(x, watermark, det, cfg)
             out.append(int(((logits[central_face(found, *x.shape[:2])] > 0) != bits).sum()))
         return out
 
-    first = wrong_bits()
-    monkeypatch.setattr(wm, "gains_first", False)
-    later = wrong_bits()
+    gains_later = copy.copy(wm)
+    gains_later.gains_first = False  # the same carriers, searched at the gain found so far
+    first, later = wrong_bits(wm), wrong_bits(gains_later)
     assert max(first) <= 10, first
     assert max(later) > 10, later
 
@@ -194,12 +198,14 @@ def test_reader_finds_marks_after_jpeg_q50_that_a_wide_search_misses(lfw, monkey
     import glob
     import random
 
-    from refacex_plugin.channel import search as C
     from refacex_plugin.pipeline import Pipeline
 
     _unsettled(monkeypatch)
 
-    pipe = Pipeline(method="generator", key=bytes(range(32)), donor_seed=0, watermark="dct-qim")
+    key = bytes(range(32))
+    pipe = Pipeline(method="generator", key=key, donor_seed=0, watermark="dct-qim")
+    # the wide search alone, from the re-detection only: every stage at once, no polish, no fallbacks
+    wide_only = ReaderConfig(wide_stages=0, polish_rounds=0, fallbacks=())
     files = random.Random(3).sample(sorted(glob.glob(str(lfw / "*" / "*.jpg"))), 16)
     opened = {"reader": 0, "wide only": 0}
     for f in files:
@@ -208,13 +214,8 @@ def test_reader_finds_marks_after_jpeg_q50_that_a_wide_search_misses(lfw, monkey
         emb = pipe.embed_codes(res.image, lm, [np.arange(P.REF_BITS) % 2] * len(lm), P.KIND_VAULT_REF)
         x = D.DISTORTIONS["jpeg_q50"](emb.image)
         opened["reader"] += sum(face.authenticated for face in pipe.read_payloads(x))
-        search, fallbacks = C._search, C.FALLBACKS
-        try:  # the wide search alone, from the re-detection only, no fallbacks
-            C._search = lambda rgb, m, wm, align, device, accept, fallbacks=True: C._refine(rgb, m, wm, align, device, C.SYNC_STAGES)
-            C.FALLBACKS = ()
-            opened["wide only"] += sum(face.authenticated for face in pipe.read_payloads(x))
-        finally:
-            C._search, C.FALLBACKS = search, fallbacks
+        wide = read_payloads(x, [key], pipe.watermark, pipe.reader, pipe.align, config=wide_only)
+        opened["wide only"] += sum(face.authenticated for face in wide)
     assert opened["reader"] >= 6 and opened["reader"] >= opened["wide only"] + 2, opened
 
 
@@ -238,22 +239,24 @@ def weak_marks(lfw):
     return pipe, distorted
 
 
-def _opened(pipe, images) -> int:
-    return sum(face.authenticated for x in images for face in pipe.read_payloads(x))
+def _opened(pipe, images, config: ReaderConfig = ReaderConfig()) -> int:
+    """Payloads ``pipe``'s key opens in ``images``, read as ``pipe`` (its watermark named) reads them, with ``config``."""
+    return sum(
+        face.authenticated
+        for x in images
+        for face in read_payloads(x, [bytes(range(32))], pipe.watermark, pipe.reader, pipe.align, config=config)
+    )
 
 
-def test_reader_polishes_a_reading_that_is_no_codeword(weak_marks, monkeypatch):
+def test_reader_polishes_a_reading_that_is_no_codeword(weak_marks):
     """After JPEG Q50 or WebP the search's grid ends near the mark but not on it; hill-climbing the
-    reading's confidence from there (:func:`~refacex_plugin.channel._polish`) reaches it: of these
+    reading's confidence from there (:func:`~refacex_plugin.channel.search.polish`) reaches it: of these
     60 weakened payloads the reader opens 57, 55 without polishing (session 22, from settled
     landmarks; 43 vs 36 before; session 16, before soft decoding by ordered statistics: 29 vs
     26; 100 other faces, ``research/watermark_sync.py``: 57 / 55 % vs 45 / 42 %)."""
-    from refacex_plugin.channel import search as C
-
     pipe, distorted = weak_marks
     opened = {"reader": _opened(pipe, distorted)}
-    monkeypatch.setattr(C, "POLISH_ROUNDS", 0)
-    opened["unpolished"] = _opened(pipe, distorted)
+    opened["unpolished"] = _opened(pipe, distorted, replace(ReaderConfig(), polish_rounds=0))
     assert opened["reader"] >= opened["unpolished"] + 2, opened
 
 
@@ -271,18 +274,15 @@ def test_reader_soft_decodes_readings_past_the_hard_radius(weak_marks, monkeypat
     assert opened["soft"] >= opened["chase only"] + 6, opened
 
 
-def test_a_reader_holding_the_key_ends_its_search_at_a_reading_that_opens(weak_marks, monkeypatch):
+def test_a_reader_holding_the_key_ends_its_search_at_a_reading_that_opens(weak_marks):
     """Without a key the search stops only at a hard codeword, and a face it never reads one from
     gets its most confident reading, often a chance point after WebP; a reader holding the key also
     stops at a reading that soft decoding opens (:func:`~refacex_plugin.channel.payload_opener`).
     Of these 60 weakened payloads (dct-qim), within the reader's budget of readings: 56 with it,
     55 with the keyless search (57 vs 55 without a budget)."""
-    from refacex_plugin.channel import search as C
-
     pipe, distorted = weak_marks
     opened = {"keyed": _opened(pipe, distorted)}
-    monkeypatch.setattr(C.PayloadOpener, "__call__", lambda self, logits, m: C.is_codeword(logits))
-    opened["keyless search"] = _opened(pipe, distorted)
+    opened["keyless search"] = _opened(pipe, distorted, replace(ReaderConfig(), open_while_searching=False))
     assert opened["keyed"] > opened["keyless search"], opened
 
 
@@ -328,7 +328,7 @@ def test_settled_frames_carry_marks_through_resizes(lfw, monkeypatch):
 
 def test_marks_embedded_in_unsettled_frames_still_open(lfw, monkeypatch):
     """Files marked before the embedder settled its frames (session 22) still open: the reader
-    also searches from the raw re-detection (``1.0`` in :data:`~refacex_plugin.channel.RESCALED_STARTS`).
+    also searches from the raw re-detection (``1.0`` in :attr:`~refacex_plugin.channel.ReaderConfig.rescaled_starts`).
     12 LFW faces marked in raw frames, read unchanged and after JPEG Q75."""
     import glob
     import random
@@ -378,17 +378,19 @@ def test_reader_reads_through_what_brightening_clipped(lfw, monkeypatch):
     ]
     pipe = Pipeline(method="blur", key=bytes(range(32)), watermark="dct-qim")
     paths = [lfw / name.rsplit("_", 1)[0] / f"{name}.jpg" for name in names]
-    reader, no_estimate = _opened_with_and_without(pipe, paths, "brightness_+20", "_search_unclipped")
+    reader, no_estimate = _opened_with_and_without(pipe, paths, "brightness_+20", ("unclipped",))
     assert reader >= 10 and reader >= no_estimate + 2, (reader, no_estimate)
 
 
-def _opened_with_and_without(pipe, paths, row: str, fallback: str) -> tuple[int, int]:
+def _opened_with_and_without(pipe, paths, row: str, fallbacks: tuple[str, ...]) -> tuple[int, int]:
     """Mark the central face of each image at ``paths`` with a recovery code (``pipe``'s key),
-    apply the distortion ``row``, and count the images whose payload opens with the channel's
-    ``fallback`` (a ``_search_*`` function of :mod:`refacex_plugin.channel`) and with it off."""
+    apply the distortion ``row``, and count the images whose payload opens with the reader's
+    ``fallbacks`` (names in :attr:`~refacex_plugin.channel.ReaderConfig.fallbacks`) and with them off."""
     from refacex_plugin.bench.originals import central_face
-    from refacex_plugin.channel import search as C
 
+    reader = ReaderConfig()
+    assert set(fallbacks) <= set(reader.fallbacks)
+    without = replace(reader, fallbacks=tuple(name for name in reader.fallbacks if name not in fallbacks))
     opened = [0, 0]
     for path in paths:
         rgb = read_image(path).rgb
@@ -398,33 +400,29 @@ def _opened_with_and_without(pipe, paths, row: str, fallback: str) -> tuple[int,
             continue
         emb = pipe.embed_codes(rgb, det.landmarks[c : c + 1], [np.arange(P.CODE_BITS) % 3 == 0], P.KIND_RECOVERY_CODE)
         x = D.DISTORTIONS[row](emb.image)
-        opened[0] += any(face.authenticated for face in pipe.read_payloads(x))
-        search = getattr(C, fallback)
-        try:
-            setattr(C, fallback, lambda rgb, todo, *args: todo)
-            opened[1] += any(face.authenticated for face in pipe.read_payloads(x))
-        finally:
-            setattr(C, fallback, search)
+        for k, config in enumerate((reader, without)):
+            opened[k] += bool(_opened(pipe, [x], config))
     return opened[0], opened[1]
 
 
 def test_beam_starts_are_the_finer_grids_best_points(example_rgb):
     """A face the local search did not open is searched again from the most confident points of a
-    finer grid around its re-detection (:func:`~refacex_plugin.channel._beam_starts`):
-    ``SEARCH_BEAM`` distinct frames, each within the grid's zoom and turn range and a shift of at
+    finer grid around its re-detection (:func:`~refacex_plugin.channel.search._beam_starts`):
+    ``search_beam`` distinct frames, each within the grid's zoom and turn range and a shift of at
     most its radius; the first, for a marked face, within a grid step of the mark's frame."""
-    from refacex_plugin.channel import search as C
+    from refacex_plugin.channel import embed_in_image, reader_frames
+    from refacex_plugin.channel import search as S
     from refacex_plugin.detection import load_detector
     from refacex_plugin.geometry import alignment_matrices, frame_offset
     from refacex_plugin.watermark import load_watermark
 
-    cfg = AlignConfig()
+    cfg, reader = AlignConfig(), ReaderConfig()
     wm = load_watermark("dct-qim-low")
     m = alignment_matrices(load_detector()(example_rgb).landmarks[:1], cfg)
-    assert C._stage_readings(C.SYNC_STAGES[C.WIDE_STAGES]) == 225 and C._stage_readings(C.SYNC_STAGES[0]) == 2025
-    starts = C._beam_starts(example_rgb, m, wm, cfg, "cpu")
-    assert len(starts) == C.SEARCH_BEAM
-    zoom_step, turn_step, side, shift_step, radius = C.BEAM_GRID
+    assert S._stage_readings(reader.local_stages[0]) == 225 and S._stage_readings(reader.sync_stages[0]) == 2025
+    starts = S._beam_starts(example_rgb, m, wm, cfg, "cpu", config=reader)
+    assert len(starts) == reader.search_beam
+    zoom_step, turn_step, side, shift_step, radius = reader.beam_grid
     offsets = np.concatenate([frame_offset(m, s, cfg.size / 2) for s in starts])
     assert (offsets[:, 0] <= side * zoom_step + 1e-4).all() and (offsets[:, 1] <= side * turn_step + 1e-3).all(), offsets
     assert (offsets[:, 2] <= radius * 1.5 + 2).all(), offsets  # the shift, plus what the zoom and turn move the centre
@@ -434,12 +432,12 @@ def test_beam_starts_are_the_finer_grids_best_points(example_rgb):
     # a mark read from a start off the local search's grid (1 % in zoom, 0.5 deg, 0.5 px: where its
     # confidence falls to chance level after WebP): the grid's best point is the mark's
     det = load_detector()
-    lm = C.reader_frames(example_rgb, det(example_rgb).landmarks[:1], det)
+    lm = reader_frames(example_rgb, det(example_rgb).landmarks[:1], det)
     bits = np.random.default_rng(0).integers(0, 2, (1, wm.bits)).astype(np.uint8)
-    marked = C.embed_in_image(example_rgb, lm, list(bits), wm, det, cfg).image
+    marked = embed_in_image(example_rgb, lm, list(bits), wm, det, cfg).image
     own = alignment_matrices(lm, cfg)
-    off = C._frame(own, (1.01, 0.5, 0.5, -0.5), cfg.size / 2)
-    best = C._beam_starts(marked, off, wm, cfg, "cpu")[0]
+    off = S.reading_frame(own, (1.01, 0.5, 0.5, -0.5), cfg.size / 2)
+    best = S._beam_starts(marked, off, wm, cfg, "cpu", config=reader)[0]
     assert (frame_offset(own, best, cfg.size / 2)[0] <= np.array([0.0051, 0.26, 0.3])).all(), frame_offset(own, best, cfg.size / 2)
 
 
@@ -449,7 +447,7 @@ def test_a_region_scaled_up_is_read_in_the_same_frame(example_rgb, up):
     convention): its frame there must sample the same crop as the image's frame, and map back."""
     import cv2
 
-    from refacex_plugin.channel import search as C
+    from refacex_plugin.channel.fallbacks import _before_axes
     from refacex_plugin.detection import load_detector
     from refacex_plugin.geometry import alignment_matrices, extract_crops
 
@@ -460,20 +458,20 @@ def test_a_region_scaled_up_is_read_in_the_same_frame(example_rgb, up):
     if up > 1:
         region = cv2.resize(region, (int(round((x1 - x0) * up)), int(round((y1 - y0) * up))), interpolation=cv2.INTER_CUBIC)
     ux, uy = region.shape[1] / (x1 - x0), region.shape[0] / (y1 - y0)
-    m_region = C._before_axes(m, 1 / ux, 1 / uy, x0 + 0.5 / ux - 0.5, y0 + 0.5 / uy - 0.5)
+    m_region = _before_axes(m, 1 / ux, 1 / uy, x0 + 0.5 / ux - 0.5, y0 + 0.5 / uy - 0.5)
     diff = (extract_crops(example_rgb, m, cfg) - extract_crops(region, m_region, cfg))[..., 80:200, 80:180].abs().mean() * 255
     assert float(diff) < 1.5, float(diff)
-    back = C._before_axes(m_region, ux, uy, ux * (0.5 - x0) - 0.5, uy * (0.5 - y0) - 0.5)
+    back = _before_axes(m_region, ux, uy, ux * (0.5 - x0) - 0.5, uy * (0.5 - y0) - 0.5)
     torch.testing.assert_close(back, m, atol=1e-4, rtol=0)
 
 
-def test_re_detections_of_an_enlarged_region_come_back_in_its_pixels(example_rgb, monkeypatch):
+def test_re_detections_of_an_enlarged_region_come_back_in_its_pixels(example_rgb):
     """The deblurring fallback re-detects a face in its region enlarged to each of
-    ``DEBLUR_DETECT_SCALES`` crop px per px: each re-detection must come back in the region's own
+    ``deblur_detect_scales`` crop px per px: each re-detection must come back in the region's own
     pixels, within a few pixels of the face's landmarks there (a factor or half-pixel slip in the
     mapping moves them by tens), one per distinct size (never shrunk); and a start that repeats an earlier one is
     not searched twice."""
-    from refacex_plugin.channel import search as C
+    from refacex_plugin.channel.fallbacks import _distinct, _redetections, _shift
     from refacex_plugin.detection import load_detector
     from refacex_plugin.geometry import alignment_matrices
 
@@ -481,15 +479,15 @@ def test_re_detections_of_an_enlarged_region_come_back_in_its_pixels(example_rgb
     det = load_detector()
     lm = det(example_rgb).landmarks[:1]
     x0, y0, x1, y1 = 40, 30, 220, 230
-    m = alignment_matrices(lm, cfg) @ C._shift(x0, y0)  # the face's frame in the region
+    m = alignment_matrices(lm, cfg) @ _shift(x0, y0)  # the face's frame in the region
     crop_scale = float(torch.det(m[0, :, :2].double()).abs().sqrt())
     # enlargements of 1.3x and 2x, a scale that would shrink it (read as it is) and a repeat (not read again)
-    monkeypatch.setattr(C, "DEBLUR_DETECT_SCALES", (crop_scale / 1.3, crop_scale / 2.0, crop_scale * 2, crop_scale / 2.0))
-    found = list(C._redetections(example_rgb[y0:y1, x0:x1], m, crop_scale, det, cfg))
+    reader = ReaderConfig(deblur_detect_scales=(crop_scale / 1.3, crop_scale / 2.0, crop_scale * 2, crop_scale / 2.0))
+    found = list(_redetections(example_rgb[y0:y1, x0:x1], m, crop_scale, det, cfg, config=reader))
     assert len(found) == 3
     for back in found:
         assert np.abs(back - (lm - np.array([x0, y0], np.float32))).max() < 4.0
-    starts = list(C._distinct([alignment_matrices(found[0], cfg)], iter([found[0], found[0] + 6.0]), cfg))
+    starts = list(_distinct([alignment_matrices(found[0], cfg)], iter([found[0], found[0] + 6.0]), cfg, config=reader))
     assert len(starts) == 2  # the repeat is dropped, the start 6 px away kept
 
 
@@ -497,7 +495,7 @@ def test_re_detections_of_an_enlarged_region_come_back_in_its_pixels(example_rgb
 def test_reader_deblurs_a_mark_a_low_pass_mixed(lfw, row):
     """A gaussian blur (sigma 1) or a half-size resize mixes each carrier block with its
     neighbours, and neither a gain nor a falloff undoes that. A reader that finds no codeword
-    searches again in the face's region deblurred (:func:`~refacex_plugin.channel._search_deblurred`):
+    searches again in the face's region deblurred (:func:`~refacex_plugin.channel.fallbacks._search_deblurred`):
     in a 60-face check (``research/reader_fallbacks.py --fallback deblurred``, session 19) dct-qim
     opened 55 vs 4 after the blur and 40 vs 8 after the resize; here 16 of those faces. Since the
     reader starts from settled landmarks (session 22) more half-size faces open without it (14 vs
@@ -509,7 +507,7 @@ def test_reader_deblurs_a_mark_a_low_pass_mixed(lfw, row):
 
     pipe = Pipeline(method="blur", key=bytes(range(32)), watermark="dct-qim")
     files = random.Random(11).sample(sorted(glob.glob(str(lfw / "*" / "*.jpg"))), 16)
-    reader, no_deblurring = _opened_with_and_without(pipe, files, row, "_search_deblurred")
+    reader, no_deblurring = _opened_with_and_without(pipe, files, row, ("deblurred", "deblurred_redetected"))
     assert reader >= no_deblurring + (6 if row == "blur_1" else 2), (reader, no_deblurring)
 
 
@@ -553,43 +551,44 @@ def test_a_reader_told_which_faces_reads_only_those(group_rgb):
 
 
 def test_a_face_too_small_to_carry_a_mark_is_listed_not_read(example_rgb, monkeypatch):
-    """A face whose eyes lie under ``MIN_READ_EYES`` pixels apart is reported ``too_small`` (no
+    """A face whose eyes lie under ``min_read_eyes`` pixels apart is reported ``too_small`` (no
     payload) without a search, and the embedder does not call a mark in it ``embedded``; the same
     face read with the minimum lowered is searched (so the skip, not the face, made the difference)."""
     import cv2
 
-    import refacex_plugin.channel.search as C
+    import refacex_plugin.channel.reading as R
+    from refacex_plugin.channel import eye_distances
     from refacex_plugin.pipeline import Pipeline
 
     key = bytes(range(32))
     pipe = Pipeline(method="blur", key=key)
     det = pipe.reader(example_rgb)
-    scale = 9.0 / float(C.eye_distances(det.landmarks[:1])[0])  # eyes ~9 px apart, in a wider scene
+    scale = 9.0 / float(eye_distances(det.landmarks[:1])[0])  # eyes ~9 px apart, in a wider scene
     h, w = example_rgb.shape[:2]
     small = cv2.resize(example_rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
     small = cv2.copyMakeBorder(small, 60, 60, 60, 60, cv2.BORDER_REFLECT)
     found = pipe.reader(small)
-    assert len(found) and (C.eye_distances(found.landmarks) < C.MIN_READ_EYES).all()
+    assert len(found) and (eye_distances(found.landmarks) < ReaderConfig().min_read_eyes).all()
     emb = pipe.embed_codes(small, found.landmarks, [np.zeros(P.CODE_BITS, np.uint8)] * len(found), P.KIND_RECOVERY_CODE)
     assert "embedded" not in emb.status
     searched = []
-    real = C.read_marks
-    monkeypatch.setattr(C, "read_marks", lambda rgb, wm, d, *a, **k: searched.append(len(a[-1]) if a else 0) or real(rgb, wm, d, *a, **k))
-    faces = C.read_payloads(emb.image, [key], pipe.watermark, pipe.reader, pipe.align)
+    real = R.read_marks  # counted where read_payloads calls it: how many faces each read searches
+    monkeypatch.setattr(R, "read_marks", lambda rgb, wm, d, *a, **k: searched.append(len(a[-1]) if a else 0) or real(rgb, wm, d, *a, **k))
+    faces = read_payloads(emb.image, [key], pipe.watermark, pipe.reader, pipe.align)
     assert faces and all(f.too_small and not f.found and not f.authenticated for f in faces)
     assert [f.index for f in faces] == list(range(len(faces))) and faces[0].to_dict()["too_small"] is True
     assert searched == []  # nothing searched
-    monkeypatch.setattr(C, "MIN_READ_EYES", 1.0)
-    assert not any(f.too_small for f in C.read_payloads(emb.image, [key], pipe.watermark, pipe.reader, pipe.align))
+    lowered = ReaderConfig(min_read_eyes=1.0)
+    assert not any(f.too_small for f in read_payloads(emb.image, [key], pipe.watermark, pipe.reader, pipe.align, config=lowered))
     assert searched[-1] == len(faces)
 
 
 def test_a_face_with_no_mark_costs_a_reader_its_budget_and_no_more(example_rgb):
     """Every reading the search tries on a face counts against the face's budget of readings
-    (``READ_BUDGET`` by default): a face in which nothing opens is searched through the fallbacks
+    (``read_budget`` by default): a face in which nothing opens is searched through the fallbacks
     until exactly its budget is spent, and the default budget bounds a real reader's search of an
     unmarked face."""
-    import refacex_plugin.channel.search as C
+    import refacex_plugin.channel as C
     from refacex_plugin.detection import DEFAULT_DETECTOR, load_detector, reader_config
     from refacex_plugin.watermark import load_watermark
 
@@ -606,13 +605,13 @@ def test_a_face_with_no_mark_costs_a_reader_its_budget_and_no_more(example_rgb):
         assert len(found) == 1 and len(asked) == budget
     asked.clear()
     C.read_marks(example_rgb, wm, det, accept=lambda logits, m: asked.append(1) or C.is_codeword(logits))
-    assert 0 < len(asked) <= C.READ_BUDGET
+    assert 0 < len(asked) <= ReaderConfig().read_budget
 
 
 def test_faces_beside_one_that_opened_at_once_get_the_small_budget(group_rgb):
     """In an image where a face opened, the distortion fallbacks are not spent
-    on its other faces: each gets ``NEIGHBOUR_BUDGET`` readings in all, not ``READ_BUDGET``."""
-    import refacex_plugin.channel.search as C
+    on its other faces: each gets ``neighbour_budget`` readings in all, not ``read_budget``."""
+    import refacex_plugin.channel as C
     from refacex_plugin.pipeline import Pipeline
 
     pipe = Pipeline(method="blur", key=bytes(range(32)))
@@ -624,7 +623,8 @@ def test_faces_beside_one_that_opened_at_once_get_the_small_budget(group_rgb):
         marked, pipe.watermark, pipe.reader, accept=lambda lg, m: asked.append(1) or C.is_codeword(lg), detections=det
     )
     assert C.is_codeword(logits[0]) and not any(C.is_codeword(row) for row in logits[1:])
-    assert len(asked) <= 2 + 5 * C.NEIGHBOUR_BUDGET < 6 * C.READ_BUDGET
+    reader = ReaderConfig()
+    assert len(asked) <= 2 + 5 * reader.neighbour_budget < 6 * reader.read_budget
 
 
 @pytest.fixture(scope="module")
