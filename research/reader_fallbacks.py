@@ -5,9 +5,9 @@ stage also tries low-pass falloffs of the carriers' gains (``falloff``: :attr:`~
 
 Embeds a 128-bit recovery code (payload version 2, BCH t = 10) with a fixed key in the central
 face of ``--images`` LFW images (original, or anonymised by ``--host``), as
-``Pipeline.embed_codes`` does, applies each row (a distortion of the robustness suite, or ``xF``:
+``FaceWriter.embed_codes`` does, applies each row (a distortion of the robustness suite, or ``xF``:
 a resize by F, area when shrinking, cubic when enlarging) and counts the images whose payload
-:func:`~refacex_plugin.channel.read_payloads` opens (as ``Pipeline.read_payloads`` reads a named
+:func:`~refacex_plugin.channel.read_payloads` opens (as ``FaceReader.read_payloads`` reads a named
 watermark) with the default :class:`~refacex_plugin.channel.ReaderConfig` and with the fallback off,
 with the mean read time of each.
 
@@ -32,7 +32,8 @@ from refacex_plugin.bench.originals import central_face
 from refacex_plugin.channel import ReaderConfig, read_payloads
 from refacex_plugin.distortions import DISTORTIONS, resize
 from refacex_plugin.image_io import read_image
-from refacex_plugin.pipeline import Pipeline
+from refacex_plugin.reader import make_reader
+from refacex_plugin.writer import make_writer
 
 
 def _without(*names: str):
@@ -64,15 +65,16 @@ def main() -> None:
     ap.add_argument("--host", default="none", help="anonymise the faces with this method first (none: original faces)")
     args = ap.parse_args()
     key = bytes(range(32))
-    pipe = Pipeline(method="blur", key=key, watermark=args.watermark)
-    host = None if args.host == "none" else Pipeline(method=args.host)
+    pipe = make_writer("blur", key=key, watermark=args.watermark)
+    face_reader = make_reader(key, watermark=args.watermark)
+    host = None if args.host == "none" else make_writer(args.host)
     files = random.Random(args.seed).sample(sorted(glob.glob(f"{args.data}/*/*.jpg")), args.images)
     code = (np.arange(P.CODE_BITS) % 3 == 0).astype(np.uint8)
     marked = []
     for f in files:
         rgb = read_image(f).rgb
         rgb = host.anonymise_image(rgb).image if host is not None else rgb
-        det = pipe.reader(rgb)
+        det = face_reader.detector(rgb)
         c = central_face(det, *rgb.shape[:2])
         if c is not None:
             marked.append(pipe.embed_codes(rgb, det.landmarks[c : c + 1], [code], P.KIND_RECOVERY_CODE).image)
@@ -87,7 +89,10 @@ def main() -> None:
         for reader in (shipped, off):
             t0 = time.perf_counter()
             opened = sum(
-                any(face.authenticated for face in read_payloads(distort(m), [key], pipe.watermark, pipe.reader, pipe.align, config=reader))
+                any(
+                    face.authenticated
+                    for face in read_payloads(distort(m), [key], face_reader.watermark, face_reader.detector, pipe.align, config=reader)
+                )
                 for m in marked
             )
             result.append((opened, (time.perf_counter() - t0) / len(marked)))

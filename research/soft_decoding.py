@@ -1,6 +1,6 @@
 """What each stage of the payload's soft decoding opens, on the reader's real readings (dct-qim).
 
-LFW originals are marked as ``Pipeline.embed_codes`` does (bound 128-bit recovery codes, a fresh
+LFW originals are marked as ``FaceWriter.embed_codes`` does (bound 128-bit recovery codes, a fresh
 key each, drawn from ``--seed``), distorted, and read by the reader (``read_marks``: re-detection,
 search, fallbacks); each reading (and, for distortions that keep the geometry, the reading in the
 exact frame the mark was embedded in) is then opened with the key by hard BCH decoding only, with

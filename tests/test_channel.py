@@ -54,19 +54,21 @@ def test_embedding_reports_what_a_reader_reads(lfw):
     from refacex_plugin import payload as P
     from refacex_plugin.channel import embed_in_image, face_logits, match_faces, read_from_image
     from refacex_plugin.geometry import alignment_matrices
-    from refacex_plugin.pipeline import Pipeline
+    from refacex_plugin.reader import make_reader
+    from refacex_plugin.writer import make_writer
 
     key = bytes(range(32))
-    pipe = Pipeline(method="blur", key=key)
+    writer = make_writer("blur", key=key)
+    face_reader = make_reader(key)
     for person in ["Aaron_Eckhart", "Serena_Williams", "Colin_Powell"]:
         rgb = read_image(next((lfw / person).glob("*.jpg"))).rgb
-        res = pipe.anonymise_image(rgb)
+        res = writer.anonymise_image(rgb)
         lm = np.array([f.landmarks for f in res.faces], np.float32)
         bits = [P.seal(np.random.default_rng(i).integers(0, 2, P.REF_BITS).astype(np.uint8), key, P.KIND_VAULT_REF) for i in range(len(lm))]
-        emb = embed_in_image(res.image, lm, bits, pipe.watermark, pipe.detector, pipe.align)
+        emb = embed_in_image(res.image, lm, bits, face_reader.watermark, writer.detector, writer.align)
         assert len(emb.bit_errors) == len(lm) == len(emb.status)
-        det, searched = read_from_image(emb.image, pipe.watermark, pipe.detector, pipe.align)
-        there, _ = face_logits(emb.image, alignment_matrices(emb.frames, pipe.align), pipe.watermark, pipe.align, sync=False)
+        det, searched = read_from_image(emb.image, face_reader.watermark, writer.detector, writer.align)
+        there, _ = face_logits(emb.image, alignment_matrices(emb.frames, writer.align), face_reader.watermark, writer.align, sync=False)
         for i, j in enumerate(match_faces(lm, det)):
             if emb.status[i] == "embedded":
                 assert j is not None
@@ -88,9 +90,11 @@ def test_a_face_called_embedded_is_one_a_reader_reads(lfw, watermark, at_least):
     eight were picked for dct-qim: dct-qim-low verifies 5 of them; on 40 random LFW images, 49
     pixelated faces, the two layouts verify 44 and 43; ad hoc, session 19.)"""
     from refacex_plugin.geometry import alignment_matrices, frame_offset
-    from refacex_plugin.pipeline import Pipeline
+    from refacex_plugin.reader import make_reader
+    from refacex_plugin.writer import make_writer
 
-    pipe = Pipeline(method="pixelate", key=bytes(range(32)), watermark=watermark)
+    writer = make_writer("pixelate", key=bytes(range(32)), watermark=watermark)
+    face_reader = make_reader(bytes(range(32)), watermark=watermark)
     embedded = 0
     for name in [
         "Eva_Dimas_0001",
@@ -102,16 +106,16 @@ def test_a_face_called_embedded_is_one_a_reader_reads(lfw, watermark, at_least):
         "Saddam_Hussein_0018",
         "Sila_Calderon_0002",
     ]:
-        res = pipe.anonymise_image(read_image(lfw / name.rsplit("_", 1)[0] / f"{name}.jpg").rgb)
+        res = writer.anonymise_image(read_image(lfw / name.rsplit("_", 1)[0] / f"{name}.jpg").rgb)
         lm = np.asarray([f.landmarks for f in res.faces], np.float32)
-        emb = pipe.embed_codes(res.image, lm, [np.zeros(P.REF_BITS, np.uint8)] * len(lm), P.KIND_VAULT_REF)
-        opened = [f for f in pipe.read_payloads(emb.image) if f.authenticated]
+        emb = writer.embed_codes(res.image, lm, [np.zeros(P.REF_BITS, np.uint8)] * len(lm), P.KIND_VAULT_REF)
+        opened = [f for f in face_reader.read_payloads(emb.image) if f.authenticated]
         for i, status in enumerate(emb.status):
             if status == "embedded":
                 embedded += 1
-                at = alignment_matrices(emb.frames[i : i + 1], pipe.align)
+                at = alignment_matrices(emb.frames[i : i + 1], writer.align)
                 assert any(
-                    frame_offset(at, alignment_matrices(f.frame[None], pipe.align), pipe.align.size / 2)[0, 2] < 2 for f in opened
+                    frame_offset(at, alignment_matrices(f.frame[None], writer.align), writer.align.size / 2)[0, 2] < 2 for f in opened
                 ), name
     assert embedded >= at_least
 
@@ -198,23 +202,25 @@ def test_reader_finds_marks_after_jpeg_q50_that_a_wide_search_misses(lfw, monkey
     import glob
     import random
 
-    from refacex_plugin.pipeline import Pipeline
+    from refacex_plugin.reader import make_reader
+    from refacex_plugin.writer import make_writer
 
     _unsettled(monkeypatch)
 
     key = bytes(range(32))
-    pipe = Pipeline(method="generator", key=key, donor_seed=0, watermark="dct-qim")
+    writer = make_writer("generator", key=key, donor_seed=0, watermark="dct-qim")
+    face_reader = make_reader(key, watermark="dct-qim")
     # the wide search alone, from the re-detection only: every stage at once, no polish, no fallbacks
     wide_only = ReaderConfig(wide_stages=0, polish_rounds=0, fallbacks=())
     files = random.Random(3).sample(sorted(glob.glob(str(lfw / "*" / "*.jpg"))), 16)
     opened = {"reader": 0, "wide only": 0}
     for f in files:
-        res = pipe.anonymise_image(read_image(f).rgb)
+        res = writer.anonymise_image(read_image(f).rgb)
         lm = np.asarray([face.landmarks for face in res.faces], np.float32)
-        emb = pipe.embed_codes(res.image, lm, [np.arange(P.REF_BITS) % 2] * len(lm), P.KIND_VAULT_REF)
+        emb = writer.embed_codes(res.image, lm, [np.arange(P.REF_BITS) % 2] * len(lm), P.KIND_VAULT_REF)
         x = D.DISTORTIONS["jpeg_q50"](emb.image)
-        opened["reader"] += sum(face.authenticated for face in pipe.read_payloads(x))
-        wide = read_payloads(x, [key], pipe.watermark, pipe.reader, pipe.align, config=wide_only)
+        opened["reader"] += sum(face.authenticated for face in face_reader.read_payloads(x))
+        wide = read_payloads(x, [key], face_reader.watermark, face_reader.detector, writer.align, config=wide_only)
         opened["wide only"] += sum(face.authenticated for face in wide)
     assert opened["reader"] >= 6 and opened["reader"] >= opened["wide only"] + 2, opened
 
@@ -222,29 +228,31 @@ def test_reader_finds_marks_after_jpeg_q50_that_a_wide_search_misses(lfw, monkey
 @pytest.fixture(scope="module")
 def weak_marks(lfw):
     """30 original LFW faces carrying recovery codes (fixed key), each after JPEG Q50 and after
-    WebP Q80: 60 weakened marks, and the pipeline that made them."""
+    WebP Q80: 60 weakened marks, and a reader holding their key."""
     import glob
     import random
 
-    from refacex_plugin.pipeline import Pipeline
+    from refacex_plugin.reader import make_reader
+    from refacex_plugin.writer import make_writer
 
-    pipe = Pipeline(method="blur", key=bytes(range(32)), watermark="dct-qim")
+    writer = make_writer("blur", key=bytes(range(32)), watermark="dct-qim")
+    face_reader = make_reader(bytes(range(32)), watermark="dct-qim")
     files = random.Random(5).sample(sorted(glob.glob(str(lfw / "*" / "*.jpg"))), 30)
     distorted = []
     for f in files:
         rgb = read_image(f).rgb
-        det = pipe.reader(rgb)
-        emb = pipe.embed_codes(rgb, det.landmarks[:1], [np.arange(P.CODE_BITS) % 3 == 0], P.KIND_RECOVERY_CODE)
+        det = face_reader.detector(rgb)
+        emb = writer.embed_codes(rgb, det.landmarks[:1], [np.arange(P.CODE_BITS) % 3 == 0], P.KIND_RECOVERY_CODE)
         distorted += [D.DISTORTIONS["jpeg_q50"](emb.image), D.DISTORTIONS["webp_q80"](emb.image)]
-    return pipe, distorted
+    return face_reader, distorted
 
 
-def _opened(pipe, images, config: ReaderConfig = ReaderConfig()) -> int:
-    """Payloads ``pipe``'s key opens in ``images``, read as ``pipe`` (its watermark named) reads them, with ``config``."""
+def _opened(face_reader, images, config: ReaderConfig = ReaderConfig()) -> int:
+    """Payloads ``face_reader``'s key opens in ``images``, read as it reads them (its watermark named), with ``config``."""
     return sum(
         face.authenticated
         for x in images
-        for face in read_payloads(x, [bytes(range(32))], pipe.watermark, pipe.reader, pipe.align, config=config)
+        for face in read_payloads(x, [bytes(range(32))], face_reader.watermark, face_reader.detector, face_reader.align, config=config)
     )
 
 
@@ -254,9 +262,9 @@ def test_reader_polishes_a_reading_that_is_no_codeword(weak_marks):
     60 weakened payloads the reader opens 57, 55 without polishing (session 22, from settled
     landmarks; 43 vs 36 before; session 16, before soft decoding by ordered statistics: 29 vs
     26; 100 other faces, ``research/watermark_sync.py``: 57 / 55 % vs 45 / 42 %)."""
-    pipe, distorted = weak_marks
-    opened = {"reader": _opened(pipe, distorted)}
-    opened["unpolished"] = _opened(pipe, distorted, replace(ReaderConfig(), polish_rounds=0))
+    face_reader, distorted = weak_marks
+    opened = {"reader": _opened(face_reader, distorted)}
+    opened["unpolished"] = _opened(face_reader, distorted, replace(ReaderConfig(), polish_rounds=0))
     assert opened["reader"] >= opened["unpolished"] + 2, opened
 
 
@@ -267,10 +275,10 @@ def test_reader_soft_decodes_readings_past_the_hard_radius(weak_marks, monkeypat
     before; 100 other faces, ``research/soft_decoding.py``: 76 / 78 % vs 47 / 60 %)."""
     import functools
 
-    pipe, distorted = weak_marks
-    opened = {"soft": _opened(pipe, distorted)}
+    face_reader, distorted = weak_marks
+    opened = {"soft": _opened(face_reader, distorted)}
     monkeypatch.setattr(P, "open_payload", functools.partial(P.open_payload, osd_order=0))
-    opened["chase only"] = _opened(pipe, distorted)
+    opened["chase only"] = _opened(face_reader, distorted)
     assert opened["soft"] >= opened["chase only"] + 6, opened
 
 
@@ -280,9 +288,9 @@ def test_a_reader_holding_the_key_ends_its_search_at_a_reading_that_opens(weak_m
     stops at a reading that soft decoding opens (:func:`~refacex_plugin.channel.payload_opener`).
     Of these 60 weakened payloads (dct-qim), within the reader's budget of readings: 56 with it,
     55 with the keyless search (57 vs 55 without a budget)."""
-    pipe, distorted = weak_marks
-    opened = {"keyed": _opened(pipe, distorted)}
-    opened["keyless search"] = _opened(pipe, distorted, replace(ReaderConfig(), open_while_searching=False))
+    face_reader, distorted = weak_marks
+    opened = {"keyed": _opened(face_reader, distorted)}
+    opened["keyless search"] = _opened(face_reader, distorted, replace(ReaderConfig(), open_while_searching=False))
     assert opened["keyed"] > opened["keyless search"], opened
 
 
@@ -304,19 +312,21 @@ def test_settled_frames_carry_marks_through_resizes(lfw, monkeypatch):
     import glob
     import random
 
-    from refacex_plugin.pipeline import Pipeline
+    from refacex_plugin.reader import make_reader
+    from refacex_plugin.writer import make_writer
 
-    pipe = Pipeline(method="blur", key=bytes(range(32)))
+    writer = make_writer("blur", key=bytes(range(32)))
+    face_reader = make_reader(bytes(range(32)))
     files = random.Random(1).sample(sorted(glob.glob(str(lfw / "*" / "*.jpg"))), 30)
 
     def opened():
         counts = {"resize_0.5": 0, "resize_1.5": 0}
         for f in files:
             rgb = read_image(f).rgb
-            det = pipe.reader(rgb)
-            emb = pipe.embed_codes(rgb, det.landmarks[:1], [np.arange(P.CODE_BITS) % 3 == 0], P.KIND_RECOVERY_CODE)
+            det = face_reader.detector(rgb)
+            emb = writer.embed_codes(rgb, det.landmarks[:1], [np.arange(P.CODE_BITS) % 3 == 0], P.KIND_RECOVERY_CODE)
             for row in counts:
-                counts[row] += sum(face.authenticated for face in pipe.read_payloads(D.DISTORTIONS[row](emb.image)))
+                counts[row] += sum(face.authenticated for face in face_reader.read_payloads(D.DISTORTIONS[row](emb.image)))
         return counts
 
     settled = opened()
@@ -333,19 +343,21 @@ def test_marks_embedded_in_unsettled_frames_still_open(lfw, monkeypatch):
     import glob
     import random
 
-    from refacex_plugin.pipeline import Pipeline
+    from refacex_plugin.reader import make_reader
+    from refacex_plugin.writer import make_writer
 
-    pipe = Pipeline(method="blur", key=bytes(range(32)))
+    writer = make_writer("blur", key=bytes(range(32)))
+    face_reader = make_reader(bytes(range(32)))
     files = random.Random(2).sample(sorted(glob.glob(str(lfw / "*" / "*.jpg"))), 12)
     with monkeypatch.context() as patch:
         _unsettled(patch)
         marked = []
         for f in files:
             rgb = read_image(f).rgb
-            emb = pipe.embed_codes(rgb, pipe.reader(rgb).landmarks[:1], [np.arange(P.CODE_BITS) % 3 == 0], P.KIND_RECOVERY_CODE)
+            emb = writer.embed_codes(rgb, face_reader.detector(rgb).landmarks[:1], [np.arange(P.CODE_BITS) % 3 == 0], P.KIND_RECOVERY_CODE)
             marked.append(emb.image)
-    assert sum(sum(f.authenticated for f in pipe.read_payloads(x)) for x in marked) == len(files)
-    assert sum(sum(f.authenticated for f in pipe.read_payloads(D.DISTORTIONS["jpeg_q75"](x))) for x in marked) >= len(files) - 1
+    assert sum(sum(f.authenticated for f in face_reader.read_payloads(x)) for x in marked) == len(files)
+    assert sum(sum(f.authenticated for f in face_reader.read_payloads(D.DISTORTIONS["jpeg_q75"](x))) for x in marked) >= len(files) - 1
 
 
 def test_reader_reads_through_what_brightening_clipped(lfw, monkeypatch):
@@ -356,7 +368,8 @@ def test_reader_reads_through_what_brightening_clipped(lfw, monkeypatch):
     it opens 12 (11 before the polish of session 16), 9 without (8 before session 22). Those
     reads were in raw re-detections, as here; from settled landmarks (session 22) 10 open, 9
     without."""
-    from refacex_plugin.pipeline import Pipeline
+    from refacex_plugin.reader import make_reader
+    from refacex_plugin.writer import make_writer
 
     _unsettled(monkeypatch)
 
@@ -376,14 +389,15 @@ def test_reader_reads_through_what_brightening_clipped(lfw, monkeypatch):
         "Martha_Burk_0003",
         "Jose_Maria_Aznar_0019",
     ]
-    pipe = Pipeline(method="blur", key=bytes(range(32)), watermark="dct-qim")
+    writer = make_writer("blur", key=bytes(range(32)), watermark="dct-qim")
+    face_reader = make_reader(bytes(range(32)), watermark="dct-qim")
     paths = [lfw / name.rsplit("_", 1)[0] / f"{name}.jpg" for name in names]
-    reader, no_estimate = _opened_with_and_without(pipe, paths, "brightness_+20", ("unclipped",))
+    reader, no_estimate = _opened_with_and_without(writer, face_reader, paths, "brightness_+20", ("unclipped",))
     assert reader >= 10 and reader >= no_estimate + 2, (reader, no_estimate)
 
 
-def _opened_with_and_without(pipe, paths, row: str, fallbacks: tuple[str, ...]) -> tuple[int, int]:
-    """Mark the central face of each image at ``paths`` with a recovery code (``pipe``'s key),
+def _opened_with_and_without(writer, face_reader, paths, row: str, fallbacks: tuple[str, ...]) -> tuple[int, int]:
+    """Mark the central face of each image at ``paths`` with a recovery code (``writer``'s key),
     apply the distortion ``row``, and count the images whose payload opens with the reader's
     ``fallbacks`` (names in :attr:`~refacex_plugin.channel.ReaderConfig.fallbacks`) and with them off."""
     from refacex_plugin.bench.originals import central_face
@@ -394,14 +408,14 @@ def _opened_with_and_without(pipe, paths, row: str, fallbacks: tuple[str, ...]) 
     opened = [0, 0]
     for path in paths:
         rgb = read_image(path).rgb
-        det = pipe.reader(rgb)
+        det = face_reader.detector(rgb)
         c = central_face(det, *rgb.shape[:2])
         if c is None:
             continue
-        emb = pipe.embed_codes(rgb, det.landmarks[c : c + 1], [np.arange(P.CODE_BITS) % 3 == 0], P.KIND_RECOVERY_CODE)
+        emb = writer.embed_codes(rgb, det.landmarks[c : c + 1], [np.arange(P.CODE_BITS) % 3 == 0], P.KIND_RECOVERY_CODE)
         x = D.DISTORTIONS[row](emb.image)
         for k, config in enumerate((reader, without)):
-            opened[k] += bool(_opened(pipe, [x], config))
+            opened[k] += bool(_opened(face_reader, [x], config))
     return opened[0], opened[1]
 
 
@@ -503,49 +517,54 @@ def test_reader_deblurs_a_mark_a_low_pass_mixed(lfw, row):
     import glob
     import random
 
-    from refacex_plugin.pipeline import Pipeline
+    from refacex_plugin.reader import make_reader
+    from refacex_plugin.writer import make_writer
 
-    pipe = Pipeline(method="blur", key=bytes(range(32)), watermark="dct-qim")
+    writer = make_writer("blur", key=bytes(range(32)), watermark="dct-qim")
+    face_reader = make_reader(bytes(range(32)), watermark="dct-qim")
     files = random.Random(11).sample(sorted(glob.glob(str(lfw / "*" / "*.jpg"))), 16)
-    reader, no_deblurring = _opened_with_and_without(pipe, files, row, ("deblurred", "deblurred_redetected"))
+    reader, no_deblurring = _opened_with_and_without(writer, face_reader, files, row, ("deblurred", "deblurred_redetected"))
     assert reader >= no_deblurring + (6 if row == "blur_1" else 2), (reader, no_deblurring)
 
 
 def test_default_reader_still_opens_marks_of_the_earlier_default(example_rgb):
-    """dct-qim-low replaced dct-qim as the default carrier (session 19): a pipeline that was not
+    """dct-qim-low replaced dct-qim as the default carrier: a reader that was not
     told which watermark to read also tries dct-qim on faces the default finds nothing in, so a
     file marked before still opens; one told to read dct-qim-low does not read it."""
-    from refacex_plugin.pipeline import Pipeline
+    from refacex_plugin.reader import make_reader
     from refacex_plugin.watermark import EARLIER_DEFAULTS, PREFERENCE, available_watermarks
+    from refacex_plugin.writer import make_writer
 
     default = next(n for n in PREFERENCE if n in available_watermarks())
     assert default == "dct-qim-low" and "dct-qim" in EARLIER_DEFAULTS
     key = bytes(range(32))
-    old = Pipeline(method="blur", key=key, watermark="dct-qim")
-    det = old.reader(example_rgb)
+    old = make_writer("blur", key=key, watermark="dct-qim")
+    det = old.embedder.reader(example_rgb)
     marked = old.embed_codes(example_rgb, det.landmarks, [np.arange(P.CODE_BITS) % 3 == 0] * len(det), P.KIND_RECOVERY_CODE).image
-    reader = Pipeline(method="blur", key=key)
-    assert reader.watermark.name == "dct-qim-low"
+    reader = make_reader(key)
+    assert reader.watermark.name == "dct-qim-low" and [w.name for w in reader.earlier] == ["dct-qim"]
     faces = reader.read_payloads(marked)
     assert faces and all(f.authenticated for f in faces)
-    assert not any(f.found for f in Pipeline(method="blur", key=key, watermark="dct-qim-low").read_payloads(marked))
+    assert not any(f.found for f in make_reader(key, watermark="dct-qim-low").read_payloads(marked))
 
 
 def test_a_reader_told_which_faces_reads_only_those(group_rgb):
-    """``read_payloads(..., only=...)`` reads just the faces named (a pipeline reads with an earlier
+    """``read_payloads(..., only=...)`` reads just the faces named (a reader reads with an earlier
     default only the faces the default found nothing in): the face named reads as it does in a
     read of every face, under its own index, and the other faces are not in the list."""
     from refacex_plugin.channel import read_payloads
-    from refacex_plugin.pipeline import Pipeline
+    from refacex_plugin.reader import make_reader
+    from refacex_plugin.writer import make_writer
 
     key = bytes(range(32))
-    pipe = Pipeline(method="blur", key=key)
-    det = pipe.reader(group_rgb)
+    writer = make_writer("blur", key=key)
+    face_reader = make_reader(key)
+    det = face_reader.detector(group_rgb)
     codes = [np.arange(P.CODE_BITS) % (3 + i) == 0 for i in range(len(det))]
-    marked = pipe.embed_codes(group_rgb, det.landmarks, codes, P.KIND_RECOVERY_CODE).image
-    every = read_payloads(marked, [key], pipe.watermark, pipe.reader, pipe.align)
+    marked = writer.embed_codes(group_rgb, det.landmarks, codes, P.KIND_RECOVERY_CODE).image
+    every = read_payloads(marked, [key], face_reader.watermark, face_reader.detector, writer.align)
     assert len(every) >= 2 and all(f.authenticated for f in every[:2])
-    one = read_payloads(marked, [key], pipe.watermark, pipe.reader, pipe.align, only=[1])
+    one = read_payloads(marked, [key], face_reader.watermark, face_reader.detector, writer.align, only=[1])
     assert [f.index for f in one] == [1] and one[0].authenticated
     assert np.array_equal(one[0].payload.code, every[1].payload.code) and np.array_equal(one[0].payload.code, codes[1])
 
@@ -558,28 +577,32 @@ def test_a_face_too_small_to_carry_a_mark_is_listed_not_read(example_rgb, monkey
 
     import refacex_plugin.channel.reading as R
     from refacex_plugin.channel import eye_distances
-    from refacex_plugin.pipeline import Pipeline
+    from refacex_plugin.reader import make_reader
+    from refacex_plugin.writer import make_writer
 
     key = bytes(range(32))
-    pipe = Pipeline(method="blur", key=key)
-    det = pipe.reader(example_rgb)
+    writer = make_writer("blur", key=key)
+    face_reader = make_reader(key)
+    det = face_reader.detector(example_rgb)
     scale = 9.0 / float(eye_distances(det.landmarks[:1])[0])  # eyes ~9 px apart, in a wider scene
     h, w = example_rgb.shape[:2]
     small = cv2.resize(example_rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
     small = cv2.copyMakeBorder(small, 60, 60, 60, 60, cv2.BORDER_REFLECT)
-    found = pipe.reader(small)
+    found = face_reader.detector(small)
     assert len(found) and (eye_distances(found.landmarks) < ReaderConfig().min_read_eyes).all()
-    emb = pipe.embed_codes(small, found.landmarks, [np.zeros(P.CODE_BITS, np.uint8)] * len(found), P.KIND_RECOVERY_CODE)
+    emb = writer.embed_codes(small, found.landmarks, [np.zeros(P.CODE_BITS, np.uint8)] * len(found), P.KIND_RECOVERY_CODE)
     assert "embedded" not in emb.status
     searched = []
     real = R.read_marks  # counted where read_payloads calls it: how many faces each read searches
     monkeypatch.setattr(R, "read_marks", lambda rgb, wm, d, *a, **k: searched.append(len(a[-1]) if a else 0) or real(rgb, wm, d, *a, **k))
-    faces = read_payloads(emb.image, [key], pipe.watermark, pipe.reader, pipe.align)
+    faces = read_payloads(emb.image, [key], face_reader.watermark, face_reader.detector, writer.align)
     assert faces and all(f.too_small and not f.found and not f.authenticated for f in faces)
     assert [f.index for f in faces] == list(range(len(faces))) and faces[0].to_dict()["too_small"] is True
     assert searched == []  # nothing searched
     lowered = ReaderConfig(min_read_eyes=1.0)
-    assert not any(f.too_small for f in read_payloads(emb.image, [key], pipe.watermark, pipe.reader, pipe.align, config=lowered))
+    assert not any(
+        f.too_small for f in read_payloads(emb.image, [key], face_reader.watermark, face_reader.detector, writer.align, config=lowered)
+    )
     assert searched[-1] == len(faces)
 
 
@@ -612,15 +635,17 @@ def test_faces_beside_one_that_opened_at_once_get_the_small_budget(group_rgb):
     """In an image where a face opened, the distortion fallbacks are not spent
     on its other faces: each gets ``neighbour_budget`` readings in all, not ``read_budget``."""
     import refacex_plugin.channel as C
-    from refacex_plugin.pipeline import Pipeline
+    from refacex_plugin.reader import make_reader
+    from refacex_plugin.writer import make_writer
 
-    pipe = Pipeline(method="blur", key=bytes(range(32)))
-    det = pipe.reader(group_rgb)
+    writer = make_writer("blur", key=bytes(range(32)))
+    face_reader = make_reader(bytes(range(32)))
+    det = face_reader.detector(group_rgb)
     assert len(det) == 6
-    marked = pipe.embed_codes(group_rgb, det.landmarks[:1], [np.arange(P.CODE_BITS) % 3 == 0], P.KIND_RECOVERY_CODE).image
+    marked = writer.embed_codes(group_rgb, det.landmarks[:1], [np.arange(P.CODE_BITS) % 3 == 0], P.KIND_RECOVERY_CODE).image
     asked = []
     found, logits, _ = C.read_marks(
-        marked, pipe.watermark, pipe.reader, accept=lambda lg, m: asked.append(1) or C.is_codeword(lg), detections=det
+        marked, face_reader.watermark, face_reader.detector, accept=lambda lg, m: asked.append(1) or C.is_codeword(lg), detections=det
     )
     assert C.is_codeword(logits[0]) and not any(C.is_codeword(row) for row in logits[1:])
     reader = ReaderConfig()

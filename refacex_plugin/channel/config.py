@@ -189,7 +189,7 @@ class ReaderConfig:
     #: ways, 1.98 s an image then.
     neighbour_budget: int = 2
     #: Readings a face gets with each watermark of :data:`~refacex_plugin.watermark.EARLIER_DEFAULTS`
-    #: (``Pipeline.read_payloads``) where the default found no mark: the local search and its polish.
+    #: (:meth:`~refacex_plugin.reader.FaceReader.read_payloads`) where the default found no mark: the local search and its polish.
     #: Every face without a payload (an unmarked one, or one whose mark a distortion erased) pays this
     #: on every read, so it stays small; files marked with those watermarks open unchanged or
     #: re-encoded at the local search.

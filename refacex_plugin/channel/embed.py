@@ -147,7 +147,7 @@ def embed_codes(
 ) -> EmbedResult:
     """Seal ``codes[i]`` under ``key`` bound to face ``i`` (``landmarks (N, 5, 2)`` of the unmarked
     ``rgb``, as detected) in the frame a reader will find it in, and embed it there: what a keyed
-    ``anonymise`` writes (:meth:`~refacex_plugin.pipeline.Pipeline.embed_codes`). ``kind`` is a
+    ``anonymise`` writes (:meth:`~refacex_plugin.writer.Embedder.embed`). ``kind`` is a
     :mod:`~refacex_plugin.payload` kind; every binding hash sealed with is appended to ``sealed``
     if given (the embedder may seal again, for the frames its rounds find)."""
     seal = bound_sealer(rgb, list(codes), key, kind, align, sealed=sealed)
