@@ -87,13 +87,13 @@ def main() -> None:
     total = len(sig) * (len(sig) - 1)
     print(f"\nmoved: {moved} of {total} (face, other image) pairs pass = {moved / total:.3%}")
     if args.transplant:
-        from refacex_plugin.bench.attacks import transplant_attack
+        from refacex_plugin.bench.payload_attacks import transplant_attack
 
         others = [f for f in sorted(args.data.glob("*/*.jpg")) if f not in set(files)]
         pick = [others[i] for i in np.random.default_rng(1).choice(len(others), 2 * args.transplant, replace=False)]
         print("\ntransplant:", transplant_attack(pick, args.transplant, progress=False))
     if args.tamper_trials:
-        from refacex_plugin.bench.attacks import payload_attacks
+        from refacex_plugin.bench.payload_attacks import payload_attacks
 
         print("\n| tampering case | trials | refused | opened intact | opened wrong |\n| --- | --- | --- | --- | --- |")
         for case, r in payload_attacks(args.tamper_trials).items():

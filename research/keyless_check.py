@@ -10,8 +10,9 @@ import argparse
 import json
 from pathlib import Path
 
-from refacex_plugin.bench import attacks as A
+from refacex_plugin.bench.attacks import attacked_faces
 from refacex_plugin.bench.dataset import make_split
+from refacex_plugin.bench.identity_attacks import _anonymised_probes, keyless_recovery
 from refacex_plugin.bench.originals import measure_originals
 from refacex_plugin.bench.recognizers import default_recognizer_specs, load_recognizer
 from refacex_plugin.bench.runner import calibrate
@@ -30,8 +31,8 @@ def main() -> None:
     orig = measure_originals(split.images, load_detector(), recognizers, args.cache, progress=False)
     idx = orig.index()
     calib = {r.name: calibrate(r, orig, idx, split, 1e-3) for r in recognizers}
-    faces = A._anonymised_probes("refacex", A.attacked_faces(split, orig, idx, args.faces), orig)
-    res = {"faces": len(faces.index), "keyless_recovery": A.keyless_recovery(faces, orig, recognizers, calib, 0)}
+    faces = _anonymised_probes("refacex", attacked_faces(split, orig, idx, args.faces), orig)
+    res = {"faces": len(faces.index), "keyless_recovery": keyless_recovery(faces, orig, recognizers, calib, 0)}
     text = json.dumps(res, indent=2)
     print(text)
     if args.json:

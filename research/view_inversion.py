@@ -2,7 +2,7 @@
 on any anonymiser whose generator sees only that view (``anonymiser.networks.limited_view``).
 
 Proxy of ``refacex bench attacks``'s inversion row, on aligned crops only (no detection): the same
-inverter (``bench.attacks.train_inverter``) trained on "train" identities, match rate of its output
+inverter (``bench.identity_attacks.train_inverter``) trained on "train" identities, match rate of its output
 against the original on "val" identities at dlib distance 0.544 and, when the MobileFaceNet judge
 sits in ../shared/models, at its cosine 0.3326 (both FAR 0.1 %, the full attack run's calibration),
 read from the crop's ArcFace frame. ``--id-weight 0`` trains the inverter on pixels alone (no
@@ -29,7 +29,8 @@ import torch
 from refacex_plugin import geometry
 from refacex_plugin.anonymiser.networks import RES, blend
 from refacex_plugin.anonymisers import blur_faces, mask_faces, pixelate_faces
-from refacex_plugin.bench.attacks import AttackConfig, _frozen_identity_model, train_inverter
+from refacex_plugin.bench.attacks import AttackConfig
+from refacex_plugin.bench.identity_attacks import _frozen_identity_model, train_inverter
 from refacex_plugin.bench.onnx_torch import ArcFaceCropEmbedder
 from refacex_plugin.geometry import AlignConfig, face_mask, pool_to
 from refacex_plugin.training.anonymiser import MATCH_DISTANCE

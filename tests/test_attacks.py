@@ -1,16 +1,19 @@
-"""The attack suite's building blocks (bench/attacks.py); the measured run is in docs/benchmarks."""
+"""The attack suite's building blocks (bench/attacks.py, bench/payload_attacks.py, bench/identity_attacks.py); the
+measured run is in docs/benchmarks."""
 
 import numpy as np
 import pytest
 import torch
 
 from refacex_plugin.anonymiser.donors import DonorBank
-from refacex_plugin.bench import attacks as A
+from refacex_plugin.bench.attacks import AttackConfig
+from refacex_plugin.bench.identity_attacks import _match, donor_linkage, train_inverter
+from refacex_plugin.bench.payload_attacks import payload_attacks
 from refacex_plugin.bench.report import attacks_markdown
 
 
 def test_every_payload_tampering_is_refused_and_correctable_errors_open_intact():
-    res = A.payload_attacks(trials=25, seed=3)
+    res = payload_attacks(trials=25, seed=3)
     assert len(res) >= 14
     for case, r in res.items():
         assert r["opened_wrong"] == 0, case  # never a wrong code, whatever the attack
@@ -31,7 +34,7 @@ def test_consistent_donors_follow_a_person_within_a_key_and_not_across_keys():
     people = rng.normal(size=(60, 128)).astype(np.float32) * 0.3
     other_photo = people + rng.normal(size=people.shape).astype(np.float32) * 0.005
     bank = DonorBank.synthetic(rng.normal(size=(500, 128)).astype(np.float32), n=256, seed=0)
-    res = A.donor_linkage(_Orig(np.concatenate([people, other_photo])), [(i, 60 + i) for i in range(60)], bank)
+    res = donor_linkage(_Orig(np.concatenate([people, other_photo])), [(i, 60 + i) for i in range(60)], bank)
     assert res["same_donor_same_key_other_photo"] >= 0.95
     assert res["same_donor_across_keys"] <= 0.05
     assert res["chance"] == 1 / 256
@@ -41,15 +44,15 @@ def test_the_inverter_learns_a_known_degradation():
     """A darkened face is inverted better after a few steps than at the start (the attack trains)."""
     torch.manual_seed(0)
     x = torch.nn.functional.interpolate(torch.rand(12, 3, 16, 16), size=(128, 128), mode="bilinear", align_corners=False)
-    cfg = A.AttackConfig(steps=25, batch=6, lr=3e-3, id_weight=0.0)
-    _, info = A.train_inverter(x * 0.4, x, width=8, cfg=cfg, progress=False)
+    cfg = AttackConfig(steps=25, batch=6, lr=3e-3, id_weight=0.0)
+    _, info = train_inverter(x * 0.4, x, width=8, cfg=cfg, progress=False)
     assert info["log"][-1]["l1"] < 0.6 * info["log"][0]["l1"]
 
 
 def test_attack_report_renders_every_section():
     res = {
         "evaluated_faces": 3,
-        "payload": A.payload_attacks(trials=3),
+        "payload": payload_attacks(trials=3),
         "transplant": {
             "pairs": 2,
             "opened_in_other_image": 0,
@@ -131,7 +134,7 @@ def test_match_counts_a_photo_of_the_same_person_as_re_identification():
     )
     faces = SimpleNamespace(index=[0, 2])
     attacked = [e[1] + 0.1 * e[0], e[3] + 0.1 * e[2]]  # A's face nearest A_2; B's face nearest C_1
-    out = A._match(attacked, faces, orig, [Recognizer()], {"r": {"threshold": 0.5}})["r"]
+    out = _match(attacked, faces, orig, [Recognizer()], {"r": {"threshold": 0.5}})["r"]
     assert out["rank1_originals"] == 0.5 and out["originals_searched"] == 4
     assert out["match_rate"] == 0.0  # neither is near its own original
     res = {"evaluated_faces": 2, "payload": {}, "methods": {"blur": {"inversion": {"anonymised_without_attack": {"identity": {"r": out}}}}}}
@@ -141,7 +144,7 @@ def test_match_counts_a_photo_of_the_same_person_as_re_identification():
 def test_the_inverters_training_pairs_repeat_with_the_seed(lfw):
     """The attack's (anonymised, original) pairs draw refacex's donors from the run's seed."""
     from refacex_plugin.anonymisers import available_methods
-    from refacex_plugin.bench.attacks import _training_pairs
+    from refacex_plugin.bench.identity_attacks import _training_pairs
 
     if "refacex" not in available_methods():
         pytest.skip("refacex weights not shipped")

@@ -53,7 +53,7 @@ def test_a_face_keeps_its_hash_through_jpeg_and_colour_changes(lfw):
 def test_a_payload_moved_into_another_image_is_refused(lfw):
     """The transplant attack with the real detector, watermark and JPEG-free channel: the moved
     bits are refused in the other image and, re-embedded the same way, open in their own."""
-    from refacex_plugin.bench.attacks import transplant_attack
+    from refacex_plugin.bench.payload_attacks import transplant_attack
 
     res = transplant_attack(sorted(lfw.glob("*/*.jpg"))[::97][:16], 8, progress=False)
     assert res["pairs"] >= 2  # payloads that opened in their own image before the move

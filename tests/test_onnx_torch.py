@@ -66,15 +66,16 @@ def test_unsupported_operators_fail_clearly(tmp_path):
 def test_an_attacker_trains_its_identity_loss_through_the_judge(judge_path):
     """``refacex bench attacks`` gets one identity loss per differentiable recogniser of the run
     (the dlib port and the judge), and an inverter trains through the judge's."""
-    from refacex_plugin.bench import attacks as A
+    from refacex_plugin.bench.attacks import AttackConfig
+    from refacex_plugin.bench.identity_attacks import identity_losses, train_inverter
     from refacex_plugin.bench.recognizers import OnnxRecognizer
 
     judge = OnnxRecognizer(judge_path)
-    losses = A.identity_losses([judge])
+    losses = identity_losses([judge])
     assert set(losses) == {"dlib", judge.name}
     torch.manual_seed(0)
     x = torch.rand(4, 3, 128, 128)
-    cfg = A.AttackConfig(steps=3, batch=2, id_weight=1.0)
-    net, info = A.train_inverter(x * 0.5, x, width=8, cfg=cfg, progress=False, idm=losses[judge.name])
+    cfg = AttackConfig(steps=3, batch=2, id_weight=1.0)
+    net, info = train_inverter(x * 0.5, x, width=8, cfg=cfg, progress=False, idm=losses[judge.name])
     assert all(np.isfinite(r["id_distance"]) and 0 <= r["id_distance"] <= 2 for r in info["log"])  # unit vectors
     assert not any(p.requires_grad for p in losses[judge.name].parameters())  # the judge stays frozen

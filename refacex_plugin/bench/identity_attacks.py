@@ -1,32 +1,30 @@
-"""What an attacker holding our public code and weights, but not the key, can do
-(``refacex bench attacks``).
+"""Attacks on the identity in the anonymised face, by an attacker holding our public code and
+weights but not the key (the per-method rows and ``donor_linkage`` of ``refacex bench attacks``,
+run by :mod:`.attacks`).
 
-* ``payload``: tamper with sealed payloads (bit flips beyond and within the error correction,
-  truncation, random bits, re-sealing under another key, and - since the BCH code is public -
-  flipping ciphertext or tag bits and re-encoding a valid codeword); plus *transplanting* a
-  face's payload into another image with the public embedder. Each case counts how often the
-  payload was refused, opened intact, or opened into something else (the failure).
-* ``keyless_recovery``: our recovery network with random, all-zero and all-one codes, and with
+* :func:`keyless_recovery`: our recovery network with random, all-zero and all-one codes, and with
   codes read without authentication (the ciphertext bits where the code would be).
-* ``inversion``: (anonymised, original) pairs made with the public pipeline on identities
-  disjoint from the evaluated probes train an inversion network of the recovery network's
-  capacity and of twice its width (L1 in the face mask + an identity loss toward the original
-  through our dlib port - the strongest loss an attacker has); identity match of its outputs on
-  the probes. A recogniser's matches of an attacker trained against that very recogniser are
-  partly its blind spots (the context alone, the face flat, gave 15.3 % dlib and 1.3 %
-  MobileFaceNet matches through a dlib-trained inverter), so with the evaluation judge at hand
-  (:mod:`.onnx_torch`) a second attacker of R's capacity trains its identity loss through the
-  judge: each recogniser then also judges an attacker that never saw it. Blur and pixelate get
-  the same attack as a check that it is real.
-* ``adversarial_pull``: PGD on the anonymised face against the dlib model (a) toward the person's
-  own gallery photo (the attacker guessed right) and (b) toward the donor; how often the result
-  matches the original under the *other* recogniser (and under dlib), per L-inf budget.
-* ``donor_linkage``: with the ``consistent`` policy, how often one person gets the same donor
+* :func:`inversion_attack`: (anonymised, original) pairs made with the public pipeline on
+  identities disjoint from the evaluated probes train an inversion network of the recovery
+  network's capacity and of twice its width (L1 in the face mask + an identity loss toward the
+  original through our dlib port - the strongest loss an attacker has); identity match of its
+  outputs on the probes. A recogniser's matches of an attacker trained against that very
+  recogniser are partly its blind spots (the context alone, the face flat, gave 15.3 % dlib and
+  1.3 % MobileFaceNet matches through a dlib-trained inverter), so with the evaluation judge at
+  hand (:mod:`.onnx_torch`) a second attacker of R's capacity trains its identity loss through the
+  judge: each recogniser then also judges an attacker that never saw it. Blur and pixelate get the
+  same attack as a check that it is real.
+* :func:`adversarial_pull`: PGD on the anonymised face against the dlib model (a) toward the
+  person's own gallery photo (the attacker guessed right) and (b) toward the donor; how often the
+  result matches the original under the *other* recogniser (and under dlib), per L-inf budget.
+* :func:`donor_linkage`: with the ``consistent`` policy, how often one person gets the same donor
   under two different keys (should be chance, 1/bank size) and under the same key (by design,
   almost always).
 
-Identity match is the benchmark's: similarity of the face pasted back into the image vs the
-original probe, at the recogniser's FAR threshold.
+They share the probe faces (:class:`_Faces`), the way an attack's crops go back into the image
+(:func:`_apply_to_faces`) and the identity match of the result (:func:`_match`): the benchmark's,
+similarity of the face pasted back into the image vs the original probe, at the recogniser's FAR
+threshold.
 """
 
 from __future__ import annotations
@@ -34,8 +32,9 @@ from __future__ import annotations
 import functools
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -49,23 +48,8 @@ from ..image_io import read_image
 from ..keys import generate_key
 from . import metrics as M
 
-
-@dataclass
-class AttackConfig:
-    trials: int = 1000  # payload attack trials per case
-    transplant_images: int = 100
-    train_images: int = 3000  # attacker's (anonymised, original) training faces
-    steps: int = 1500
-    batch: int = 16
-    lr: float = 1e-3
-    id_weight: float = 1.0
-    eval_faces: int = 300
-    pgd_steps: int = 20
-    budgets: tuple[float, ...] = (2 / 255, 8 / 255)
-    linkage_people: int = 300
-
-
-QUICK = AttackConfig(trials=200, transplant_images=10, train_images=400, steps=60, eval_faces=40, pgd_steps=10, linkage_people=100)
+if TYPE_CHECKING:
+    from .attacks import AttackConfig
 
 
 @functools.lru_cache(maxsize=1)
@@ -77,138 +61,6 @@ def _frozen_identity_model():
     for p in idm.parameters():
         p.requires_grad_(False)
     return idm
-
-
-# ----------------------------------------------------------------------------------------- payload
-
-
-def _outcome(opened, code: np.ndarray, kind: int) -> str:
-    if opened is None:
-        return "refused"
-    return "opened_intact" if np.array_equal(opened.code, code) and opened.kind == kind else "opened_wrong"
-
-
-def payload_attacks(trials: int, seed: int = 0) -> dict:
-    """Every tampering case over ``trials`` fresh random payloads; ``{case: {refused, opened_intact, opened_wrong, trials}}``.
-
-    ``flip_K`` with K <= 10 is within the BCH code's correction: those must open intact. Each
-    payload is bound to a random face signature and opened as the reader does, with that
-    signature's full list of candidate hashes (:data:`~refacex_plugin.binding.CANDIDATES`)."""
-    from ..binding import HASH_BITS, candidate_hashes, face_hash
-
-    g = np.random.default_rng(seed)
-    key, other = generate_key(), generate_key()
-    n_msg = P.MESSAGE_BITS
-    # message layout: hint (8) | tag (32) | ciphertext (136), see payload.py
-    tag_bits = slice(P.HINT_BITS, P.HINT_BITS + P.TAG_BITS)
-    ct_bits = slice(P.HINT_BITS + P.TAG_BITS, n_msg)
-
-    def flips(k):
-        def f(bits, _):
-            out = bits.copy()
-            out[g.choice(len(out), k, replace=False)] ^= 1
-            return out
-
-        return f
-
-    def recoded(region, k=1):
-        def f(bits, _):
-            msg = P.ECC.decode_hard(bits)[0].copy()  # the BCH code is public
-            idx = np.arange(n_msg)[region]
-            msg[g.choice(idx, k, replace=False)] ^= 1
-            return P.ECC.encode(msg)
-
-        return f
-
-    def forged_tag(bits, _):
-        msg = P.ECC.decode_hard(bits)[0].copy()
-        msg[tag_bits] = g.integers(0, 2, P.TAG_BITS)
-        return P.ECC.encode(msg)
-
-    cases = {
-        "flip_5 (correctable)": flips(5),
-        "flip_10 (correctable)": flips(10),
-        "flip_11": flips(11),
-        "flip_16": flips(16),
-        "flip_32": flips(32),
-        "flip_126": flips(126),
-        "truncated_by_8": lambda b, _: b[:-8],
-        "truncated_by_64": lambda b, _: b[:-64],
-        "random_bits": lambda b, _: g.integers(0, 2, P.CHANNEL_BITS).astype(np.uint8),
-        "sealed_with_another_key": lambda b, code: P.seal(code, other, P.KIND_RECOVERY_CODE, binding),
-        "sealed_for_another_face": lambda b, code: P.seal(code, key, P.KIND_RECOVERY_CODE, face_hash(g.normal(size=HASH_BITS))),
-        "ciphertext_bit_flipped_and_recoded": recoded(ct_bits, 1),
-        "ciphertext_8_bits_flipped_and_recoded": recoded(ct_bits, 8),
-        "tag_forged_and_recoded": forged_tag,
-        "opened_with_a_wrong_key": None,
-    }
-    out = {}
-    for name, make in cases.items():
-        counts = {"refused": 0, "opened_intact": 0, "opened_wrong": 0}
-        for _ in range(trials):
-            code = g.integers(0, 2, P.CODE_BITS).astype(np.uint8)
-            signature = g.normal(size=HASH_BITS)
-            binding = face_hash(signature)
-            bits = P.seal(code, key, P.KIND_RECOVERY_CODE, binding)
-            keys = [key]
-            if make is None:
-                keys = [other]
-            else:
-                bits = make(bits, code)
-            try:
-                opened = P.open_payload(P.bits_to_logits(bits), keys, bindings=candidate_hashes(signature))
-            except (ValueError, IndexError):
-                opened = None
-            counts[_outcome(opened, code, P.KIND_RECOVERY_CODE)] += 1
-        out[name] = {"trials": trials, **counts, "must_open": name.endswith("(correctable)")}
-    return out
-
-
-def transplant_attack(files: list, n: int, seed: int = 0, progress: bool = True) -> dict:
-    """Read a marked face's channel bits with the public decoder and embed them with the public
-    embedder into another person's anonymised image; count how often the moved payload then
-    opens under the victim's key. It is a genuine payload, but its tag covers the hash of the face
-    it was sealed for (:mod:`refacex_plugin.binding`), so it must be refused there. Control: the
-    same bits re-embedded the same way into their own image do open."""
-    from ..channel import embed_in_image, read_from_image, reader_frames
-    from ..reader import make_reader
-    from ..writer import make_writer
-
-    key = generate_key()
-    owner, public, reader = make_writer("blur", key=key), make_writer("blur"), make_reader(key)
-    wm, det = owner.embedder.watermark, owner.embedder.reader
-    g = np.random.default_rng(seed)
-    moved = opened = own = 0
-    for a, b in tqdm(list(zip(files[:n], files[n : 2 * n])), desc="transplant", disable=not progress, file=sys.stderr):
-        ra = owner.anonymise_image(read_image(a).rgb)
-        rb = public.anonymise_image(read_image(b).rgb)
-        if not ra.faces or not rb.faces:
-            continue
-        la = np.asarray([f.landmarks for f in ra.faces[:1]], np.float32)
-        code = g.integers(0, 2, P.REF_BITS).astype(np.uint8)
-        marked = owner.embed_codes(ra.image, la, [code], P.KIND_VAULT_REF).image
-        _, logits = read_from_image(marked, wm, det, owner.align)
-        if len(logits) == 0:
-            continue
-        if not any(f.authenticated for f in reader.read_payloads(marked)):
-            continue  # the channel lost this payload already; nothing to move
-        bits = P.correct_channel((logits[0] > 0).astype(np.uint8))  # the BCH codes are public: move an error-free codeword
-        if bits is None:
-            continue
-        lb = reader_frames(rb.image, np.asarray([f.landmarks for f in rb.faces[:1]], np.float32), det)
-        forged = embed_in_image(rb.image, lb, [bits], wm, det, owner.align).image
-        moved += 1
-        opened += any(f.authenticated for f in reader.read_payloads(forged))
-        # control: the same bits, re-embedded the same way into their own (unmarked) image, open
-        again = embed_in_image(ra.image, reader_frames(ra.image, la, det), [bits], wm, det, owner.align).image
-        own += any(f.authenticated for f in reader.read_payloads(again))
-    return {
-        "pairs": moved,
-        "opened_in_other_image": opened,
-        "refused_in_other_image": moved - opened,
-        "control_opened_in_own_image": own,
-        "watermark": wm.name,
-    }
 
 
 # ---------------------------------------------------------------------------------- face helpers
@@ -532,75 +384,3 @@ def donor_linkage(orig, pairs: list[tuple[int, int]], bank) -> dict:
         "same_donor_across_keys": float((d1a == d2a).mean()),
         "chance": 1.0 / len(bank),
     }
-
-
-# -------------------------------------------------------------------------------------- runner
-
-
-def measure_attacks(cfg_bench, split, orig, idx, recognizers, calib) -> dict:
-    from ..anonymisers import get_anonymiser
-    from .robustness import sample_files
-
-    cfg = QUICK if cfg_bench.quick else AttackConfig()
-    if cfg_bench.attack_steps is not None:
-        cfg = replace(cfg, steps=cfg_bench.attack_steps)
-    if cfg_bench.attack_faces is not None:
-        cfg = replace(cfg, eval_faces=cfg_bench.attack_faces)
-    progress = cfg_bench.progress
-    result: dict = {"config": asdict(cfg)}
-    result["payload"] = payload_attacks(cfg.trials, cfg_bench.seed)
-    files = sample_files(split.probes or split.gallery, 2 * cfg.transplant_images, cfg_bench.seed)
-    result["transplant"] = transplant_attack(files, cfg.transplant_images, cfg_bench.seed, progress)
-    probes = attacked_faces(split, orig, idx, cfg.eval_faces)
-    result["evaluated_faces"] = len(probes)
-    result["methods"] = {}
-    # The attacker's right guess for a PGD pull: the dlib embedding of the person's gallery photo.
-    guesses = {i: orig.embedding["dlib"][j] for i, j in _same_person_pairs(split, orig, idx)} if "dlib" in orig.embedding else {}
-    for method in cfg_bench.methods:
-        entry: dict = {}
-        faces = _anonymised_probes(method, probes, orig, cfg_bench.device, cfg_bench.seed)
-        reversible = getattr(get_anonymiser(method), "reversible", False)
-        width = 16
-        if reversible:
-            from ..zoo import manifest
-
-            width = int(manifest().get("refacex-anonymiser", {}).get("width", 16))
-            entry["keyless_recovery"] = keyless_recovery(faces, orig, recognizers, calib, cfg_bench.seed)
-        # The larger inverter only where it matters (our method); blur and pixelate are the check
-        # that the attack is real.
-        widths = [width, 2 * width] if reversible else [width]
-        entry["inversion"] = inversion_attack(
-            method, faces, cfg_bench.data, orig, recognizers, calib, widths, cfg, cfg_bench.seed, progress
-        )
-        if any(i in guesses for i in faces.index):
-            with_guess = faces.select([i in guesses for i in faces.index])
-            entry["adversarial_pull"] = adversarial_pull(with_guess, orig, recognizers, calib, cfg, guesses)
-            entry["adversarial_pull"]["faces"] = len(with_guess.index)
-        result["methods"][method] = entry
-    banks = [b for b in (getattr(get_anonymiser(m), "bank", None) for m in cfg_bench.methods) if b is not None]
-    if banks and "dlib" in orig.embedding:
-        result["donor_linkage"] = donor_linkage(orig, _same_person_pairs(split, orig, idx, cfg.linkage_people), banks[0])
-    return result
-
-
-def attacked_faces(split, orig, idx, n: int) -> list[int]:
-    """Up to ``n`` image indices of people the attacker never trains on: probes of "val"
-    identities (the attacker trains on "train" ones), then gallery images of "val" identities."""
-    from ..training.data import identity_split
-
-    probes = [idx[str(p)] for p, lab in zip(split.probes, split.probe_labels) if orig.ok[idx[str(p)]] and identity_split(lab) == "val"]
-    if len(probes) < n:
-        extra = [idx[str(p)] for p in split.gallery if orig.ok[idx[str(p)]] and identity_split(str(p).split("/")[-2]) == "val"]
-        probes += [i for i in extra if i not in probes]
-    return probes[:n]
-
-
-def _same_person_pairs(split, orig, idx, n: int | None = None) -> list[tuple[int, int]]:
-    """(probe, the same person's gallery photo) index pairs, both measured."""
-    gal = {lab: idx[str(p)] for p, lab in zip(split.gallery, split.gallery_labels) if orig.ok[idx[str(p)]]}
-    pairs = []
-    for p, lab in zip(split.probes, split.probe_labels):
-        i = idx[str(p)]
-        if orig.ok[i] and lab in gal and gal[lab] != i:
-            pairs.append((i, gal[lab]))
-    return pairs[:n]

@@ -327,8 +327,9 @@ def robustness_markdown(watermarks: dict) -> list[str]:
 
 
 def attacks_markdown(a: dict) -> list[str]:
-    """The attack section (bench/attacks.py): payload tampering, transplant, keyless recovery,
-    learned inversion, adversarial pull and donor linkage."""
+    """The attack section (:func:`.attacks.measure_attacks`' result): payload tampering and
+    transplant (:mod:`.payload_attacks`), keyless recovery, learned inversion, adversarial pull and
+    donor linkage (:mod:`.identity_attacks`)."""
     lines = [
         "## Attacks (public code and weights, no key)",
         "",
