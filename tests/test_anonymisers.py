@@ -88,7 +88,6 @@ def test_pipeline_with_no_face_returns_copy():
 
 def test_pipeline_refuses_a_key_without_any_watermark(monkeypatch):
     import refacex_plugin.watermark as W
-
     from refacex_plugin.registry import Registry
 
     only_learned = Registry("watermark", ("learned",))

@@ -71,7 +71,9 @@ class RefacexModel(torch.nn.Module):
             raise ModelNotAvailableError("no donor bank loaded")
         self.assigner = DonorAssigner(self.bank, policy, key, seed=seed)
 
-    def with_donors(self, bank: DonorBank | None = None, policy: str = "random", key: bytes | None = None, seed: int | None = None) -> RefacexModel:
+    def with_donors(
+        self, bank: DonorBank | None = None, policy: str = "random", key: bytes | None = None, seed: int | None = None
+    ) -> RefacexModel:
         """A view sharing this model's networks that draws donors from ``bank`` under ``policy``."""
         view = copy.copy(self)  # shares the networks (``_modules``), not the donor draw
         view.assigner = DonorAssigner(bank if bank is not None else self.bank, policy, key, seed=seed)
