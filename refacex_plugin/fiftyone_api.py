@@ -14,6 +14,7 @@ and ``refacex`` (status, method, key id, payload and vault state).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -23,10 +24,8 @@ import numpy as np
 from . import api
 from .batch import Job, Summary, default_workers, run_jobs
 from .errors import RefacexError
-from .files import recover_file
 from .image_io import read_image
 from .keys import key_id, read_key_file
-from .vault import Vault
 
 FACES_FIELD = "refacex_faces"
 LANDMARKS_FIELD = "refacex_landmarks"
@@ -199,13 +198,14 @@ def pending_count(samples) -> int:
     return sum(not _is_done_status(st) for st in samples.values(STATUS_FIELD))
 
 
-def _original_from_vault(media: str, vault: str | os.PathLike, key: bytes) -> np.ndarray:
-    """The original image of an unchanged anonymised file, restored from the vault; the restored
-    file lives in a private temporary folder only while it is read."""
+def _original_from_vault(media: str, session: api.Session) -> np.ndarray:
+    """The original image of an anonymised file, restored through the recover use case (the
+    session's vault and key); the restored file lives in a private temporary folder only while it
+    is read."""
     import tempfile
 
-    with Vault(vault, key, create=False) as v, tempfile.TemporaryDirectory(prefix="refacex-eval-") as tmp:
-        return read_image(recover_file(Path(media), Path(tmp) / f"original{Path(media).suffix}", v).dst).rgb
+    with tempfile.TemporaryDirectory(prefix="refacex-eval-") as tmp:
+        return read_image(api.recover_file(session, media, Path(tmp) / f"original{Path(media).suffix}").dst).rgb
 
 
 def evaluate_samples(
@@ -230,7 +230,7 @@ def evaluate_samples(
     Raises :class:`NotAnonymisedError` when samples are not anonymised yet (a summary over them
     would be empty or partial), unless ``skip_pending``; then they are left out and counted.
     """
-    from .detection import box_iou, load_detector
+    from .detection import load_detector
 
     fo = _fo()
     ds = samples._dataset
@@ -249,10 +249,29 @@ def evaluate_samples(
         if not ds.has_sample_field(EVAL_PREFIX + name):
             ds.add_sample_field(EVAL_PREFIX + name, fo.FloatField)
     det = load_detector(detector)
+    with contextlib.ExitStack() as opened:
+        recovering = None  # the recover session, opened for the first original the vault must give
+
+        def vault_session() -> api.Session:
+            nonlocal recovering
+            if recovering is None:
+                settings = api.Settings(key=read_key_file(key_file), vault=vault)
+                recovering = opened.enter_context(api.Session(settings, "recover", reuse_models=True))
+            return recovering
+
+        summary = _evaluate(samples, n_total, pending, det, vault, vault_session, progress)
+    ds.info["refacex_evaluation"] = summary
+    ds.save()
+    return summary
+
+
+def _evaluate(samples, n_total, pending, det, vault, vault_session, progress) -> dict:
+    """Per-sample utility figures over ``samples`` (see :func:`evaluate_samples`) and their summary."""
+    from .detection import box_iou
+
     recognizer = None
     retained_all, nme_all, dist_all = [], [], []
     no_original, vault_failures = 0, []
-    key = read_key_file(key_file) if vault else None
     for n, sample in enumerate(samples.iter_samples(autosave=True, progress=False)):
         if not is_done(sample):
             continue
@@ -283,7 +302,7 @@ def evaluate_samples(
         orig = read_image(original).rgb if original and faces else None
         if orig is None and faces and vault:
             try:
-                orig = _original_from_vault(media, vault, key)
+                orig = _original_from_vault(media, vault_session())
             except RefacexError as exc:
                 vault_failures.append(str(exc))
         elif orig is None and faces:
@@ -311,8 +330,6 @@ def evaluate_samples(
         "identity_still_matching_dlib_0.6": float(np.mean(np.array(dist_all) < 0.6)) if dist_all else None,
         "identity_distance_note": _identity_note(no_original, vault_failures),
     }
-    ds.info["refacex_evaluation"] = summary
-    ds.save()
     return summary
 
 
