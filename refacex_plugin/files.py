@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import payload as P
+from . import payload
 from .ecc import bits_to_bytes, bytes_to_bits
 from .errors import ModelNotAvailableError, RefacexError
 from .image_io import FORMAT_SUFFIXES, LoadedImage, atomic_write_bytes, encode_image, output_format, output_path, pil_to_rgb, read_image
@@ -133,10 +133,10 @@ def anonymise_file(
     if writer.has_key and result.faces:
         landmarks = np.asarray([f.landmarks for f in result.faces], np.float32)
         if vault is not None:  # exact recovery: each face carries its vault record's id
-            record_ids = [secrets.token_bytes(P.code_bits(P.KIND_VAULT_REF) // 8) for _ in result.faces]
-            emb = writer.embed_codes(image, landmarks, [bytes_to_bits(r) for r in record_ids], P.KIND_VAULT_REF)
+            record_ids = [secrets.token_bytes(payload.code_bits(payload.KIND_VAULT_REF) // 8) for _ in result.faces]
+            emb = writer.embed_codes(image, landmarks, [bytes_to_bits(r) for r in record_ids], payload.KIND_VAULT_REF)
         elif result.codes is not None:  # learned recovery: each face carries its recovery code
-            emb = writer.embed_codes(image, landmarks, result.codes, P.KIND_RECOVERY_CODE)
+            emb = writer.embed_codes(image, landmarks, result.codes, payload.KIND_RECOVERY_CODE)
         else:
             raise ModelNotAvailableError(f"method {writer.method!r} is irreversible: a key needs a vault (--vault) or the refacex method")
         image, frames = emb.image, list(emb.frames)
@@ -252,7 +252,7 @@ def recover_file(
         original, regions = img.rgb, []
         found = reader.read_payloads(img.rgb)
         for face in found:
-            if face.authenticated and face.payload.kind == P.KIND_VAULT_REF:
+            if face.authenticated and face.payload.kind == payload.KIND_VAULT_REF:
                 record = vault.get_record(bits_to_bytes(face.payload.code))
                 if record is not None:
                     original = restore_into(original, record, face.frame)

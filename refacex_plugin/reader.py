@@ -77,13 +77,12 @@ class FaceReader:
     def recover_image(self, image: np.ndarray | Image.Image) -> RecoveryResult:
         """Restore, approximately, every face whose payload authenticates and holds a recovery code,
         with the recovery network (vault references are :func:`~refacex_plugin.files.recover_file`'s)."""
-        from . import operators
-        from . import payload as P
+        from . import operators, payload
 
         rgb = as_rgb_array(image)
         result = RecoveryResult(rgb.copy())
         faces = self.read_payloads(rgb)
-        ok = [f for f in faces if f.authenticated and f.payload.kind == P.KIND_RECOVERY_CODE]
+        ok = [f for f in faces if f.authenticated and f.payload.kind == payload.KIND_RECOVERY_CODE]
         for f in faces:
             if f not in ok:
                 result.failed.append((f.index, _why_not(f)))

@@ -67,7 +67,7 @@ class Embedder:
         in ``encoded`` (the image as the written file decodes): no face has more wrong channel bits
         than the error correction repairs. Read where it was embedded: a few ms a face, where a
         searching reader would take seconds."""
-        from . import payload as P
+        from . import payload
         from .channel import face_logits
 
         keep = [i for i, status in enumerate(embedded.status) if status == "embedded"]
@@ -79,7 +79,7 @@ class Embedder:
             ((face_logits(rgb, m, self.watermark, self.align, self.device, sync=False)[0] > 0) != bits).sum(axis=1)
             for rgb in (embedded.image, encoded)
         ]
-        return not bool((wrong[1] > np.maximum(wrong[0], P.ECC.t)).any())
+        return not bool((wrong[1] > np.maximum(wrong[0], payload.ECC.t)).any())
 
 
 class FaceWriter:

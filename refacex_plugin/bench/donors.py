@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import metrics as M
+from . import metrics
 from .originals import central_face
 
 
@@ -50,7 +50,7 @@ def donor_match_rates(
         if not embs:
             continue
         for r in recognizers:
-            sims = M.paired_similarity(
+            sims = metrics.paired_similarity(
                 np.stack([e[r.name] for e in embs]), np.repeat(anon_embeddings[r.name][i][None], len(embs), 0), r.metric
             )
             hits[r.name].append(bool((sims >= calib[r.name]["threshold"]).any()))

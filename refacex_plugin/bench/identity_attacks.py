@@ -41,12 +41,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .. import payload as P
+from .. import payload
 from ..anonymiser.networks import RES, RecoveryNet
 from ..geometry import AlignConfig, alignment_matrices, extract_crops, face_mask, paste_crops, pool_to
 from ..image_io import read_image
 from ..keys import generate_key
-from . import metrics as M
+from . import metrics
 
 if TYPE_CHECKING:
     from .attacks import AttackConfig
@@ -132,8 +132,8 @@ def _match(images: list[np.ndarray], faces: _Faces, orig, recognizers, calib) ->
     own = np.array([_identity_of(orig.paths[i]) for i in faces.index])
     for r in recognizers:
         emb = np.stack([r.embed(im, [orig.geometry[r.name][i]])[0] for im, i in zip(images, faces.index)])
-        sim = M.paired_similarity(emb, orig.embedding[r.name][faces.index], r.metric)
-        rank1 = M.rank_k(emb, orig.embedding[r.name][db], own, db_labels, ks=(1,), metric=r.metric)[1]
+        sim = metrics.paired_similarity(emb, orig.embedding[r.name][faces.index], r.metric)
+        rank1 = metrics.rank_k(emb, orig.embedding[r.name][db], own, db_labels, ks=(1,), metric=r.metric)[1]
         out[r.name] = {
             "match_rate": float((sim >= calib[r.name]["threshold"]).mean()),
             "mean_similarity": float(sim.mean()),
@@ -175,13 +175,13 @@ def keyless_recovery(faces: _Faces, orig, recognizers, calib, seed: int = 0) -> 
     def unauthenticated(code: np.ndarray) -> np.ndarray:
         # What the channel gives without the key: BCH-decode (public) and take the ciphertext
         # bits where the code sits in the plaintext.
-        return P.ECC.decode_hard(P.seal(code, key, P.KIND_RECOVERY_CODE))[0][-P.CODE_BITS :]
+        return payload.ECC.decode_hard(payload.seal(code, key, payload.KIND_RECOVERY_CODE))[0][-payload.CODE_BITS :]
 
     rows = {
         "true_code (with the key, for reference)": lambda k, j: true[k][j],
-        "random_code": lambda k, j: g.integers(0, 2, P.CODE_BITS),
-        "all_zero_code": lambda k, j: np.zeros(P.CODE_BITS, np.uint8),
-        "all_one_code": lambda k, j: np.ones(P.CODE_BITS, np.uint8),
+        "random_code": lambda k, j: g.integers(0, 2, payload.CODE_BITS),
+        "all_zero_code": lambda k, j: np.zeros(payload.CODE_BITS, np.uint8),
+        "all_one_code": lambda k, j: np.ones(payload.CODE_BITS, np.uint8),
         "unauthenticated_bits": lambda k, j: unauthenticated(true[k][j]),
     }
     out = {}
@@ -255,10 +255,10 @@ def train_inverter(
     """An inversion network (the recovery network's architecture, its code input held at zero),
     its identity loss through ``idm`` (default: the dlib port): ``(B, 3, RES, RES) -> (B, D)``."""
     torch.manual_seed(seed)
-    net = RecoveryNet(P.CODE_BITS, width)
+    net = RecoveryNet(payload.CODE_BITS, width)
     idm = idm if idm is not None else _frozen_identity_model()
     mask = face_mask(AlignConfig(size=RES))
-    zeros = torch.zeros(cfg.batch, P.CODE_BITS)
+    zeros = torch.zeros(cfg.batch, payload.CODE_BITS)
     with torch.no_grad():
         target = torch.cat([idm(orig[i : i + 64]) for i in range(0, len(orig), 64)])
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
@@ -314,7 +314,7 @@ def inversion_attack(
         def fn(crops, owners, net=net):
             small = pool_to(crops, RES)
             with torch.inference_mode():
-                rec = net(small, torch.zeros(len(small), P.CODE_BITS), mask.expand(len(small), -1, -1, -1))
+                rec = net(small, torch.zeros(len(small), payload.CODE_BITS), mask.expand(len(small), -1, -1, -1))
             return (crops + F.interpolate(rec - small, size=crops.shape[-2:], mode="bilinear", align_corners=False)).clamp(0, 1)
 
         out[row] = {**info, "identity": _match(_apply_to_faces(faces, fn), faces, orig, recognizers, calib)}

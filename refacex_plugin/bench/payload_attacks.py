@@ -18,7 +18,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from .. import payload as P
+from .. import payload
 from ..image_io import read_image
 from ..keys import generate_key
 
@@ -39,10 +39,10 @@ def payload_attacks(trials: int, seed: int = 0) -> dict:
 
     g = np.random.default_rng(seed)
     key, other = generate_key(), generate_key()
-    n_msg = P.MESSAGE_BITS
+    n_msg = payload.MESSAGE_BITS
     # message layout: hint (8) | tag (32) | ciphertext (136), see payload.py
-    tag_bits = slice(P.HINT_BITS, P.HINT_BITS + P.TAG_BITS)
-    ct_bits = slice(P.HINT_BITS + P.TAG_BITS, n_msg)
+    tag_bits = slice(payload.HINT_BITS, payload.HINT_BITS + payload.TAG_BITS)
+    ct_bits = slice(payload.HINT_BITS + payload.TAG_BITS, n_msg)
 
     def flips(k):
         def f(bits, _):
@@ -54,17 +54,17 @@ def payload_attacks(trials: int, seed: int = 0) -> dict:
 
     def recoded(region, k=1):
         def f(bits, _):
-            msg = P.ECC.decode_hard(bits)[0].copy()  # the BCH code is public
+            msg = payload.ECC.decode_hard(bits)[0].copy()  # the BCH code is public
             idx = np.arange(n_msg)[region]
             msg[g.choice(idx, k, replace=False)] ^= 1
-            return P.ECC.encode(msg)
+            return payload.ECC.encode(msg)
 
         return f
 
     def forged_tag(bits, _):
-        msg = P.ECC.decode_hard(bits)[0].copy()
-        msg[tag_bits] = g.integers(0, 2, P.TAG_BITS)
-        return P.ECC.encode(msg)
+        msg = payload.ECC.decode_hard(bits)[0].copy()
+        msg[tag_bits] = g.integers(0, 2, payload.TAG_BITS)
+        return payload.ECC.encode(msg)
 
     cases = {
         "flip_5 (correctable)": flips(5),
@@ -75,9 +75,9 @@ def payload_attacks(trials: int, seed: int = 0) -> dict:
         "flip_126": flips(126),
         "truncated_by_8": lambda b, _: b[:-8],
         "truncated_by_64": lambda b, _: b[:-64],
-        "random_bits": lambda b, _: g.integers(0, 2, P.CHANNEL_BITS).astype(np.uint8),
-        "sealed_with_another_key": lambda b, code: P.seal(code, other, P.KIND_RECOVERY_CODE, binding),
-        "sealed_for_another_face": lambda b, code: P.seal(code, key, P.KIND_RECOVERY_CODE, face_hash(g.normal(size=HASH_BITS))),
+        "random_bits": lambda b, _: g.integers(0, 2, payload.CHANNEL_BITS).astype(np.uint8),
+        "sealed_with_another_key": lambda b, code: payload.seal(code, other, payload.KIND_RECOVERY_CODE, binding),
+        "sealed_for_another_face": lambda b, code: payload.seal(code, key, payload.KIND_RECOVERY_CODE, face_hash(g.normal(size=HASH_BITS))),
         "ciphertext_bit_flipped_and_recoded": recoded(ct_bits, 1),
         "ciphertext_8_bits_flipped_and_recoded": recoded(ct_bits, 8),
         "tag_forged_and_recoded": forged_tag,
@@ -87,20 +87,20 @@ def payload_attacks(trials: int, seed: int = 0) -> dict:
     for name, make in cases.items():
         counts = {"refused": 0, "opened_intact": 0, "opened_wrong": 0}
         for _ in range(trials):
-            code = g.integers(0, 2, P.CODE_BITS).astype(np.uint8)
+            code = g.integers(0, 2, payload.CODE_BITS).astype(np.uint8)
             signature = g.normal(size=HASH_BITS)
             binding = face_hash(signature)
-            bits = P.seal(code, key, P.KIND_RECOVERY_CODE, binding)
+            bits = payload.seal(code, key, payload.KIND_RECOVERY_CODE, binding)
             keys = [key]
             if make is None:
                 keys = [other]
             else:
                 bits = make(bits, code)
             try:
-                opened = P.open_payload(P.bits_to_logits(bits), keys, bindings=candidate_hashes(signature))
+                opened = payload.open_payload(payload.bits_to_logits(bits), keys, bindings=candidate_hashes(signature))
             except (ValueError, IndexError):
                 opened = None
-            counts[_outcome(opened, code, P.KIND_RECOVERY_CODE)] += 1
+            counts[_outcome(opened, code, payload.KIND_RECOVERY_CODE)] += 1
         out[name] = {"trials": trials, **counts, "must_open": name.endswith("(correctable)")}
     return out
 
@@ -126,14 +126,14 @@ def transplant_attack(files: list, n: int, seed: int = 0, progress: bool = True)
         if not ra.faces or not rb.faces:
             continue
         la = np.asarray([f.landmarks for f in ra.faces[:1]], np.float32)
-        code = g.integers(0, 2, P.REF_BITS).astype(np.uint8)
-        marked = owner.embed_codes(ra.image, la, [code], P.KIND_VAULT_REF).image
+        code = g.integers(0, 2, payload.REF_BITS).astype(np.uint8)
+        marked = owner.embed_codes(ra.image, la, [code], payload.KIND_VAULT_REF).image
         _, logits = read_from_image(marked, wm, det, owner.align)
         if len(logits) == 0:
             continue
         if not any(f.authenticated for f in reader.read_payloads(marked)):
             continue  # the channel lost this payload already; nothing to move
-        bits = P.correct_channel((logits[0] > 0).astype(np.uint8))  # the BCH codes are public: move an error-free codeword
+        bits = payload.correct_channel((logits[0] > 0).astype(np.uint8))  # the BCH codes are public: move an error-free codeword
         if bits is None:
             continue
         lb = reader_frames(rb.image, np.asarray([f.landmarks for f in rb.faces[:1]], np.float32), det)

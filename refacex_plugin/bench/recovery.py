@@ -13,13 +13,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .. import operators
-from .. import payload as P
+from .. import operators, payload
 from ..distortions import DISTORTIONS
 from ..geometry import alignment_matrices, extract_crops, paste_crops, warp_mask_to_image
 from ..image_io import read_image
 from ..keys import generate_key
-from . import metrics as M
+from . import metrics
 from .progress import progress as _progress
 
 ROWS = ("none", "jpeg_q75")
@@ -46,7 +45,7 @@ def evaluate_recovery(method: str, probes: list[int], orig, recognizers, calib, 
         if not res.faces or res.codes is None:
             continue
         lm = np.asarray([f.landmarks for f in res.faces], np.float32)
-        marked = pipe.embed_codes(res.image, lm, res.codes, P.KIND_RECOVERY_CODE).image
+        marked = pipe.embed_codes(res.image, lm, res.codes, payload.KIND_RECOVERY_CODE).image
         mask = (warp_mask_to_image(alignment_matrices(dets.landmarks, pipe.align), pipe.align, *rgb.shape[:2]) > 0.5).astype(np.uint8)
         used.append(i)
         for row in ROWS:
@@ -55,19 +54,19 @@ def evaluate_recovery(method: str, probes: list[int], orig, recognizers, calib, 
             ok = bool(rec.restored)
             out = rec.image if ok else x
             restored[row].append(ok)
-            face_psnr[row].append(M.psnr(out, rgb, mask))
-            image_ssim[row].append(M.ssim(out, rgb))
+            face_psnr[row].append(metrics.psnr(out, rgb, mask))
+            image_ssim[row].append(metrics.ssim(out, rgb))
             for r in recognizers:
                 emb[row][r.name].append(r.embed(out, [orig.geometry[r.name][i]])[0])
         # Controls in the anonymisation frames: the true codes without the channel, and random codes.
         m = alignment_matrices(lm, pipe.align)
         crops = extract_crops(marked, m, pipe.align, pipe.device)
-        for row, codes in (("code_direct", np.stack(res.codes)), ("random_code", g.integers(0, 2, (len(crops), P.CODE_BITS)))):
+        for row, codes in (("code_direct", np.stack(res.codes)), ("random_code", g.integers(0, 2, (len(crops), payload.CODE_BITS)))):
             with torch.inference_mode():
                 guess = operators.recover(crops, codes)
             out = paste_crops(marked, guess, m, pipe.align)
             if row == "code_direct":
-                direct_psnr.append(M.psnr(out, rgb, mask))
+                direct_psnr.append(metrics.psnr(out, rgb, mask))
             for r in recognizers:
                 emb[row][r.name].append(r.embed(out, [orig.geometry[r.name][i]])[0])
     result: dict = {"available": True, "faces": len(used), "channel": reader.watermark.name}
@@ -76,7 +75,7 @@ def evaluate_recovery(method: str, probes: list[int], orig, recognizers, calib, 
         for r in recognizers:
             a = np.asarray(emb[row][r.name], np.float32)
             o = orig.embedding[r.name][used]
-            sim = M.paired_similarity(a, o, r.metric)
+            sim = metrics.paired_similarity(a, o, r.metric)
             ident[r.name] = {"match_rate": float((sim >= calib[r.name]["threshold"]).mean()), "mean_similarity": float(sim.mean())}
         entry = {"identity": ident}
         if row in ROWS:

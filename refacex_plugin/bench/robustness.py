@@ -15,7 +15,7 @@ import random
 import numpy as np
 
 from .. import ecc
-from .. import payload as P
+from .. import payload as payload_format
 from ..binding import candidate_hashes, face_signatures
 from ..channel import embed_codes, match_faces, payload_opener, read_marks
 from ..detection import DEFAULT_DETECTOR, load_detector, reader_config
@@ -53,8 +53,8 @@ def evaluate_watermark(
     align = AlignConfig()
     writer = make_writer(host_method) if host_method else None
     rng = np.random.default_rng(seed)
-    kind = next(k for k, n in P.KIND_NAMES.items() if n == payload)
-    code_bits = P.code_bits(kind)
+    kind = next(k for k, n in payload_format.KIND_NAMES.items() if n == payload)
+    code_bits = payload_format.code_bits(kind)
     exact = {k: [] for k in DISTORTIONS}
     bit_acc = {k: [] for k in DISTORTIONS}
     errors = {k: [] for k in DISTORTIONS}  # hard-decision error vectors, for the ECC comparison
@@ -75,7 +75,7 @@ def evaluate_watermark(
         hashes: list[bytes] = []  # every binding sealed for (the embedder may seal again)
         emb = embed_codes(host, d.landmarks[c : c + 1], [code], key, kind, wm, reader, align, sealed=hashes)
         marked, channel = emb.image, emb.bits[0]
-        writer_hash = P.open_payload(P.bits_to_logits(channel), key, bindings=hashes).binding
+        writer_hash = payload_format.open_payload(payload_format.bits_to_logits(channel), key, bindings=hashes).binding
         mask = warp_mask_to_image(alignment_matrices(d.landmarks[c : c + 1], align), align, *host.shape[:2])
         face_psnr.append(psnr(marked, host, (mask > 0.5).astype(np.uint8)))
         image_psnr.append(psnr(marked, host))
@@ -91,7 +91,7 @@ def evaluate_watermark(
             margins[k].append(np.abs(logits) * np.where(wrong, -1.0, 1.0))
             bit_acc[k].append(float(1 - wrong.mean()))
             exact[k].append(opened is not None and bool(np.array_equal(opened.code, code)))
-            if opened is None and P.open_payload(logits, key, bindings=[writer_hash]) is not None:
+            if opened is None and payload_format.open_payload(logits, key, bindings=[writer_hash]) is not None:
                 binding_misses[k] += 1  # the channel delivered; the reader did not recompute the hash
     out = {
         "available": True,
@@ -99,7 +99,7 @@ def evaluate_watermark(
         "host": host_method or "original faces",
         "faces": len(face_psnr),
         "skipped_no_face": skipped,
-        "channel_bits": P.CHANNEL_BITS,
+        "channel_bits": payload_format.CHANNEL_BITS,
         "payload": payload,
         "code_bits": code_bits,
         "face_psnr_db": float(np.mean(face_psnr)) if face_psnr else None,
@@ -125,7 +125,9 @@ def read_central_face(rgb: np.ndarray, key: bytes, wm, reader, align: AlignConfi
     j = central_face(found, *rgb.shape[:2]) if len(found) else None
     if j is None:
         return None
-    return logits[j], P.open_payload(logits[j], key, bindings=candidate_hashes(face_signatures(rgb, frames[j : j + 1], align)[0]))
+    return logits[j], payload_format.open_payload(
+        logits[j], key, bindings=candidate_hashes(face_signatures(rgb, frames[j : j + 1], align)[0])
+    )
 
 
 def ecc_comparison(errors: dict[str, list[np.ndarray]], margins: dict[str, list[np.ndarray]] | None = None) -> dict:
@@ -148,9 +150,9 @@ def ecc_comparison(errors: dict[str, list[np.ndarray]], margins: dict[str, list[
         if not rows:
             continue
         e = np.stack(rows)
-        bch = e.sum(1) <= P.ECC.t
+        bch = e.sum(1) <= payload_format.ECC.t
         rs = e[:, :248].reshape(len(e), 31, 8).any(-1).sum(1) <= 4
-        short = e.sum(1) <= P.REF_ECC.t
+        short = e.sum(1) <= payload_format.REF_ECC.t
         out[k] = {
             "bch_t10": float(bch.mean()),
             "rs_nsym9": float(rs.mean()),
@@ -182,15 +184,18 @@ def unmarked_readings(wm, files):
         key = generate_key()
         found, logits, frames = read_marks(rgb, wm, det, align, accept=payload_opener(rgb, [key], align))
         signatures = face_signatures(rgb, frames, align)
-        yield len(logits), sum(P.open_payload(row, key, bindings=candidate_hashes(sig)) is not None for row, sig in zip(logits, signatures))
+        yield (
+            len(logits),
+            sum(payload_format.open_payload(row, key, bindings=candidate_hashes(sig)) is not None for row, sig in zip(logits, signatures)),
+        )
 
 
 def _soft_ref_decodes(margin: np.ndarray, rng: np.random.Generator) -> bool:
     """Whether a vault reference's message read through a channel that got ``margin (252,)``
     (reliabilities, negative where wrong) right or wrong comes out of the reader's soft decoding."""
-    data = rng.integers(0, 2, P.REF_ECC.data_bits).astype(np.uint8)
-    logits = (2.0 * P.REF_ECC.encode(data) - 1.0) * margin
-    return ecc.decode(P.REF_ECC, logits, lambda d: True if np.array_equal(d, data) else None) is not None
+    data = rng.integers(0, 2, payload_format.REF_ECC.data_bits).astype(np.uint8)
+    logits = (2.0 * payload_format.REF_ECC.encode(data) - 1.0) * margin
+    return ecc.decode(payload_format.REF_ECC, logits, lambda d: True if np.array_equal(d, data) else None) is not None
 
 
 def sample_files(paths: list, n: int, seed: int) -> list:

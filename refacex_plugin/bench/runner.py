@@ -15,7 +15,7 @@ from ..geometry import alignment_matrices, warp_mask_to_image
 from ..image_io import read_image
 from ..landmarks import Landmarks68
 from ..writer import make_writer
-from . import metrics as M
+from . import metrics
 from .dataset import make_split, read_pairs
 from .originals import central_face, measure_originals
 from .progress import progress as _progress
@@ -71,12 +71,12 @@ def calibrate(recognizer, orig, idx, split, far: float) -> dict:
     g = [i for i in g if orig.ok[i]]
     labels = np.array([orig.paths[i].split("/")[-2] for i in g])
     emb = orig.embedding[recognizer.name][g]
-    imp = M.impostor_scores(emb, labels, recognizer.metric)
-    thr = M.threshold_at_far(imp, far)
+    imp = metrics.impostor_scores(emb, labels, recognizer.metric)
+    thr = metrics.threshold_at_far(imp, far)
     gal = {lab: i for lab, i in zip(labels, g)}
     pairs = [(idx[str(p)], gal[lab]) for p, lab in zip(split.probes, split.probe_labels) if lab in gal and orig.ok[idx[str(p)]]]
     gen = (
-        M.paired_similarity(
+        metrics.paired_similarity(
             orig.embedding[recognizer.name][[a for a, _ in pairs]],
             orig.embedding[recognizer.name][[b for _, b in pairs]],
             recognizer.metric,
@@ -131,11 +131,11 @@ def pairs_accuracy(recognizers, detector, data: Path, orig=None, limit: int | No
         if ea is None or eb is None:
             continue
         for r in recognizers:
-            scores[r.name].append(float(M.paired_similarity(ea[r.name][None], eb[r.name][None], r.metric)[0]))
+            scores[r.name].append(float(metrics.paired_similarity(ea[r.name][None], eb[r.name][None], r.metric)[0]))
         same.append(s)
     out = {}
     for r in recognizers:
-        acc, thr = M.best_threshold_accuracy(np.array(scores[r.name]), np.array(same))
+        acc, thr = metrics.best_threshold_accuracy(np.array(scores[r.name]), np.array(same))
         out[r.name] = {"pairs": len(same), "accuracy": acc, "best_threshold": thr}
     return out
 
@@ -169,20 +169,20 @@ def evaluate_method(method: str, cfg: BenchConfig, split, orig, idx, recognizers
         if writer is None or "utility" not in cfg.sections:
             continue
         det = detector(out)
-        overlaps = [M.box_iou(b, orig.box[i]) for b in det.boxes]
+        overlaps = [metrics.box_iou(b, orig.box[i]) for b in det.boxes]
         retained.append(any(o >= 0.5 for o in overlaps))
         dets = orig.detections(i)
         central = central_face(dets, *rgb.shape[:2])
         if retained[-1] and central is not None:  # the detector's own 5 points, found again on the new face
-            nmes5.append(M.nme5(det.landmarks[int(np.argmax(overlaps))], dets.landmarks[central]))
+            nmes5.append(metrics.nme5(det.landmarks[int(np.argmax(overlaps))], dets.landmarks[central]))
         p68 = lm68(out, orig.box[i])
-        nmes.append(M.nme(p68, orig.pts68[i]))
-        pose_d.append(M.angle_diff(M.head_pose(p68, out.shape[:2]), orig.pose[i]))
+        nmes.append(metrics.nme(p68, orig.pts68[i]))
+        pose_d.append(metrics.angle_diff(metrics.head_pose(p68, out.shape[:2]), orig.pose[i]))
         mask = warp_mask_to_image(alignment_matrices(dets.landmarks, writer.align), writer.align, *rgb.shape[:2])
         bg = (mask == 0).astype(np.uint8)
-        bg_psnr.append(M.psnr(out, rgb, bg))
-        bg_ssim.append(M.ssim(out, rgb, bg))
-        face_psnr.append(M.psnr(out, rgb, (mask > 0.5).astype(np.uint8)))
+        bg_psnr.append(metrics.psnr(out, rgb, bg))
+        bg_ssim.append(metrics.ssim(out, rgb, bg))
+        face_psnr.append(metrics.psnr(out, rgb, (mask > 0.5).astype(np.uint8)))
 
     res: dict = {"probes": len(probes)}
     if "privacy" in cfg.sections:
@@ -194,8 +194,8 @@ def evaluate_method(method: str, cfg: BenchConfig, split, orig, idx, recognizers
         for r in recognizers:
             a = np.asarray(anon_emb[r.name], np.float32)
             o = orig.embedding[r.name][[i for i, _ in probes]]
-            sim = M.paired_similarity(a, o, r.metric)
-            ranks = M.rank_k(a, orig.embedding[r.name][g_ok], p_labels, g_labels, (1, 5), r.metric)
+            sim = metrics.paired_similarity(a, o, r.metric)
+            ranks = metrics.rank_k(a, orig.embedding[r.name][g_ok], p_labels, g_labels, (1, 5), r.metric)
             priv[r.name] = {
                 "mean_similarity": float(sim.mean()),
                 "match_rate": float((sim >= calib[r.name]["threshold"]).mean()),

@@ -76,7 +76,7 @@ def _worker(
     import numpy as np
     import torch
 
-    from .. import payload as P
+    from .. import payload
     from ..detection import DEFAULT_DETECTOR, load_detector
     from ..geometry import alignment_matrices, extract_crops
     from ..image_io import read_image
@@ -122,9 +122,9 @@ def _worker(
             return None
         lm = np.asarray([f.landmarks for f in res.faces], np.float32)
         if res.codes is not None:
-            return keyed.embed_codes(res.image, lm, res.codes, P.KIND_RECOVERY_CODE).image
-        ids = list(np.random.default_rng().integers(0, 2, (len(lm), P.code_bits(P.KIND_VAULT_REF))))  # vault record ids: random
-        return keyed.embed_codes(res.image, lm, ids, P.KIND_VAULT_REF).image
+            return keyed.embed_codes(res.image, lm, res.codes, payload.KIND_RECOVERY_CODE).image
+        ids = list(np.random.default_rng().integers(0, 2, (len(lm), payload.code_bits(payload.KIND_VAULT_REF))))  # vault record ids: random
+        return keyed.embed_codes(res.image, lm, ids, payload.KIND_VAULT_REF).image
 
     t_full, outs = _best_time(lambda: [full(im) for im in images], rounds, sync)
     marked = [out for out in outs if out is not None]

@@ -86,11 +86,11 @@ class PayloadOpener:
     def opened(self, logits: np.ndarray, frame: np.ndarray):
         """The payload ``logits (bits,)`` open to under the keys, bound to the face in ``frame``
         (its five landmarks ``(1, 5, 2)``), or None; each reading opened once."""
-        from .. import payload as P
+        from .. import payload
         from ..binding import candidate_hashes, face_signatures
 
         seen = logits.tobytes() + np.asarray(frame, np.float32).tobytes()
         if seen not in self._tried:
             bindings = candidate_hashes(face_signatures(self.rgb, np.asarray(frame, np.float32).reshape(1, 5, 2), self.align)[0])
-            self._tried[seen] = P.open_payload(logits, self.keys, bindings=bindings)
+            self._tried[seen] = payload.open_payload(logits, self.keys, bindings=bindings)
         return self._tried[seen]

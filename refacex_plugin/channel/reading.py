@@ -145,7 +145,7 @@ def read_payloads(
     these of the detected faces (their indices; the list returned holds only them). ``budget``:
     readings a face at most (:attr:`~ReaderConfig.read_budget`). A face whose eyes lie under
     :attr:`~ReaderConfig.min_read_eyes` pixels apart is listed, not read (``too_small``)."""
-    from .. import payload as P
+    from .. import payload
 
     opener = payload_opener(rgb, keys, align) if keys else None
     found_all = detector(rgb)
@@ -165,9 +165,9 @@ def read_payloads(
         opened = opener.opened(logits[i], frames[i : i + 1]) if keys else None  # bound where the embedder bound it
         errors = None
         if opened is not None:
-            resealed = P.seal(opened.code, _key_for(opened, keys), opened.kind, opened.binding, opened.version)
+            resealed = payload.seal(opened.code, _key_for(opened, keys), opened.kind, opened.binding, opened.version)
             errors = int(((logits[i] > 0).astype(np.uint8) != resealed).sum())
-        found = opened is not None or P.correct_channel((logits[i] > 0).astype(np.uint8)) is not None
+        found = opened is not None or payload.correct_channel((logits[i] > 0).astype(np.uint8)) is not None
         out.append(
             FacePayload(int(index[i]), det.boxes[i].tolist(), det.landmarks[i], found, opened is not None, opened, errors, frames[i])
         )
