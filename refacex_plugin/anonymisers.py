@@ -97,18 +97,21 @@ class Anonymised:
     ``crops (B, 3, S, S)`` in [0, 1]; ``masks (B, 1, S, S)`` where each crop changed (outside them
     it equals its input), or None for the whole face mask; ``donors``: per face, the donor indices
     used (empty for methods without donors); ``notes``: per face, what the method could not keep
-    (e.g. glasses replaced by donor eyes).
+    (e.g. glasses replaced by donor eyes); ``fallbacks``: per face, why it got the method's
+    fallback instead of its own result (None where it did not).
     """
 
     crops: torch.Tensor
     masks: torch.Tensor | None = None
     donors: list[list[int]] = field(default_factory=list)
     notes: list[list[str]] = field(default_factory=list)
+    fallbacks: list[str | None] = field(default_factory=list)
 
     def __post_init__(self):
         n = len(self.crops)
         self.donors = self.donors or [[] for _ in range(n)]
         self.notes = self.notes or [[] for _ in range(n)]
+        self.fallbacks = self.fallbacks or [None] * n
 
 
 class Anonymiser(Protocol):
@@ -119,7 +122,9 @@ class Anonymiser(Protocol):
     #: usable by name only: its shipped weights are not the default (see :mod:`~refacex_plugin.registry`)
     experimental: bool
 
-    def anonymise(self, crops: torch.Tensor, strength: float = 1.0) -> Anonymised: ...
+    def anonymise(self, crops: torch.Tensor, strength: float = 1.0, scores: torch.Tensor | None = None) -> Anonymised:
+        """``scores (B,)``: the detector's confidence per crop, for methods that treat doubtful faces apart."""
+        ...
 
     def with_donors(self, bank=None, policy: str = "random", key: bytes | None = None, seed: int | None = None) -> Anonymiser:
         """A copy drawing donors from ``bank`` (default its own) under ``policy`` (``random`` or
@@ -139,7 +144,7 @@ class BaselineAnonymiser:
     def __call__(self, crops: torch.Tensor, donors: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor:
         return self.fn(crops, strength)
 
-    def anonymise(self, crops: torch.Tensor, strength: float = 1.0) -> Anonymised:
+    def anonymise(self, crops: torch.Tensor, strength: float = 1.0, scores: torch.Tensor | None = None) -> Anonymised:
         return Anonymised(self.fn(crops, strength).clamp(0.0, 1.0))
 
     def with_donors(self, bank=None, policy: str = "random", key: bytes | None = None, seed: int | None = None) -> BaselineAnonymiser:

@@ -21,6 +21,7 @@ class FaceRecord:
     method: str
     donor_id: str | None = None
     notes: list[str] = field(default_factory=list)  # what the method could not keep (e.g. glasses removed)
+    fallback: str | None = None  # why this face got the method's fallback (a mosaic) instead of its result
     payload: str = "none"  # none | embedded | embedded-unverified
     payload_bit_errors: int | None = None  # channel bits read back wrong right after embedding (before encoding)
 

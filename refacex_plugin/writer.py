@@ -143,7 +143,7 @@ class FaceWriter:
         crops = extract_crops(rgb, m, self.align, self.device)
         with torch.inference_mode():
             codes = list(self.anonymiser.codes(crops)) if self.embedder is not None and self.anonymiser.reversible else None
-            made = self.anonymiser.anonymise(crops, self.strength)
+            made = self.anonymiser.anonymise(crops, self.strength, torch.as_tensor(det.scores, dtype=torch.float32))
         mask = self._mask.expand(len(det), -1, -1, -1)
         if made.masks is not None:
             mask = torch.minimum(mask, made.masks)
@@ -159,6 +159,7 @@ class FaceWriter:
                 method=self.method,
                 donor_id="+".join(map(str, made.donors[i])) or None,
                 notes=made.notes[i],
+                fallback=made.fallbacks[i],
             )
             for i in range(len(det))
         ]

@@ -1,9 +1,10 @@
 """Build the shipped donor bank from LFW people who have a single photo.
 
 Those people are never probes in `refacex bench` (it probes people with two or more photos), so
-no benchmarked face can receive its own donor. Each shipped donor blends two such people.
+no benchmarked face can receive its own donor. Each shipped donor blends two such people of one
+apparent gender and age band; the coverage per group is printed (and by `refacex donors info`).
 
-    python research/build_donor_bank.py --data ../shared/data/lfw --blend 2 -o models/refacex-donors.npz
+    python research/build_donor_bank.py --data ../shared/data/lfw --blend 2 -o models/refacex-donor-bank.npz
 """
 
 import argparse
@@ -31,9 +32,15 @@ def main() -> None:
         paths, progress=lambda n: n % 200 == 0 and print(f"{n}/{len(paths)} images, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
     )
     bank = build_bank(
-        faces, blend=args.blend, seed=args.seed, origin=f"LFW (deep-funneled) people with one photo; {args.blend} people averaged per donor"
+        faces,
+        blend=args.blend,
+        seed=args.seed,
+        origin=f"LFW (deep-funneled) people with one photo; {args.blend} people of one apparent gender and age band averaged per donor",
     )
     bank.save(args.output)
+    from refacex_plugin.composite.coverage import coverage_table
+
+    print(coverage_table(bank))
     print(
         f"{len(paths)} images, {len(faces)} faces -> {len(bank)} donors, {args.output.stat().st_size / 1e6:.1f} MB, {time.time() - t0:.0f} s"
     )

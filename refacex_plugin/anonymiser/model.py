@@ -79,7 +79,7 @@ class RefacexModel(torch.nn.Module):
         view.assigner = DonorAssigner(bank if bank is not None else self.bank, policy, key, seed=seed)
         return view
 
-    def anonymise(self, crops: torch.Tensor, strength: float = 1.0) -> Anonymised:
+    def anonymise(self, crops: torch.Tensor, strength: float = 1.0, scores: torch.Tensor | None = None) -> Anonymised:
         return Anonymised(self(crops, None, strength))
 
     def identities(self, crops: torch.Tensor) -> np.ndarray:

@@ -141,6 +141,7 @@ def markdown(res: dict) -> str:
             "original's eye-centre distance.",
             "",
         ]
+    lines += attributes_markdown(res)
     lines += robustness_markdown(res.get("watermarks") or {})
     if any("recovery" in m for m in methods.values()):
         rec_names = list(
@@ -231,6 +232,71 @@ def markdown(res: dict) -> str:
                 "",
             ]
     return "\n".join(lines)
+
+
+def attributes_markdown(res: dict) -> list[str]:
+    """The attributes section (:mod:`.attributes`): per method, apparent gender, age band and skin
+    tone kept, overall and per group of the original faces."""
+    shared = res.get("attributes")
+    rows = {m: e["attributes"] for m, e in res["methods"].items() if e.get("attributes")}
+    if not shared or not rows:
+        return []
+    from .attributes import LIGHTNESS_MOVED
+
+    sizes = shared.get("original_groups", {})
+    lines = [
+        "## Attributes kept (apparent gender, age band, skin tone)",
+        "",
+        f"{shared['faces']} faces: the central face of a seeded sample of {shared.get('images_sampled', '?')} images "
+        f"({shared.get('images_without_central_face', 0)} without one left out). Each is cut at the original's five "
+        "detector points from the original and from the method's output (the same aligned 256-px crop, so the same "
+        "face), its 68 points found on each crop separately, and measured on both: apparent gender and age by dlib's "
+        "networks (Cydral), skin tone as the median CIE L* of the bare cheek, nose and forehead skin. Groups are the "
+        "*original* face's: women / men, age bands, lighter (L* ≥ 50) / darker skin; "
+        + ", ".join(f"{g} {k}" for g, k in sizes.items() if g != "all")
+        + (
+            f"; {shared['original_skin_unmeasured']} without measurable skin are in neither skin group"
+            if shared.get("original_skin_unmeasured")
+            else ""
+        )
+        + ".",
+        "",
+        "**Self-judged figures.** The same estimator picks refacex's donors by apparent gender, age and skin tone, "
+        "so refacex's figures here are an upper bound (it was steered to satisfy this very judge); an independent "
+        "estimator, or people, may disagree. The reference table shows the estimator's own noise: the original "
+        "re-saved as JPEG changes nothing a person would see.",
+        "",
+        "*gender kept*, *age band kept*: share of the group's faces (95 % Wilson interval) whose anonymised face reads "
+        "the same; a fallback face (the method's mosaic instead of its result) counts as not kept. *age error*: mean "
+        f"absolute difference of the estimated ages. *L\\* moved*: share of faces whose skin L\\* changed by more than "
+        f"{LIGHTNESS_MOVED:.0f}; *L\\* shift*: mean signed change (anonymised minus original; negative = darker). "
+        "Age error and both L\\* columns leave fallback faces out (and faces without measurable skin: *L\\* faces*).",
+        "",
+    ]
+
+    def table(groups: dict) -> list[str]:
+        out = [
+            "| group | faces | gender kept | age band kept | age error (years) | L* faces | L* moved > "
+            f"{LIGHTNESS_MOVED:.0f} | L* shift | fallback faces |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for g, q in groups.items():
+            n = q["faces"]
+            out.append(
+                f"| {g} | {n} | {_pct_ci(q['gender_kept'], n)} | {_pct_ci(q['age_band_kept'], n)} | "
+                f"{_f(q['age_error_years'], '{:.1f}')} | {q['lightness_faces']} | {_pct(q['lightness_moved'])} | "
+                f"{_f(q['lightness_shift'], '{:+.1f}')} | {q['fallback_faces']} |"
+            )
+        return out
+
+    ref = shared.get("reference")
+    if ref:
+        lines += [f"### Reference: {ref['what']} (no anonymisation)", "", *table(ref["groups"]), ""]
+    for m, a in rows.items():
+        fb = a["fallback_faces"]
+        note = " (counted as not kept; left out of the age error and L* columns)" if fb else ""
+        lines += [f"### {m}", "", f"Fallback faces: {fb} of {a['faces']}{note}.", "", *table(a["groups"]), ""]
+    return lines
 
 
 def _extract_sample(methods: dict) -> str:

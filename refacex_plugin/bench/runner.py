@@ -22,7 +22,7 @@ from .progress import progress as _progress
 from .recognizers import load_recognizer
 
 SCHEMA = "refacex-bench/1"
-SECTIONS = ("privacy", "utility", "naturalness", "recovery", "robustness", "speed", "attacks")
+SECTIONS = ("privacy", "utility", "naturalness", "attributes", "recovery", "robustness", "speed", "attacks")
 
 
 @dataclass
@@ -53,6 +53,7 @@ class BenchConfig:
     strength: float = 1.0  # the methods' privacy/utility dial
     naturalness_faces: int | None = None  # None = 300 quick / 1,500 full
     naturalness_steps: int | None = None  # classifier training steps: None = 300 quick / 1,200 full
+    attribute_faces: int | None = None  # attributes: images sampled: None = 300 quick / 1,500 full
 
 
 def git_commit() -> str | None:
@@ -280,6 +281,11 @@ def run(cfg: BenchConfig) -> dict:
                 result["methods"].setdefault(m, {}).update(evaluate_method(m, cfg, split, orig, idx, recognizers, calib))
     if "naturalness" in cfg.sections:
         result["naturalness"] = measure_naturalness_section(cfg, split, orig, idx)
+    if "attributes" in cfg.sections:
+        shared, per_method = measure_attributes_section(cfg, split, orig if need_faces else None, detector)
+        result["attributes"] = shared
+        for m, a in per_method.items():
+            result["methods"].setdefault(m, {})["attributes"] = a
     for m in cfg.methods:
         if "recovery" in cfg.sections:
             result["methods"].setdefault(m, {})["recovery"] = measure_recovery(m, cfg, split, orig, idx, recognizers, calib)
@@ -317,6 +323,34 @@ def measure_naturalness_section(cfg: BenchConfig, split, orig, idx) -> dict:
         h, w = read_image(path).rgb.shape[:2]
         dets.append((det, central_face(det, h, w)))
     return measure_naturalness(cfg.methods, files, labels, dets, cfg.device, cfg.seed, steps, cfg.progress)
+
+
+def measure_attributes_section(cfg: BenchConfig, split, orig=None, detector=None) -> tuple[dict, dict]:
+    """Apparent gender, age band and skin tone kept per method (:mod:`.attributes`), on the central
+    face of a seeded sample of the split's images: the originals' detections when measured (the
+    same faces as the utility section), else detected here (same detector, same face)."""
+    import random
+
+    from .attributes import measure_attributes
+
+    n = cfg.attribute_faces or (300 if cfg.quick else 1500)
+    pool = split.images
+    chosen = sorted(random.Random(cfg.seed).sample(range(len(pool)), min(n, len(pool))))
+    idx = orig.index() if orig is not None else {}
+    files, dets = [], []
+    for k in chosen:
+        path = pool[k]
+        rgb = read_image(path).rgb
+        i = idx.get(str(path))
+        det = orig.detections(i) if i is not None else (detector or load_detector(DEFAULT_DETECTOR))(rgb)
+        c = central_face(det, *rgb.shape[:2])
+        if c is not None:
+            files.append(path)
+            dets.append((det, c))
+    shared, per_method = measure_attributes(cfg.methods, files, dets, cfg.device, cfg.seed, cfg.strength, cfg.progress)
+    shared["images_sampled"] = len(chosen)
+    shared["images_without_central_face"] = len(chosen) - len(files)
+    return shared, per_method
 
 
 def measure_recovery(method: str, cfg: BenchConfig, split, orig, idx, recognizers, calib) -> dict:

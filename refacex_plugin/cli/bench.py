@@ -17,7 +17,9 @@ from . import _SETTINGS, METHOD_NAMES, _fail, main
 
 @main.command(context_settings=_SETTINGS)
 @click.argument(
-    "sections", nargs=-1, type=click.Choice(["privacy", "utility", "naturalness", "recovery", "robustness", "speed", "attacks", "all"])
+    "sections",
+    nargs=-1,
+    type=click.Choice(["privacy", "utility", "naturalness", "attributes", "recovery", "robustness", "speed", "attacks", "all"]),
 )
 @click.option(
     "--data", required=True, type=click.Path(exists=True, file_okay=False), help="Identity-labelled folder (<Name>/<Name>_NNNN.jpg)."
@@ -53,6 +55,11 @@ from . import _SETTINGS, METHOD_NAMES, _fail, main
 @click.option("--strength", type=float, default=1.0, show_default=True, help="The methods' privacy/utility dial.")
 @click.option("--naturalness-faces", type=int, help="Faces for the naturalness classifier [default: 300 quick / 1,500 full].")
 @click.option("--naturalness-steps", type=int, help="Training steps of the naturalness classifier [default: 300 quick / 1,200 full].")
+@click.option(
+    "--attribute-faces",
+    type=int,
+    help="Attributes: images sampled, the central face of each measured [default: 300 quick / 1,500 full].",
+)
 @click.option(
     "--pairs-limit", type=int, help="pairs.txt pairs the recognisers are verified on [default: 400 quick / all full; 0 skips it]."
 )
@@ -93,6 +100,7 @@ def bench(
     strength,
     naturalness_faces,
     naturalness_steps,
+    attribute_faces,
     pairs_limit,
     false_detect_images,
     cache_dir,
@@ -104,8 +112,9 @@ def bench(
 ):
     """Measure privacy, utility, recovery, robustness and speed on real faces.
 
-    SECTIONS: privacy, utility, naturalness, recovery, robustness, speed, attacks or all (default
-    all; attacks trains inversion networks: ~5 min quick, hours full on a CPU).
+    SECTIONS: privacy, utility, naturalness, attributes, recovery, robustness, speed, attacks or all
+    (default all; attacks trains inversion networks: ~5 min quick, hours full on a CPU; attributes:
+    apparent gender, age band and skin tone kept, judged by refacex's own estimator).
     """
     from ..anonymisers import available_methods
     from ..bench.recognizers import default_recognizer_specs
@@ -142,6 +151,7 @@ def bench(
         strength=strength,
         naturalness_faces=naturalness_faces,
         naturalness_steps=naturalness_steps,
+        attribute_faces=attribute_faces,
         pairs_limit=pairs_limit,
         progress=progress,
         command="refacex bench " + " ".join(sys.argv[2:]),

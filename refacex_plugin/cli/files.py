@@ -220,6 +220,7 @@ def anonymise(
             summary.skipped += 1
             return
         summary.faces += len(res.faces)
+        summary.count("given the fallback mosaic", sum(f.fallback is not None for f in res.faces))
         verified += sum(f.payload == "embedded" for f in res.faces)
         summary.no_face += not res.faces
         for note in res.notes:  # what the output lost (e.g. 16 bits kept in 8), said once per file

@@ -20,20 +20,33 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..attributes import AGE_BAND_NAMES, Attributes, age_band
 from .mesh import CropLandmarks, mirror, piecewise_affine_maps, pose_expression, similarity_to, triangulate
 
-BANK_VERSION = 1
+BANK_VERSION = 2
 #: Texture side in pixels; the texture frame is the crop frame scaled by ``texture_size / crop_size``.
 TEXTURE_SIZE = 192
 #: Donor features are compared after dividing by these spreads (yaw, pitch, roll, mouth open,
 #: eye open, L, a, b): a unit of distance is a visible difference in each.
 FEATURE_SCALE = np.array([0.05, 0.05, 0.08, 0.04, 0.03, 12.0, 4.0, 4.0], np.float32)
+#: Age (years) and skin lightness (CIE L*) differences worth one such unit when ranking donors.
+AGE_SCALE = 8.0
+LIGHTNESS_SCALE = 5.0
+#: Where a face's own age band has fewer donors than the pool, donors this many years from its
+#: estimated age also fit (the estimator's own spread between two photos of one person is ~8).
+AGE_SLACK = 8.0
+#: Donors whose skin is within this many L* of the face's are preferred whenever a pool of them exists.
+LIGHTNESS_SLACK = 8.0
+#: Faces estimated younger than this are children: adult donors never stand in for them.
+CHILD_AGE = 10.0
 
 
 @dataclass
 class DonorBank:
     """``textures (N, T, T, 3) uint8`` in the mean-mesh frame; ``shapes (N, 78, 2)`` crop pixels;
-    ``features (N, 8)`` pose, expression and Lab skin tone; ``sources``: where each donor came from."""
+    ``features (N, 8)`` pose, expression and Lab skin tone; ``attributes (N, 4)`` apparent gender,
+    age and skin tone (:class:`~refacex_plugin.attributes.Attributes`, the mean of the people
+    blended, who share gender and age band); ``sources``: where each donor came from."""
 
     mean_shape: np.ndarray
     triangles: np.ndarray
@@ -41,6 +54,7 @@ class DonorBank:
     shapes: np.ndarray
     features: np.ndarray
     sources: list[str]
+    attributes: np.ndarray
     crop_size: int = 256
     origin: str = ""
 
@@ -90,6 +104,7 @@ class DonorBank:
             offsets=offsets,
             shapes=self.shapes.astype(np.float32),
             features=self.features.astype(np.float32),
+            attributes=self.attributes.astype(np.float32),
             sources=np.array(self.sources),
             crop_size=self.crop_size,
             origin=np.array(self.origin),
@@ -103,7 +118,9 @@ class DonorBank:
         try:
             z = np.load(path, allow_pickle=False)
             if int(z["version"]) != BANK_VERSION:
-                raise ModelNotAvailableError(f"{path}: donor bank version {int(z['version'])}, expected {BANK_VERSION}")
+                raise ModelNotAvailableError(
+                    f"{path}: donor bank version {int(z['version'])}, expected {BANK_VERSION}: rebuild it with 'refacex donors build'"
+                )
             jpeg, off = z["jpeg"], z["offsets"]
             textures = np.stack([cv2.imdecode(jpeg[off[i] : off[i + 1]], cv2.IMREAD_COLOR)[:, :, ::-1] for i in range(len(off) - 1)])
             return cls(
@@ -113,6 +130,7 @@ class DonorBank:
                 z["shapes"],
                 z["features"],
                 [str(s) for s in z["sources"]],
+                z["attributes"],
                 int(z["crop_size"]),
                 str(z["origin"]),
             )
@@ -136,10 +154,11 @@ def donor_features(crop: np.ndarray, pts: np.ndarray) -> np.ndarray:
 
 
 #: Donors whose forehead is not bare skin (hair, hats) or whose eyes are framed (glasses) paste
-#: those onto other people. Limits are the medians over 300 LFW single-photo faces, where the top
-#: of each score was, by eye, fringes and hats (forehead) and spectacles (eyes).
-MAX_FOREHEAD_SCORE = 50.0
-MAX_GLASSES_SCORE = 1.11
+#: those onto other people. Chosen by eye on LFW single-photo faces: above 1.15 most faces wear
+#: spectacles, above 60 most foreheads are under a fringe or a hat; the median limits (50, 1.11)
+#: kept only 254 of 905 women, leaving older women without donors.
+MAX_FOREHEAD_SCORE = 60.0
+MAX_GLASSES_SCORE = 1.15
 
 
 def _region_masks(mean: np.ndarray, size: int) -> dict[str, np.ndarray]:
@@ -237,6 +256,9 @@ def build_bank(faces: list[DonorFace], blend: int = 1, origin: str = "", seed: i
 
     if len(faces) < max(blend, 1):
         raise RefacexError(f"a donor bank needs at least {max(blend, 1)} usable face(s); found {len(faces)}")
+    from ..attributes import AttributeEstimator
+
+    people = np.stack([a.as_array() for a in AttributeEstimator()([(f.crop, f.mesh) for f in faces])])
     meshes = np.stack([f.mesh for f in faces])
     mean = mean_mesh(meshes)
     triangles = triangulate(mean)
@@ -247,10 +269,10 @@ def build_bank(faces: list[DonorFace], blend: int = 1, origin: str = "", seed: i
         keep = (scores[:, 0] <= MAX_FOREHEAD_SCORE) & (scores[:, 1] <= MAX_GLASSES_SCORE)
         if keep.sum() < max(blend, 1):
             raise RefacexError(f"no usable donor: all {len(faces)} faces have hair or a hat on the forehead, or glasses")
-        faces, meshes, textures = [f for f, k in zip(faces, keep) if k], meshes[keep], textures[keep]
+        faces, meshes, textures, people = [f for f, k in zip(faces, keep) if k], meshes[keep], textures[keep], people[keep]
     shapes = np.stack([similarity_to(m, mean) for m in meshes])
     feats = np.stack([donor_features(f.crop, f.mesh) for f in faces])
-    groups = [[i] for i in range(len(faces))] if blend <= 1 else _pair_up(textures, feats, blend, seed)
+    groups = [[i] for i in range(len(faces))] if blend <= 1 else _pair_up(textures, feats, people, blend, seed)
     return DonorBank(
         mean_shape=mean,
         triangles=triangles,
@@ -258,18 +280,25 @@ def build_bank(faces: list[DonorFace], blend: int = 1, origin: str = "", seed: i
         shapes=np.stack([shapes[g].mean(0) for g in groups]).astype(np.float32),
         features=np.stack([feats[g].mean(0) for g in groups]).astype(np.float32),
         sources=["|".join(Path(faces[i].source).name for i in g) for g in groups],
+        attributes=np.stack([people[g].mean(0) for g in groups]).astype(np.float32),
         crop_size=faces[0].crop.shape[0],
         origin=origin,
     )
 
 
-def _pair_up(textures: np.ndarray, feats: np.ndarray, size: int, seed: int) -> list[list[int]]:
-    """Greedy groups of ``size`` look-alikes: distance = small grey thumbnails + scaled features."""
+def _pair_up(textures: np.ndarray, feats: np.ndarray, people: np.ndarray, size: int, seed: int) -> list[list[int]]:
+    """Greedy groups of ``size`` look-alikes of one apparent gender and age band (``people (N, 4)``
+    :class:`~refacex_plugin.attributes.Attributes` arrays): distance = small grey thumbnails +
+    scaled features. A face left without a mate of its own kind is left out: an average of a man
+    and a woman, or of a child and an adult, is neither."""
+    from ..attributes import age_band
+
     thumbs = np.stack([cv2.resize(cv2.cvtColor(t, cv2.COLOR_RGB2GRAY), (16, 16), interpolation=cv2.INTER_AREA) for t in textures]).reshape(
         len(textures), -1
     )
     thumbs = (thumbs - thumbs.mean(1, keepdims=True)) / (thumbs.std(1, keepdims=True) + 1e-6)
     desc = np.concatenate([thumbs / 4.0, feats / FEATURE_SCALE], 1)
+    kind = (people[:, 0] >= 0.5).astype(int) * 10 + np.array([age_band(a) for a in people[:, 1]])
     order = np.random.default_rng(seed).permutation(len(textures))
     free = np.ones(len(textures), bool)
     groups = []
@@ -278,10 +307,10 @@ def _pair_up(textures: np.ndarray, feats: np.ndarray, size: int, seed: int) -> l
             continue
         free[i] = False
         d = np.linalg.norm(desc - desc[i], axis=1)
-        d[~free] = np.inf
+        d[~free | (kind != kind[i])] = np.inf
         mates = list(np.argsort(d)[: size - 1])
         if len(mates) < size - 1 or not np.all(np.isfinite(d[mates])):
-            break
+            continue
         free[mates] = False
         groups.append([int(i), *map(int, mates)])
     return groups
@@ -302,6 +331,7 @@ class DonorChooser:
     key: bytes | None = field(default=None, repr=False)
     seed: int | None = None
     pool: int = 12
+    minimum: int = 3
     same_person: float = 0.5
     _people: list[np.ndarray] = field(default_factory=list, repr=False)
 
@@ -319,10 +349,37 @@ class DonorChooser:
         self._lock = threading.Lock()
         self._scaled = self.bank.choice_features() / FEATURE_SCALE
 
-    def candidates(self, features: np.ndarray) -> np.ndarray:
-        """Indices (:meth:`DonorBank.choice`) of the ``pool`` donors nearest ``features (8,)``, nearest first."""
+    def eligible(self, person: Attributes) -> tuple[np.ndarray, str | None]:
+        """Which choices fit a face of ``person``'s kind: the same apparent gender and age band (a
+        neighbouring band's donors within :data:`AGE_SLACK` years where the band is thin, never for
+        a child), skin lightness within :data:`LIGHTNESS_SLACK` where enough donors are that close.
+        Returns the ``(2N,)`` bool mask and, when fewer than the chooser needs fit, why."""
+        attrs = np.concatenate([self.bank.attributes, self.bank.attributes])
+        same = (attrs[:, 0] >= 0.5) == (person.female >= 0.5)
+        band = person.age_band
+        fit = same & (np.array([age_band(a) for a in attrs[:, 1]]) == band)
+        if fit.sum() < self.pool and person.age >= CHILD_AGE:
+            fit = same & (np.abs(attrs[:, 1] - person.age) <= AGE_SLACK)
+        close = fit & (np.abs(attrs[:, 2] - person.lightness) <= LIGHTNESS_SLACK)
+        if close.sum() >= self.pool:
+            fit = close
+        # a child gets no donor unless the bank holds a whole pool of children: a few adults the
+        # estimator reads as young are no stand-in for a child's face. Adults puffing their
+        # cheeks or in soft light read as 10-12, so only a clearly young face counts as a child.
+        if fit.sum() < (self.pool if person.age < CHILD_AGE else self.minimum):
+            return fit, f"no fitting donor ({person.gender}, age {AGE_BAND_NAMES[band]})"
+        return fit, None
+
+    def candidates(self, features: np.ndarray, person: Attributes | None = None) -> np.ndarray:
+        """Indices (:meth:`DonorBank.choice`) of the ``pool`` fitting donors (:meth:`eligible`)
+        nearest ``features (8,)`` and ``person``'s age and skin lightness, nearest first."""
         d = np.linalg.norm(self._scaled - features / FEATURE_SCALE, axis=1)
-        return np.argsort(d)[: min(self.pool, len(d))]
+        if person is not None:
+            attrs = np.concatenate([self.bank.attributes, self.bank.attributes])
+            d = np.hypot(d, np.hypot((attrs[:, 1] - person.age) / AGE_SCALE, (attrs[:, 2] - person.lightness) / LIGHTNESS_SCALE))
+            d[~self.eligible(person)[0]] = np.inf
+        order = np.argsort(d)[: min(self.pool, len(d))]
+        return order[np.isfinite(d[order])]
 
     def person(self, descriptor: np.ndarray) -> int:
         """The run's number for the person behind a dlib ``descriptor (128,)`` (new people get the next)."""
@@ -334,9 +391,15 @@ class DonorChooser:
             self._people.append(np.asarray(descriptor, np.float32))
             return len(self._people) - 1
 
-    def choose(self, features: np.ndarray, k: int, face_bytes: bytes = b"", person: int | None = None) -> np.ndarray:
-        """``k`` donor indices for one face."""
-        pool = self.candidates(features)
+    def grain_seed(self, face_bytes: bytes) -> bytes:
+        """8 bytes that seed a face's film grain: the key (or seed) and the face decide, as for donors."""
+        return hmac.new(self._secret, b"grain|" + hashlib.sha256(face_bytes).digest(), hashlib.sha256).digest()[:8]
+
+    def choose(
+        self, features: np.ndarray, k: int, face_bytes: bytes = b"", person: int | None = None, attributes: Attributes | None = None
+    ) -> np.ndarray:
+        """``k`` donor indices for one face (of ``attributes``' kind when given)."""
+        pool = self.candidates(features, attributes)
         salt = b"person|%d" % person if person is not None else b"face|" + hashlib.sha256(face_bytes).digest()
         scores = [int.from_bytes(hmac.new(self._secret, salt + b"|%d" % int(i), hashlib.sha256).digest()[:8], "big") for i in pool]
         return pool[np.argsort(np.array(scores, np.uint64), kind="stable")[:k]]

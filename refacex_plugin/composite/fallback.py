@@ -1,0 +1,54 @@
+"""When the composite must not draw a face, and what it draws instead.
+
+Each face is checked before any donor is chosen; a face that fails gets a coarse mosaic over the
+whole face mask - never an adult face on a child, a frontal face on a profile, or a face on hair -
+and its record says why (``fallback``). The limits below are where the donor bank and the
+landmark model stop being trustworthy, measured on the 3,306 LFW faces the bank was built from.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..anonymisers import pixelate_faces
+from ..geometry import AlignConfig, canonical_template
+from .mesh import pose_expression
+
+#: Donors are faces with |yaw proxy| <= 0.35 (mirrored for the other side); a face turned further
+#: than this gets donor features stretched over a side it does not have.
+MAX_YAW = 0.42
+#: Mean distance, over eyes, nose tip and mouth corners, between the 68-point fit and where the
+#: detector's 5 points put them, in eye distances: at most 0.32 on those 3,306 faces (99.9th
+#: percentile 0.26). Beyond it the fit or the detection is not of a face.
+MAX_FIT_ERROR = 0.35
+#: CenterFace's confidence below which a detection may be hair, a hand or a blurred background
+#: face: it gets the mosaic (privacy kept) but never a composite (a face where none was).
+MIN_SCORE = 0.7
+#: Mosaic blocks across the 256-px crop at strength 1 (about 6 across the face).
+FALLBACK_BLOCKS = 10
+
+
+def fit_error(mesh: np.ndarray, align: AlignConfig = AlignConfig()) -> float:
+    """How far ``mesh (78, 2)``'s eyes, nose tip and mouth corners are from the canonical 5 points
+    the crop was aligned to, in eye distances."""
+    template = canonical_template(align).numpy()
+    five = np.stack([mesh[36:42].mean(0), mesh[42:48].mean(0), mesh[30], mesh[48], mesh[54]])
+    eye = float(np.linalg.norm(template[1] - template[0]))
+    return float(np.linalg.norm(five - template, axis=1).mean() / eye)
+
+
+def refusal(mesh: np.ndarray, crop_size: int, score: float | None = None) -> str | None:
+    """Why a face meshed as ``mesh`` (detected with ``score``) must not get a composite, or None."""
+    if score is not None and score < MIN_SCORE:
+        return f"detection too doubtful for a face ({score:.2f} < {MIN_SCORE})"
+    if fit_error(mesh, AlignConfig(size=crop_size)) > MAX_FIT_ERROR:
+        return "landmarks do not fit the detection (not a face, or heavily occluded)"
+    if abs(float(pose_expression(mesh)[0])) > MAX_YAW:
+        return "head turned beyond the donors' poses"
+    return None
+
+
+def mosaic(crop: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+    """``crop (1, 3, S, S)`` as a coarse mosaic: what a face that gets no composite shows."""
+    return pixelate_faces(crop, 16 / FALLBACK_BLOCKS * max(strength, 1.0))
