@@ -46,6 +46,8 @@ class Settings:
         method: anonymisation method; None: the best available.
         vault: vault file for exact recovery (needs ``key``).
         donors: donor bank file, or a folder of consenting donors' photos (None: the shipped bank).
+        seed: without a key, makes the donor choice (and so the output) reproducible; with a key
+            the key does that, and without either each run draws a secret of its own.
     """
 
     method: str | None = None
@@ -57,6 +59,7 @@ class Settings:
     donor_policy: str = "random"
     donors: str | os.PathLike | None = None
     keep_landmarks: bool = False
+    seed: int | None = None
     detector: str = DEFAULT_DETECTOR
     threshold: float = DetectorConfig.threshold
     min_face: int = DetectorConfig.min_size
@@ -95,6 +98,10 @@ def validate(settings: Settings, use: str = "anonymise") -> str | None:
         raise RefacexError(f"unknown method {method!r} (choose from {', '.join(known_methods())})")
     if settings.donors and method in BASELINES:
         raise RefacexError(f"method {method!r} uses no donors: --donors needs the refacex (or generator) method")
+    if settings.seed is not None and method in BASELINES:
+        raise RefacexError(f"method {method!r} draws nothing at random: --seed applies to the refacex (or generator) method")
+    if settings.seed is not None and settings.key is not None:
+        raise RefacexError("give --seed or --key-file, not both: with a key, the key makes the donor choice reproducible")
     if settings.key is not None and not settings.vault and not get_anonymiser(method).reversible:
         raise RefacexError(irreversible_message(method))
     return method
@@ -221,6 +228,7 @@ def _build(s: Settings, use: str, method: str | None):
         donor_policy=s.donor_policy,
         donor_bank=load_donor_bank(s.donors, method) if s.donors else None,
         keep_landmarks=s.keep_landmarks,
+        donor_seed=s.seed,
         device=s.device,
     )
 

@@ -116,7 +116,9 @@ class AttributeEstimator:
         pts = pts68[:68]
         x0, y0 = np.floor(pts.min(0)).astype(int)
         x1, y1 = np.ceil(pts.max(0)).astype(int)
-        shape = d.full_object_detection(d.rectangle(int(x0), int(y0), int(x1), int(y1)), [d.point(int(round(x)), int(round(y))) for x, y in pts])
+        shape = d.full_object_detection(
+            d.rectangle(int(x0), int(y0), int(x1), int(y1)), [d.point(int(round(x)), int(round(y))) for x, y in pts]
+        )
         img = np.ascontiguousarray(rgb)
         return d.get_face_chip(img, shape, 32, CHIP_PADDING), d.get_face_chip(img, shape, 64, CHIP_PADDING)
 

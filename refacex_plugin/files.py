@@ -48,6 +48,7 @@ class FileResult:
     notes: list[str] = field(default_factory=list)  # what the output lost or how it was written (16-bit kept in 8, ...)
     jpeg_blocks: BlockEdit | None = None  # a JPEG edited in the DCT domain: the MCUs rewritten (its data left empty)
     original: bool = False  # recover: the original file was written back byte for byte
+    unconfirmed: int = 0  # anonymise: doubtful detections not confirmed as faces, left as they were
 
 
 def decode_bytes(data: bytes) -> np.ndarray:
@@ -165,7 +166,9 @@ def anonymise_file(
         ids = [record_ids[i] for i in keep] if record_ids is not None else None
         stored = len(vault.put(pixel_hash(decode_bytes(data)), records, ids, original=raw, original_format=img.format))
     atomic_write_bytes(dst, data)
-    return FileResult(src, dst, result.faces, stored, size=img.rgb.shape[:2], notes=notes, jpeg_blocks=blocks)
+    return FileResult(
+        src, dst, result.faces, stored, size=img.rgb.shape[:2], notes=notes, jpeg_blocks=blocks, unconfirmed=result.unconfirmed
+    )
 
 
 def _union(a, b):

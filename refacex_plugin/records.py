@@ -38,6 +38,7 @@ class ImageResult:
     faces: list[FaceRecord] = field(default_factory=list)
     regions: list[tuple[int, int, int, int] | None] = field(default_factory=list)
     codes: list[np.ndarray] | None = None  # per face, the recovery code (reversible methods, with a key)
+    unconfirmed: int = 0  # doubtful detections no second detector confirmed as faces: left as they were
 
 
 @dataclass

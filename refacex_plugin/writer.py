@@ -11,7 +11,7 @@ from names.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -82,6 +82,30 @@ class Embedder:
         return not bool((wrong[1] > np.maximum(wrong[0], payload.ECC.t)).any())
 
 
+#: Detections scored from here up to the detector's threshold count as faces when dlib's 68-point
+#: fit on their aligned crop lands where the detector's 5 points say the features are
+#: (:func:`~refacex_plugin.composite.fallback.fit_error`): a bystander half in view or out of focus
+#: scores low, and leaving a real face untouched is the worse error. On 400 LFW photos, 42
+#: detections scored 0.3-0.5, about half of them partial or blurred real faces (checked by eye); 40
+#: passed the fit. The composite gives such faces its mosaic (``fallback.MIN_SCORE``).
+CONFIRM_FROM = 0.3
+
+
+class FaceConfirmer:
+    """Is there a face where an aligned crop says? dlib's 68 points must fit the crop's 5."""
+
+    def __init__(self) -> None:
+        from .composite.mesh import CropLandmarks
+
+        self._landmarks = CropLandmarks()
+
+    def __call__(self, crop: np.ndarray) -> bool:
+        """``crop (S, S, 3) uint8`` aligned on a candidate face -> whether its landmarks fit."""
+        from .composite.fallback import MAX_FIT_ERROR, fit_error
+
+        return fit_error(self._landmarks(crop), AlignConfig(size=crop.shape[0])) <= MAX_FIT_ERROR
+
+
 class FaceWriter:
     """Anonymises every face of an image, and with an :class:`Embedder`, marks it.
 
@@ -93,6 +117,9 @@ class FaceWriter:
         embedder: seals and hides payloads (None: no key, nothing embedded).
         keep_landmarks: move a drawn face's features onto the original's 68 landmarks afterwards
             (for anonymisers with ``warp_to_landmarks``; :mod:`~refacex_plugin.landmarks`).
+        confident: detections scored below this (the detector may return them down to its own
+            threshold) are kept only when a :class:`FaceConfirmer` finds a face in their crop;
+            None keeps every detection.
         device: where the crops are computed.
     """
 
@@ -106,8 +133,11 @@ class FaceWriter:
         embedder: Embedder | None = None,
         keep_landmarks: bool = False,
         device: torch.device = torch.device("cpu"),
+        confident: float | None = None,
     ):
         self.anonymiser = anonymiser
+        self.confident = confident
+        self._confirmer = FaceConfirmer() if confident is not None else None  # loads the 68-point model (~1.5 s)
         self.detector = detector
         self.align = align
         self.strength = strength
@@ -137,10 +167,15 @@ class FaceWriter:
         With an embedder and a reversible method, each face's recovery code comes back in ``codes``."""
         rgb = as_rgb_array(image)
         det = self.detector(rgb) if detections is None else detections
+        m = alignment_matrices(det.landmarks, self.align) if len(det) else None
+        crops = extract_crops(rgb, m, self.align, self.device) if len(det) else None
+        unconfirmed = 0
+        if self._confirmer is not None and len(det) and (det.scores < self.confident).any():
+            keep = np.array([s >= self.confident or self._confirmer(self._uint8(c)) for s, c in zip(det.scores, crops)])
+            unconfirmed = int((~keep).sum())
+            det, m, crops = det.select(keep), m[torch.from_numpy(keep)], crops[torch.from_numpy(keep)]
         if len(det) == 0:
-            return ImageResult(rgb.copy(), [])
-        m = alignment_matrices(det.landmarks, self.align)
-        crops = extract_crops(rgb, m, self.align, self.device)
+            return ImageResult(rgb.copy(), [], unconfirmed=unconfirmed)
         with torch.inference_mode():
             codes = list(self.anonymiser.codes(crops)) if self.embedder is not None and self.anonymiser.reversible else None
             made = self.anonymiser.anonymise(crops, self.strength, torch.as_tensor(det.scores, dtype=torch.float32))
@@ -163,7 +198,11 @@ class FaceWriter:
             )
             for i in range(len(det))
         ]
-        return ImageResult(out, faces, face_footprints(m, self.align, *rgb.shape[:2]), codes)
+        return ImageResult(out, faces, face_footprints(m, self.align, *rgb.shape[:2]), codes, unconfirmed)
+
+    @staticmethod
+    def _uint8(crop: torch.Tensor) -> np.ndarray:
+        return np.round(crop.detach().cpu().permute(1, 2, 0).numpy() * 255).astype(np.uint8)
 
     def _keep_landmarks(self, rgb: np.ndarray, out: np.ndarray, det: Detections, m: torch.Tensor) -> np.ndarray:
         from .landmarks import Landmarks68, keep_landmarks
@@ -207,7 +246,13 @@ def make_writer(
     None draws afresh. The key is never shown or logged.
     """
     anonymiser = get_anonymiser(method or default_method()).with_donors(donor_bank, donor_policy, key, donor_seed)
-    found = load_detector(detector, detector_config) if isinstance(detector, str) else detector
+    # below the threshold asked for, down to CONFIRM_FROM, faces that a second detector confirms
+    confident = detector_config.threshold if isinstance(detector, str) and detector_config.threshold > CONFIRM_FROM else None
+    found = (
+        load_detector(detector, replace(detector_config, threshold=CONFIRM_FROM) if confident else detector_config)
+        if isinstance(detector, str)
+        else detector
+    )
     torch_device = resolve_device(device)
     embedder = None
     if key is not None:
@@ -217,5 +262,12 @@ def make_writer(
         reader = load_detector(detector, reader_config(detector_config)) if isinstance(detector, str) else detector
         embedder = Embedder(key, load_watermark(watermark), reader, align, watermark_strength, torch_device)
     return FaceWriter(
-        anonymiser, found, align=align, strength=strength, embedder=embedder, keep_landmarks=keep_landmarks, device=torch_device
+        anonymiser,
+        found,
+        align=align,
+        strength=strength,
+        embedder=embedder,
+        keep_landmarks=keep_landmarks,
+        device=torch_device,
+        confident=confident,
     )

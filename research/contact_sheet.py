@@ -75,7 +75,9 @@ def main() -> None:
         row = [label(cv2.resize(rgb, (args.size, args.size), interpolation=cv2.INTER_AREA), f.stem[:24])]
         for w in writers:
             res = w.anonymise_image(rgb)
-            said = [x.fallback and "fallback" for x in res.faces] + [n.split(":")[0] for x in res.faces for n in x.notes if "fallback" not in n]
+            said = [x.fallback and "fallback" for x in res.faces] + [
+                n.split(":")[0] for x in res.faces for n in x.notes if "fallback" not in n
+            ]
             row.append(label(cv2.resize(res.image, (args.size, args.size), interpolation=cv2.INTER_AREA), ", ".join(s for s in said if s)))
         tiles.append(np.concatenate(row, 1))
     cols = args.columns

@@ -25,8 +25,9 @@ from ..attributes import AGE_BAND_NAMES, AGE_BANDS, DARKER_L
 LIGHTNESS_MOVED = 10.0
 #: The report's groups, in order (of the ORIGINAL face).
 GROUPS = ("all", "women", "men", *(f"age {n}" for n in AGE_BAND_NAMES), "lighter", "darker")
-#: The reference row: the original re-saved at this JPEG quality (the estimator's own noise).
-REFERENCE_JPEG_QUALITY = 75
+#: What the reference table compares each original with: its own mirror image, the same face to a
+#: person, so whatever "changes" there is the estimator's own noise.
+REFERENCE = "the original mirrored left-right (the same face to a person: the estimator's own noise)"
 
 
 def age_bands(ages: np.ndarray) -> np.ndarray:
@@ -104,15 +105,9 @@ def face_crop(rgb: np.ndarray, landmarks5: np.ndarray, align=None) -> np.ndarray
     return np.round(crop.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
 
 
-def jpeg_round_trip(rgb: np.ndarray, quality: int = REFERENCE_JPEG_QUALITY) -> np.ndarray:
-    import cv2
-
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1].copy()
-
-
 class _Judge:
-    """Crops, meshes and measures faces: ``(rgb, landmarks5) -> (4,)`` attributes array."""
+    """Crops, meshes and measures faces: ``(rgb, landmarks5) -> (4,)`` attributes array; ``mirror``:
+    of the crop's mirror image (the aligned crop's template is left-right symmetric)."""
 
     def __init__(self) -> None:
         from ..attributes import AttributeEstimator
@@ -120,8 +115,10 @@ class _Judge:
 
         self.estimator, self.marks = AttributeEstimator(), CropLandmarks()
 
-    def __call__(self, rgb: np.ndarray, landmarks5: np.ndarray) -> np.ndarray:
+    def __call__(self, rgb: np.ndarray, landmarks5: np.ndarray, mirror: bool = False) -> np.ndarray:
         crop = face_crop(rgb, landmarks5)
+        if mirror:
+            crop = np.ascontiguousarray(crop[:, ::-1])
         return self.estimator([(crop, self.marks(crop))])[0].as_array()
 
 
@@ -141,8 +138,8 @@ def measure_attributes(
             :class:`~refacex_plugin.detection.Detections` and the index of the face to judge.
 
     Returns ``(shared, per_method)``: ``shared`` has the originals' group sizes and the reference
-    (the originals re-saved as JPEG at :data:`REFERENCE_JPEG_QUALITY`: what the estimator's own noise
-    alone changes); ``per_method[m]`` has ``faces``, ``fallback_faces`` and ``groups``.
+    (each original against its mirror image: :data:`REFERENCE`); ``per_method[m]`` has ``faces``,
+    ``fallback_faces`` and ``groups``.
     """
     from ..image_io import read_image
     from ..writer import make_writer
@@ -153,14 +150,14 @@ def measure_attributes(
     for f, (det, c) in _progress(list(zip(files, detections)), "attributes originals", progress):
         rgb = read_image(f).rgb
         orig.append(judge(rgb, det.landmarks[c]))
-        ref.append(judge(jpeg_round_trip(rgb), det.landmarks[c]))
+        ref.append(judge(rgb, det.landmarks[c], mirror=True))
     orig_a = np.stack(orig) if orig else np.zeros((0, 4), np.float32)
     ref_a = np.stack(ref) if ref else np.zeros((0, 4), np.float32)
     shared = {
         "faces": len(orig),
         "original_groups": {g: int(m.sum()) for g, m in group_masks(orig_a).items()},
         "original_skin_unmeasured": int((~np.isfinite(orig_a[:, 2])).sum()),
-        "reference": {"what": f"the original re-saved as JPEG Q{REFERENCE_JPEG_QUALITY}", "groups": summarise(orig_a, ref_a)},
+        "reference": {"what": REFERENCE, "groups": summarise(orig_a, ref_a)},
     }
     per_method = {}
     for method in methods:

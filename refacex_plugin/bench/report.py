@@ -263,8 +263,8 @@ def attributes_markdown(res: dict) -> list[str]:
         "",
         "**Self-judged figures.** The same estimator picks refacex's donors by apparent gender, age and skin tone, "
         "so refacex's figures here are an upper bound (it was steered to satisfy this very judge); an independent "
-        "estimator, or people, may disagree. The reference table shows the estimator's own noise: the original "
-        "re-saved as JPEG changes nothing a person would see.",
+        "estimator, or people, may disagree. The reference table shows the estimator's own noise: each original "
+        "against its own mirror image, which changes nothing a person would see.",
         "",
         "*gender kept*, *age band kept*: share of the group's faces (95 % Wilson interval) whose anonymised face reads "
         "the same; a fallback face (the method's mosaic instead of its result) counts as not kept. *age error*: mean "
@@ -291,7 +291,7 @@ def attributes_markdown(res: dict) -> list[str]:
 
     ref = shared.get("reference")
     if ref:
-        lines += [f"### Reference: {ref['what']} (no anonymisation)", "", *table(ref["groups"]), ""]
+        lines += [f"### Reference: {ref['what']}", "", *table(ref["groups"]), ""]
     for m, a in rows.items():
         fb = a["fallback_faces"]
         note = " (counted as not kept; left out of the age error and L* columns)" if fb else ""

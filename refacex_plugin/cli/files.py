@@ -116,6 +116,13 @@ def _warn(session) -> None:
     help="Donor bank built by `refacex donors build` from consenting donors' faces, or a folder of their photos [default: the shipped bank].",
 )
 @click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Without a key: choose donors reproducibly (same input and seed, same output). Anyone holding the seed and "
+    "this public code can redo the choice, so treat it as a secret; with --key-file the key does this instead.",
+)
+@click.option(
     "--keep-landmarks/--no-keep-landmarks",
     default=False,
     show_default=True,
@@ -155,6 +162,7 @@ def anonymise(
     vault_path,
     donor_policy,
     donors_dir,
+    seed,
     keep_landmarks,
     watermark,
     watermark_strength,
@@ -192,6 +200,7 @@ def anonymise(
             watermark_strength=watermark_strength,
             donor_policy=donor_policy,
             donors=donors_dir,
+            seed=seed,
             keep_landmarks=keep_landmarks,
             detector=detector,
             threshold=threshold,
@@ -221,6 +230,7 @@ def anonymise(
             return
         summary.faces += len(res.faces)
         summary.count("given the fallback mosaic", sum(f.fallback is not None for f in res.faces))
+        summary.count("doubtful detections not confirmed as faces, left as they were", res.unconfirmed)
         verified += sum(f.payload == "embedded" for f in res.faces)
         summary.no_face += not res.faces
         for note in res.notes:  # what the output lost (e.g. 16 bits kept in 8), said once per file

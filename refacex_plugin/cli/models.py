@@ -12,6 +12,7 @@ import click
 from .. import __version__
 from ..detection import DEFAULT_DETECTOR, detector_names
 from ..errors import RefacexError
+from ..zoo import weights_path
 from . import _SETTINGS, _fail, main
 
 
@@ -46,6 +47,22 @@ def donors_build(folder, output, blend, screen):
         _fail(str(exc))
     bank.save(output)
     click.echo(f"{len(photos)} photos, {len(faces)} usable faces -> {len(bank)} donors in {output}")
+
+
+@donors.command("info", context_settings=_SETTINGS)
+@click.argument("bank", required=False, type=click.Path(exists=True, dir_okay=False))
+def donors_info(bank):
+    """How a donor bank (default: the shipped one) covers each gender, age band and skin tone.
+
+    Faces of a group with too few donors get the fallback mosaic instead of a composite."""
+    from ..composite import DonorBank, shipped_bank
+    from ..composite.coverage import coverage_table
+
+    try:
+        loaded = DonorBank.load(bank) if bank else shipped_bank()
+    except RefacexError as exc:
+        _fail(str(exc))
+    click.echo(coverage_table(loaded))
 
 
 @main.group(context_settings=_SETTINGS)
@@ -209,6 +226,12 @@ def _default_watermark() -> str:
         return f"none ({exc})"
 
 
+def _bank_summary() -> str:
+    from ..composite import BANK, shipped_bank
+
+    return f"{weights_path(BANK)} ({len(shipped_bank())} donors; coverage: refacex donors info)"
+
+
 @main.command(context_settings=_SETTINGS)
 def info():
     """Versions, compute device, detectors, methods and models found."""
@@ -238,6 +261,8 @@ def info():
         ("detectors", ", ".join(detector_names()) + f" (default {DEFAULT_DETECTOR})"),
         ("centerface weights", probe(centerface_weights)),
         ("dlib landmarks", probe(lambda: dlib_model_path("shape_predictor_68_face_landmarks.dat"))),
+        ("donor bank", probe(_bank_summary)),
+        ("face attributes", probe(lambda: ", ".join(str(weights_path(n).name) for n in ("face-gender", "face-age")))),
         ("watermarks", ", ".join(available_watermarks()) + f" (default {_default_watermark()})"),
         (
             "learned watermark",

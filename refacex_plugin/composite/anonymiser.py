@@ -21,7 +21,7 @@ import torch
 
 from ..anonymisers import Anonymised
 from ..attributes import AttributeEstimator, Attributes, skin_mask
-from .bank import DonorBank, DonorChooser, donor_features
+from .bank import DonorBank, DonorChooser, donor_features, is_grey
 from .blend import match_colour, match_detail, multiband_blend
 from .fallback import mosaic, refusal
 from .mesh import FEATURE_GROUPS, CropLandmarks, hull_indices, piecewise_affine_maps, similarity_to
@@ -98,12 +98,6 @@ def part_weights(geometry: np.ndarray, shape: tuple[int, int], feather: float) -
         out[part] = cv2.GaussianBlur(m, (0, 0), feather)
     total = np.maximum(out["eyes"] + out["mouth"], 1.0)
     return {part: w / total for part, w in out.items()}
-
-
-def is_grey(crop: np.ndarray) -> bool:
-    """Whether ``crop (S, S, 3) uint8`` is a grayscale picture stored as RGB."""
-    c = crop.astype(np.int16)
-    return bool(np.abs(c[..., 0] - c[..., 1]).max() <= 2 and np.abs(c[..., 1] - c[..., 2]).max() <= 2)
 
 
 class CompositeAnonymiser:
@@ -251,7 +245,7 @@ class CompositeAnonymiser:
         # tone from bare skin only: the donors' at their new places, the face's at its own
         donor_skin = (skin_mask((s, s), geometry) & inside)[box]
         face_skin = skin_mask((s, s), mesh)[box] & region
-        warped = [match_colour(w[box], face, donor_skin, face_skin).astype(np.float32) for w in warped]
+        warped = [match_colour(w[box], face, donor_skin, face_skin, region).astype(np.float32) for w in warped]
         if parts and len(warped) > 1:
             weights = part_weights(geometry - [x0, y0], (y1 - y0, x1 - x0), s / 64)
             rest = 1.0 - weights["eyes"] - weights["mouth"]
@@ -273,6 +267,9 @@ class CompositeAnonymiser:
         mask = cv2.GaussianBlur(core, (0, 0), edge / 2) * region
         front = np.where(region[..., None], warped, face.astype(np.float32))
         blended = multiband_blend(front, face.astype(np.float32), mask.astype(np.float32), self.config.blend_levels)
+        if lenses is not None:  # the blend's coarse bands reach under the lenses: put them back exactly
+            keep = np.maximum(lenses[box].astype(np.float32), cv2.GaussianBlur(lenses[box].astype(np.float32), (0, 0), edge / 2))
+            blended = blended * (1 - keep[..., None]) + face.astype(np.float32) * keep[..., None]
         if is_grey(crop):
             blended = np.repeat(cv2.cvtColor(np.clip(blended, 0, 255).astype(np.float32), cv2.COLOR_RGB2GRAY)[..., None], 3, 2)
         out = crop.copy()

@@ -149,6 +149,12 @@ def skin_tone(crop: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return lab.mean(0).astype(np.float32) if len(lab) else np.array([128, 128, 128], np.float32)
 
 
+def is_grey(crop: np.ndarray) -> bool:
+    """Whether ``crop (S, S, 3) uint8`` is a grayscale picture stored as RGB."""
+    c = crop.astype(np.int16)
+    return bool(np.abs(c[..., 0] - c[..., 1]).max() <= 2 and np.abs(c[..., 1] - c[..., 2]).max() <= 2)
+
+
 def donor_features(crop: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return np.concatenate([pose_expression(pts), skin_tone(crop, pts)]).astype(np.float32)
 
@@ -266,9 +272,10 @@ def build_bank(faces: list[DonorFace], blend: int = 1, origin: str = "", seed: i
     if screen:
         masks = _region_masks(mean * (TEXTURE_SIZE / faces[0].crop.shape[0]), TEXTURE_SIZE)
         scores = np.array([donor_quality(t, masks) for t in textures])
-        keep = (scores[:, 0] <= MAX_FOREHEAD_SCORE) & (scores[:, 1] <= MAX_GLASSES_SCORE)
+        grey = np.array([is_grey(f.crop) for f in faces])  # a grayscale donor gives colour faces flat skin
+        keep = (scores[:, 0] <= MAX_FOREHEAD_SCORE) & (scores[:, 1] <= MAX_GLASSES_SCORE) & ~grey
         if keep.sum() < max(blend, 1):
-            raise RefacexError(f"no usable donor: all {len(faces)} faces have hair or a hat on the forehead, or glasses")
+            raise RefacexError(f"no usable donor: all {len(faces)} faces have hair or a hat on the forehead, glasses, or no colour")
         faces, meshes, textures, people = [f for f, k in zip(faces, keep) if k], meshes[keep], textures[keep], people[keep]
     shapes = np.stack([similarity_to(m, mean) for m in meshes])
     feats = np.stack([donor_features(f.crop, f.mesh) for f in faces])

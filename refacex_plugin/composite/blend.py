@@ -24,25 +24,32 @@ def _samples(region: np.ndarray, limit: int = 4000) -> tuple[np.ndarray, np.ndar
     return ys[::step], xs[::step]
 
 
-def match_colour(donor: np.ndarray, target: np.ndarray, donor_skin: np.ndarray, target_skin: np.ndarray) -> np.ndarray:
-    """Give ``donor (H, W, 3) uint8`` the target's skin and lighting: per Lab channel, swap the
-    plane fitted to the donor's ``donor_skin (H, W) bool`` for the plane fitted to the target's
-    ``target_skin``, and match the skin's lightness spread (within 0.7-1.4x)."""
-    (yd, xd), (yt, xt) = _samples(donor_skin), _samples(target_skin)
-    if len(xd) < 50 or len(xt) < 50:
+def match_colour(donor: np.ndarray, target: np.ndarray, donor_skin: np.ndarray, target_skin: np.ndarray, face: np.ndarray) -> np.ndarray:
+    """Give ``donor (H, W, 3) uint8`` the target's lighting and skin tone.
+
+    Per Lab channel: the plane fitted over the ``face (H, W) bool`` region (the light falling
+    across it) is swapped for the target's, the lightness spread matched (within 0.7-1.4x), and a
+    constant then makes the donor's bare skin (``donor_skin``) average what the target's
+    (``target_skin``) does: the face keeps its own skin tone by construction, whatever the
+    donors' eyes, brows and beards weigh in the plane.
+    """
+    (yf, xf), (yd, xd), (yt, xt) = _samples(face), _samples(donor_skin), _samples(target_skin)
+    if len(xf) < 50:
         return donor
     s = float(max(donor.shape[:2]))
     lab_d = cv2.cvtColor(donor, cv2.COLOR_RGB2LAB).astype(np.float32)
-    lab_t = cv2.cvtColor(target, cv2.COLOR_RGB2LAB)[yt, xt].astype(np.float32)
-    pd = _plane_fit(lab_d[yd, xd], xd / s - 0.5, yd / s - 0.5)
-    pt = _plane_fit(lab_t, xt / s - 0.5, yt / s - 0.5)
+    lab_t = cv2.cvtColor(target, cv2.COLOR_RGB2LAB).astype(np.float32)
+    xn, yn = xf / s - 0.5, yf / s - 0.5
+    pd, pt = _plane_fit(lab_d[yf, xf], xn, yn), _plane_fit(lab_t[yf, xf], xn, yn)
     gy, gx = np.mgrid[0 : donor.shape[0], 0 : donor.shape[1]].astype(np.float32) / s - 0.5
     basis = np.stack([np.ones_like(gx), gx, gy], -1)
     residual = lab_d - basis @ pd.astype(np.float32)
-    std_d = residual[yd, xd, 0].std()
-    std_t = (lab_t[:, 0] - np.stack([np.ones_like(xt), xt / s - 0.5, yt / s - 0.5], 1).astype(np.float32) @ pt[:, 0]).std()
+    std_d = residual[yf, xf, 0].std()
+    std_t = (lab_t[yf, xf, 0] - (basis @ pt.astype(np.float32))[yf, xf, 0]).std()
     residual[..., 0] *= float(np.clip(std_t / max(std_d, 1e-6), 0.7, 1.4))
     out = residual + basis @ pt.astype(np.float32)
+    if len(xd) >= 50 and len(xt) >= 50:
+        out += np.median(lab_t[yt, xt], 0) - np.median(out[yd, xd], 0)
     return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
 
 
