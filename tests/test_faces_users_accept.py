@@ -68,7 +68,10 @@ def test_a_doubtful_detection_gets_the_mosaic_never_a_composite(example_rgb):
     face = made.crops[0, :, 80:200, 80:180].permute(1, 2, 0).reshape(-1, 3)
     assert len(torch.unique(face, dim=0)) <= 40
     composite = anon.anonymise(crops, 1.0, torch.tensor([0.95]))
-    assert composite.fallbacks[0] is None and len(torch.unique(composite.crops[0, :, 80:200, 80:180].permute(1, 2, 0).reshape(-1, 3), dim=0)) > 1000
+    assert (
+        composite.fallbacks[0] is None
+        and len(torch.unique(composite.crops[0, :, 80:200, 80:180].permute(1, 2, 0).reshape(-1, 3), dim=0)) > 1000
+    )
 
 
 def test_a_head_turned_beyond_the_donors_gets_the_mosaic(lfw):

@@ -37,6 +37,8 @@ LIGHTNESS_SCALE = 5.0
 AGE_SLACK = 8.0
 #: Donors whose skin is within this many L* of the face's are preferred whenever a pool of them exists.
 LIGHTNESS_SLACK = 8.0
+#: How fast a donor's chance of being drawn falls with its skin's distance from the face's (L*).
+SKIN_DRAW_SPREAD = 8.0
 #: Faces estimated younger than this are children: adult donors never stand in for them.
 CHILD_AGE = 10.0
 
@@ -405,8 +407,20 @@ class DonorChooser:
     def choose(
         self, features: np.ndarray, k: int, face_bytes: bytes = b"", person: int | None = None, attributes: Attributes | None = None
     ) -> np.ndarray:
-        """``k`` donor indices for one face (of ``attributes``' kind when given)."""
+        """``k`` donor indices for one face (of ``attributes``' kind when given).
+
+        A keyed weighted draw without replacement from the pool (Efraimidis & Spirakis 2006: the
+        ``k`` largest ``u ** (1 / w)``, ``u`` uniform from HMAC(key, face, donor)): every pool donor
+        can be drawn, so the pool stays wide for privacy, but donors whose skin is far lighter or
+        darker than the face's are rarely drawn (``w``: a Gaussian of :data:`SKIN_DRAW_SPREAD` L*)."""
         pool = self.candidates(features, attributes)
         salt = b"person|%d" % person if person is not None else b"face|" + hashlib.sha256(face_bytes).digest()
-        scores = [int.from_bytes(hmac.new(self._secret, salt + b"|%d" % int(i), hashlib.sha256).digest()[:8], "big") for i in pool]
-        return pool[np.argsort(np.array(scores, np.uint64), kind="stable")[:k]]
+        u = np.array(
+            [int.from_bytes(hmac.new(self._secret, salt + b"|%d" % int(i), hashlib.sha256).digest()[:8], "big") for i in pool], np.float64
+        )
+        u = (u + 1.0) / 2.0**64
+        weight = np.ones(len(pool))
+        if attributes is not None:
+            lightness = self.bank.attributes[pool % len(self.bank), 2]
+            weight = np.exp(-0.5 * ((lightness - attributes.lightness) / SKIN_DRAW_SPREAD) ** 2) + 1e-6
+        return pool[np.argsort(-np.log(u) / weight, kind="stable")[:k]]
