@@ -98,6 +98,10 @@ def validate(settings: Settings, use: str = "anonymise") -> str | None:
         raise RefacexError(f"unknown method {method!r} (choose from {', '.join(known_methods())})")
     if settings.donors and method in BASELINES:
         raise RefacexError(f"method {method!r} uses no donors: --donors needs the refacex (or generator) method")
+    if settings.keep_landmarks and method != "generator":
+        raise RefacexError(f"--keep-landmarks moves a drawn face's features; method {method!r} keeps the face's own layout or draws none")
+    if settings.strength > 1.0 and method == "refacex":
+        raise RefacexError("method 'refacex': --strength above 1 has no further effect (the identity push is at its measured maximum)")
     if settings.seed is not None and method in BASELINES:
         raise RefacexError(f"method {method!r} draws nothing at random: --seed applies to the refacex (or generator) method")
     if settings.seed is not None and settings.key is not None:

@@ -4,8 +4,9 @@ A :class:`Registry` maps a name to a factory. A factory that needs weights raise
 :class:`~refacex_plugin.errors.ModelNotAvailableError` when they are missing; the registry keeps the
 reason and says it when the name is asked for. A component is built once per name and arguments
 (factories of shared models, such as a 100 MB network, must not run per image). The default is the
-first name of ``preference`` that builds and whose component is not ``experimental`` (an attribute
-a component may declare: usable by name only, its shipped weights have not met their bars).
+first name of ``preference`` whose component is not ``experimental`` (an attribute a component may
+declare: usable by name only, its shipped weights have not met their bars); when its weights are
+missing that is an error, never a quiet step down to the next name.
 """
 
 from __future__ import annotations
@@ -87,13 +88,11 @@ class Registry(Generic[T]):
         return [n for n in self.names() if self.loads(n) and (experimental or not self.is_experimental(n))]
 
     def default(self) -> str:
-        """The first preferred, non-experimental name that builds."""
-        reasons = []
+        """The first preferred name whose component is not ``experimental``. When it does not build,
+        the error says why and what to do; the next name is never silently put in its place (a
+        user who asked for the default method must not be handed a mosaic)."""
         for name in self.names():
-            if not self.loads(name):
-                reasons.append(self._missing.get(name, name))
-            elif self.is_experimental(name):
-                reasons.append(f"{self.kind} {name!r} is experimental: used only when named")
-            else:
+            self.get(name)  # raises its reason (and the hint) when its weights are missing
+            if not self.is_experimental(name):
                 return name
-        raise self.error(f"no {self.kind} available: " + "; ".join(reasons))
+        raise self.error(f"no {self.kind} available: every one is experimental, usable by name only")

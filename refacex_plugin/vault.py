@@ -128,6 +128,8 @@ class Vault:
         self.path = Path(path)
         if not create and not self.path.is_file():
             raise VaultError(f"{self.path}: no such vault")
+        if not self.path.parent.is_dir():
+            raise VaultError(f"{self.path}: the folder {self.path.parent} does not exist; create it (somewhere safe) first")
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")

@@ -109,6 +109,9 @@ def test_payload_readers_take_weaker_candidates_with_the_same_network():
     assert reader_config(DetectorConfig(threshold=0.5)).threshold == READER_THRESHOLD < 0.5
     assert reader_config(DetectorConfig(threshold=0.1)).threshold == 0.1  # never raised
     writer, reader = make_writer("blur", key=bytes(32)), make_reader(bytes(32))
-    assert reader.detector.cfg.threshold == READER_THRESHOLD and writer.detector.cfg.threshold == 0.5
+    from refacex_plugin.writer import CONFIRM_FROM
+
+    # the writer looks down to CONFIRM_FROM, keeping what scores under 0.5 only where the landmarks confirm a face
+    assert reader.detector.cfg.threshold == READER_THRESHOLD and writer.detector.cfg.threshold == CONFIRM_FROM and writer.confident == 0.5
     assert writer.embedder.reader is reader.detector  # payloads are embedded for the reader's detector
     assert reader.detector._run is writer.detector._run  # one network, two thresholds

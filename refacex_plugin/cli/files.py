@@ -207,6 +207,9 @@ def anonymise(
             min_face=min_face,
             device=device,
         )
+        chosen = api.validate(settings)
+        if backend == "onnx" and chosen != "generator":
+            raise RefacexError(f"--backend onnx runs the generator's networks; method {chosen!r} has none to run")
         if backend == "onnx":
             from ..onnx_backend import use_onnx
 
@@ -216,7 +219,13 @@ def anonymise(
         _fail(str(exc))
     _warn(session)
     writer, vault, key = session.writer, session.vault, settings.key
-    records_fh = open(records, "w", encoding="utf-8") if records else None
+    try:
+        if records:
+            Path(records).parent.mkdir(parents=True, exist_ok=True)
+        records_fh = open(records, "w", encoding="utf-8") if records else None
+    except OSError as exc:
+        session.close()
+        _fail(f"{records}: cannot write the records ({exc.strerror or exc})")
 
     def work(job: Job):
         return api.anonymise_file(session, job.src, job.dst, fmt, quality, in_place)

@@ -40,13 +40,17 @@ def donors_build(folder, output, blend, screen):
     photos = [j.src for j in iter_jobs([folder], None, True)]
     if not photos:
         _fail(f"{folder}: no images found")
-    faces = collect_faces(photos)
+    skipped: dict[str, int] = {}
+    faces = collect_faces(photos, skipped=skipped)
     try:
         bank = build_bank(faces, blend=blend, screen=screen, origin=f"{len(faces)} photos from {Path(folder).name}")
     except RefacexError as exc:
         _fail(str(exc))
     bank.save(output)
-    click.echo(f"{len(photos)} photos, {len(faces)} usable faces -> {len(bank)} donors in {output}")
+    left = ", ".join(f"{n} {why}" for why, n in skipped.items() if n)
+    click.echo(
+        f"{len(photos)} photos, {len(faces)} usable faces" + (f" ({left} left out)" if left else "") + f" -> {len(bank)} donors in {output}"
+    )
 
 
 @donors.command("info", context_settings=_SETTINGS)

@@ -229,8 +229,12 @@ class DonorFace:
     source: str
 
 
-def collect_faces(paths, progress=None) -> list[DonorFace]:
-    """The central face of each image, aligned and meshed; images without a usable face are skipped."""
+def collect_faces(paths, progress=None, skipped: dict[str, int] | None = None) -> list[DonorFace]:
+    """The central face of each image, aligned and meshed. Images without a usable face are
+    skipped and counted in ``skipped`` (``unreadable``, ``no face``, ``turned``) when given."""
+    skipped = {} if skipped is None else skipped
+    for reason in ("unreadable", "no face", "turned"):
+        skipped.setdefault(reason, 0)
     from ..detection import central_face, load_detector
     from ..geometry import AlignConfig, alignment_matrices, extract_crops
     from ..image_io import read_image
@@ -241,16 +245,19 @@ def collect_faces(paths, progress=None) -> list[DonorFace]:
             progress(n)
         try:
             rgb = read_image(p).rgb
-        except Exception:  # noqa: BLE001 - a bad donor image is skipped, never fatal
+        except Exception:  # noqa: BLE001 - a bad donor image is skipped (and counted), never fatal
+            skipped["unreadable"] += 1
             continue
         d = det(rgb)
         c = central_face(d, *rgb.shape[:2]) if len(d) else None
         if c is None:
+            skipped["no face"] += 1
             continue
         crop = extract_crops(rgb, alignment_matrices(d.landmarks[c : c + 1], align), align)[0]
         crop = np.round(crop.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
         mesh = marks(crop)
         if abs(pose_expression(mesh)[0]) > 0.35:  # strongly turned faces make poor donors
+            skipped["turned"] += 1
             continue
         out.append(DonorFace(crop, mesh, str(p)))
     return out
