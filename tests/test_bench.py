@@ -253,3 +253,120 @@ def test_robustness_reports_combined_distortions(example_image, capsys):
     assert out["exact_decode_rate"]["crop_10+jpeg_q75"] == 1.0 and out["exact_decode_rate"]["none"] == 1.0
     err = capsys.readouterr().err
     assert "robustness dct-qim-low" in err and "1/1 img in " in err
+
+
+def _result(**extra) -> dict:
+    """The smallest result dictionary the report renders: a run's header fields plus ``extra``."""
+    res = {
+        "schema": "refacex-bench/1",
+        "refacex_version": "test",
+        "git_commit": None,
+        "created": "2026-01-01T00:00:00+00:00",
+        "command": "refacex bench",
+        "mode": "quick",
+        "seed": 0,
+        "device": "cpu",
+        "sections": [],
+        "data": {
+            "path": "lfw",
+            "gallery_images": 1,
+            "gallery_identities": 1,
+            "probe_images": 0,
+            "probe_identities": 0,
+            "probes_per_person": 1,
+        },
+        "detector": "centerface",
+        "recognizers": {},
+        "methods": {},
+    }
+    res.update(extra)
+    return res
+
+
+def test_naturalness_runs_at_64_and_128_px_and_reports_both(example_image, example_rgb):
+    """The naturalness section trains its classifier on the same faces at 64 px (``accuracy``, as
+    ever) and at 128 px (``accuracy_128``, one more strided block); the report shows both."""
+    import torch
+
+    from refacex_plugin.bench.naturalness import PATCHES, RealOrAnonymised, face_patches, held_out, measure_naturalness
+    from refacex_plugin.bench.originals import central_face
+    from refacex_plugin.bench.report import markdown
+    from refacex_plugin.detection import load_detector
+
+    assert PATCHES == (64, 128)
+    assert len(RealOrAnonymised().blocks) == 4 and len(RealOrAnonymised(size=128).blocks) == 5  # 64 px: today's network
+    assert RealOrAnonymised(size=128)(torch.zeros(2, 3, 128, 128)).shape == (2,)
+    with pytest.raises(ValueError):
+        RealOrAnonymised(size=96)
+    det = load_detector()(example_rgb)
+    c = central_face(det, *example_rgb.shape[:2])
+    patches = face_patches(example_rgb, det.landmarks[c])
+    assert {s: p.shape for s, p in patches.items()} == {64: (64, 64, 3), 128: (128, 128, 3)}
+
+    labels = [f"person {i}" for i in range(10)]
+    assert any(map(held_out, labels)) and not all(map(held_out, labels))  # some train people, some test people
+    out = measure_naturalness(["blur"], [example_image] * 10, labels, [(det, c)] * 10, steps=3, progress=False)
+    n = out["blur"]
+    assert list(n) == ["accuracy", "train_faces", "test_faces", "steps", "accuracy_128"]
+    assert 0 <= n["accuracy"] <= 1 and 0 <= n["accuracy_128"] <= 1 and n["steps"] == 3
+    assert n["train_faces"] + n["test_faces"] == 10 and n["test_faces"] > 0
+
+    text = markdown(_result(naturalness={"blur": {**n, "accuracy": 0.625, "accuracy_128": 0.875}, "mask": {**n, "accuracy_128": None}}))
+    assert "| method | test accuracy 64 px | test accuracy 128 px | train / test faces | steps |" in text
+    assert f"| blur | 0.625 | 0.875 | {n['train_faces']} / {n['test_faces']} | 3 |" in text
+    old = {k: v for k, v in n.items() if k != "accuracy_128"}  # a run before the 128-px classifier still renders
+    assert f"| blur | {n['accuracy']:.3f} | – |" in markdown(_result(naturalness={"blur": old}))
+
+
+def test_merge_bench_carries_attributes_and_the_128_px_naturalness(tmp_path):
+    """research/merge_bench.py: one run's naturalness (both sizes) and another's attributes (the
+    shared top-level block and the per-method one) reach the merged JSON and report; attributes
+    measured on different samples are refused."""
+    import importlib.util
+    from pathlib import Path
+
+    from refacex_plugin.bench.attributes import REFERENCE, group_masks, summarise
+
+    spec = importlib.util.spec_from_file_location("merge_bench", Path(__file__).parents[1] / "research" / "merge_bench.py")
+    merge_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(merge_bench)
+
+    rng = np.random.default_rng(0)
+    orig = np.column_stack([rng.random(20), rng.uniform(15, 70, 20), rng.uniform(30, 80, 20), np.zeros(20)])
+    anon = orig + [0, 3, 2, 0]
+    shared = {
+        "faces": 20,
+        "original_groups": {g: int(m.sum()) for g, m in group_masks(orig).items()},
+        "original_skin_unmeasured": 0,
+        "reference": {"what": REFERENCE, "groups": summarise(orig, orig)},
+        "images_sampled": 21,
+        "images_without_central_face": 1,
+    }
+    natural = {"accuracy": 0.7, "train_faces": 14, "test_faces": 6, "steps": 5, "accuracy_128": 0.8}
+    a = _result(command="a", sections=["naturalness"], naturalness={"blur": natural})
+    b = _result(
+        command="b",
+        sections=["attributes"],
+        attributes=shared,
+        methods={"blur": {"attributes": {"faces": 20, "fallback_faces": 0, "groups": summarise(orig, anon)}}},
+    )
+    out = merge_bench.merge([a, b])
+    assert out["sections"] == ["naturalness", "attributes"] and out["command"] == "a ; b"
+    assert out["naturalness"]["blur"]["accuracy_128"] == 0.8 and out["attributes"] == shared
+    assert out["methods"]["blur"]["attributes"]["groups"]["all"]["faces"] == 20
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for p, r in zip(paths, (a, b)):
+        p.write_text(json.dumps(r))
+    import subprocess
+    import sys
+
+    subprocess.run(
+        [sys.executable, spec.origin, *map(str, paths), "--json", str(tmp_path / "m.json"), "--report", str(tmp_path / "m.md")], check=True
+    )
+    text = (tmp_path / "m.md").read_text()
+    assert "| blur | 0.700 | 0.800 | 14 / 6 | 5 |" in text
+    assert "## Attributes kept" in text and "### blur" in text and "### Reference:" in text
+    assert json.loads((tmp_path / "m.json").read_text())["attributes"] == shared
+    other = _result(command="c", sections=["attributes"], attributes={**shared, "faces": 19}, methods={})
+    with pytest.raises(AssertionError, match="different samples"):
+        merge_bench.merge([b, other])

@@ -52,7 +52,7 @@ class BenchConfig:
     command: str = ""
     strength: float = 1.0  # the methods' privacy/utility dial
     naturalness_faces: int | None = None  # None = 300 quick / 1,500 full
-    naturalness_steps: int | None = None  # classifier training steps: None = 300 quick / 1,200 full
+    naturalness_steps: int | None = None  # training steps of each classifier (64 and 128 px): None = 300 quick / 1,200 full
     attribute_faces: int | None = None  # attributes: images sampled: None = 300 quick / 1,500 full
 
 
@@ -306,7 +306,7 @@ def run(cfg: BenchConfig) -> dict:
 
 
 def measure_naturalness_section(cfg: BenchConfig, split, orig, idx) -> dict:
-    """The real-or-anonymised classifier's test accuracy per method (:mod:`.naturalness`)."""
+    """The real-or-anonymised classifiers' test accuracy per method, at 64 and 128 px (:mod:`.naturalness`)."""
     import random
 
     from .naturalness import measure_naturalness

@@ -53,8 +53,14 @@ from . import _SETTINGS, METHOD_NAMES, _fail, main
 )
 @click.option("--recovery-faces", type=int, help="Faces for the recovery section [default: 12 quick / 300 full].")
 @click.option("--strength", type=float, default=1.0, show_default=True, help="The methods' privacy/utility dial.")
-@click.option("--naturalness-faces", type=int, help="Faces for the naturalness classifier [default: 300 quick / 1,500 full].")
-@click.option("--naturalness-steps", type=int, help="Training steps of the naturalness classifier [default: 300 quick / 1,200 full].")
+@click.option(
+    "--naturalness-faces", type=int, help="Faces for the naturalness classifiers (64 and 128 px) [default: 300 quick / 1,500 full]."
+)
+@click.option(
+    "--naturalness-steps",
+    type=int,
+    help="Training steps of each naturalness classifier (64 and 128 px) [default: 300 quick / 1,200 full].",
+)
 @click.option(
     "--attribute-faces",
     type=int,
