@@ -15,9 +15,10 @@ from .errors import ModelNotAvailableError
 
 
 def models_dir() -> Path:
-    """``$REFACEX_MODELS`` or the ``models/`` folder beside the package (a source checkout)."""
+    """``$REFACEX_MODELS``, or the package's ``models`` folder: in a checkout a link to the
+    repository's ``models/``, in a wheel a copy of it (package data), so every install has them."""
     env = os.environ.get("REFACEX_MODELS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "models"
+    return Path(env) if env else Path(__file__).resolve().parent / "models"
 
 
 def manifest() -> dict:

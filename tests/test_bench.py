@@ -175,7 +175,9 @@ def test_bench_end_to_end_small(lfw, tmp_path):
         assert e["recovery"]["available"] is False
         assert e["speed"]["pipeline_images_per_s"] > 0
         assert 0 < e["speed"]["full_images_per_s"] < e["speed"]["pipeline_images_per_s"] * 1.5  # + seal + embed
-        assert e["speed"]["extract_faces_per_s"] > 0 and e["speed"]["extract_authenticated"] >= 0  # the reader searched its candidates
+        assert (
+            e["speed"]["extract_faces_per_s"] > 0 and e["speed"]["extract_authenticated"] >= 1
+        )  # payloads embedded in the speed run open again
         assert e["speed"]["full_watermark"] and e["speed"]["backend"] == "torch"
         assert 0 < e["speed"]["extract_images"] <= 3  # the reader timed on the marked images, at most EXTRACT_IMAGES
     blur_nme5 = res["methods"]["blur"]["utility"]["detector_nme5"]  # blurred faces are found again, landmarks near
