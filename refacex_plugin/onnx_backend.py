@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .errors import ModelNotAvailableError
+from .zoo import session_options
 
 
 def _providers(device: str) -> list[str]:
@@ -27,17 +28,6 @@ def _providers(device: str) -> list[str]:
             raise ModelNotAvailableError("onnxruntime has no CUDA provider here (install onnxruntime-gpu)")
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]  # explicit: the default list can put another provider first
-
-
-def session_options():
-    """onnxruntime session options for every refacex session: quiet, and no busy-waiting between
-    runs (spinning threads would take the cores from the PyTorch and detector work in between)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return opts
 
 
 class OrtModule:

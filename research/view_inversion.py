@@ -1,5 +1,5 @@
 """How much identity a learned inverter gets back from a candidate *view* of the face - the bound
-on any anonymiser whose generator sees only that view (``anonymiser.networks.limited_view``).
+on any anonymiser whose generator sees only that view (``generator.networks.limited_view``).
 
 Proxy of ``refacex bench attacks``'s inversion row, on aligned crops only (no detection): the same
 inverter (``bench.identity_attacks.train_inverter``) trained on "train" identities, match rate of its output
@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from refacex_plugin import geometry
-from refacex_plugin.anonymiser.networks import RES, blend
-from refacex_plugin.anonymisers import blur_faces, mask_faces, pixelate_faces
-from refacex_plugin.bench.attacks import AttackConfig
+from refacex_plugin.baselines import blur_faces, mask_faces, pixelate_faces
+from refacex_plugin.bench.attack_config import AttackConfig
 from refacex_plugin.bench.identity_attacks import _frozen_identity_model, train_inverter
 from refacex_plugin.bench.onnx_torch import ArcFaceCropEmbedder
+from refacex_plugin.generator.networks import RES, blend
 from refacex_plugin.geometry import AlignConfig, face_mask, pool_to
 from refacex_plugin.training.anonymiser import MATCH_DISTANCE
 from refacex_plugin.training.data import prepare_crops
@@ -41,8 +41,8 @@ def refacex_faces(x: torch.Tensor, strength: float) -> torch.Tensor:
     """The shipped refacex anonymiser's output (random donors, seeded; strength ignored): not a
     view for G but the whole method, so the proxy can also attack what the pipeline publishes."""
     global _DONORS
-    from refacex_plugin.anonymiser.donors import DonorAssigner
     from refacex_plugin.anonymisers import get_anonymiser
+    from refacex_plugin.generator.donors import DonorAssigner
     from refacex_plugin.operators import anonymise
 
     if _DONORS is None:

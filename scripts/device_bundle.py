@@ -85,8 +85,8 @@ def main() -> None:
     ap.add_argument("--quality", type=int, default=90)
     args = ap.parse_args()
 
-    from refacex_plugin.detection import dlib_model_path
     from refacex_plugin.training.data import prepare_crops, write_crop_pack
+    from refacex_plugin.zoo import dlib_model_path
 
     _exclude()
     BUNDLE.mkdir(exist_ok=True)

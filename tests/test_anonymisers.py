@@ -4,7 +4,8 @@ import torch
 from conftest import DEVICES
 
 from refacex_plugin import operators
-from refacex_plugin.anonymisers import BASELINES, available_methods, blur_faces, default_method, get_anonymiser, mask_faces, pixelate_faces
+from refacex_plugin.anonymisers import BASELINES, available_methods, default_method, get_anonymiser
+from refacex_plugin.baselines import blur_faces, mask_faces, pixelate_faces
 from refacex_plugin.errors import ModelNotAvailableError
 from refacex_plugin.geometry import AlignConfig, alignment_matrices, extract_crops, face_mask
 from refacex_plugin.writer import make_writer
@@ -114,7 +115,7 @@ def test_writer_and_reader_reprs_hide_the_key():
 
 def test_a_seeded_donor_draw_repeats_and_an_unseeded_one_differs(example_rgb):
     """The benchmarks seed the pipeline's donor draw so that a run repeats exactly."""
-    from refacex_plugin.anonymiser.donors import DonorAssigner, DonorBank
+    from refacex_plugin.generator.donors import DonorAssigner, DonorBank
 
     if "refacex" not in available_methods():
         pytest.skip("refacex weights not shipped")

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from refacex_plugin.anonymiser.donors import DonorBank
-from refacex_plugin.bench.attacks import AttackConfig
+from refacex_plugin.bench.attack_config import AttackConfig
 from refacex_plugin.bench.identity_attacks import _match, donor_linkage, train_inverter
 from refacex_plugin.bench.payload_attacks import payload_attacks
 from refacex_plugin.bench.report import attacks_markdown
+from refacex_plugin.generator.donors import DonorBank
 
 
 def test_every_payload_tampering_is_refused_and_correctable_errors_open_intact():

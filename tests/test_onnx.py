@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from refacex_plugin import anonymisers
-from refacex_plugin.anonymiser.model import RefacexModel
-from refacex_plugin.anonymiser.networks import VIEW_BLUR
+from refacex_plugin.generator.model import GeneratorModel
+from refacex_plugin.generator.networks import VIEW_BLUR
 from refacex_plugin.zoo import register
 
 
@@ -15,7 +15,7 @@ from refacex_plugin.zoo import register
 def tiny_zoo(tmp_path, monkeypatch):
     monkeypatch.setenv("REFACEX_MODELS", str(tmp_path / "models"))
     torch.manual_seed(0)
-    model = RefacexModel(width=8)
+    model = GeneratorModel(width=8)
     with torch.no_grad():
         for net in (model.G, model.R):
             net.unet.out.weight.normal_(0, 0.05)  # not the identity map

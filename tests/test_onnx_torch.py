@@ -66,7 +66,7 @@ def test_unsupported_operators_fail_clearly(tmp_path):
 def test_an_attacker_trains_its_identity_loss_through_the_judge(judge_path):
     """``refacex bench attacks`` gets one identity loss per differentiable recogniser of the run
     (the dlib port and the judge), and an inverter trains through the judge's."""
-    from refacex_plugin.bench.attacks import AttackConfig
+    from refacex_plugin.bench.attack_config import AttackConfig
     from refacex_plugin.bench.identity_attacks import identity_losses, train_inverter
     from refacex_plugin.bench.recognizers import OnnxRecognizer
 

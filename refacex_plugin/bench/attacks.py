@@ -16,28 +16,11 @@ original probe, at the recogniser's FAR threshold.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 
+from .attack_config import QUICK, AttackConfig
 from .identity_attacks import _anonymised_probes, adversarial_pull, donor_linkage, inversion_attack, keyless_recovery
 from .payload_attacks import payload_attacks, transplant_attack
-
-
-@dataclass
-class AttackConfig:
-    trials: int = 1000  # payload attack trials per case
-    transplant_images: int = 100
-    train_images: int = 3000  # attacker's (anonymised, original) training faces
-    steps: int = 1500
-    batch: int = 16
-    lr: float = 1e-3
-    id_weight: float = 1.0
-    eval_faces: int = 300
-    pgd_steps: int = 20
-    budgets: tuple[float, ...] = (2 / 255, 8 / 255)
-    linkage_people: int = 300
-
-
-QUICK = AttackConfig(trials=200, transplant_images=10, train_images=400, steps=60, eval_faces=40, pgd_steps=10, linkage_people=100)
 
 
 def measure_attacks(cfg_bench, split, orig, idx, recognizers, calib) -> dict:

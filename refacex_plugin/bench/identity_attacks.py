@@ -34,7 +34,6 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -42,14 +41,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .. import payload
-from ..anonymiser.networks import RES, RecoveryNet
+from ..generator.networks import RES, RecoveryNet
 from ..geometry import AlignConfig, alignment_matrices, extract_crops, face_mask, paste_crops, pool_to
 from ..image_io import read_image
 from ..keys import generate_key
 from . import metrics
-
-if TYPE_CHECKING:
-    from .attacks import AttackConfig
+from .attack_config import AttackConfig
 
 
 @functools.lru_cache(maxsize=1)
@@ -201,9 +198,9 @@ def keyless_recovery(faces: _Faces, orig, recognizers, calib, seed: int = 0) -> 
 def _training_pairs(method: str, data, n: int, seed: int, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``(anonymised, original)`` ``(n, 3, RES, RES)`` float crops of the "train" identities
     (:func:`~refacex_plugin.training.data.identity_split`; the attacked probes are "val" ones)."""
-    from ..anonymiser.donors import DonorAssigner
-    from ..anonymiser.networks import blend
     from ..anonymisers import get_anonymiser
+    from ..generator.donors import DonorAssigner
+    from ..generator.networks import blend
     from ..operators import anonymise
     from ..training.data import prepare_crops
 
@@ -369,7 +366,7 @@ def adversarial_pull(faces: _Faces, orig, recognizers, calib, cfg: AttackConfig,
 
 def donor_linkage(orig, pairs: list[tuple[int, int]], bank) -> dict:
     """``pairs``: (image, another image of the same person) indices into ``orig``."""
-    from ..anonymiser.donors import DonorAssigner
+    from ..generator.donors import DonorAssigner
 
     a = np.stack([orig.embedding["dlib"][i] for i, _ in pairs])
     b = np.stack([orig.embedding["dlib"][j] for _, j in pairs])

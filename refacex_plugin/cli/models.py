@@ -245,8 +245,9 @@ def info():
 
     from .. import operators
     from ..anonymisers import available_methods, default_method
-    from ..detection import centerface_weights, dlib_model_path
+    from ..detection import centerface_weights
     from ..watermark import available_watermarks, is_experimental, load_watermark
+    from ..zoo import dlib_model_path
 
     def probe(fn):
         try:

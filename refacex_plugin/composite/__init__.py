@@ -15,13 +15,15 @@ _LOCK = threading.Lock()
 
 
 def shipped_bank() -> DonorBank:
-    """The shipped bank, loaded once (hash-checked by the zoo)."""
+    """The shipped bank, loaded once per file (the zoo checks its hash on every call, so a models
+    folder that changed under a running process is noticed)."""
     from ..zoo import weights_path
 
+    path = str(weights_path(BANK))
     with _LOCK:
-        if BANK not in _BANKS:
-            _BANKS[BANK] = DonorBank.load(weights_path(BANK))
-        return _BANKS[BANK]
+        if path not in _BANKS:
+            _BANKS[path] = DonorBank.load(path)
+        return _BANKS[path]
 
 
 def load_composite() -> CompositeAnonymiser:

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..anonymisers import Anonymised
+from ..anonymised import Anonymised
 from ..attributes import AttributeEstimator, Attributes, skin_mask
 from .bank import DonorBank, DonorChooser, donor_features, is_grey
 from .blend import match_colour, match_detail, multiband_blend
@@ -150,7 +150,7 @@ class CompositeAnonymiser:
 
     def anonymise(self, crops: torch.Tensor, strength: float = 1.0, scores: torch.Tensor | None = None) -> Anonymised:
         """``crops (B, 3, S, S)`` in [0, 1] (``scores (B,)``: the detector's confidence) -> their
-        :class:`~refacex_plugin.anonymisers.Anonymised` (masks: where each composite differs from its
+        :class:`~refacex_plugin.anonymised.Anonymised` (masks: where each composite differs from its
         crop; ``fallbacks``: why a face got a mosaic)."""
         arr = np.round(crops.detach().cpu().permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
         if self._landmarks is None:

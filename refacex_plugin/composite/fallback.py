@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..anonymisers import pixelate_faces
+from ..baselines import pixelate_faces
 from ..geometry import AlignConfig, canonical_template
 from .mesh import pose_expression
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..detection import dlib_model_path
+from ..zoo import shape_predictor_68
 
 #: dlib's 68-point groups (0-based, end exclusive).
 JAW = range(0, 17)
@@ -33,22 +33,15 @@ N_POINTS = 78
 CROP_FACE_BOX = (0.195, 0.292, 0.787, 0.887)
 
 
-_PREDICTOR = []
-
-
 class CropLandmarks:
-    """dlib's 68-point predictor on aligned crops (the box is fixed by the alignment).
-
-    The predictor (100 MB, ~1.5 s to load) is loaded once per process and shared; dlib's
-    predictor is re-entrant, so threads may share it."""
+    """dlib's 68-point predictor (:func:`~refacex_plugin.zoo.shape_predictor_68`, shared by the
+    process) on aligned crops: the box is fixed by the alignment."""
 
     def __init__(self) -> None:
         import dlib
 
         self._dlib = dlib
-        if not _PREDICTOR:
-            _PREDICTOR.append(dlib.shape_predictor(str(dlib_model_path("shape_predictor_68_face_landmarks.dat"))))
-        self._predictor = _PREDICTOR[0]
+        self._predictor = shape_predictor_68()
 
     def __call__(self, crop: np.ndarray) -> np.ndarray:
         """``crop (S, S, 3) uint8`` -> ``(78, 2) float32`` mesh points (68 + 10 forehead)."""

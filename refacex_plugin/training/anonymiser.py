@@ -39,9 +39,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..anonymiser.donors import DonorBank
-from ..anonymiser.networks import RES, VIEW_BLUR, CodeEncoder, Generator, PatchDiscriminator, RecoveryNet, binarise, blend, limited_view
-from ..anonymisers import gaussian_blur
+from ..baselines import gaussian_blur
+from ..generator.donors import DonorBank
+from ..generator.networks import RES, VIEW_BLUR, CodeEncoder, Generator, PatchDiscriminator, RecoveryNet, binarise, blend, limited_view
 from ..geometry import AlignConfig, face_mask
 from ..identity import IdentityModel
 from ..payload import CODE_BITS

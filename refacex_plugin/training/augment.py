@@ -8,7 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..anonymisers import gaussian_blur
+from ..baselines import gaussian_blur
 from ..geometry import LUMA, warp_affine
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..anonymisers import blur_faces
+from ..baselines import blur_faces
 
 RES = 128
 ID_DIM = 128  # dlib descriptor space

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from refacex_plugin.anonymiser.donors import DonorAssigner, DonorBank
-from refacex_plugin.anonymiser.networks import RES, VIEW_BLUR, CodeEncoder, Generator, RecoveryNet, binarise, blend, limited_view
+from refacex_plugin.generator.donors import DonorAssigner, DonorBank
+from refacex_plugin.generator.networks import RES, VIEW_BLUR, CodeEncoder, Generator, RecoveryNet, binarise, blend, limited_view
 from refacex_plugin.geometry import AlignConfig, face_mask
 from refacex_plugin.training.anonymiser import AnonymiserTrainConfig, Models, step_losses, train
 
@@ -103,10 +103,10 @@ def test_the_shipped_weights_were_trained_on_the_current_view():
 def test_shipped_model_replaces_the_face_so_detail_above_its_resolution_is_gone(mask):
     """At inference the network's output replaces the 256-px crop under the mask: the original's
     detail finer than the networks' 128 px does not reach the anonymised (or recovered) face."""
-    from refacex_plugin.anonymiser.model import RefacexModel
+    from refacex_plugin.generator.model import GeneratorModel
 
     torch.manual_seed(0)
-    model = RefacexModel(width=8, bank=DonorBank(np.random.default_rng(0).normal(size=(4, 128)).astype(np.float32), "synthetic")).eval()
+    model = GeneratorModel(width=8, bank=DonorBank(np.random.default_rng(0).normal(size=(4, 128)).astype(np.float32), "synthetic")).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.05)

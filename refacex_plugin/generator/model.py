@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..anonymisers import Anonymised
+from ..anonymised import Anonymised
 from ..errors import ModelNotAvailableError
 from ..geometry import AlignConfig, face_mask, pool_to
 from .donors import DonorAssigner, DonorBank
@@ -38,7 +38,7 @@ def _paste(crops: torch.Tensor, small_out: torch.Tensor, mask_small: torch.Tenso
     return (crops + mask_small * (small_out - crops)).clamp(0, 1)
 
 
-class RefacexModel(torch.nn.Module):
+class GeneratorModel(torch.nn.Module):
     """G, E and R with the donor bank. ``policy``: ``random`` or ``consistent`` (keyed by ``key``)."""
 
     name = "generator"
@@ -73,7 +73,7 @@ class RefacexModel(torch.nn.Module):
 
     def with_donors(
         self, bank: DonorBank | None = None, policy: str = "random", key: bytes | None = None, seed: int | None = None
-    ) -> RefacexModel:
+    ) -> GeneratorModel:
         """A view sharing this model's networks that draws donors from ``bank`` under ``policy``."""
         view = copy.copy(self)  # shares the networks (``_modules``), not the donor draw
         view.assigner = DonorAssigner(bank if bank is not None else self.bank, policy, key, seed=seed)
@@ -126,7 +126,7 @@ class RefacexModel(torch.nn.Module):
         return _paste(crops, out, self.mask.to(small))
 
 
-def load_refacex_model() -> RefacexModel:
+def load_generator() -> GeneratorModel:
     """The shipped model; ``experimental`` unless the manifest makes it the default method."""
     from ..zoo import manifest, weights_path
 
@@ -138,7 +138,7 @@ def load_refacex_model() -> RefacexModel:
             f"manifest entry {WEIGHTS} lacks view_blur (the blur strength its generator was trained on); "
             "re-register it with `refacex models add ... --set view_blur=VALUE`"
         )
-    model = RefacexModel(entry.get("width", 32), entry.get("code_bits", 128), bank, view_blur=float(entry["view_blur"]))
+    model = GeneratorModel(entry.get("width", 32), entry.get("code_bits", 128), bank, view_blur=float(entry["view_blur"]))
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"] if "model" in state else state, strict=True)
     model.experimental = not entry.get("default", False)
