@@ -201,6 +201,19 @@ class EvaluateAnonymization(foo.Operator):
         return ""
 
 
+def _source_field(ctx, inputs=None):
+    """The media field to read the anonymised media from: by default the one each sample's
+    anonymise run wrote (remembered in its ``refacex.media_field``)."""
+    if inputs is not None:
+        inputs.str(
+            "source_field",
+            required=False,
+            label="Anonymized media field",
+            description="Default: where the anonymize run wrote it (filepath with target=replace, its media field with target=field)",
+        )
+    return ctx.params.get("source_field") or None
+
+
 class ExtractPayloads(foo.Operator):
     @property
     def config(self):
@@ -209,11 +222,12 @@ class ExtractPayloads(foo.Operator):
     def resolve_input(self, ctx):
         inputs = types.Object()
         _target(ctx, inputs)
+        _source_field(ctx, inputs)
         return types.Property(inputs)
 
     def execute(self, ctx):
         try:
-            return api.extract_sample_payloads(ctx.target_view(), _secret(ctx, "REFACEX_KEY_FILE"))
+            return api.extract_sample_payloads(ctx.target_view(), _secret(ctx, "REFACEX_KEY_FILE"), source_field=_source_field(ctx))
         except RefacexError as exc:
             raise ValueError(str(exc)) from None
 
@@ -236,7 +250,8 @@ class RecoverFaces(foo.Operator):
         inputs.str("vault", default=vault_secret or "", required=not vault_secret, label="Vault file (default: the REFACEX_VAULT secret)")
         inputs.enum("target", ["field", "replace"], default="field", label="Write to")
         inputs.str("media_field", default="recovered_filepath", label="Media field (target=field)")
-        inputs.str("output_dir", required=False, label="Output folder")
+        inputs.str("output_dir", required=False, label="Output folder (files keep their originals' names and layout)")
+        _source_field(ctx, inputs)
         if not _secret(ctx, "REFACEX_KEY_FILE"):
             inputs.view("error", types.Error(label="Recovery needs the REFACEX_KEY_FILE secret"))
         return types.Property(inputs, view=types.View(label="Recover original faces"))
@@ -261,6 +276,7 @@ class RecoverFaces(foo.Operator):
                 target=p.get("target", "field"),
                 media_field=p.get("media_field") or "recovered_filepath",
                 progress=_progress(ctx),
+                source_field=_source_field(ctx),
             )
         except RefacexError as exc:
             raise ValueError(str(exc)) from None

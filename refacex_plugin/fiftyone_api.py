@@ -453,15 +453,16 @@ def _identity_note(no_original: int, vault_failures: list[str]) -> str | None:
 PAYLOADS_FIELD = "refacex_payloads"
 
 
-def extract_sample_payloads(samples, key_file=None, progress: Progress | None = None) -> dict:
-    """Read every face's payload; per sample store ``refacex_payloads`` (found, authenticated, key
-    id, version, kind per face; never a code) and return the totals."""
+def extract_sample_payloads(samples, key_file=None, progress: Progress | None = None, source_field: str | None = None) -> dict:
+    """Read every face's payload in each sample's anonymised media (:func:`anonymized_field`:
+    where its anonymise run wrote it, or ``source_field``); per sample store ``refacex_payloads``
+    (found, authenticated, key id, version, kind per face; never a code) and return the totals."""
     session = api.Session(api.Settings.load(key_file), "read")
     keys = [session.settings.key] if session.settings.key is not None else []
     faces = found = authenticated = 0
     n_total = len(samples)
     for n, sample in enumerate(samples.iter_samples(autosave=False, progress=False)):
-        rows = [f.to_dict() for f in api.read_payloads(session, sample.filepath)]
+        rows = [f.to_dict() for f in api.read_payloads(session, anonymized_media(sample, source_field))]
         sample[PAYLOADS_FIELD] = rows
         sample.save()
         faces += len(rows)
@@ -472,6 +473,42 @@ def extract_sample_payloads(samples, key_file=None, progress: Progress | None = 
     return {"faces": faces, "payloads_found": found, "authenticated": authenticated, "key_id": key_id(keys[0]) if keys else None}
 
 
+def _original_relpath(sample, media: str) -> Path:
+    """The relative path a sample's restored file is named by: its original's path relative to
+    the anonymise run's common folder (``refacex.original_relpath``); for samples anonymised
+    before that was remembered, the original's name (from ``refacex_original_filepath``, from
+    ``filepath`` when the anonymised media is in a field, else the anonymised file's, which keeps
+    its original's name)."""
+    status = sample[STATUS_FIELD] or {}
+    rel = status.get("original_relpath")
+    if rel and not Path(rel).is_absolute() and ".." not in Path(rel).parts:
+        return Path(rel)
+    original = sample[ORIGINAL_FIELD] if sample.has_field(ORIGINAL_FIELD) else None
+    if not original and Path(media) != Path(sample.filepath):
+        original = sample.filepath
+    return Path(Path(original or media).name)
+
+
+def _claim(tmp: Path, want: Path, sample_id: str) -> Path:
+    """Give ``tmp`` the name ``want``, never over an existing file: a taken name becomes
+    ``<stem>-<sample id><suffix>`` (then ``-2``, ``-3``, ... should that be taken too)."""
+    k = 0
+    while True:
+        dst = want if k == 0 else want.with_name(f"{want.stem}-{sample_id}{'' if k == 1 else f'-{k}'}{want.suffix}")
+        k += 1
+        try:
+            os.link(tmp, dst)  # fails when dst exists: no window for another writer to be overwritten
+        except FileExistsError:
+            continue
+        except OSError:  # a file system without hard links
+            if dst.exists():
+                continue
+            os.replace(tmp, dst)
+            return dst
+        tmp.unlink()
+        return dst
+
+
 def recover_samples(
     samples,
     key_file: str | os.PathLike,
@@ -480,30 +517,75 @@ def recover_samples(
     target: str = "field",
     media_field: str = "recovered_filepath",
     progress: Progress | None = None,
+    source_field: str | None = None,
 ) -> dict:
-    """Admin: restore original faces from the vault, into ``media_field`` or back into ``filepath``."""
+    """Admin: restore original faces from the vault, into ``media_field`` or back into ``filepath``.
+
+    Each sample's anonymised media is read where its anonymise run wrote it (``filepath`` or the
+    run's media field; :func:`anonymized_field`), or from ``source_field``. The restored file is
+    named as its original was, in the originals' folder layout, under ``output_dir``
+    (:func:`_original_relpath`). An existing file is never overwritten: when the name is taken (on
+    disk, or by another sample of this run with the same name) the file gets the sample id
+    appended, ``<stem>-<sample id><suffix>``, and the result's ``renames`` says so for each. A
+    sample whose ``media_field`` already holds a restored file under ``output_dir`` is skipped.
+    """
     out_dir = Path(output_dir) if output_dir else default_output_dir(samples).with_name(samples._dataset.name + "-recovered")
-    restored, failed = 0, []
+    restored, failed, renames, skipped = 0, [], [], 0
     # without a watermark the session restores unchanged media only, by pixel hash
     with api.Session(api.Settings.load(key_file, vault=vault), "recover") as session:
         n_total = len(samples)
         for n, sample in enumerate(samples.iter_samples(autosave=False, progress=False)):
             if not is_done(sample):
                 continue
-            src = Path(sample.filepath)
+            if target != "replace" and _recovered_before(sample, media_field, out_dir):
+                skipped += 1
+                continue
             try:
-                res = api.recover_file(session, src, out_dir / f"{sample.id}{src.suffix}")
+                src = Path(anonymized_media(sample, source_field))
+                want = out_dir / _original_relpath(sample, str(src))
+                want.parent.mkdir(parents=True, exist_ok=True)
+                tmp = want.with_name(f".refacex-{sample.id}.partial{want.suffix}")
+                try:
+                    res = api.recover_file(session, src, tmp)
+                    want = want.with_suffix(res.dst.suffix)  # the original's format decides the suffix
+                    dst = _claim(res.dst, want, sample.id)
+                finally:
+                    for leftover in want.parent.glob(f".refacex-{sample.id}.partial*"):
+                        leftover.unlink()
             except RefacexError as exc:
                 failed.append(str(exc))
                 continue
+            if dst != want:
+                renames.append({"sample_id": sample.id, "wanted": str(want), "written": str(dst)})
             if target == "replace":
-                sample.filepath = str(res.dst)
+                sample.filepath = str(dst)
                 sample[STATUS_FIELD] = {**sample[STATUS_FIELD], "status": "recovered"}
                 sample.metadata = None
             else:
-                sample[media_field] = str(res.dst)
+                sample[media_field] = str(dst)
             sample.save()
             restored += 1
             if progress:
                 progress((n + 1) / max(n_total, 1), f"recovered {n + 1}/{n_total}")
-    return {"recovered": restored, "failed": len(failed), "errors": failed[:20], "output_dir": str(out_dir)}
+    note = None
+    if renames:
+        note = (
+            f"{len(renames)} restored files were written under another name because theirs was taken "
+            "(by an existing file or another sample's original of the same name): <name>-<sample id>; see renames"
+        )
+    return {
+        "recovered": restored,
+        "failed": len(failed),
+        "errors": failed[:20],
+        "output_dir": str(out_dir),
+        "skipped_already_recovered": skipped,
+        "renamed": len(renames),
+        "renames": renames[:20],
+        "note": note,
+    }
+
+
+def _recovered_before(sample, media_field: str, out_dir: Path) -> bool:
+    """Whether ``sample``'s ``media_field`` already holds a restored file under ``out_dir``."""
+    done = sample[media_field] if sample.has_field(media_field) else None
+    return bool(done) and Path(done).is_file() and Path(done).resolve().is_relative_to(out_dir.resolve())

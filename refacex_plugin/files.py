@@ -28,7 +28,7 @@ from PIL import Image
 
 from . import payload
 from .ecc import bits_to_bytes, bytes_to_bits
-from .errors import ModelNotAvailableError, RefacexError
+from .errors import RefacexError
 from .image_io import FORMAT_SUFFIXES, LoadedImage, atomic_write_bytes, encode_image, output_format, output_path, pil_to_rgb, read_image
 from .jpeg_blocks import BlockEdit, rewrite_changed_blocks
 from .reader import FaceReader
@@ -85,7 +85,7 @@ def _encode(raw: bytes, img: LoadedImage, image: np.ndarray, fmt: str, quality: 
     if img.bits > 8:
         notes.append(f"{img.bits}-bit {img.format} written with 8 bits per channel")
     if img.format == "JPEG" and fmt == "JPEG":
-        before = _plain_decode(raw)
+        before = img.rgb if img.as_stored else _plain_decode(raw)
         # EXIF-rotated, ICC-converted, grayscale or CMYK JPEGs decode to other pixels than the
         # file's block grid holds: those are re-encoded whole.
         if before is not None and before.shape == img.rgb.shape and np.array_equal(before, img.rgb):
@@ -114,10 +114,11 @@ def anonymise_file(
     if in_place:
         check_replaceable(src)
     try:
-        raw = src.read_bytes() if src.is_file() else b""
+        raw = src.read_bytes() if src.is_file() else None
     except OSError:
-        raw = b""  # read_image reports why, in one line
-    img = read_image(src)
+        raw = None  # read_image reports why, in one line
+    img = read_image(src, data=raw)
+    raw = raw or b""
     out_fmt = output_format(img.format, fmt)
     if in_place:
         if out_fmt != img.format:
@@ -132,23 +133,23 @@ def anonymise_file(
     result = writer.anonymise_image(img.rgb)
     image, regions, frames, record_ids, emb = result.image, list(result.regions), [None] * len(result.faces), None, None
     if writer.has_key and result.faces:
-        landmarks = np.asarray([f.landmarks for f in result.faces], np.float32)
+        # api.validate admits a key without a vault only for a method whose faces carry recovery codes
         if vault is not None:  # exact recovery: each face carries its vault record's id
             record_ids = [secrets.token_bytes(payload.code_bits(payload.KIND_VAULT_REF) // 8) for _ in result.faces]
-            emb = writer.embed_codes(image, landmarks, [bytes_to_bits(r) for r in record_ids], payload.KIND_VAULT_REF)
-        elif result.codes is not None:  # learned recovery: each face carries its recovery code
-            emb = writer.embed_codes(image, landmarks, result.codes, payload.KIND_RECOVERY_CODE)
-        else:
-            raise ModelNotAvailableError(f"method {writer.method!r} is irreversible: a key needs a vault (--vault) or the refacex method")
+            emb = writer.embed_codes(image, result.landmarks, [bytes_to_bits(r) for r in record_ids], payload.KIND_VAULT_REF)
+        else:  # learned recovery: each face carries its recovery code
+            emb = writer.embed_codes(image, result.landmarks, result.codes, payload.KIND_RECOVERY_CODE)
         image, frames = emb.image, list(emb.frames)
         regions = [_union(a, b) for a, b in zip(regions, emb.regions)]
         for face, status, errors in zip(result.faces, emb.status, emb.bit_errors):
             face.payload, face.payload_bit_errors = status, errors
     data, blocks, notes = _encode(raw, img, image, out_fmt, quality)
-    if blocks is not None and emb is not None and not writer.embedder.survives(emb, decode_bytes(data)):
+    written = decode_bytes(data) if emb is not None or vault is not None else None  # the output, decoded once
+    if blocks is not None and emb is not None and not writer.embedder.survives(emb, written):
         # The file's own tables can be coarser than a re-encode at ``quality``: a payload that
         # read back before encoding must read back from the file, so such a file is re-encoded whole.
         data, blocks = encode_image(image, out_fmt, quality, img.alpha), None
+        written = decode_bytes(data)
         notes.append(f"JPEG re-encoded whole at quality {quality}: a face's payload did not survive the file's own quantisation tables")
     stored = 0
     if vault is not None:
@@ -164,7 +165,7 @@ def anonymise_file(
             for i in keep
         ]
         ids = [record_ids[i] for i in keep] if record_ids is not None else None
-        stored = len(vault.put(pixel_hash(decode_bytes(data)), records, ids, original=raw, original_format=img.format))
+        stored = len(vault.put(pixel_hash(written), records, ids, original=raw, original_format=img.format))
     atomic_write_bytes(dst, data)
     return FileResult(
         src, dst, result.faces, stored, size=img.rgb.shape[:2], notes=notes, jpeg_blocks=blocks, unconfirmed=result.unconfirmed

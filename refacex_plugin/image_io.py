@@ -38,13 +38,16 @@ FORMAT_SUFFIXES = {"JPEG": (".jpg", ".jpeg"), "PNG": (".png",), "WEBP": (".webp"
 class LoadedImage:
     """Decoded image: ``rgb`` is ``(H, W, 3) uint8`` in sRGB, upright; ``alpha`` is ``(H, W) uint8``
     or ``None``; ``format`` is the PIL format name of the source file (e.g. ``"JPEG"``); ``bits``:
-    the source's bits per sample (16 for a 16-bit PNG or TIFF, which ``rgb`` holds in 8)."""
+    the source's bits per sample (16 for a 16-bit PNG or TIFF, which ``rgb`` holds in 8);
+    ``as_stored``: ``rgb`` is the file's pixels exactly as decoded (RGB, no EXIF rotation, no colour
+    profile converted), so a block-wise JPEG edit can start from it without decoding again."""
 
     rgb: np.ndarray
     alpha: np.ndarray | None
     format: str
     source_mode: str
     bits: int = 8
+    as_stored: bool = False
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -109,8 +112,9 @@ def pil_to_rgb(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     return np.asarray(img, dtype=np.uint8).copy(), alpha
 
 
-def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> LoadedImage:
-    """Read an image file into an upright 8-bit sRGB array.
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, data: bytes | None = None) -> LoadedImage:
+    """Read an image file into an upright 8-bit sRGB array (``data``: the file's bytes, when the
+    caller has read them already: they are decoded instead of reading the file again).
 
     Raises:
         ImageReadError: the file is missing, empty, truncated, corrupt, not an image, or larger
@@ -118,24 +122,28 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> LoadedI
     """
     path = Path(path)
     name = str(path)
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise ImageReadError(f"{name}: cannot read ({exc.strerror or exc})") from None
-    if path.is_dir():
-        raise ImageReadError(f"{name}: is a folder (use --recursive)")
+    if data is None:
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise ImageReadError(f"{name}: cannot read ({exc.strerror or exc})") from None
+        if path.is_dir():
+            raise ImageReadError(f"{name}: is a folder (use --recursive)")
+    else:
+        size = len(data)
     if size == 0:
         raise ImageReadError(f"{name}: empty file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(path if data is None else io.BytesIO(data)) as img:
                 if img.width * img.height > max_pixels:
                     raise ImageReadError(f"{name}: image too large ({img.width}x{img.height} > {max_pixels:,} pixels)")
                 fmt = img.format or "PNG"
                 source_mode = img.mode
                 bits = _source_bits(img)
                 img.load()
+                as_stored = source_mode == "RGB" and img.getexif().get(0x0112, 1) in (0, 1) and not img.info.get("icc_profile")
                 img = ImageOps.exif_transpose(img)
                 rgb, alpha = pil_to_rgb(img)
     except ImageReadError:
@@ -149,7 +157,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> LoadedI
         if "truncated" in msg.lower():
             msg = "truncated file"
         raise ImageReadError(f"{name}: corrupt image ({msg})") from None
-    return LoadedImage(rgb=rgb, alpha=alpha, format=fmt, source_mode=source_mode, bits=bits)
+    return LoadedImage(rgb=rgb, alpha=alpha, format=fmt, source_mode=source_mode, bits=bits, as_stored=as_stored)
 
 
 def output_format(source_format: str, requested: str | None = None) -> str:

@@ -39,6 +39,7 @@ class ImageResult:
     regions: list[tuple[int, int, int, int] | None] = field(default_factory=list)
     codes: list[np.ndarray] | None = None  # per face, the recovery code (reversible methods, with a key)
     unconfirmed: int = 0  # doubtful detections no second detector confirmed as faces: left as they were
+    landmarks: np.ndarray | None = None  # (N, 5, 2) float32: the faces' 5 points as detected (the records round them)
 
 
 @dataclass

@@ -199,7 +199,7 @@ class FaceWriter:
             )
             for i in range(len(det))
         ]
-        return ImageResult(out, faces, face_footprints(m, self.align, *rgb.shape[:2]), codes, unconfirmed)
+        return ImageResult(out, faces, face_footprints(m, self.align, *rgb.shape[:2]), codes, unconfirmed, det.landmarks.astype(np.float32))
 
     @staticmethod
     def _uint8(crop: torch.Tensor) -> np.ndarray:

@@ -373,3 +373,131 @@ def test_delegated_evaluate_waits_for_a_running_anonymize(lfw_sample, tmp_path):
     worker.join()
     assert done.error is None, done.error
     assert done.result["faces"] >= 3 and done.result["not_anonymized"] == 0
+
+
+def test_target_field_is_read_by_extract_evaluate_and_recover(lfw_sample, tmp_path, key_file):
+    """Anonymised into a media field of the user's naming: extract, evaluate and recover read it
+    there (the anonymise run remembers the field on each sample) without being told, never the
+    originals left in filepath."""
+    import fiftyone.operators as foo
+
+    ds = make_dataset("refacex-field-target", lfw_sample, tmp_path, n=3)
+    originals, names = _pixels(ds), {s.id: Path(s.filepath).name for s in ds}
+    vault = tmp_path / "faces.vault"
+    params = {
+        "method": "pixelate",
+        "target": "field",
+        "media_field": "anon_media",
+        "vault": str(vault),
+        "output_dir": str(tmp_path / "anon"),
+        "delegate": False,
+    }
+    res = foo.execute_operator(f"{URI}/anonymize_faces", ctx={"dataset": ds, "view": ds.view(), "params": params})
+    assert res.error is None, res.error
+    ds.reload()
+    assert all(s.refacex["media_field"] == "anon_media" and Path(s.anon_media).is_file() for s in ds)
+
+    ext = foo.execute_operator(f"{URI}/extract_payloads", ctx={"dataset": ds, "view": ds.view(), "params": {}})
+    assert ext.error is None, ext.error
+    assert ext.result["authenticated"] >= 2, ext.result  # the anonymised media's sealed payloads, not the originals' none
+    ds.reload()
+    assert all(f["kind"] == "vault-ref" for s in ds for f in s[api.PAYLOADS_FIELD] if f["authenticated"])
+
+    summary = api.evaluate_samples(ds)  # the original is filepath: identity measured against it
+    assert summary["identity_distance_note"] is None and summary["identity_distance_mean"] > 0, summary
+
+    rec = foo.execute_operator(
+        f"{URI}/recover_faces",
+        ctx={"dataset": ds, "view": ds.view(), "params": {"vault": str(vault), "output_dir": str(tmp_path / "rec"), "delegate": False}},
+    )
+    assert rec.error is None, rec.error
+    assert rec.result["recovered"] == 3 and rec.result["failed"] == 0, rec.result
+    ds.reload()
+    for s in ds:
+        assert Path(s.recovered_filepath).name == names[s.id]
+        assert np.array_equal(read_image(s.recovered_filepath).rgb, originals[s.id])
+    # the Python API with an explicit field reads that field
+    direct = api.extract_sample_payloads(ds, key_file, source_field="anon_media")
+    assert direct["authenticated"] == ext.result["authenticated"]
+
+
+def test_recovered_files_keep_their_originals_names_and_never_overwrite(lfw_sample, tmp_path, key_file):
+    """Restored files are named by their originals, in the originals' folder layout; a name taken
+    on disk gets the sample id appended, is reported, and the file there is left alone."""
+    media = tmp_path / "media-layout"
+    ds = fo.Dataset("refacex-recover-names", overwrite=True, persistent=True)
+    layout = [("a", "face.png", lfw_sample[0]), ("b", "face.png", lfw_sample[1]), ("a", "other.png", lfw_sample[2])]
+    for folder, name, src in layout:
+        (media / folder).mkdir(parents=True, exist_ok=True)
+        Image.open(src).save(media / folder / name)
+    ds.add_samples([fo.Sample(filepath=str(media / folder / name)) for folder, name, _ in layout])
+    originals = {s.id: read_image(s.filepath).rgb for s in ds}
+    rel = {s.id: Path(s.filepath).relative_to(media) for s in ds}
+    vault = tmp_path / "v.vault"
+    api.anonymize_samples(ds, method="pixelate", key_file=key_file, vault=vault, output_dir=tmp_path / "anon")
+
+    out = tmp_path / "rec"
+    (out / "a").mkdir(parents=True)
+    (out / "a" / "other.png").write_bytes(b"somebody else's file")
+    res = api.recover_samples(ds, key_file, vault, output_dir=out)
+    assert res["recovered"] == 3 and res["renamed"] == 1, res
+    assert (out / "a" / "other.png").read_bytes() == b"somebody else's file"
+    ds.reload()
+    by_rel = {rel[s.id]: s for s in ds}
+    assert Path(by_rel[Path("a/face.png")].recovered_filepath) == out / "a" / "face.png"
+    assert Path(by_rel[Path("b/face.png")].recovered_filepath) == out / "b" / "face.png"
+    moved = by_rel[Path("a/other.png")]
+    assert Path(moved.recovered_filepath) == out / "a" / f"other-{moved.id}.png"
+    assert res["renames"] == [{"sample_id": moved.id, "wanted": str(out / "a" / "other.png"), "written": moved.recovered_filepath}]
+    assert "another name" in res["note"]
+    for s in ds:
+        assert np.array_equal(read_image(s.recovered_filepath).rgb, originals[s.id])
+    assert not list(out.rglob(".refacex-*"))  # no partial file left
+
+    before = sorted(out.rglob("*"))
+    again = api.recover_samples(ds, key_file, vault, output_dir=out)  # already restored there: nothing rewritten
+    assert again["recovered"] == 0 and again["skipped_already_recovered"] == 3 and sorted(out.rglob("*")) == before
+    third = api.recover_samples(ds, key_file, vault, output_dir=out, media_field="restored_again")  # every name taken now
+    ds.reload()
+    assert third["recovered"] == 3 and third["renamed"] == 3
+    assert Path(ds[moved.id].restored_again) == out / "a" / f"other-{moved.id}-2.png"  # deterministic: id, then a count
+    assert len(set(sorted(out.rglob("*.png")))) == 7 and (out / "a" / "other.png").read_bytes() == b"somebody else's file"
+
+
+def test_evaluate_pairs_each_face_with_itself_and_says_what_it_averaged(lfw_sample, tmp_path):
+    """A photo of several people (four LFW portraits in a 2x2 grid, with a neighbour's face cut
+    off at a tile edge): each face's landmarks are compared with the same face's, and a face
+    without an inter-ocular scale is counted, not averaged into a mean it would dominate."""
+    media = tmp_path / "media-group"
+    media.mkdir()
+    tiles = [read_image(p).rgb for p in lfw_sample[:4]]
+    grid = np.concatenate([np.concatenate(tiles[:2], axis=1), np.concatenate(tiles[2:4], axis=1)], axis=0)
+    Image.fromarray(grid).save(media / "group.png")
+    Image.open(lfw_sample[4]).save(media / "single.png")
+    ds = fo.Dataset("refacex-eval-group", overwrite=True, persistent=True)
+    ds.add_samples([fo.Sample(filepath=str(media / n)) for n in ("group.png", "single.png")])
+    api.anonymize_samples(ds, method="pixelate", output_dir=tmp_path / "anon")
+
+    summary = api.evaluate_samples(ds)
+    ds.reload()
+    group = ds.match(fo.ViewField("filepath").ends_with("group.png")).first()
+    faces = group.refacex_faces.detections
+    assert len(faces) >= 4
+    assert group[api.EVAL_PREFIX + "landmark_nme"] < 0.3  # was 0.77: a cut-off face's error over ~0 eye distance
+    scored = [f.eval_nme for s in ds for f in s.refacex_faces.detections if f.eval_nme is not None]
+    assert all(v < 0.5 for v in scored) and summary["landmark_nme_faces"] == len(scored)
+    assert summary["landmark_nme_mean"] == pytest.approx(np.mean(scored))
+    assert summary["landmark_nme_turned_faces"] >= 1
+    assert summary["faces_redetected"] + summary["faces_not_redetected"] == summary["faces"]
+    assert summary["landmark_nme_faces"] + summary["landmark_nme_turned_faces"] <= summary["faces_redetected"]
+    assert summary["landmark_nme_note"].startswith(f"mean over {len(scored)} of {summary['faces']} faces")
+    assert "turned away or cut off" in summary["landmark_nme_note"]
+    assert sum(f.eval_redetected for s in ds for f in s.refacex_faces.detections) == summary["faces_redetected"]
+
+
+def test_faces_are_matched_one_to_one_by_overlap():
+    """Two stored faces overlapping one re-detected face: only the better overlap is paired."""
+    stored = [np.array([0, 0, 10, 10]), np.array([1, 1, 11, 11]), np.array([50, 50, 60, 60])]
+    found = [np.array([1, 1, 11, 11]), np.array([51, 51, 61, 61])]
+    assert api.match_faces(stored, found) == {1: 0, 2: 1}
+    assert api.match_faces(stored, []) == {} and api.match_faces([], found) == {}
