@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from refacex_plugin.errors import RefacexError
 
 #: Landmark label names we recognise (case-insensitive), in refacex's landmark order.
 LANDMARK_NAMES = (
@@ -68,6 +71,57 @@ def parse_label_config(xml: str) -> list[Control]:
     return controls
 
 
+class BackendConfigError(RefacexError):
+    """The backend's environment asks for something it cannot do: it refuses to start (and, should
+    the environment change under a running backend, answers /predict with a 500) with one line."""
+
+
+# The use-case layer speaks the CLI's words; the backend is configured by its environment.
+_CLI_WORDS = (("--method", "REFACEX_LS_METHOD"), ("--key-file", "REFACEX_KEY_FILE"), ("--vault", "REFACEX_VAULT"))
+
+
+def check_settings(env=os.environ):
+    """:func:`anonymise_settings`, refused before any request when they cannot work: the key and
+    vault policy of every front end (:func:`refacex_plugin.api.validate` decides), an unreadable
+    key file, a vault or storage the backend could not use. Raises :class:`BackendConfigError`
+    with one line naming the environment variables to change; returns the settings (None when the
+    backend only pre-annotates)."""
+    from refacex_plugin.api import VAULT_NEEDS_KEY, irreversible_message, validate
+
+    try:
+        settings = anonymise_settings(env)
+    except RefacexError as exc:  # the key file
+        raise BackendConfigError(f"REFACEX_KEY_FILE: {exc}") from None
+    if settings is None:
+        return None
+    try:
+        validate(settings)
+    except RefacexError as exc:
+        from refacex_plugin.anonymisers import default_method
+
+        said, wanted = str(exc), settings.method or default_method()
+        if said == irreversible_message(wanted):
+            raise BackendConfigError(
+                f"REFACEX_KEY_FILE is set without REFACEX_VAULT, and method {wanted!r} is irreversible (its payloads would "
+                "point at nothing): set REFACEX_VAULT for exact recovery, or REFACEX_LS_METHOD=generator, or unset REFACEX_KEY_FILE"
+            ) from None
+        if said == VAULT_NEEDS_KEY:
+            raise BackendConfigError(f"REFACEX_VAULT is set without REFACEX_KEY_FILE: {said}") from None
+        for cli, var in _CLI_WORDS:
+            said = said.replace(cli, var)
+        raise BackendConfigError(f"REFACEX_LS_METHOD: {said}" if said.startswith("unknown method") else said) from None
+    storage, root = env.get("REFACEX_LS_STORAGE"), env.get("LOCAL_FILES_DOCUMENT_ROOT")
+    if settings.vault and not (storage and root):
+        raise BackendConfigError(
+            "REFACEX_VAULT needs REFACEX_LS_STORAGE and LOCAL_FILES_DOCUMENT_ROOT: the vault would keep originals of media never written"
+        )
+    if storage and root and not Path(storage).resolve().is_relative_to(Path(root).resolve()):
+        raise BackendConfigError(
+            f"REFACEX_LS_STORAGE ({storage}) is not under LOCAL_FILES_DOCUMENT_ROOT ({root}): Label Studio could not open the media written there"
+        )
+    return settings
+
+
 def anonymise_settings(env=os.environ):
     """The :class:`refacex_plugin.api.Settings` the backend anonymises with, or None when
     ``REFACEX_LS_ANONYMIZE`` is off (then it only pre-annotates).
@@ -75,8 +129,8 @@ def anonymise_settings(env=os.environ):
     ``REFACEX_LS_METHOD`` names the method; ``REFACEX_KEY_FILE`` (a key file made by ``refacex
     keygen``) and ``REFACEX_VAULT`` (a vault file) are the FiftyOne plugin's secrets of the same
     names: with both, every face of the written media carries a sealed vault reference and its
-    original is kept in the vault. The settings are validated where they are used
-    (:class:`refacex_plugin.api.Session`), by the same policy as the CLI's and FiftyOne's.
+    original is kept in the vault. :func:`check_settings` validates them, by the same policy as
+    the CLI's and FiftyOne's, when the app is created and at each /predict.
     """
     if env.get("REFACEX_LS_ANONYMIZE", "").lower() not in ("1", "true", "yes"):
         return None

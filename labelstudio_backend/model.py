@@ -15,7 +15,7 @@ from refacex_plugin.detection import load_detector
 from refacex_plugin.errors import RefacexError
 from refacex_plugin.records import FaceRecord
 
-from .config import Control, anonymise_settings, parse_label_config
+from .config import Control, check_settings, parse_label_config
 from .images import ResolverSettings, resolve_image, resolve_image_bytes
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class RefacexFaceBackend(LabelStudioMLBase):
     """Pre-annotates faces; with ``REFACEX_LS_ANONYMIZE=1`` also writes the anonymised image to
     ``REFACEX_LS_STORAGE`` (under ``LOCAL_FILES_DOCUMENT_ROOT``) and returns its reference, through
     :func:`refacex_plugin.api.anonymise_file` (with ``REFACEX_KEY_FILE`` and ``REFACEX_VAULT``:
-    payloads in its faces, originals in the vault; :func:`.config.anonymise_settings`)."""
+    payloads in its faces, originals in the vault; :func:`.config.check_settings`)."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -84,14 +84,10 @@ class RefacexFaceBackend(LabelStudioMLBase):
         """Settings come from the environment at each call (see README: Label Studio)."""
         controls = parse_label_config(_request_label_config() or self.label_config or "")
         settings = ResolverSettings.from_env(self.hostname, self.access_token)
-        anonymise = anonymise_settings()  # refused here, for the whole request, when the policy says so
+        # checked when the app was created; again here, for the whole request, should the environment have changed
+        anonymise = check_settings()
         if anonymise is None:
             return [self._predict_one(task, controls, settings, None) for task in tasks]
-        storage = os.environ.get("REFACEX_LS_STORAGE")
-        if anonymise.vault and not (storage and settings.document_root):
-            raise RefacexError(
-                "REFACEX_VAULT needs REFACEX_LS_STORAGE and LOCAL_FILES_DOCUMENT_ROOT: the vault would keep originals of media never written"
-            )
         with api.Session(anonymise, reuse_models=True) as session:
             for line in session.warnings:
                 logger.warning(line)

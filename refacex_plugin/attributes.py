@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .face68 import LEFT_BROW, LEFT_EYE, NOSTRILS, OUTER_LIPS, RIGHT_BROW, RIGHT_EYE
+
 #: Lower bounds of the age bands (years): 0-12, 13-19, 20-39, 40-59, 60+.
 AGE_BANDS = (0, 13, 20, 40, 60)
 AGE_BAND_NAMES = ("0-12", "13-19", "20-39", "40-59", "60+")
@@ -73,7 +75,7 @@ def skin_mask(shape: tuple[int, int], pts: np.ndarray) -> np.ndarray:
         brow, top = pts[17:27], pts[68:78]
         band = np.concatenate([brow + 0.25 * (top - brow), (brow + 0.8 * (top - brow))[::-1]])
         cv2.fillPoly(m, [np.round(band).astype(np.int32)], 1)
-    for idx in (range(36, 42), range(42, 48), range(48, 60), range(17, 22), range(22, 27), range(31, 36)):
+    for idx in (RIGHT_EYE, LEFT_EYE, OUTER_LIPS, RIGHT_BROW, LEFT_BROW, NOSTRILS):
         poly(idx, 0, m)
     eye_dist = float(np.linalg.norm(pts[42:48].mean(0) - pts[36:42].mean(0)))
     k = max(1, int(eye_dist * 0.08)) * 2 + 1  # away from every feature's edge (lashes, lip line)

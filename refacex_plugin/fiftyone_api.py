@@ -292,6 +292,9 @@ def evaluate_samples(
     for name in ("detection_retained", "landmark_nme", "identity_distance"):
         if not ds.has_sample_field(EVAL_PREFIX + name):
             ds.add_sample_field(EVAL_PREFIX + name, fo.FloatField)
+    for name, kind in (("eval_redetected", fo.BooleanField), ("eval_nme", fo.FloatField)):  # per face: filterable in the App
+        if ds.has_sample_field(FACES_FIELD) and not ds.has_field(f"{FACES_FIELD}.detections.{name}"):
+            ds.add_sample_field(f"{FACES_FIELD}.detections.{name}", kind)
     det = load_detector(detector)
     with contextlib.ExitStack() as opened:
         recovering = None  # the recover session, opened for the first original the vault must give

@@ -88,7 +88,7 @@ class Embedder:
 #: (:func:`~refacex_plugin.composite.fallback.fit_error`): a bystander half in view or out of focus
 #: scores low, and leaving a real face untouched is the worse error. On 400 LFW photos, 42
 #: detections scored 0.3-0.5, about half of them partial or blurred real faces (checked by eye); 40
-#: passed the fit. The composite gives such faces its mosaic (``fallback.MIN_SCORE``).
+#: passed the fit. The composite gives such faces its mosaic (``CompositeConfig.min_score``).
 CONFIRM_FROM = 0.3
 
 
@@ -102,9 +102,10 @@ class FaceConfirmer:
 
     def __call__(self, crop: np.ndarray) -> bool:
         """``crop (S, S, 3) uint8`` aligned on a candidate face -> whether its landmarks fit."""
-        from .composite.fallback import MAX_FIT_ERROR, fit_error
+        from .composite.config import CompositeConfig
+        from .composite.fallback import fit_error
 
-        return fit_error(self._landmarks(crop), AlignConfig(size=crop.shape[0])) <= MAX_FIT_ERROR
+        return fit_error(self._landmarks(crop), AlignConfig(size=crop.shape[0])) <= CompositeConfig.max_fit_error
 
 
 class FaceWriter:

@@ -484,7 +484,9 @@ def test_evaluate_pairs_each_face_with_itself_and_says_what_it_averaged(lfw_samp
     faces = group.refacex_faces.detections
     assert len(faces) >= 4
     assert group[api.EVAL_PREFIX + "landmark_nme"] < 0.3  # was 0.77: a cut-off face's error over ~0 eye distance
-    scored = [f.eval_nme for s in ds for f in s.refacex_faces.detections if f.eval_nme is not None]
+    per_face = [f for s in ds for f in s.refacex_faces.detections]
+    assert all(f.has_field("eval_redetected") for f in per_face)
+    scored = [f.eval_nme for f in per_face if f.has_field("eval_nme") and f.eval_nme is not None]
     assert all(v < 0.5 for v in scored) and summary["landmark_nme_faces"] == len(scored)
     assert summary["landmark_nme_mean"] == pytest.approx(np.mean(scored))
     assert summary["landmark_nme_turned_faces"] >= 1
@@ -492,7 +494,8 @@ def test_evaluate_pairs_each_face_with_itself_and_says_what_it_averaged(lfw_samp
     assert summary["landmark_nme_faces"] + summary["landmark_nme_turned_faces"] <= summary["faces_redetected"]
     assert summary["landmark_nme_note"].startswith(f"mean over {len(scored)} of {summary['faces']} faces")
     assert "turned away or cut off" in summary["landmark_nme_note"]
-    assert sum(f.eval_redetected for s in ds for f in s.refacex_faces.detections) == summary["faces_redetected"]
+    assert sum(f.eval_redetected for f in per_face) == summary["faces_redetected"]
+    assert len(ds.filter_labels(api.FACES_FIELD, fo.ViewField("eval_nme") > 0.5)) == 0  # filterable per face
 
 
 def test_faces_are_matched_one_to_one_by_overlap():

@@ -22,7 +22,11 @@ from . import _SETTINGS, METHOD_NAMES, _fail, main
     type=click.Choice(["privacy", "utility", "naturalness", "attributes", "recovery", "robustness", "speed", "attacks", "all"]),
 )
 @click.option(
-    "--data", required=True, type=click.Path(exists=True, file_okay=False), help="Identity-labelled folder (<Name>/<Name>_NNNN.jpg)."
+    "--data",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Identity-labelled face photos, one folder per person (<Name>/<Name>_NNNN.jpg), as LFW is laid out: "
+    "bring your own copy (the benchmark never downloads data); people with two or more photos become probes.",
 )
 @click.option("--method", "methods", multiple=True, type=click.Choice(METHOD_NAMES), help="Method(s) to measure [default: all available].")
 @click.option(

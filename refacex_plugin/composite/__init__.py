@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from .anonymiser import CompositeAnonymiser, CompositeConfig
+from .anonymiser import CompositeAnonymiser
 from .bank import DonorBank, DonorChooser, build_bank, collect_faces
+from .config import CompositeConfig
 
 #: Manifest name of the shipped donor bank.
 BANK = "refacex-donor-bank"

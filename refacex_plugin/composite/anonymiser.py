@@ -13,7 +13,7 @@ and sunglasses stay; a grayscale face stays grayscale.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -21,30 +21,13 @@ import torch
 
 from ..anonymised import Anonymised
 from ..attributes import AttributeEstimator, Attributes, skin_mask
+from ..face68 import BROWS, MOUTH
 from .bank import DonorBank, DonorChooser, donor_features, is_grey
 from .blend import match_colour, match_detail, multiband_blend
+from .config import CompositeConfig
 from .fallback import mosaic, refusal
 from .mesh import FEATURE_GROUPS, CropLandmarks, hull_indices, piecewise_affine_maps, similarity_to
 from .occluders import occlusion_notes, sunglasses
-
-
-@dataclass(frozen=True)
-class CompositeConfig:
-    """``donors``: donors per face (``mix`` says how they combine). ``layout_push``: at strength 1,
-    how far the inner features' identity layout moves toward the donors' (1: all the way; beyond
-    1 it overshoots, away from the original). ``pool``: donors near the face that the key chooses
-    among. ``blend_levels``: multi-band blend pyramid depth.
-
-    The defaults are the measured operating point (docs/decisions/0001-donor-composite.md)."""
-
-    donors: int = 3
-    layout_push: float = 1.5
-    # donors now share the face's gender, age band and skin tone, so the nearest 12 are look-alikes:
-    # on 154 unseen LFW faces dlib still matched 3.9 % of composites drawn from 12, 1.3 % from 48
-    pool: int = 48
-    blend_levels: int = 4
-    layout_model: str = "identity"  # identity: the pose/expression-free residual (:mod:`.shape`); groups: :func:`push_layout`
-    mix: str = "parts"  # several donors: parts (eyes and brows, mouth and chin, the rest each from one) or average
 
 
 def push_layout(target: np.ndarray, donor: np.ndarray, amount: float) -> np.ndarray:
@@ -71,7 +54,7 @@ def push_layout(target: np.ndarray, donor: np.ndarray, amount: float) -> np.ndar
 #: With several donors, the first gives the eyes and brows, the last the mouth and chin, and the
 #: one in between (or the last) the rest: a face whose parts come from different people looks
 #: like none of them as a whole, and each part keeps a real donor's detail (an average would not).
-PART_POINTS = {"eyes": [*range(17, 27), *range(36, 48)], "mouth": [*range(5, 12), *range(48, 68)]}
+PART_POINTS = {"eyes": [*BROWS, *range(36, 48)], "mouth": [*range(5, 12), *MOUTH]}
 
 
 def part_donors(k: int) -> dict[str, int]:
@@ -114,7 +97,7 @@ class CompositeAnonymiser:
     def __init__(self, bank: DonorBank, config: CompositeConfig = CompositeConfig(), chooser: DonorChooser | None = None):
         self.bank = bank
         self.config = config
-        self.chooser = chooser or DonorChooser(bank, pool=config.pool)
+        self.chooser = chooser or DonorChooser(bank, config=config)
         self._landmarks = None  # loaded on first use (100 MB)
         self._shape_model = None
         self._identity = None
@@ -130,7 +113,7 @@ class CompositeAnonymiser:
         """A copy choosing from ``bank`` (default: this one's) under ``policy`` and ``key``."""
         bank = bank or self.bank
         config = config or self.config
-        return CompositeAnonymiser(bank, config, DonorChooser(bank, policy, key, seed, pool=config.pool))
+        return CompositeAnonymiser(bank, config, DonorChooser(bank, policy, key, seed, config=config))
 
     def configured(self, **changes) -> CompositeAnonymiser:
         """A copy with some :class:`CompositeConfig` fields changed (same chooser)."""
@@ -161,11 +144,11 @@ class CompositeAnonymiser:
         outs, masks, donors, notes, fallbacks = [], [], [], [], []
         for i, (crop, mesh, kind, person) in enumerate(zip(arr, meshes, kinds, people)):
             score = None if scores is None else float(scores[i])
-            reason, chosen = refusal(mesh, crop.shape[0], score), []
+            reason, chosen = refusal(mesh, crop.shape[0], score, self.config), []
             if reason is None:
                 chosen, reason = self.donors_for(crop, mesh, person, kind)
             if reason is not None:
-                out = mosaic(crops[i : i + 1].detach().cpu().float(), strength)[0].permute(1, 2, 0).numpy()
+                out = mosaic(crops[i : i + 1].detach().cpu().float(), strength, self.config.fallback_blocks)[0].permute(1, 2, 0).numpy()
                 outs.append(np.round(out * 255).astype(np.uint8))
                 masks.append(np.ones(crop.shape[:2], np.float32))  # the writer's whole face mask
                 donors.append([])
@@ -257,11 +240,11 @@ class CompositeAnonymiser:
         else:
             warped = np.mean(warped, 0)
         rng = np.random.default_rng(int.from_bytes(self.chooser.grain_seed(crop[::4, ::4].tobytes()), "big"))
-        warped = match_detail(warped, face, face_skin, rng)
+        warped = match_detail(warped, face, face_skin, rng, self.config.soften_sigmas)
         # feather inward only: the blend ends at the face outline, which stays the original's
         edge = max(3, s // 40)
         core = cv2.erode(region.astype(np.uint8), np.ones((edge, edge), np.uint8)).astype(np.float32)
-        lenses = sunglasses(crop, mesh)
+        lenses = sunglasses(crop, mesh, self.config)
         if lenses is not None:  # dark lenses hide the eyes anyway: they and their frame stay
             core *= 1.0 - cv2.dilate(lenses[box].astype(np.uint8), np.ones((edge, edge), np.uint8))
         mask = cv2.GaussianBlur(core, (0, 0), edge / 2) * region
@@ -277,4 +260,4 @@ class CompositeAnonymiser:
         paste = np.zeros((s, s), np.float32)
         grown = cv2.dilate(region.astype(np.uint8), np.ones((edge * 3, edge * 3), np.uint8)).astype(np.float32)
         paste[box] = np.clip(cv2.GaussianBlur(grown, (0, 0), edge) * 1.5, 0, 1)
-        return out, paste, occlusion_notes(crop, mesh, lenses is not None)
+        return out, paste, occlusion_notes(crop, mesh, lenses is not None, self.config)

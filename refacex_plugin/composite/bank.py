@@ -21,6 +21,8 @@ import cv2
 import numpy as np
 
 from ..attributes import AGE_BAND_NAMES, Attributes, age_band
+from ..face68 import BROWS, LEFT_EYE, OUTER_LIPS, RIGHT_EYE
+from .config import CompositeConfig
 from .mesh import CropLandmarks, mirror, piecewise_affine_maps, pose_expression, similarity_to, triangulate
 
 BANK_VERSION = 2
@@ -29,18 +31,6 @@ TEXTURE_SIZE = 192
 #: Donor features are compared after dividing by these spreads (yaw, pitch, roll, mouth open,
 #: eye open, L, a, b): a unit of distance is a visible difference in each.
 FEATURE_SCALE = np.array([0.05, 0.05, 0.08, 0.04, 0.03, 12.0, 4.0, 4.0], np.float32)
-#: Age (years) and skin lightness (CIE L*) differences worth one such unit when ranking donors.
-AGE_SCALE = 8.0
-LIGHTNESS_SCALE = 5.0
-#: Where a face's own age band has fewer donors than the pool, donors this many years from its
-#: estimated age also fit (the estimator's own spread between two photos of one person is ~8).
-AGE_SLACK = 8.0
-#: Donors whose skin is within this many L* of the face's are preferred whenever a pool of them exists.
-LIGHTNESS_SLACK = 8.0
-#: How fast a donor's chance of being drawn falls with its skin's distance from the face's (L*).
-SKIN_DRAW_SPREAD = 8.0
-#: Faces estimated younger than this are children: adult donors never stand in for them.
-CHILD_AGE = 10.0
 
 
 @dataclass
@@ -145,7 +135,7 @@ def skin_tone(crop: np.ndarray, pts: np.ndarray) -> np.ndarray:
     poly = np.round(pts[[1, 2, 3, 31, 35, 13, 14, 15, 45, 27, 36]]).astype(np.int32)
     mask = np.zeros(crop.shape[:2], np.uint8)
     cv2.fillPoly(mask, [cv2.convexHull(poly)], 1)
-    for group in (range(36, 42), range(42, 48), range(48, 60)):  # not the eyes or the mouth
+    for group in (RIGHT_EYE, LEFT_EYE, OUTER_LIPS):  # not the eyes or the mouth
         cv2.fillPoly(mask, [cv2.convexHull(np.round(pts[list(group)]).astype(np.int32))], 0)
     lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).reshape(-1, 3)[mask.ravel() > 0]
     return lab.mean(0).astype(np.float32) if len(lab) else np.array([128, 128, 128], np.float32)
@@ -177,13 +167,13 @@ def _region_masks(mean: np.ndarray, size: int) -> dict[str, np.ndarray]:
         cv2.fillPoly(m, [np.round(cv2.convexHull(pts.astype(np.float32))).astype(np.int32)], 1)
         return m > 0
 
-    forehead = hull(mean[[*range(17, 27), *range(68, 78)]]) & (np.arange(size)[:, None] < mean[17:27, 1].min() - 3)
+    forehead = hull(mean[[*BROWS, *range(68, 78)]]) & (np.arange(size)[:, None] < mean[17:27, 1].min() - 3)
     cheeks = hull(mean[[1, 2, 3, 31, 35, 13, 14, 15, 45, 27, 36]])
-    for group in (range(36, 42), range(42, 48), range(48, 60)):
+    for group in (RIGHT_EYE, LEFT_EYE, OUTER_LIPS):
         cheeks &= ~hull(mean[list(group)])
     eye_dist = float(np.linalg.norm(mean[42:48].mean(0) - mean[36:42].mean(0)))
     frames = np.zeros((size, size), bool)
-    for group in (range(36, 42), range(42, 48)):  # where a spectacle rim crosses the upper cheek
+    for group in (RIGHT_EYE, LEFT_EYE):  # where a spectacle rim crosses the upper cheek
         e = mean[list(group)]
         y0 = e[:, 1].max() + 0.08 * eye_dist
         frames[int(y0) : int(y0 + 0.3 * eye_dist), int(e[:, 0].min() - 0.1 * eye_dist) : int(e[:, 0].max() + 0.1 * eye_dist)] = True
@@ -346,8 +336,7 @@ class DonorChooser:
     policy: str = "random"
     key: bytes | None = field(default=None, repr=False)
     seed: int | None = None
-    pool: int = 12
-    minimum: int = 3
+    config: CompositeConfig = field(default_factory=CompositeConfig)
     same_person: float = 0.5
     _people: list[np.ndarray] = field(default_factory=list, repr=False)
 
@@ -367,22 +356,23 @@ class DonorChooser:
 
     def eligible(self, person: Attributes) -> tuple[np.ndarray, str | None]:
         """Which choices fit a face of ``person``'s kind: the same apparent gender and age band (a
-        neighbouring band's donors within :data:`AGE_SLACK` years where the band is thin, never for
-        a child), skin lightness within :data:`LIGHTNESS_SLACK` where enough donors are that close.
+        neighbouring band's donors within ``config.age_slack`` years where the band is thin, never
+        for a child), skin lightness within ``config.lightness_slack`` where enough are that close.
         Returns the ``(2N,)`` bool mask and, when fewer than the chooser needs fit, why."""
         attrs = np.concatenate([self.bank.attributes, self.bank.attributes])
         same = (attrs[:, 0] >= 0.5) == (person.female >= 0.5)
         band = person.age_band
         fit = same & (np.array([age_band(a) for a in attrs[:, 1]]) == band)
-        if fit.sum() < self.pool and person.age >= CHILD_AGE:
-            fit = same & (np.abs(attrs[:, 1] - person.age) <= AGE_SLACK)
-        close = fit & (np.abs(attrs[:, 2] - person.lightness) <= LIGHTNESS_SLACK)
-        if close.sum() >= self.pool:
+        cfg = self.config
+        if fit.sum() < cfg.pool and person.age >= cfg.child_age:
+            fit = same & (np.abs(attrs[:, 1] - person.age) <= cfg.age_slack)
+        close = fit & (np.abs(attrs[:, 2] - person.lightness) <= cfg.lightness_slack)
+        if close.sum() >= cfg.pool:
             fit = close
         # a child gets no donor unless the bank holds a whole pool of children: a few adults the
         # estimator reads as young are no stand-in for a child's face. Adults puffing their
         # cheeks or in soft light read as 10-12, so only a clearly young face counts as a child.
-        if fit.sum() < (self.pool if person.age < CHILD_AGE else self.minimum):
+        if fit.sum() < (cfg.pool if person.age < cfg.child_age else cfg.minimum_donors):
             return fit, f"no fitting donor ({person.gender}, age {AGE_BAND_NAMES[band]})"
         return fit, None
 
@@ -392,9 +382,10 @@ class DonorChooser:
         d = np.linalg.norm(self._scaled - features / FEATURE_SCALE, axis=1)
         if person is not None:
             attrs = np.concatenate([self.bank.attributes, self.bank.attributes])
-            d = np.hypot(d, np.hypot((attrs[:, 1] - person.age) / AGE_SCALE, (attrs[:, 2] - person.lightness) / LIGHTNESS_SCALE))
+            cfg = self.config
+            d = np.hypot(d, np.hypot((attrs[:, 1] - person.age) / cfg.age_scale, (attrs[:, 2] - person.lightness) / cfg.lightness_scale))
             d[~self.eligible(person)[0]] = np.inf
-        order = np.argsort(d)[: min(self.pool, len(d))]
+        order = np.argsort(d)[: min(self.config.pool, len(d))]
         return order[np.isfinite(d[order])]
 
     def person(self, descriptor: np.ndarray) -> int:
@@ -419,7 +410,7 @@ class DonorChooser:
         A keyed weighted draw without replacement from the pool (Efraimidis & Spirakis 2006: the
         ``k`` largest ``u ** (1 / w)``, ``u`` uniform from HMAC(key, face, donor)): every pool donor
         can be drawn, so the pool stays wide for privacy, but donors whose skin is far lighter or
-        darker than the face's are rarely drawn (``w``: a Gaussian of :data:`SKIN_DRAW_SPREAD` L*)."""
+        darker than the face's are rarely drawn (``w``: a Gaussian of ``config.skin_draw_spread`` L*)."""
         pool = self.candidates(features, attributes)
         salt = b"person|%d" % person if person is not None else b"face|" + hashlib.sha256(face_bytes).digest()
         u = np.array(
@@ -429,5 +420,5 @@ class DonorChooser:
         weight = np.ones(len(pool))
         if attributes is not None:
             lightness = self.bank.attributes[pool % len(self.bank), 2]
-            weight = np.exp(-0.5 * ((lightness - attributes.lightness) / SKIN_DRAW_SPREAD) ** 2) + 1e-6
+            weight = np.exp(-0.5 * ((lightness - attributes.lightness) / self.config.skin_draw_spread) ** 2) + 1e-6
         return pool[np.argsort(-np.log(u) / weight, kind="stable")[:k]]

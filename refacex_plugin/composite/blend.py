@@ -78,19 +78,17 @@ def detail(grey: np.ndarray, region: np.ndarray) -> float:
     return float((grey - cv2.GaussianBlur(grey, (0, 0), 1.0))[region].std())
 
 
-#: Blurs tried, in pixels of the crop, to bring a sharper composite down to a softer face's detail.
-SOFTEN_SIGMAS = (0.4, 0.6, 0.8, 1.1, 1.5, 2.0, 2.8, 4.0, 5.6)
-
-
-def match_detail(face: np.ndarray, original: np.ndarray, region: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def match_detail(
+    face: np.ndarray, original: np.ndarray, region: np.ndarray, rng: np.random.Generator, sigmas: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+) -> np.ndarray:
     """``face (H, W, 3) float32`` given ``original``'s detail over ``region`` (its skin): blurred
     when the donors are sharper (an out-of-focus or small face), given luminance grain when they
-    are softer (donor textures are upsampled for large faces). The grain is random, never the
-    original's."""
+    are softer (donor textures are upsampled for large faces). ``sigmas``: the blurs tried, in
+    order (:attr:`~.config.CompositeConfig.soften_sigmas`). The grain is random, never the original's."""
     grey = lambda im: cv2.cvtColor(np.clip(im, 0, 255).astype(np.float32), cv2.COLOR_RGB2GRAY)  # noqa: E731
     want, have = detail(grey(original.astype(np.float32)), region), detail(grey(face), region)
     if have > want * 1.15:
-        for sigma in SOFTEN_SIGMAS:
+        for sigma in sigmas:
             soft = cv2.GaussianBlur(face, (0, 0), sigma)
             if detail(grey(soft), region) <= want * 1.1:
                 return soft

@@ -13,20 +13,8 @@ import torch
 
 from ..baselines import pixelate_faces
 from ..geometry import AlignConfig, canonical_template
+from .config import CompositeConfig
 from .mesh import pose_expression
-
-#: Donors are faces with |yaw proxy| <= 0.35 (mirrored for the other side); a face turned further
-#: than this gets donor features stretched over a side it does not have.
-MAX_YAW = 0.42
-#: Mean distance, over eyes, nose tip and mouth corners, between the 68-point fit and where the
-#: detector's 5 points put them, in eye distances: at most 0.32 on those 3,306 faces (99.9th
-#: percentile 0.26). Beyond it the fit or the detection is not of a face.
-MAX_FIT_ERROR = 0.35
-#: CenterFace's confidence below which a detection may be hair, a hand or a blurred background
-#: face: it gets the mosaic (privacy kept) but never a composite (a face where none was).
-MIN_SCORE = 0.7
-#: Mosaic blocks across the 256-px crop at strength 1 (about 6 across the face).
-FALLBACK_BLOCKS = 10
 
 
 def fit_error(mesh: np.ndarray, align: AlignConfig = AlignConfig()) -> float:
@@ -38,17 +26,17 @@ def fit_error(mesh: np.ndarray, align: AlignConfig = AlignConfig()) -> float:
     return float(np.linalg.norm(five - template, axis=1).mean() / eye)
 
 
-def refusal(mesh: np.ndarray, crop_size: int, score: float | None = None) -> str | None:
+def refusal(mesh: np.ndarray, crop_size: int, score: float | None = None, config: CompositeConfig = CompositeConfig()) -> str | None:
     """Why a face meshed as ``mesh`` (detected with ``score``) must not get a composite, or None."""
-    if score is not None and score < MIN_SCORE:
-        return f"detection too doubtful for a face ({score:.2f} < {MIN_SCORE})"
-    if fit_error(mesh, AlignConfig(size=crop_size)) > MAX_FIT_ERROR:
+    if score is not None and score < config.min_score:
+        return f"detection too doubtful for a face ({score:.2f} < {config.min_score})"
+    if fit_error(mesh, AlignConfig(size=crop_size)) > config.max_fit_error:
         return "landmarks do not fit the detection (not a face, or heavily occluded)"
-    if abs(float(pose_expression(mesh)[0])) > MAX_YAW:
+    if abs(float(pose_expression(mesh)[0])) > config.max_yaw:
         return "head turned beyond the donors' poses"
     return None
 
 
-def mosaic(crop: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
-    """``crop (1, 3, S, S)`` as a coarse mosaic: what a face that gets no composite shows."""
-    return pixelate_faces(crop, 16 / FALLBACK_BLOCKS * max(strength, 1.0))
+def mosaic(crop: torch.Tensor, strength: float = 1.0, blocks: int = CompositeConfig.fallback_blocks) -> torch.Tensor:
+    """``crop (1, 3, S, S)`` as a coarse mosaic of ``blocks`` across: what a face that gets no composite shows."""
+    return pixelate_faces(crop, 16 / blocks * max(strength, 1.0))

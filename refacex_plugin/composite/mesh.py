@@ -10,18 +10,17 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..face68 import BROWS, JAW, LEFT_BROW, LEFT_EYE, MOUTH, NOSE, RIGHT_BROW, RIGHT_EYE
 from ..zoo import shape_predictor_68
 
-#: dlib's 68-point groups (0-based, end exclusive).
-JAW = range(0, 17)
-BROWS = range(17, 27)
+#: The features whose place and size carry identity (dlib 68-point groups, :mod:`~refacex_plugin.face68`).
 FEATURE_GROUPS = {  # identity-bearing layout lives in where these sit and how big they are
-    "right_brow": range(17, 22),
-    "left_brow": range(22, 27),
-    "nose": range(27, 36),
-    "right_eye": range(36, 42),
-    "left_eye": range(42, 48),
-    "mouth": range(48, 68),
+    "right_brow": RIGHT_BROW,
+    "left_brow": LEFT_BROW,
+    "nose": NOSE,
+    "right_eye": RIGHT_EYE,
+    "left_eye": LEFT_EYE,
+    "mouth": MOUTH,
 }
 #: Forehead points: the brows lifted along the chin-to-brow axis by this fraction of that distance.
 FOREHEAD_LIFT = 0.32

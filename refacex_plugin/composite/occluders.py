@@ -7,20 +7,9 @@ import cv2
 import numpy as np
 
 from ..attributes import skin_mask
+from ..face68 import LEFT_EYE, RIGHT_EYE
 from .bank import _region_masks, donor_quality
-
-#: Above these screening scores (:func:`~refacex_plugin.composite.bank.donor_quality`) a face's
-#: record says its eyewear or covered forehead was replaced: past the bank's own screening limits
-#: by a margin, so only clear cases are said (checked by eye on LFW).
-EYEWEAR_NOTE_SCORE = 1.28
-FOREHEAD_NOTE_SCORE = 70.0
-#: Sunglasses: around both eyes (a ring from the lids to about the brows and upper cheeks) the
-#: median lightness is below this fraction of the bare skin's, and inside the eyes even the
-#: brightest tenth is below ``SUNGLASSES_EYE_TO_SKIN`` (bare eyes show their whites). On the 3,306
-#: LFW donor faces this flags 14, 12 of them dark lenses by eye; looser limits flag squints and
-#: shadowed eyes, whose eyes would then stay the original's.
-SUNGLASSES_RING_TO_SKIN = 0.22
-SUNGLASSES_EYE_TO_SKIN = 0.6
+from .config import CompositeConfig
 
 
 def _hull(shape, pts, grow: float = 0.0) -> np.ndarray:
@@ -31,7 +20,7 @@ def _hull(shape, pts, grow: float = 0.0) -> np.ndarray:
     return m > 0
 
 
-def sunglasses(crop: np.ndarray, mesh: np.ndarray) -> np.ndarray | None:
+def sunglasses(crop: np.ndarray, mesh: np.ndarray, config: CompositeConfig = CompositeConfig()) -> np.ndarray | None:
     """Where dark lenses cover the eyes of ``crop (S, S, 3) uint8`` (meshed by ``mesh (78, 2)``):
     an ``(S, S) bool`` mask of the lenses and frame, or None when the eyes are not covered."""
     grey = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
@@ -40,14 +29,17 @@ def sunglasses(crop: np.ndarray, mesh: np.ndarray) -> np.ndarray | None:
         return None
     skin_l = float(np.median(grey[skin]))
     brows = _hull(crop.shape[:2], mesh[17:27])
-    for idx in (range(36, 42), range(42, 48)):
+    for idx in (RIGHT_EYE, LEFT_EYE):
         eye, inner = _hull(crop.shape[:2], mesh[list(idx)], 0.1), _hull(crop.shape[:2], mesh[list(idx)], 0.15)
         ring = _hull(crop.shape[:2], mesh[list(idx)], 0.9) & ~inner & ~brows
         if not eye.any() or not ring.any():
             return None
-        if np.median(grey[ring]) > SUNGLASSES_RING_TO_SKIN * skin_l or np.percentile(grey[eye], 90) > SUNGLASSES_EYE_TO_SKIN * skin_l:
+        if (
+            np.median(grey[ring]) > config.sunglasses_ring_to_skin * skin_l
+            or np.percentile(grey[eye], 90) > config.sunglasses_eye_to_skin * skin_l
+        ):
             return None
-    eyes = [_hull(crop.shape[:2], mesh[list(idx)], 0.3) for idx in (range(36, 42), range(42, 48))]
+    eyes = [_hull(crop.shape[:2], mesh[list(idx)], 0.3) for idx in (RIGHT_EYE, LEFT_EYE)]
     # the lenses: everything markedly darker than skin between the brows and the nose's middle
     eye_dist = float(np.linalg.norm(mesh[42:48].mean(0) - mesh[36:42].mean(0)))
     x0, x1 = mesh[[0, 16], 0]
@@ -67,7 +59,7 @@ def sunglasses(crop: np.ndarray, mesh: np.ndarray) -> np.ndarray | None:
     return cv2.dilate(keep.astype(np.uint8), np.ones((k, k), np.uint8)) > 0
 
 
-def occlusion_notes(crop: np.ndarray, mesh: np.ndarray, kept_sunglasses: bool) -> list[str]:
+def occlusion_notes(crop: np.ndarray, mesh: np.ndarray, kept_sunglasses: bool, config: CompositeConfig = CompositeConfig()) -> list[str]:
     """What covers this face and what became of it: sunglasses kept, or clear glasses and a
     covered forehead replaced by donor eyes and skin (the bank's screening scores on the face)."""
     if kept_sunglasses:
@@ -77,8 +69,8 @@ def occlusion_notes(crop: np.ndarray, mesh: np.ndarray, kept_sunglasses: bool) -
         return []
     forehead, glasses = donor_quality(crop, masks)
     notes = []
-    if glasses > EYEWEAR_NOTE_SCORE:
+    if glasses > config.eyewear_note_score:
         notes.append("eyewear likely: replaced by donor eyes")
-    if forehead > FOREHEAD_NOTE_SCORE:
+    if forehead > config.forehead_note_score:
         notes.append("forehead likely covered (hair or hat): replaced by donor skin")
     return notes
