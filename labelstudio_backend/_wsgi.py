@@ -2,8 +2,13 @@
 
 label-studio-ml's own views answer ``/predict`` with a 500 until ``/setup`` has been called and
 put a Python traceback in every error body. Label Studio sends the labeling config with each
-``/predict``, so ours load the model on demand, and every error is ``{"status", "detail"}`` with
-a one-line message and a status code that says whose fault it is (the traceback goes to the log).
+``/predict``, so ours load the model on demand and refuse a request without one (400), and every
+error is ``{"status", "detail"}`` with a one-line message and a status code that says whose fault
+it is (the traceback goes to the log).
+
+The anonymisation settings (``REFACEX_LS_ANONYMIZE``, ``REFACEX_KEY_FILE``, ``REFACEX_VAULT``, ...)
+are checked when the app is created (:func:`create_app`, run on import): a backend that would
+refuse every request does not start (:class:`.config.BackendConfigError`, one line).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 
 from flask import jsonify, request
 from label_studio_ml.api import init_app
@@ -20,14 +26,10 @@ from werkzeug.exceptions import HTTPException
 
 from refacex_plugin.errors import RefacexError
 
-from .config import LabelConfigError, parse_label_config
+from .config import BackendConfigError, LabelConfigError, check_settings, parse_label_config
 from .model import MODEL_VERSION, RefacexFaceBackend
 
 logger = logging.getLogger(__name__)
-
-app = init_app(
-    model_class=RefacexFaceBackend, model_dir=os.environ.get("MODEL_DIR", os.path.join(os.path.dirname(__file__), "model-state"))
-)
 
 
 class ApiError(Exception):
@@ -62,11 +64,10 @@ def predict():
     if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
         raise ApiError(400, "'tasks' must be a list of task objects")
     label_config = data.get("label_config")
+    if not label_config:  # never an earlier request's or /setup's: the cached model may be another project's
+        raise ApiError(400, "no labeling config: send the project's 'label_config' with each /predict (Label Studio does)")
+    parse_label_config(label_config)  # an unusable config is the request's fault, before any model loads
     model = _loaded_model()
-    if not label_config and not (model and model.model.label_config):
-        raise ApiError(400, "no labeling config: send 'label_config' with /predict (Label Studio does) or call /setup first")
-    if label_config:
-        parse_label_config(label_config)  # an unusable config is the request's fault, before any model loads
     if model is None:
         model = Manager.fetch(data.get("project"), label_config)
     params = data.get("params") if isinstance(data.get("params"), dict) else {}
@@ -112,15 +113,14 @@ def versions():
     return jsonify({"versions": list(Manager._get_models_from_workdir(project)), "model_dir": Manager.model_dir})
 
 
-for endpoint, view in {
+_VIEWS = {
     "_predict": predict,
     "_setup": setup,
     "webhook": webhook,
     "_train": train,
     "_is_training": is_training,
     "get_version": versions,
-}.items():
-    app.view_functions[endpoint] = view
+}
 
 
 def _handle(exc: Exception):
@@ -139,9 +139,27 @@ def _handle(exc: Exception):
     return _error(500, f"internal error ({type(exc).__name__}: {exc}); the backend's log has the details")
 
 
-# Replaces label-studio-ml's handlers too (they answer some errors in plain text).
-for cls in {Exception, HTTPException, *app.error_handler_spec[None][None]}:
-    app.register_error_handler(cls, _handle)
+def create_app(env=os.environ):
+    """The backend's Flask app, after checking the anonymisation settings in ``env``
+    (:func:`.config.check_settings`): raises :class:`.config.BackendConfigError`, one line, when
+    they could not work, so a misconfigured backend fails at start-up rather than at its first /predict."""
+    check_settings(env)
+    flask_app = init_app(
+        model_class=RefacexFaceBackend, model_dir=env.get("MODEL_DIR", os.path.join(os.path.dirname(__file__), "model-state"))
+    )
+    flask_app.view_functions.update(_VIEWS)
+    # Replaces label-studio-ml's handlers too (they answer some errors in plain text).
+    for cls in {Exception, HTTPException, *flask_app.error_handler_spec[None][None]}:
+        flask_app.register_error_handler(cls, _handle)
+    return flask_app
+
+
+try:
+    app = create_app()
+except BackendConfigError as exc:
+    if __name__ != "__main__":
+        raise
+    sys.exit(f"error: the refacex Label Studio backend cannot start: {exc}")
 
 
 def main(argv=None) -> None:

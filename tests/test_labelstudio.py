@@ -228,7 +228,22 @@ def test_predict_without_setup_uses_the_requests_config(client, docroot, fresh_b
 def test_predict_without_any_config_is_a_400(client, docroot, fresh_backend):
     f = next((docroot / "faces").iterdir())
     r = client.post("/predict", json={"tasks": [{"id": 1, "data": {"image": f"/data/local-files/?d=faces/{f.name}"}}], "project": "22.1"})
-    _assert_json_error(r, 400, "label_config", "/setup")
+    _assert_json_error(r, 400, "label_config")
+
+
+def test_a_request_without_a_config_is_a_400_after_one_was_seen(client, docroot, fresh_backend):
+    """docs/labelstudio.md: 400 for a request with no labeling config. A config seen before (by
+    /setup or an earlier /predict, maybe another project's) is never used in its place."""
+    f = next((docroot / "faces").iterdir())
+    ref = f"/data/local-files/?d=faces/{f.name}"
+    assert predict(client, [ref], project="24.1").status_code == 200  # the model is loaded and cached now
+    assert client.post("/setup", json={"project": "24.1", "schema": BOX_CONFIG}).status_code == 200
+    for body in (
+        {"tasks": [{"id": 1, "data": {"image": ref}}], "project": "24.1"},
+        {"tasks": [{"id": 1, "data": {"image": ref}}], "project": "24.1", "label_config": ""},
+        {"tasks": [{"id": 1, "data": {"image": ref}}], "project": "25.1", "label_config": None},
+    ):
+        _assert_json_error(client.post("/predict", json=body), 400, "label_config")
 
 
 def test_unknown_config_is_a_clear_error_not_a_crash(client, docroot, fresh_backend):
@@ -271,22 +286,71 @@ def test_anonymisation_mode_writes_and_references_media(client, docroot, monkeyp
     assert a.shape == b.shape and abs(a.astype(int) - b.astype(int)).mean() > 1
 
 
-def test_a_key_without_a_vault_is_refused_as_in_every_front_end(client, docroot, tmp_path, monkeypatch):
-    """The default method is irreversible: the backend refuses the request with the use-case
-    layer's message (the CLI's and FiftyOne's tests check theirs say the same), writing nothing."""
-    from refacex_plugin.anonymisers import default_method
-    from refacex_plugin.api import irreversible_message
+def _key_without_vault(tmp_path, docroot) -> dict:
     from refacex_plugin.keys import write_key_file
 
     write_key_file(tmp_path / "admin.key")
-    monkeypatch.setenv("REFACEX_KEY_FILE", str(tmp_path / "admin.key"))
-    monkeypatch.setenv("REFACEX_LS_ANONYMIZE", "1")
+    env = {k: v for k, v in os.environ.items() if k not in ("REFACEX_VAULT", "REFACEX_LS_METHOD")}
+    env.update(REFACEX_KEY_FILE=str(tmp_path / "admin.key"), REFACEX_LS_ANONYMIZE="1", REFACEX_LS_STORAGE=str(docroot / "anonymized"))
+    return env
+
+
+def test_a_key_without_a_vault_stops_the_backend_at_start_up(docroot, tmp_path):
+    """The default method is irreversible: with the key but no vault the backend does not start
+    (not a 500 at its first /predict), with one line in its own terms: the variables to set, no
+    CLI flag. The policy is the use-case layer's (the CLI's and FiftyOne's tests check theirs)."""
+    import socket
+    import subprocess
+    import sys
+
+    from refacex_plugin.anonymisers import default_method
+
+    env = _key_without_vault(tmp_path, docroot)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    said = []
+    for cmd in (
+        [sys.executable, "-m", "refacex_plugin.cli", "labelstudio", "serve", "--port", port],
+        [sys.executable, "-m", "labelstudio_backend._wsgi", "--port", port],
+    ):
+        try:
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{cmd[2:4]} started serving with settings that fail every request")
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode != 0 and len(lines) == 1, (cmd, proc.returncode, proc.stderr[-2000:])
+        assert lines[0].startswith("error: the refacex Label Studio backend cannot start: "), lines[0]
+        said.append(lines[0])
+
+    from labelstudio_backend._wsgi import create_app
+    from labelstudio_backend.config import BackendConfigError
+
+    with pytest.raises(BackendConfigError) as exc:
+        create_app(env)
+    line = str(exc.value)
+    assert "\n" not in line and "--" not in line, line
+    assert f"method {default_method()!r} is irreversible" in line
+    assert all(var in line for var in ("REFACEX_KEY_FILE", "REFACEX_VAULT", "REFACEX_LS_METHOD")), line
+    assert all(s.endswith(line) for s in said), said
+    assert not (docroot / "anonymized").exists()
+
+
+def test_settings_changed_under_a_running_backend_fail_the_request_with_the_same_line(client, docroot, tmp_path, monkeypatch):
+    """Settings are read at each /predict: should the environment change after start-up, the
+    request is refused (500) with the start-up check's line, writing nothing."""
+    from labelstudio_backend.config import BackendConfigError, check_settings
+
+    env = _key_without_vault(tmp_path, docroot)
+    for var in ("REFACEX_KEY_FILE", "REFACEX_LS_ANONYMIZE", "REFACEX_LS_STORAGE"):
+        monkeypatch.setenv(var, env[var])
     monkeypatch.delenv("REFACEX_LS_METHOD", raising=False)
-    monkeypatch.setenv("REFACEX_LS_STORAGE", str(docroot / "anonymized"))
+    with pytest.raises(BackendConfigError) as exc:
+        check_settings()
     f = next((docroot / "faces").iterdir())
     r = predict(client, [f"/data/local-files/?d=faces/{f.name}"])
     _assert_json_error(r, 500)
-    assert r.json["detail"] == irreversible_message(default_method())
+    assert r.json["detail"] == str(exc.value)
     assert not (docroot / "anonymized").exists()
 
 
@@ -316,3 +380,26 @@ def test_key_and_vault_seal_payloads_and_keep_the_original(client, docroot, tmp_
     assert back.original and back.dst.read_bytes() == f.read_bytes()
     monkeypatch.delenv("REFACEX_LS_STORAGE")  # a vault keeping originals of media never written: refused
     _assert_json_error(predict(client, [f"/data/local-files/?d=faces/{f.name}"]), 500, "REFACEX_LS_STORAGE")
+
+
+def test_start_up_check_refuses_each_setting_that_could_not_work(docroot, tmp_path):
+    from labelstudio_backend.config import BackendConfigError, check_settings
+    from refacex_plugin.keys import write_key_file
+
+    write_key_file(tmp_path / "admin.key")
+    base = {"REFACEX_LS_ANONYMIZE": "1", "LOCAL_FILES_DOCUMENT_ROOT": str(docroot), "REFACEX_LS_METHOD": "pixelate"}
+    key, vault, storage = str(tmp_path / "admin.key"), str(tmp_path / "v.vault"), str(docroot / "anonymized")
+    refused = {
+        "REFACEX_VAULT is set without REFACEX_KEY_FILE": {"REFACEX_VAULT": vault, "REFACEX_LS_STORAGE": storage},
+        "REFACEX_LS_METHOD: unknown method 'nope'": {"REFACEX_LS_METHOD": "nope"},
+        "REFACEX_KEY_FILE: ": {"REFACEX_KEY_FILE": str(tmp_path / "missing.key"), "REFACEX_VAULT": vault, "REFACEX_LS_STORAGE": storage},
+        "REFACEX_VAULT needs REFACEX_LS_STORAGE": {"REFACEX_KEY_FILE": key, "REFACEX_VAULT": vault},
+        "is not under LOCAL_FILES_DOCUMENT_ROOT": {"REFACEX_LS_STORAGE": str(tmp_path / "elsewhere")},
+    }
+    for said, extra in refused.items():
+        with pytest.raises(BackendConfigError) as exc:
+            check_settings({**base, **extra})
+        assert said in str(exc.value) and "\n" not in str(exc.value) and "--" not in str(exc.value), str(exc.value)
+    assert check_settings({**base, "REFACEX_KEY_FILE": key, "REFACEX_VAULT": vault, "REFACEX_LS_STORAGE": storage}).vault == vault
+    assert check_settings({"REFACEX_KEY_FILE": key}) is None  # pre-annotation only: nothing to refuse
+    assert not (tmp_path / "v.vault").exists()  # checking opens no vault

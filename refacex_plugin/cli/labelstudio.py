@@ -16,9 +16,16 @@ def labelstudio():
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=9090, show_default=True)
 def labelstudio_serve(host, port):
-    """Serve face pre-annotations to Label Studio (see README: Label Studio)."""
+    """Serve face pre-annotations to Label Studio (see README: Label Studio).
+
+    The anonymisation settings (REFACEX_LS_ANONYMIZE, REFACEX_KEY_FILE, REFACEX_VAULT, ...) are
+    checked before it listens: settings that would fail every request stop it with one line."""
+    from ..errors import RefacexError
+
     try:
-        from labelstudio_backend._wsgi import main as serve
+        from labelstudio_backend._wsgi import main as serve  # creating the app checks the settings
     except ImportError as exc:
         _fail(f"the Label Studio backend needs the [labelstudio] extra and the repository's labelstudio_backend/ ({exc})")
+    except RefacexError as exc:
+        _fail(f"the refacex Label Studio backend cannot start: {exc}")
     serve(["--host", host, "--port", str(port)])
