@@ -163,6 +163,9 @@ def anonymize_samples(
         return api.anonymise_file(session, job.src, job.dst)
 
     def finish(job: Job, res, summary: Summary) -> None:
+        if res.skipped:  # its pixels are an anonymised image already in the vault: nothing was written
+            summary.skipped += 1
+            return
         sample = dataset[job.tag]
         dets, kps = _labels(res.faces, *res.size)
         sample[FACES_FIELD] = dets
@@ -205,8 +208,9 @@ def anonymize_samples(
             ds.app_config.media_fields = list(dict.fromkeys([*(ds.app_config.media_fields or ["filepath"]), media_field]))
             ds.save()
     return {
-        "anonymized": summary.images,
+        "anonymized": summary.images - summary.skipped,
         "skipped_already_done": len(ids) - len(jobs),
+        "skipped_already_in_vault": summary.skipped,
         "failed": len(summary.failed),
         "errors": [msg for _, msg in summary.failed[:20]],
         "faces": summary.faces,
