@@ -134,13 +134,14 @@ class Session:
         writer: the :class:`~refacex_plugin.writer.FaceWriter` (``anonymise`` only).
         reader: the :class:`~refacex_plugin.reader.FaceReader` (``recover`` and ``read``; None when
             recovering without a watermark).
-        vault: the open :class:`~refacex_plugin.vault.Vault`, or None.
+        vault: the open vault (:func:`~refacex_plugin.vault.open_vault`: a SQLite file, or a
+            MongoDB database for a ``mongodb://`` URI), or None.
         warnings: one-line warnings a front end should show (experimental weights).
         notes: what this session cannot do that its use usually can (recovery without a watermark).
     """
 
     def __init__(self, settings: Settings, use: str = "anonymise", reuse_models: bool = False):
-        from .vault import Vault
+        from .vault import open_vault
 
         self.settings, self.use = settings, use
         self.method = validate(settings, use)
@@ -150,7 +151,7 @@ class Session:
         self.writer = None
         self.reader = None
         if settings.vault:
-            self.vault = Vault(settings.vault, settings.key, create=use == "anonymise")
+            self.vault = open_vault(settings.vault, settings.key, create=use == "anonymise")
         try:
             try:
                 built = self._build(reuse_models)
@@ -209,7 +210,10 @@ class Session:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Session({self.settings!r}, use={self.use!r})"
+        from .vault import describe
+
+        settings = replace(self.settings, vault=describe(self.settings.vault)) if self.settings.vault else self.settings
+        return f"Session({settings!r}, use={self.use!r})"  # a vault URI's password is never shown
 
 
 def _build(s: Settings, use: str, method: str | None):

@@ -6,8 +6,11 @@ INPUT>``; a file INPUT goes to ``OUTDIR/<its name>``. One bad file never stops t
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import sys
+import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -63,16 +66,60 @@ class Summary:
         )
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` (1-based): the files whose path relative to their input root
+    hashes to it. The hash is of the path alone (SHA-256 of its NFC-normalised POSIX form), not
+    of a position in a listing, so every machine running ``I/N`` over the same tree, mounted
+    anywhere, takes the same files, and files added later change no other file's shard.
+    """
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"I/N"`` with ``1 <= I <= N``; anything else is a :class:`RefacexError` saying why."""
+        m = re.fullmatch(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*", text or "")
+        if not m:
+            raise RefacexError(f"--shard {text!r}: give I/N, this machine's shard I of N (e.g. 1/4)")
+        index, count = int(m.group(1)), int(m.group(2))
+        if count < 1 or not 1 <= index <= count:
+            raise RefacexError(f"--shard {text!r}: I must be between 1 and N, and N at least 1 (shards are numbered 1 to N)")
+        return cls(index, count)
+
+    def holds(self, rel: Path | str) -> bool:
+        return shard_of(rel, self.count) == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def shard_of(rel: Path | str, count: int) -> int:
+    """The shard (1 to ``count``) of a file by its path ``rel`` relative to its input root."""
+    text = unicodedata.normalize("NFC", Path(rel).as_posix())
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % count + 1
+
+
 def _is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def iter_jobs(inputs: Iterable[str | Path], outdir: Path | None, recursive: bool = False) -> Iterator[Job]:
+def iter_jobs(inputs: Iterable[str | Path], outdir: Path | None, recursive: bool = False, shard: Shard | None = None) -> Iterator[Job]:
     """Expand files and folders into jobs; ``outdir=None`` means in place (``dst = src``).
 
     Files named explicitly are always tried (a non-image gives a clear error later); inside folders
-    only image suffixes are picked, and the output folder itself is never descended into.
+    only image suffixes are picked, and the output folder itself is never descended into. With a
+    ``shard``, only the jobs whose ``rel`` (path relative to the input folder, or a file input's
+    name) falls in it.
     """
+    for job in _all_jobs(inputs, outdir, recursive):
+        if shard is None or shard.holds(job.rel):
+            yield job
+
+
+def _all_jobs(inputs: Iterable[str | Path], outdir: Path | None, recursive: bool) -> Iterator[Job]:
     out_resolved = outdir.resolve() if outdir is not None else None
     seen: set[Path] = set()
     for raw in inputs:

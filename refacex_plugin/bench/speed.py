@@ -120,7 +120,7 @@ def _worker(
         res = keyed.anonymise_image(im)
         if not res.faces:
             return None
-        lm = np.asarray([f.landmarks for f in res.faces], np.float32)
+        lm = res.landmarks  # as detected, as the file writer embeds them (the records round them)
         if res.codes is not None:
             return keyed.embed_codes(res.image, lm, res.codes, payload.KIND_RECOVERY_CODE).image
         ids = list(np.random.default_rng().integers(0, 2, (len(lm), payload.code_bits(payload.KIND_VAULT_REF))))  # vault record ids: random

@@ -1,9 +1,9 @@
 """The ``refacex`` command line. Every command is a thin shell over the core API.
 
 This module holds the command group and what every command shares; the commands live by job in
-:mod:`.files` (anonymise, extract, recover, keygen), :mod:`.models` (donor banks, training,
-export, the model zoo, info), :mod:`.bench` and :mod:`.labelstudio`. Models and torch are
-imported inside the commands, so ``refacex --help`` answers at once.
+:mod:`.files` (anonymise, extract, recover, keygen), :mod:`.vault` (vault copy), :mod:`.models`
+(donor banks, training, export, the model zoo, info), :mod:`.bench` and :mod:`.labelstudio`.
+Models and torch are imported inside the commands, so ``refacex --help`` answers at once.
 """
 
 from __future__ import annotations
@@ -43,4 +43,4 @@ def main() -> None:
 
 
 # Each command module registers its commands on ``main`` as it loads, with the names above.
-from . import bench, files, labelstudio, models  # noqa: E402, F401
+from . import bench, files, labelstudio, models, vault  # noqa: E402, F401

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..batch import Job, Summary, default_workers, folder_without_work, iter_jobs, run_jobs
+from ..batch import Job, Shard, Summary, default_workers, folder_without_work, iter_jobs, run_jobs
 from ..detection import DEFAULT_DETECTOR, READER_THRESHOLD, DetectorConfig, detector_names
 from ..errors import RefacexError
 from ..keys import key_id, read_key_file, write_key_file
@@ -37,6 +37,25 @@ workers_option = click.option(
 )
 
 
+shard_option = click.option(
+    "--shard",
+    metavar="I/N",
+    default=None,
+    help="Take only shard I of N (1-based) of the files: each file falls in exactly one shard, by a hash of its path "
+    "relative to its input folder, so N machines running 1/N ... N/N over the same tree do every file once.",
+)
+
+
+def _shard(text: str | None) -> Shard | None:
+    """The parsed ``--shard``, or exit with one line saying what is wrong with it."""
+    if text is None:
+        return None
+    try:
+        return Shard.parse(text)
+    except RefacexError as exc:
+        _fail(str(exc))
+
+
 def _with(options):
     def deco(fn):
         for opt in reversed(options):
@@ -52,11 +71,20 @@ def _finish(summary: Summary, verb: str) -> None:
 
 
 def _run(
-    inputs: tuple[str, ...], outdir: Path | None, recursive: bool, work, finish, desc: str, progress=None, workers: int = 1
+    inputs: tuple[str, ...],
+    outdir: Path | None,
+    recursive: bool,
+    work,
+    finish,
+    desc: str,
+    progress=None,
+    workers: int = 1,
+    shard: Shard | None = None,
 ) -> Summary:
-    """Run ``work`` over every file of ``inputs`` on ``workers`` threads and ``finish`` in input
-    order (:func:`~refacex_plugin.batch.run_jobs`); missing inputs, and folders that hold no image
-    to work on (e.g. only in sub-folders without -r), count as failures."""
+    """Run ``work`` over every file of ``inputs`` (of ``shard``'s, when given) on ``workers``
+    threads and ``finish`` in input order (:func:`~refacex_plugin.batch.run_jobs`); missing inputs,
+    and folders that hold no image to work on (e.g. only in sub-folders without -r), count as
+    failures (a shard that happens to hold none of a folder's files is no failure)."""
     unusable = {}
     for raw in inputs:
         path = Path(raw)
@@ -65,6 +93,10 @@ def _run(
             unusable[raw] = why
             click.echo(f"error: {raw}: {why}", err=True)
     jobs = list(iter_jobs([r for r in inputs if r not in unusable], outdir, recursive))
+    if shard is not None:
+        every = len(jobs)
+        jobs = [j for j in jobs if shard.holds(j.rel)]
+        click.echo(f"shard {shard}: {len(jobs)} of {every} file(s)", err=True)
     summary = run_jobs(jobs, work, finish, progress, desc=desc, workers=workers)
     summary.failed.extend(unusable.items())
     return summary
@@ -100,7 +132,8 @@ def _warn(session) -> None:
     "--vault",
     "vault_path",
     type=click.Path(dir_okay=False),
-    help="Store each original face region, encrypted, in this vault file (needs --key-file) for exact recovery.",
+    help="Store each original face region, encrypted, in this vault (needs --key-file) for exact recovery: a file "
+    "(SQLite), or mongodb://HOST:PORT/DBNAME for one vault shared by several machines (docs/scaling.md).",
 )
 @click.option(
     "--donor-policy",
@@ -152,6 +185,7 @@ def _warn(session) -> None:
 @click.option("--records", type=click.Path(dir_okay=False), help="Write one JSON line per image with its face records.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal].")
 @workers_option
+@shard_option
 @_with(detector_options)
 def anonymise(
     inputs,
@@ -175,6 +209,7 @@ def anonymise(
     records,
     progress,
     workers,
+    shard,
     detector,
     threshold,
     min_face,
@@ -186,6 +221,7 @@ def anonymise(
     """
     from .. import api
 
+    shard = _shard(shard)
     if bool(outdir) == bool(in_place):
         _fail("give exactly one of -o/--output OUTDIR or --in-place")
     if in_place and fmt:
@@ -248,7 +284,7 @@ def anonymise(
             records_fh.write(json.dumps({"input": str(res.src), "output": str(res.dst), "faces": [f.to_dict() for f in res.faces]}) + "\n")
 
     try:
-        summary = _run(inputs, Path(outdir) if outdir else None, recursive, work, finish, "anonymise", progress, workers)
+        summary = _run(inputs, Path(outdir) if outdir else None, recursive, work, finish, "anonymise", progress, workers, shard)
     finally:
         if records_fh:
             records_fh.close()
@@ -259,7 +295,7 @@ def anonymise(
         if summary.faces:  # the others: small or weakly detected faces (docs/payload.md); the vault still has them
             note += f" ({verified} of {summary.faces} faces read back; see --records)"
     if vault is not None:
-        note += f", originals in vault {vault_path}"
+        note += f", originals in vault {vault.location}"  # a URI's password is never shown
     click.echo(note, err=True)
     _finish(summary, "anonymised")
 
@@ -353,7 +389,12 @@ def extract(inputs, key_files, watermark, recursive, as_json, workers, detector,
 @main.command(context_settings=_SETTINGS)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--key-file", "key_files", multiple=True, required=True, type=click.Path(dir_okay=False), help="Secret key file(s).")
-@click.option("--vault", "vault_path", type=click.Path(dir_okay=False), help="Restore bit-exact face regions from this vault.")
+@click.option(
+    "--vault",
+    "vault_path",
+    type=click.Path(dir_okay=False),
+    help="Restore bit-exact face regions from this vault (a file, or a mongodb://HOST:PORT/DBNAME URI).",
+)
 @click.option("--watermark", default=None, help="Watermark to read payloads with [default: the best available].")
 @click.option("-o", "--output", "outdir", type=click.Path(file_okay=False), help="Output folder (mirrors the input tree).")
 @click.option("--in-place", is_flag=True, help="Replace each anonymised input atomically with its original instead of writing to -o.")
@@ -366,9 +407,23 @@ def extract(inputs, key_files, watermark, recursive, as_json, workers, detector,
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per restored image.")
 @workers_option
+@shard_option
 @_with(detector_options)
 def recover(
-    inputs, key_files, vault_path, watermark, outdir, in_place, recursive, approximate, as_json, workers, detector, threshold, min_face
+    inputs,
+    key_files,
+    vault_path,
+    watermark,
+    outdir,
+    in_place,
+    recursive,
+    approximate,
+    as_json,
+    workers,
+    shard,
+    detector,
+    threshold,
+    min_face,
 ):
     """Restore original faces in INPUTS with the secret key (admin only).
 
@@ -380,6 +435,7 @@ def recover(
     """
     from .. import api
 
+    shard = _shard(shard)
     if bool(outdir) == bool(in_place):
         _fail("give exactly one of -o/--output OUTDIR or --in-place")
     if vault_path and approximate:
@@ -416,7 +472,7 @@ def recover(
             )
 
     try:
-        summary = _run(inputs, Path(outdir) if outdir else None, recursive, work, finish, "recover", workers=workers)
+        summary = _run(inputs, Path(outdir) if outdir else None, recursive, work, finish, "recover", workers=workers, shard=shard)
     finally:
         session.close()
     if approximate and summary.images:

@@ -82,13 +82,15 @@ def _learned() -> Watermark:
     return load_learned_watermark()
 
 
-#: Preference order; the first that loads is the default. ``dct-qim-low`` ranks above ``dct-qim``
+#: Preference order; the first is the default (missing weights are an error, never a step down).
+#: The learned watermark is experimental (usable by name) until its shipped weights meet their bars;
+#: then it moves first. ``dct-qim-low`` ranks above ``dct-qim``
 #: because, with the reader's deblurring, neither loses blurred faces wholesale, and the low
 #: carriers keep what JPEG and WebP quantise away: on the same 40 original faces (fresh keys)
 #: dct-qim / dct-qim-low opened JPEG Q50 in 65.0 / 97.5 %, WebP Q80 77.5 / 90.0 %, a half-size
 #: resize 65.0 / 77.5 %, blur 97.5 / 95.0 %; on generator-anonymised faces Q50 30.0 / 92.5 %,
 #: WebP 47.5 / 85.0 % (docs/decisions/0007).
-PREFERENCE = ("learned", "dct-qim-low", "dct-qim")
+PREFERENCE = ("dct-qim-low", "dct-qim", "learned")
 #: Watermarks that were the default before (oldest last): a reader not told which watermark to read
 #: also tries these on faces the default finds no payload in, so marks written then still open.
 EARLIER_DEFAULTS = ("dct-qim",)
