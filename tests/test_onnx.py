@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from refacex_plugin import anonymisers
+from refacex_plugin.errors import ModelNotAvailableError
 from refacex_plugin.generator.model import GeneratorModel
 from refacex_plugin.generator.networks import VIEW_BLUR
-from refacex_plugin.errors import ModelNotAvailableError
 from refacex_plugin.zoo import register
 
 
