@@ -12,6 +12,7 @@ from refacex_plugin.bench.report import attacks_markdown
 from refacex_plugin.generator.donors import DonorBank
 
 
+@pytest.mark.slow
 def test_every_payload_tampering_is_refused_and_correctable_errors_open_intact():
     res = payload_attacks(trials=25, seed=3)
     assert len(res) >= 14
@@ -40,6 +41,7 @@ def test_consistent_donors_follow_a_person_within_a_key_and_not_across_keys():
     assert res["chance"] == 1 / 256
 
 
+@pytest.mark.slow
 def test_the_inverter_learns_a_known_degradation():
     """A darkened face is inverted better after a few steps than at the start (the attack trains)."""
     torch.manual_seed(0)

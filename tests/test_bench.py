@@ -135,6 +135,7 @@ def test_split_is_seeded_and_disjoint(lfw):
     assert len(pairs) > 4000 and sum(s for *_, s in pairs) > 2000
 
 
+@pytest.mark.slow
 def test_dlib_reaches_its_known_lfw_accuracy(lfw):
     """dlib's descriptor is documented at 99.38% on LFW; our alignment must reproduce ~99%."""
     from refacex_plugin.bench.recognizers import load_recognizer
@@ -146,6 +147,7 @@ def test_dlib_reaches_its_known_lfw_accuracy(lfw):
     assert res["accuracy"] >= 0.97, res
 
 
+@pytest.mark.slow
 def test_bench_end_to_end_small(lfw, tmp_path):
     from refacex_plugin.bench.report import markdown, plots
     from refacex_plugin.bench.runner import BenchConfig, run
@@ -239,6 +241,7 @@ def test_robustness_marks_faces_of_the_default_method(monkeypatch, tmp_path):
     assert hosts == ["blur"]
 
 
+@pytest.mark.slow
 def test_robustness_reports_combined_distortions(example_image, capsys):
     """A shared photo is often shrunk or cropped and then saved as JPEG again: both combinations
     are rows of the robustness report, and a face marked on its anonymised host opens after the

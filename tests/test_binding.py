@@ -1,6 +1,7 @@
 """Payloads are bound to the face they were sealed for: a moved payload is refused (issue 9)."""
 
 import numpy as np
+import pytest
 
 from refacex_plugin import binding as B
 from refacex_plugin import distortions as D
@@ -50,6 +51,7 @@ def test_a_face_keeps_its_hash_through_jpeg_and_colour_changes(lfw):
     assert kept == 3 * len(people)
 
 
+@pytest.mark.slow
 def test_a_payload_moved_into_another_image_is_refused(lfw):
     """The transplant attack with the real detector, watermark and JPEG-free channel: the moved
     bits are refused in the other image and, re-embedded the same way, open in their own."""
@@ -61,6 +63,7 @@ def test_a_payload_moved_into_another_image_is_refused(lfw):
     assert res["control_opened_in_own_image"] >= 1  # the refusal is the binding's, not the channel's
 
 
+@pytest.mark.slow
 def test_the_robustness_benchmark_measures_bound_payloads(lfw):
     """`refacex bench robustness` seals as the pipeline does (bound) and opens as a reader does;
     it counts reads the binding lost, and renders them."""

@@ -156,6 +156,7 @@ def test_reader_search_finds_a_mark_the_re_detection_misplaces(lfw, warp):
     torch.testing.assert_close(frame, whole_frame, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_reader_tries_gains_first_for_the_low_carrier_layout(lfw_sample):
     """``dct-qim-low``'s carriers (a block's two lowest coefficients, a face's largest) read nothing
     at a wrong gain, so its search reads every coarse gain from the first stage: after brightness
@@ -192,6 +193,7 @@ def test_reader_tries_gains_first_for_the_low_carrier_layout(lfw_sample):
     assert max(later) > 10, later
 
 
+@pytest.mark.slow
 def test_reader_finds_marks_after_jpeg_q50_that_a_wide_search_misses(lfw, monkeypatch):
     """After JPEG Q50 the mark is weak: the wide search's coarse grid holds no point close enough
     to read it and settles on a chance one, while the re-detection lies within a pixel or three of
@@ -256,6 +258,7 @@ def _opened(face_reader, images, config: ReaderConfig = ReaderConfig()) -> int:
     )
 
 
+@pytest.mark.slow
 def test_reader_polishes_a_reading_that_is_no_codeword(weak_marks):
     """After JPEG Q50 or WebP the search's grid ends near the mark but not on it; hill-climbing the
     reading's confidence from there (:func:`~refacex_plugin.channel.search.polish`) reaches it: of these
@@ -268,6 +271,7 @@ def test_reader_polishes_a_reading_that_is_no_codeword(weak_marks):
     assert opened["reader"] >= opened["unpolished"] + 2, opened
 
 
+@pytest.mark.slow
 def test_reader_soft_decodes_readings_past_the_hard_radius(weak_marks, monkeypatch):
     """Most readings of a weakened mark are 11-20 bits wrong, past BCH's t = 10, on bits read
     weakly: ordered statistics (:func:`refacex_plugin.ecc.osd_candidates`) open them. Of these 60
@@ -282,6 +286,7 @@ def test_reader_soft_decodes_readings_past_the_hard_radius(weak_marks, monkeypat
     assert opened["soft"] >= opened["chase only"] + 6, opened
 
 
+@pytest.mark.slow
 def test_a_reader_holding_the_key_ends_its_search_at_a_reading_that_opens(weak_marks):
     """Without a key the search stops only at a hard codeword, and a face it never reads one from
     gets its most confident reading, often a chance point after WebP; a reader holding the key also
@@ -303,6 +308,7 @@ def _unsettled(monkeypatch):
     )
 
 
+@pytest.mark.slow
 def test_settled_frames_carry_marks_through_resizes(lfw, monkeypatch):
     """The embedder marks each face in its settled frame and the reader starts from the settled
     re-detection (:mod:`~refacex_plugin.registration`), which a resize barely moves; in raw
@@ -336,6 +342,7 @@ def test_settled_frames_carry_marks_through_resizes(lfw, monkeypatch):
     assert sum(settled.values()) >= sum(raw.values()) + 2, (settled, raw)
 
 
+@pytest.mark.slow
 def test_marks_embedded_in_unsettled_frames_still_open(lfw, monkeypatch):
     """Files marked before the embedder settled its frames (session 22) still open: the reader
     also searches from the raw re-detection (``1.0`` in :attr:`~refacex_plugin.channel.ReaderConfig.rescaled_starts`).
@@ -360,6 +367,7 @@ def test_marks_embedded_in_unsettled_frames_still_open(lfw, monkeypatch):
     assert sum(sum(f.authenticated for f in face_reader.read_payloads(D.DISTORTIONS["jpeg_q75"](x))) for x in marked) >= len(files) - 1
 
 
+@pytest.mark.slow
 def test_reader_reads_through_what_brightening_clipped(lfw, monkeypatch):
     """A +20 % brightness change pushes the red channel of bright skin past 255, and the mark
     with it. A reader that finds no codeword searches again in an estimate of the clipped values
@@ -505,6 +513,7 @@ def test_re_detections_of_an_enlarged_region_come_back_in_its_pixels(example_rgb
     assert len(starts) == 2  # the repeat is dropped, the start 6 px away kept
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("row", ["blur_1", "resize_0.5"])
 def test_reader_deblurs_a_mark_a_low_pass_mixed(lfw, row):
     """A gaussian blur (sigma 1) or a half-size resize mixes each carrier block with its

@@ -20,6 +20,7 @@ CONFIG = """<View><Image name="image" value="$image"/>
   <RectangleLabels name="face" toName="image"><Label value="Face"/></RectangleLabels></View>"""
 
 
+@pytest.mark.slow
 def test_label_studio_gets_face_boxes_from_our_backend(tmp_path, lfw_sample):
     venv = Path(os.environ.get("REFACEX_LS_VENV", REPO / ".ls-venv"))
     t0 = time.time()

@@ -64,6 +64,7 @@ def test_onnx_backend_exports_again_when_a_network_file_is_missing(tiny_zoo):
     assert (tiny_zoo / "onnx3" / "refacex-recovery.onnx").is_file()
 
 
+@pytest.mark.slow
 def test_bench_recovery_section_runs_the_real_channel(tiny_zoo, lfw, tmp_path):
     from refacex_plugin.bench.report import markdown
     from refacex_plugin.bench.runner import BenchConfig, run
