@@ -92,7 +92,7 @@ class AnonymizeFaces(foo.Operator):
             "vault",
             default=_secret(ctx, "REFACEX_VAULT") or "",
             required=False,
-            label="Vault file (needs the key secret; default: the REFACEX_VAULT secret)",
+            label="Vault: a file or a mongodb:// URI (needs the key secret; default: the REFACEX_VAULT secret)",
         )
         inputs.bool("delegate", default=len(view) > _DELEGATE_ABOVE, label="Delegate (background)")
         refused = _refused(key, _vault(ctx), ctx.params.get("method") or None)
@@ -147,7 +147,7 @@ class EvaluateAnonymization(foo.Operator):
             "vault",
             default=_secret(ctx, "REFACEX_VAULT") or "",
             required=False,
-            label="Vault file (identity distance when the originals are not kept; needs the key secret)",
+            label="Vault: a file or a mongodb:// URI (identity distance when the originals are not kept; needs the key secret)",
         )
         inputs.bool("skip_pending", default=False, label="Evaluate only the samples already anonymized")
         pending = api.pending_count(view)
@@ -247,7 +247,12 @@ class RecoverFaces(foo.Operator):
         inputs = types.Object()
         _target(ctx, inputs)
         vault_secret = _secret(ctx, "REFACEX_VAULT")
-        inputs.str("vault", default=vault_secret or "", required=not vault_secret, label="Vault file (default: the REFACEX_VAULT secret)")
+        inputs.str(
+            "vault",
+            default=vault_secret or "",
+            required=not vault_secret,
+            label="Vault: a file or a mongodb:// URI (default: the REFACEX_VAULT secret)",
+        )
         inputs.enum("target", ["field", "replace"], default="field", label="Write to")
         inputs.str("media_field", default="recovered_filepath", label="Media field (target=field)")
         inputs.str("output_dir", required=False, label="Output folder (files keep their originals' names and layout)")

@@ -53,7 +53,7 @@ class Settings:
     method: str | None = None
     strength: float = 1.0
     key: bytes | None = field(default=None, repr=False)
-    vault: str | os.PathLike | None = None
+    vault: str | os.PathLike | None = field(default=None, repr=False)  # a MongoDB URI may hold a password
     watermark: str | None = None
     watermark_strength: float = 1.0
     donor_policy: str = "random"

@@ -33,7 +33,8 @@ from .image_io import FORMAT_SUFFIXES, LoadedImage, atomic_write_bytes, encode_i
 from .jpeg_blocks import BlockEdit, rewrite_changed_blocks
 from .reader import FaceReader
 from .records import FaceRecord
-from .vault import FaceRegion, Vault, pixel_hash, restore, restore_into
+from .vault import FaceRegion, pixel_hash, restore, restore_into
+from .vault.core import VaultBase
 from .writer import FaceWriter
 
 
@@ -102,7 +103,7 @@ def anonymise_file(
     dst: Path,
     fmt: str | None = None,
     quality: int = 95,
-    vault: Vault | None = None,
+    vault: VaultBase | None = None,
     in_place: bool = False,
 ) -> FileResult:
     """Anonymise one image file into ``dst`` (``src`` itself when ``in_place``).
@@ -205,7 +206,7 @@ def _write_original(src: Path, dst: Path, img: LoadedImage, original, fmt: str |
 def recover_file(
     src: Path,
     dst: Path,
-    vault: Vault | None,
+    vault: VaultBase | None,
     reader: FaceReader | None = None,
     fmt: str | None = None,
     quality: int = 95,

@@ -3,6 +3,7 @@ started here on a free 127.0.0.1 port in a temporary dbpath; skipped when there 
 
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
@@ -28,7 +29,8 @@ pymongo = pytest.importorskip("pymongo")
 
 def _mongod() -> Path | None:
     if os.environ.get("REFACEX_MONGOD"):
-        return Path(os.environ["REFACEX_MONGOD"])
+        binary = Path(os.environ["REFACEX_MONGOD"])
+        return binary if binary.is_file() else None
     spec = importlib.util.find_spec("fiftyone")  # finds the package without importing it
     if spec is not None and spec.submodule_search_locations:
         binary = Path(next(iter(spec.submodule_search_locations))) / "db" / "bin" / "mongod"
@@ -374,3 +376,21 @@ def test_vault_copy_sqlite_to_mongo_to_sqlite(png_tree, tmp_path, uri):
         assert len(w) == 0 and not list(w.image_hashes())
     code, text = run("vault", "copy", tmp_path / "missing.vault", uri, "--key-file", key)
     assert code == 2 and "no such vault" in text
+
+
+def test_two_shards_at_once_into_one_mongo_vault(png_tree, tmp_path, uri):
+    """Two machines' runs, at the same time, over one shared tree into one vault (docs/scaling.md)."""
+    key = tmp_path / "admin.key"
+    write_key_file(key)
+    anon = tmp_path / "anon"
+    cmd = [sys.executable, "-m", "refacex_plugin.cli", "anonymise", png_tree, "-r", "-o", anon, "--method", "pixelate"]
+    cmd += ["--key-file", key, "--vault", uri]
+    procs = [subprocess.Popen([str(c) for c in [*cmd, "--shard", f"{i}/2"]], stderr=subprocess.PIPE, text=True) for i in (1, 2)]
+    said = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], said
+    counts = [int(re.search(r"shard \d/2: (\d+) of 6 file\(s\)", s).group(1)) for s in said]
+    assert sum(counts) == 6 and all(f"{n} image(s) anonymised" in s for n, s in zip(counts, said))
+    code, text = run("recover", anon, "-o", tmp_path / "back", "-r", "--key-file", key, "--vault", uri)
+    assert code == 0 and "6 image(s) restored" in text, text
+    for src in png_tree.rglob("*.png"):
+        assert (tmp_path / "back" / src.relative_to(png_tree)).read_bytes() == src.read_bytes()
