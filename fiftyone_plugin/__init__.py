@@ -6,7 +6,7 @@ variable in open-source FiftyOne): the path of a key file made by ``refacex keyg
 never a parameter, so it is never stored in the dataset. The vault is the ``vault`` parameter
 or, when that is empty, the ``REFACEX_VAULT`` secret, in every operator that reads the key (so
 a run from the SDK or a delegated run, where no form filled the parameter, is reversible too).
-Every operator calls :mod:`refacex_plugin.fiftyone_api`, which runs the use cases of
+Every operator calls :mod:`refacex_fiftyone.api`, which runs the use cases of
 :mod:`refacex_plugin.api`: the key and vault policy is the CLI's and the Label Studio backend's.
 """
 
@@ -15,8 +15,8 @@ import time
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+import refacex_fiftyone.api as api
 from refacex_plugin import api as refacex_api
-from refacex_plugin import fiftyone_api as api
 from refacex_plugin.anonymisers import available_methods, default_method
 from refacex_plugin.errors import RefacexError
 

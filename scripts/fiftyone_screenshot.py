@@ -22,7 +22,7 @@ os.environ.update(FIFTYONE_DO_NOT_TRACK="true", FIFTYONE_SHOW_PROGRESS_BARS="fal
 
 import fiftyone as fo  # noqa: E402
 
-import refacex_plugin.fiftyone_api as api  # noqa: E402
+import refacex_fiftyone.api as api  # noqa: E402
 
 
 def main(data: Path, out: Path, port: int = 5151) -> None:

@@ -120,3 +120,19 @@ def test_no_import_circle_in_the_package():
         if v not in index:
             visit(v)
     assert not circles, "import circles:\n" + "\n".join(" <-> ".join(c) for c in circles)
+
+
+FRONT_ENDS = ("refacex_fiftyone", "fiftyone_plugin", "labelstudio_backend")
+
+
+def test_the_core_never_imports_a_front_end():
+    """The FiftyOne API and plugin and the Label Studio backend call the core; the core (but the
+    bench, which measures a front end's throughput, and the CLI, itself a front end) imports none."""
+    offenders = [
+        f"{path.relative_to(PACKAGE.parent)}:{line}: {name}"
+        for path in _core_modules()
+        for line, names in _imports(path)
+        for name in names
+        if name.split(".")[0] in FRONT_ENDS
+    ]
+    assert not offenders, "core modules import a front end:\n" + "\n".join(offenders)

@@ -19,7 +19,7 @@ fo = pytest.importorskip("fiftyone")
 
 from PIL import Image  # noqa: E402
 
-import refacex_plugin.fiftyone_api as api  # noqa: E402
+import refacex_fiftyone.api as api  # noqa: E402
 from refacex_plugin.errors import RefacexError  # noqa: E402
 from refacex_plugin.image_io import read_image  # noqa: E402
 from refacex_plugin.keys import write_key_file  # noqa: E402
@@ -190,7 +190,7 @@ def test_killed_run_leaves_samples_whole_and_rerun_finishes(lfw_sample, tmp_path
             real(fd)
         os.fsync = fsync
         import fiftyone as fo
-        import refacex_plugin.fiftyone_api as api
+        import refacex_fiftyone.api as api
         api.anonymize_samples(fo.load_dataset({ds.name!r}), method="pixelate", key_file={str(key_file)!r},
                               vault={str(vault)!r}, output_dir={str(tmp_path / "anon")!r})
     """)

@@ -179,7 +179,8 @@ def _fiftyone_worker(method: str, files: list[str]) -> dict:
     os.environ.update(FIFTYONE_DO_NOT_TRACK="true", FIFTYONE_SHOW_PROGRESS_BARS="false", FIFTYONE_DATABASE_VALIDATION="false")
     import fiftyone as fo
 
-    from .. import fiftyone_api
+    import refacex_fiftyone.api as fiftyone_api
+
     from ..batch import Job, default_workers, run_jobs
     from ..files import anonymise_file
     from ..writer import make_writer

@@ -2,7 +2,7 @@
 and recover under control. The plugin's operators (``fiftyone_plugin/``) call these functions,
 and notebooks can too::
 
-    import refacex_plugin.fiftyone_api as rfo
+    import refacex_fiftyone.api as rfo
     rfo.anonymize_samples(dataset.take(100), method="pixelate", key_file="admin.key", vault="faces.vault")
 
 Every sample is updated by one document write after its anonymised file is fully written (and
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import api
-from .batch import Job, Summary, default_workers, run_jobs
-from .errors import RefacexError
-from .image_io import read_image
-from .keys import key_id, read_key_file
+from refacex_plugin import api
+from refacex_plugin.batch import Job, Summary, default_workers, run_jobs
+from refacex_plugin.errors import RefacexError
+from refacex_plugin.image_io import read_image
+from refacex_plugin.keys import key_id, read_key_file
 
 FACES_FIELD = "refacex_faces"
 LANDMARKS_FIELD = "refacex_landmarks"
@@ -278,7 +278,7 @@ def evaluate_samples(
     Raises :class:`NotAnonymisedError` when samples are not anonymised yet (a summary over them
     would be empty or partial), unless ``skip_pending``; then they are left out and counted.
     """
-    from .detection import load_detector
+    from refacex_plugin.detection import load_detector
 
     fo = _fo()
     ds = samples._dataset
@@ -328,7 +328,7 @@ def match_faces(stored: list, found: list, min_iou: float = _MATCH_IOU) -> dict[
     """One-to-one pairs ``{stored index: found index}`` of x0 y0 x1 y1 boxes by overlap: the most
     overlapping pair first, each box used once, pairs under ``min_iou`` left unmatched (ties go to
     the lower indices, so the result does not depend on anything but the boxes)."""
-    from .detection import box_iou
+    from refacex_plugin.detection import box_iou
 
     pairs = sorted(
         ((box_iou(a, b), i, j) for i, a in enumerate(stored) for j, b in enumerate(found)),
@@ -400,7 +400,7 @@ def _evaluate(samples, n_total, pending, det, vault, vault_session, progress) ->
         sample[EVAL_PREFIX + "identity_distance"] = None
         if orig is not None:
             if recognizer is None:
-                from .identity import DlibDescriptor
+                from refacex_plugin.identity import DlibDescriptor
 
                 recognizer = DlibDescriptor()
             sample[EVAL_PREFIX + "identity_distance"] = recognizer.distance(orig, rgb, boxes[0])
