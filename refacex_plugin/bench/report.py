@@ -83,6 +83,9 @@ def markdown(res: dict) -> str:
                 continue
             cells = []
             for r in recs:
+                if r not in p:  # a merged report whose runs judged with different recognisers
+                    cells += ["–"] * 4
+                    continue
                 q = p[r]
                 sim = -q["mean_similarity"] if res["recognizers"][r]["metric"] == "euclidean" else q["mean_similarity"]
                 cells += [_pct(q["match_rate"]), _pct(q["rank1"]), _pct(q["rank5"]), _f(sim)]
