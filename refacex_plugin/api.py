@@ -212,8 +212,8 @@ class Session:
     def __repr__(self) -> str:
         from .vault import describe
 
-        settings = replace(self.settings, vault=describe(self.settings.vault)) if self.settings.vault else self.settings
-        return f"Session({settings!r}, use={self.use!r})"  # a vault URI's password is never shown
+        vault = f", vault={describe(self.settings.vault)!r}" if self.settings.vault else ""  # a URI's password never shown
+        return f"Session({self.settings!r}{vault}, use={self.use!r})"
 
 
 def _build(s: Settings, use: str, method: str | None):
