@@ -130,8 +130,10 @@ class DonorBank:
             raise ModelNotAvailableError(f"{path}: not a readable donor bank ({exc})") from None
 
 
-def skin_tone(crop: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    """Mean Lab colour ``(3,)`` of the cheeks and nose bridge of ``crop (S, S, 3) uint8`` (OpenCV's 8-bit Lab)."""
+def cheek_lab(crop: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Mean Lab colour ``(3,)`` of the cheeks and nose bridge of ``crop (S, S, 3) uint8`` (OpenCV's 8-bit
+    Lab): the colour part of the features donors are ranked on, stored in every bank as built. The
+    face's skin tone as an attribute (median L* of bare skin) is :func:`~refacex_plugin.attributes.skin_tone`."""
     poly = np.round(pts[[1, 2, 3, 31, 35, 13, 14, 15, 45, 27, 36]]).astype(np.int32)
     mask = np.zeros(crop.shape[:2], np.uint8)
     cv2.fillPoly(mask, [cv2.convexHull(poly)], 1)
@@ -148,7 +150,7 @@ def is_grey(crop: np.ndarray) -> bool:
 
 
 def donor_features(crop: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    return np.concatenate([pose_expression(pts), skin_tone(crop, pts)]).astype(np.float32)
+    return np.concatenate([pose_expression(pts), cheek_lab(crop, pts)]).astype(np.float32)
 
 
 #: Donors whose forehead is not bare skin (hair, hats) or whose eyes are framed (glasses) paste
