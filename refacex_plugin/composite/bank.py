@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..attributes import AGE_BAND_NAMES, Attributes, age_band
+from ..attributes import AGE_BAND_NAMES, AGE_BANDS, Attributes, age_band
 from ..face68 import BROWS, LEFT_EYE, OUTER_LIPS, RIGHT_EYE
 from .config import CompositeConfig
 from .mesh import CropLandmarks, mirror, piecewise_affine_maps, pose_expression, similarity_to, triangulate
@@ -299,7 +299,6 @@ def _pair_up(textures: np.ndarray, feats: np.ndarray, people: np.ndarray, size: 
     :class:`~refacex_plugin.attributes.Attributes` arrays): distance = small grey thumbnails +
     scaled features. A face left without a mate of its own kind is left out: an average of a man
     and a woman, or of a child and an adult, is neither."""
-    from ..attributes import age_band
 
     thumbs = np.stack([cv2.resize(cv2.cvtColor(t, cv2.COLOR_RGB2GRAY), (16, 16), interpolation=cv2.INTER_AREA) for t in textures]).reshape(
         len(textures), -1
@@ -355,16 +354,19 @@ class DonorChooser:
             self._secret = secrets.token_bytes(32)
         self._lock = threading.Lock()
         self._scaled = self.bank.choice_features() / FEATURE_SCALE
+        # every choice's kind, once: mirrored choices are their donor's
+        self._kinds = np.concatenate([self.bank.attributes, self.bank.attributes])
+        self._bands = np.searchsorted(AGE_BANDS, self._kinds[:, 1], side="right") - 1
 
     def eligible(self, person: Attributes) -> tuple[np.ndarray, str | None]:
         """Which choices fit a face of ``person``'s kind: the same apparent gender and age band (a
         neighbouring band's donors within ``config.age_slack`` years where the band is thin, never
         for a child), skin lightness within ``config.lightness_slack`` where enough are that close.
         Returns the ``(2N,)`` bool mask and, when fewer than the chooser needs fit, why."""
-        attrs = np.concatenate([self.bank.attributes, self.bank.attributes])
+        attrs = self._kinds
         same = (attrs[:, 0] >= 0.5) == (person.female >= 0.5)
         band = person.age_band
-        fit = same & (np.array([age_band(a) for a in attrs[:, 1]]) == band)
+        fit = same & (self._bands == band)
         cfg = self.config
         if fit.sum() < cfg.pool and person.age >= cfg.child_age:
             fit = same & (np.abs(attrs[:, 1] - person.age) <= cfg.age_slack)
@@ -383,7 +385,7 @@ class DonorChooser:
         nearest ``features (8,)`` and ``person``'s age and skin lightness, nearest first."""
         d = np.linalg.norm(self._scaled - features / FEATURE_SCALE, axis=1)
         if person is not None:
-            attrs = np.concatenate([self.bank.attributes, self.bank.attributes])
+            attrs = self._kinds
             cfg = self.config
             d = np.hypot(d, np.hypot((attrs[:, 1] - person.age) / cfg.age_scale, (attrs[:, 2] - person.lightness) / cfg.lightness_scale))
             d[~self.eligible(person)[0]] = np.inf
