@@ -57,10 +57,6 @@ class Attributes:
     def as_array(self) -> np.ndarray:
         return np.array([self.female, self.age, self.lightness, self.ita], np.float32)
 
-    @classmethod
-    def from_array(cls, a) -> Attributes:
-        return cls(*(float(v) for v in a))
-
 
 def skin_mask(shape: tuple[int, int], pts: np.ndarray) -> np.ndarray:
     """Bare skin of a face ``shape (H, W)`` bool from its ``pts (68 or 78, 2)``: cheeks, nose and,
